@@ -1,0 +1,89 @@
+"""Stage 4, build: turn a checked spec into a torch.nn.Module.  The only stage of `check` that imports torch."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Any
+
+from .infer import Checked, Row
+
+_PREFIX = [
+    (r"ConvTranspose\dd", "deconv"), (r"Conv\dd", "conv"), (r"(Max|Avg|LP)Pool\dd", "pool"),
+    (r"Adaptive(Max|Avg)Pool\dd", "pool"), (r"Linear", "fc"), (r"BatchNorm\dd", "bn"), (r"LayerNorm", "ln"),
+    (r"GroupNorm", "gn"), (r"InstanceNorm\dd", "inorm"), (r"RMSNorm", "rms"), (r".*Dropout.*", "drop"),
+    (r"Embedding", "embed"), (r"MultiheadAttention", "attn"), (r"TransformerEncoderLayer", "encoder"),
+    (r"Residual", "res"), (r".*Pad\dd", "pad"),
+]
+
+
+class SpecError(ValueError):
+    """A spec with errors was given to build(); the message holds the rendered diagnostics."""
+
+    def __init__(self, checked: Checked):
+        from .report import render_diagnostics
+
+        self.checked = checked
+        super().__init__("the spec has errors:\n" + render_diagnostics(checked))
+
+
+def prefix(row: Row) -> str:
+    if row.item.block:
+        return row.item.block
+    name = row.entry.name
+    for pat, p in _PREFIX:
+        if re.fullmatch(pat, name):
+            return p
+    return name.lower()
+
+
+def ctor_args(row: Row) -> dict[str, Any]:
+    """The constructor's keyword arguments: what was written or inferred (torch's defaults do the rest)."""
+    out = {}
+    for name, spec in row.entry.args.items():
+        if name in row.entry.children or name not in row.args:
+            continue
+        if name in row.item.written or spec.inferred or spec.required:
+            out[name] = row.args[name]
+    return out
+
+
+def build_list(rows: list[Row]) -> Any:
+    from .modules import SpecModel
+
+    counts: dict[str, int] = {}
+    named: OrderedDict[str, Any] = OrderedDict()
+    for row in rows:
+        if row.item.name:
+            base = row.item.name
+            key = base if row.item.repeat == 1 else f"{base}{row.rep + 1}"
+        else:
+            base = prefix(row)
+            counts[base] = counts.get(base, 0) + 1
+            key = f"{base}{counts[base]}"
+        while key in named:
+            key += "_"
+        named[key] = build_row(row)
+    return SpecModel(named)
+
+
+def build_row(row: Row) -> Any:
+    children: dict[str, Any] = {}
+    for name, kids in row.children.items():
+        if kids and isinstance(kids[0], list):
+            children[name] = [build_list(b) for b in kids]
+        else:
+            children[name] = build_list(kids)
+    if row.entry.build is not None:
+        return row.entry.build(ctor_args(row), children)
+    import torch.nn as nn
+
+    return getattr(nn, row.entry.name)(**ctor_args(row))
+
+
+def build_checked(checked: Checked) -> Any:
+    if not checked.ok:
+        raise SpecError(checked)
+    model = build_list(checked.rows)
+    model.spec_name = checked.spec.name
+    return model

@@ -1,0 +1,342 @@
+"""Stage 3, infer: the shape pass.  Pure Python (never imports torch).
+
+Walks the layer list with a tensor type (per-sample shape, dtype, layout), calls each registry entry's
+shape rule, fills omitted input sizes, checks written ones, and records one ``Row`` per module instance.
+After an error it carries on from what the layer declares, so one run reports every mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import dims
+from .diagnostics import Diagnostic
+from .dims import Dim, Shape
+from .registry import REQUIRED, TT
+from .schema import Item, Spec
+
+
+class ShapeError(Exception):
+    def __init__(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+                 help: str | None = None, recover: TT | None = None):
+        super().__init__(message)
+        self.code, self.message, self.arg = code, message, arg
+        self.notes, self.help, self.recover = list(notes or []), help, recover
+
+
+@dataclass
+class Row:
+    item: Item
+    args: dict[str, Any]
+    input: TT | None
+    output: TT | None = None
+    params: int = 0
+    macs: Dim = 0
+    children: dict[str, Any] = field(default_factory=dict)  # arg -> list[Row] | list[list[Row]]
+    rep: int = 0
+    depth: int = 0
+    failed: bool = False
+
+    @property
+    def entry(self) -> Any:
+        return self.item.entry
+
+    @property
+    def type(self) -> str:
+        return self.item.block or self.item.entry.name
+
+    def walk(self) -> Any:
+        """This row and every nested row, depth first."""
+        yield self
+        for v in self.children.values():
+            for sub in v:
+                if isinstance(sub, list):
+                    for r in sub:
+                        yield from r.walk()
+                else:
+                    yield from sub.walk()
+
+
+@dataclass
+class Checked:
+    spec: Spec
+    rows: list[Row]
+    output: TT | None
+    diagnostics: list[Diagnostic]
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    def all_rows(self) -> list[Row]:
+        return [r for top in self.rows for r in top.walk()]
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def macs(self) -> Dim:
+        return sum_dims([r.macs for r in self.rows])
+
+
+def sum_dims(values: list[Dim]) -> Dim:
+    const = sum(v for v in values if isinstance(v, int))
+    syms = [v for v in values if isinstance(v, str) and v != dims.UNKNOWN]
+    if any(v == dims.UNKNOWN for v in values):
+        return dims.UNKNOWN
+    if not syms:
+        return const
+    return " + ".join(syms + ([str(const)] if const else []))
+
+
+class Ctx:
+    """What a shape rule sees: its resolved arguments and ways to report."""
+
+    def __init__(self, checker: Checker, item: Item, row: Row, x: TT):
+        self.checker, self.item, self.row, self.x = checker, item, row, x
+        self.a = row.args
+
+    # arguments
+    def written(self, name: str) -> bool:
+        return name in self.item.written
+
+    def infer_size(self, name: str, actual: Dim, what: str = "features") -> None:
+        """Fill an omitted input size, or check a written one against what the layer receives."""
+        if not self.written(name):
+            self.a[name] = actual
+            return
+        w = self.a[name]
+        if isinstance(actual, int) and w != actual:
+            self.error("shape-mismatch",
+                       f"{self.item.entry.name} expects {name} {w} but receives {actual}", arg=name,
+                       notes=[self.origin()],
+                       help=f"write {name}: {actual}, or leave it out and it is inferred")
+            self.a[name] = actual
+        elif isinstance(actual, str) and actual != dims.UNKNOWN:
+            raise self.fail("symbolic-size",
+                            f"{self.item.entry.name} needs a fixed number of {what} but receives {actual}",
+                            arg=name, notes=[self.origin()],
+                            help="fix the size before this layer (e.g. take the last step with `Last`, "
+                                 "or pool with AdaptiveAvgPool), or give the symbol a fixed value in `input`")
+
+    def need_known(self, d: Dim, name: str, what: str) -> int:
+        """A size this layer cannot work with symbolically (e.g. Linear's input features)."""
+        if isinstance(d, int):
+            return d
+        if d == dims.UNKNOWN:
+            raise ShapeError("unknown", "unknown size")
+        raise self.fail("symbolic-size",
+                        f"{self.item.entry.name} needs a fixed number of {what} but receives {d}",
+                        arg=name if self.written(name) else None, notes=[self.origin()],
+                        help="fix the size before this layer (take the last step with `Last`, pool it with "
+                             "AdaptiveAvgPool, or give the symbol a fixed value in `input`)")
+
+    # reporting
+    def fail(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+             help: str | None = None, recover: TT | None = None) -> ShapeError:
+        return ShapeError(code, message, arg, notes, help, recover)
+
+    def error(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+              help: str | None = None) -> None:
+        self.checker.report("error", code, message, self.item, arg, notes, help)
+
+    def warn(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+             help: str | None = None) -> None:
+        self.checker.report("warning", code, message, self.item, arg, notes, help)
+
+    def rank(self, allowed: tuple[int, ...], what: str, help: str | None = None) -> None:
+        """Check the per-sample rank (the batch N not counted)."""
+        r = len(self.x.shape)
+        if r in allowed:
+            return
+        full = " or ".join(f"{n + 1}-D (N, {what_dims(n)})" for n in allowed)
+        raise self.fail("rank", f"{self.item.entry.name} expects {what} input {full} but receives "
+                        f"{len(self.x.shape) + 1}-D {dims.fmt_shape(self.x.shape)}",
+                        notes=[self.origin()], help=help)
+
+    def float_input(self) -> None:
+        if self.x.dtype != "float":
+            raise self.fail("dtype", f"{self.item.entry.name} needs float features but receives integer ids "
+                            f"{dims.fmt_shape(self.x.shape)}", notes=[self.origin()],
+                            help="turn ids into vectors first, e.g. `- Embedding: {num_embeddings: V, embedding_dim: D}`")
+
+    def origin(self) -> str:
+        return self.checker.origin(self.x)
+
+    # nested layer lists (structural types)
+    def run(self, name: str, x: TT, branch: int | None = None) -> TT | None:
+        items = self.item.children.get(name, [])
+        if branch is not None:
+            items = items[branch]
+        rows, out = self.checker.run_list(items, x, self.row.depth + 1)
+        if branch is None:
+            self.row.children[name] = rows
+        else:
+            self.row.children.setdefault(name, []).append(rows)
+        return out
+
+
+def what_dims(n: int) -> str:
+    return {1: "F", 2: "C, L", 3: "C, H, W", 4: "C, D, H, W"}.get(n, ", ".join(["…"] * n))
+
+
+def trail(rows: list[Row], start: TT) -> str:
+    """The arithmetic of the last spatial dimension along a chain: '28 → conv3 → 26 → pool2 → 13'."""
+    parts: list[str] = []
+    cur: Dim | None = start.shape[-1] if len(start.shape) >= 2 else None
+    if cur is not None:
+        parts.append(str(cur))
+    for r in rows:
+        if r.output is None or len(r.output.shape) < 2 or r.output.layout == "sequence":
+            continue
+        v = r.output.shape[-1]
+        if cur is None:
+            cur = v
+            parts = [str(v)]
+            continue
+        if v != cur:
+            lab = r.entry.label(r.args) if r.entry.label else r.type.lower()
+            parts += [lab, str(v)]
+            cur = v
+    return " → ".join(parts) if len(parts) > 1 else ""
+
+
+class Checker:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.doc = spec.doc
+        self.diags: list[Diagnostic] = []
+        self.chain: list[Row] = []  # rows in evaluation order, for arithmetic notes
+
+    def report(self, severity: str, code: str, message: str, item: Item, arg: str | None,
+               notes: list[str] | None, help: str | None) -> None:
+        if arg is not None and (arg in item.written or arg in item.children):
+            path = item.args_path if item.entry.positional == arg and arg not in _mapping_args(self.doc, item) \
+                else item.args_path + (arg,)
+            key = False
+        else:
+            path, key = item.args_path, True
+        notes = [n for n in (notes or []) if n]
+        self.diags.append(self.doc.diag(severity, code, message, path, key=key, layer=item.index, notes=notes,
+                                        help=help))
+
+    def origin(self, x: TT) -> str:
+        if not self.chain:
+            return f"the input is {describe(x)}"
+        prev = self.chain[-1]
+        where = f"layer {prev.item.index}" if prev.depth == 0 else f"layer {prev.item.index} ({prev.type})"
+        desc = describe(x)
+        if prev.entry.name == "Flatten" and prev.input is not None and len(prev.input.shape) >= 2:
+            t = trail(self.chain[:-1], self.spec.input) if self.spec.input else ""
+            fm = dims.fmt_map(prev.input.shape) if prev.input.layout != "sequence" else dims.fmt_shape(prev.input.shape)
+            desc = f"{fm} = {dims.fmt(x.shape[-1])} features" + (f" ({t})" if t else "")
+        return f"{where} {prev.type} gives {desc}"
+
+    def run_list(self, items: list[Item], x: TT | None, depth: int = 0) -> tuple[list[Row], TT | None]:
+        rows: list[Row] = []
+        for item in items:
+            for rep in range(item.repeat):
+                row, x = self.run_item(item, x, depth, rep)
+                rows.append(row)
+        return rows, x
+
+    def run_item(self, item: Item, x: TT | None, depth: int, rep: int) -> tuple[Row, TT | None]:
+        entry = item.entry
+        args: dict[str, Any] = {}
+        for name, spec in entry.args.items():
+            if name in item.written:
+                args[name] = item.written[name]
+            elif spec.default is not REQUIRED and name not in entry.children:
+                args[name] = spec.default
+        row = Row(item=item, args=args, input=x, rep=rep, depth=depth)
+        missing = [n for n, s in entry.args.items() if s.required and n not in item.written and n not in item.children]
+        if x is None or missing:
+            row.failed = True
+            self.chain.append(row)
+            return row, None
+        ctx = Ctx(self, item, row, x)
+        try:
+            out = entry.infer(ctx, x)
+        except ShapeError as e:
+            if e.code != "unknown":
+                self.report("error", e.code, e.message, item, e.arg, e.notes, e.help)
+            out = e.recover
+            row.failed = True
+        row.output = out
+        if out is not None and not row.failed:
+            try:
+                row.params = entry.params(row.args)
+                row.macs = entry.macs(row.args, x.shape, out.shape)
+            except (TypeError, KeyError, ValueError):  # sizes still unknown after an error
+                row.params, row.macs = 0, dims.UNKNOWN
+            for kids in row.children.values():
+                for k in kids:
+                    for r in (k if isinstance(k, list) else [k]):
+                        row.params += r.params
+                        row.macs = sum_dims([row.macs, r.macs])
+        self.chain.append(row)
+        if item.expect is not None and out is not None:
+            self.check_expect(item, row, out)
+        return row, out
+
+    def check_expect(self, item: Item, row: Row, out: TT) -> None:
+        exp: Shape = item.expect
+        got = out.shape
+        if len(exp) == len(got) and all(e == g or g == dims.UNKNOWN for e, g in zip(exp, got)):
+            return
+        as_map = len(got) >= 2 and out.layout != "sequence"
+        g_txt = dims.fmt_map(got) if as_map else dims.fmt_shape(got)
+        e_txt = dims.fmt_map(exp) if as_map and len(exp) >= 2 else dims.fmt_shape(exp)
+        notes = []
+        if row.input is not None:
+            i_txt = dims.fmt_map(row.input.shape) if as_map and len(row.input.shape) >= 2 else dims.fmt_shape(row.input.shape)
+            lab = item.entry.label(row.args) if item.entry.label else item.entry.name
+            notes.append(f"{i_txt} → {lab} → {g_txt}")
+            if as_map and len(exp) == len(got) and exp[0] != got[0] and row.input.shape[:1] == got[:1] \
+                    and item.entry.family in ("pool", "activation", "norm", "dropout", "shape"):
+                notes.append(f"{item.entry.name} keeps the number of channels ({dims.fmt(got[0])})")
+        t = trail(self.chain, self.spec.input) if as_map and self.spec.input else ""
+        if t:
+            notes.append("spatial size: " + t)
+        self.diags.append(self.doc.diag(
+            "error", "expect-mismatch", f"layer {item.index} {item.entry.name} gives {g_txt}, not {e_txt} as `expect` says",
+            item.path + ("expect",), layer=item.index, notes=notes,
+            help=f"write expect: {dims.fmt_map(got).replace('×', 'x') if as_map else list(got)}, "
+                 "or change the layers above so they give what you expect"))
+
+
+def _mapping_args(doc: Any, item: Item) -> set[str]:
+    """Argument names written as a mapping (vs. the positional short form `- Reshape: [1, 28, 28]`)."""
+    data = doc.data
+    try:
+        node = data
+        for p in item.args_path:
+            node = node[p]
+        return set(node) if isinstance(node, dict) else set()
+    except (KeyError, IndexError, TypeError):
+        return set()
+
+
+def describe(x: TT) -> str:
+    if len(x.shape) >= 2 and x.layout == "channels":
+        return f"{dims.fmt_map(x.shape)} {dims.fmt_shape(x.shape)}"
+    if len(x.shape) == 1:
+        return f"{dims.fmt(x.shape[0])} features"
+    return dims.fmt_shape(x.shape)
+
+
+def check(spec: Spec) -> Checked:
+    checker = Checker(spec)
+    rows: list[Row] = []
+    out: TT | None = None
+    if spec.input is not None:
+        rows, out = checker.run_list(spec.items, spec.input)
+    diags = list(spec.diagnostics) + checker.diags
+    diags.sort(key=lambda d: (d.line or 0, d.column or 0))
+    return Checked(spec=spec, rows=rows, output=out, diagnostics=diags)

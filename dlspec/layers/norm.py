@@ -1,0 +1,128 @@
+"""BatchNorm, LayerNorm, GroupNorm, InstanceNorm, LocalResponseNorm, RMSNorm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import dims
+from ..infer import Ctx
+from ..registry import (TT, Arg, Bool, Example, Float, Int, IntList, LayerType, OneOf, Optional_, prod,
+                        register)
+
+
+def _channels(c: Ctx, x: TT, name: str = "num_features") -> None:
+    c.float_input()
+    ch = c.need_known(x.shape[0], name, "channels")
+    c.infer_size(name, ch, "channels")
+
+
+def batchnorm(ranks: tuple[int, ...], what: str) -> Any:
+    def infer(c: Ctx, x: TT) -> TT:
+        c.rank(ranks, what)
+        _channels(c, x)
+        if len(x.shape) == 2 and x.layout == "sequence" and c.item.entry.name == "BatchNorm1d":
+            c.warn("rank", f"BatchNorm1d reads {dims.fmt_shape(x.shape)} as (N, C, L): it normalises each of the "
+                   f"{dims.fmt(x.shape[0])} time steps as a channel, not each feature",
+                   help="to normalise features of a sequence use LayerNorm, or Permute to (N, F, T) first")
+        return x
+    return infer
+
+
+_BN_ARGS = {"num_features": Arg(Int(1), inferred=True), "eps": Arg(Float(0.0, open_min=True), 1e-5),
+            "momentum": Arg(Optional_(Float(0.0, 1.0)), 0.1), "affine": Arg(Bool(), True),
+            "track_running_stats": Arg(Bool(), True)}
+
+for _name, _ranks, _what, _ex in [
+    ("BatchNorm1d", (1, 2), "(C) or (C, L)", [(16,), (4, 10)]),
+    ("BatchNorm2d", (3,), "channels-first 2d", [(6, 5, 5)]),
+    ("BatchNorm3d", (4,), "channels-first 3d", [(3, 2, 4, 4)]),
+]:
+    register(LayerType(
+        name=_name, family="norm", args=dict(_BN_ARGS), infer=batchnorm(_ranks, _what),
+        params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "bn",
+        examples=[Example({}, e) for e in _ex] + [Example({"affine": False, "momentum": None}, _ex[0])],
+    ))
+
+_IN_ARGS = {"num_features": Arg(Int(1), inferred=True), "eps": Arg(Float(0.0, open_min=True), 1e-5),
+            "momentum": Arg(Optional_(Float(0.0, 1.0)), 0.1), "affine": Arg(Bool(), False),
+            "track_running_stats": Arg(Bool(), False)}
+
+for _n in (1, 2, 3):
+    register(LayerType(
+        name=f"InstanceNorm{_n}d", family="norm", args=dict(_IN_ARGS), infer=batchnorm((_n + 1,), f"channels-first {_n}d"),
+        params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "in",
+        examples=[Example({}, (3,) + (6,) * _n), Example({"affine": True}, (2,) + (5,) * _n)],
+    ))
+
+
+def _layernorm(c: Ctx, x: TT) -> TT:
+    c.float_input()
+    if c.written("normalized_shape"):
+        ns = c.a["normalized_shape"]
+        ns = tuple(ns) if isinstance(ns, (list, tuple)) else (ns,)
+        tail = tuple(x.shape[-len(ns):]) if len(ns) <= len(x.shape) else None
+        if tail is None or any(isinstance(t, int) and t != w for t, w in zip(tail, ns)):
+            actual = list(x.shape[-len(ns):]) if tail is not None else list(x.shape)
+            c.error("shape-mismatch", f"{c.item.entry.name} normalized_shape {list(ns)} does not match the last "
+                    f"dimensions {actual} of its input {dims.fmt_shape(x.shape)}", arg="normalized_shape",
+                    notes=[c.origin()], help=f"write normalized_shape: {actual}, or leave it out "
+                    "(then the last dimension is normalised)")
+        c.a["normalized_shape"] = tuple(ns)
+    else:
+        c.a["normalized_shape"] = (c.need_known(x.shape[-1], "normalized_shape", "features"),)
+    return x
+
+
+register(LayerType(
+    name="LayerNorm", family="norm",
+    args={"normalized_shape": Arg(OneOf(Int(1), IntList(1)), inferred=True), "eps": Arg(Float(0.0, open_min=True), 1e-5),
+          "elementwise_affine": Arg(Bool(), True), "bias": Arg(Bool(), True)},
+    infer=_layernorm, label=lambda a: "ln",
+    params=lambda a: prod(a["normalized_shape"]) * (2 if a["bias"] else 1) if a["elementwise_affine"] else 0,
+    examples=[Example({}, (10,)), Example({"normalized_shape": [5, 5]}, (3, 5, 5)),
+              Example({"bias": False}, (4, 8)), Example({"elementwise_affine": False}, (6,))],
+))
+
+register(LayerType(
+    name="RMSNorm", family="norm",
+    args={"normalized_shape": Arg(OneOf(Int(1), IntList(1)), inferred=True),
+          "eps": Arg(Optional_(Float(0.0, open_min=True)), None), "elementwise_affine": Arg(Bool(), True)},
+    infer=_layernorm, label=lambda a: "rms",
+    params=lambda a: prod(a["normalized_shape"]) if a["elementwise_affine"] else 0,
+    examples=[Example({}, (10,)), Example({"normalized_shape": [4, 6]}, (4, 6))],
+    torch_min="2.4",
+))
+
+
+def _groupnorm(c: Ctx, x: TT) -> TT:
+    c.rank(tuple(range(1, 6)), "channels-first")
+    _channels(c, x, "num_channels")
+    g, ch = c.a["num_groups"], c.a["num_channels"]
+    if ch % g:
+        raise c.fail("groups", f"GroupNorm num_groups {g} does not divide num_channels {ch}", arg="num_groups",
+                     help="pick num_groups among the divisors of " + str(ch) + ": "
+                     + ", ".join(str(d) for d in range(1, ch + 1) if ch % d == 0), recover=x)
+    return x
+
+
+register(LayerType(
+    name="GroupNorm", family="norm",
+    args={"num_groups": Arg(Int(1)), "num_channels": Arg(Int(1), inferred=True),
+          "eps": Arg(Float(0.0, open_min=True), 1e-5), "affine": Arg(Bool(), True)},
+    infer=_groupnorm, label=lambda a: "gn",
+    params=lambda a: 2 * a["num_channels"] if a["affine"] else 0,
+    examples=[Example({"num_groups": 2}, (4, 6, 6)), Example({"num_groups": 3, "affine": False}, (6, 10))],
+))
+
+
+def _lrn(c: Ctx, x: TT) -> TT:
+    c.float_input()
+    c.rank((2, 3, 4), "channels-first")
+    return x
+
+
+register(LayerType(
+    name="LocalResponseNorm", family="norm",
+    args={"size": Arg(Int(1)), "alpha": Arg(Float(), 1e-4), "beta": Arg(Float(), 0.75), "k": Arg(Float(), 1.0)},
+    infer=_lrn, label=lambda a: "lrn", examples=[Example({"size": 2}, (4, 5, 5))],
+))

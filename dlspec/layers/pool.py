@@ -1,0 +1,158 @@
+"""Max/Avg/LP pooling 1d/2d/3d and the adaptive pools, with torch's pooling_output_shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import dims
+from ..dims import Dim
+from ..infer import Ctx
+from ..registry import (TT, Arg, Bool, Example, Float, Int, IntTuple, LayerType, OneOf, Optional_, register)
+from .conv import _k, _short
+
+
+def pool_out(L: Dim, k: int, s: int, p: int, d: int, ceil_mode: bool) -> Dim:
+    eff = d * (k - 1) + 1
+    if isinstance(L, int):
+        num = L + 2 * p - eff + ((s - 1) if ceil_mode else 0)
+        o = num // s + 1
+        if ceil_mode and (o - 1) * s >= L + p:
+            o -= 1
+        return o
+    if L == dims.UNKNOWN:
+        return L
+    if not ceil_mode:
+        return dims.add(dims.floordiv(dims.add(L, 2 * p - eff), s), 1)
+    if p + s <= eff:  # torch's "last window starts in the padding" correction can never apply
+        return dims.add(dims.ceildiv(dims.add(L, 2 * p - eff), s), 1)
+    return dims.UNKNOWN
+
+
+def pool_label(a: dict[str, Any], n: int) -> str:
+    k = _short(a["kernel_size"], n)
+    s = a.get("stride")
+    lab = f"pool{k}"
+    if s is not None and _k(s, n) != _k(a["kernel_size"], n):
+        lab += f"s{_short(s, n)}"
+    if _k(a.get("padding", 0), n) != (0,) * n:
+        lab += f"p{_short(a['padding'], n)}"
+    if a.get("ceil_mode"):
+        lab += "c"
+    return lab
+
+
+def pool(n: int, kind: str) -> Any:
+    def infer(c: Ctx, x: TT) -> TT:
+        c.float_input()
+        c.rank((n + 1,), f"channels-first {n}d")
+        a = c.a
+        if a.get("return_indices"):
+            raise c.fail("invalid-argument", f"{c.item.entry.name} return_indices gives (values, indices), which a "
+                         "layer list cannot carry", arg="return_indices", help="leave return_indices out")
+        k = _k(a["kernel_size"], n)
+        s = _k(a["stride"], n) if a.get("stride") is not None else k
+        p = _k(a.get("padding", 0), n)
+        d = _k(a.get("dilation", 1), n)
+        recover = TT((x.shape[0],) + (dims.UNKNOWN,) * n, "float", "channels")
+        for i in range(n):
+            if p[i] > k[i] // 2:
+                raise c.fail("padding", f"{c.item.entry.name} padding {p[i]} is more than half the kernel {k[i]}",
+                             arg="padding", help=f"use padding ≤ {k[i] // 2}", recover=recover)
+        out: list[Dim] = []
+        for i, L in enumerate(x.shape[1:]):
+            o = pool_out(L, k[i], s[i], p[i], d[i], bool(a.get("ceil_mode")))
+            if isinstance(o, int) and o < 1:
+                raise c.fail("output-too-small",
+                             f"{c.item.entry.name} kernel {k[i]} does not fit in an input of size {L}"
+                             + (f" (padded {L + 2 * p[i]})" if p[i] else ""),
+                             arg="kernel_size", notes=[c.origin()],
+                             help="use a smaller kernel, or remove a pooling layer before it", recover=recover)
+            out.append(o)
+        return x.with_shape((x.shape[0],) + tuple(out), "channels")
+    return infer
+
+
+def _summary(name: str, n: int) -> Any:
+    return lambda a: f"{name}({pool_label(a, n).replace('pool', 'k')})"
+
+
+_EX = {
+    1: [Example({"kernel_size": 2}, (3, 11)), Example({"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}, (2, 10))],
+    2: [Example({"kernel_size": 2}, (6, 28, 28)), Example({"kernel_size": 3, "stride": 2, "padding": 1}, (4, 13, 13)),
+        Example({"kernel_size": [3, 2], "stride": [2, 1], "ceil_mode": True}, (2, 10, 7)),
+        Example({"kernel_size": 2, "stride": 3, "ceil_mode": True, "padding": 1}, (1, 8, 8))],
+    3: [Example({"kernel_size": 2}, (2, 6, 6, 6)), Example({"kernel_size": 3, "stride": 2, "padding": 1}, (1, 7, 8, 9))],
+}
+
+for _n in (1, 2, 3):
+    register(LayerType(
+        name=f"MaxPool{_n}d", family="pool",
+        args={"kernel_size": Arg(IntTuple(_n)), "stride": Arg(Optional_(IntTuple(_n)), None),
+              "padding": Arg(IntTuple(_n, 0), 0), "dilation": Arg(IntTuple(_n), 1),
+              "return_indices": Arg(Bool(), False), "ceil_mode": Arg(Bool(), False)},
+        infer=pool(_n, "max"), label=lambda a, n=_n: pool_label(a, n), summary=_summary(f"MaxPool{_n}d", _n),
+        examples=_EX[_n] + [Example({"kernel_size": 2, "dilation": 2}, (2,) + (9,) * _n)],
+    ))
+    avg_args = {"kernel_size": Arg(IntTuple(_n)), "stride": Arg(Optional_(IntTuple(_n)), None),
+                "padding": Arg(IntTuple(_n, 0), 0), "ceil_mode": Arg(Bool(), False),
+                "count_include_pad": Arg(Bool(), True)}
+    if _n > 1:
+        avg_args["divisor_override"] = Arg(Optional_(Int(1)), None)
+    register(LayerType(
+        name=f"AvgPool{_n}d", family="pool", args=avg_args,
+        infer=pool(_n, "avg"), label=lambda a, n=_n: pool_label(a, n), summary=_summary(f"AvgPool{_n}d", _n),
+        examples=_EX[_n] + [Example({"kernel_size": 3, "padding": 1, "count_include_pad": False}, (2,) + (6,) * _n)],
+    ))
+
+for _n in (1, 2):
+    register(LayerType(
+        name=f"LPPool{_n}d", family="pool",
+        args={"norm_type": Arg(Float(0.0, open_min=True)), "kernel_size": Arg(IntTuple(_n)),
+              "stride": Arg(Optional_(IntTuple(_n)), None), "ceil_mode": Arg(Bool(), False)},
+        infer=pool(_n, "lp"), label=lambda a, n=_n: pool_label(a, n), summary=_summary(f"LPPool{_n}d", _n),
+        examples=[Example({"norm_type": 2, "kernel_size": 2}, (3,) + (8,) * _n),
+                  Example({"norm_type": 1, "kernel_size": 3, "stride": 2, "ceil_mode": True}, (2,) + (9,) * _n)],
+    ))
+
+
+# --- adaptive pools ------------------------------------------------------------------------------------
+
+class _OutSize(IntTuple):
+    """int, or a list of n entries each a positive int or null (null keeps that input size)."""
+
+    def __init__(self, n: int):
+        super().__init__(n, 1)
+        self.text = "a positive integer" + (f" or a list of {n} (null keeps that size)" if n > 1 else "")
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, list) and len(v) == self.n and all(e is None or (isinstance(e, int) and not isinstance(e, bool)
+                                                                          and e >= 1) for e in v):
+            return None
+        return super().check(v)
+
+
+def adaptive(n: int) -> Any:
+    def infer(c: Ctx, x: TT) -> TT:
+        c.float_input()
+        c.rank((n + 1,), f"channels-first {n}d")
+        if c.a.get("return_indices"):
+            raise c.fail("invalid-argument", f"{c.item.entry.name} return_indices gives (values, indices), which a "
+                         "layer list cannot carry", arg="return_indices")
+        os = c.a["output_size"]
+        os = tuple(os) if isinstance(os, (list, tuple)) else (os,) * n
+        out = tuple(x.shape[1 + i] if o is None else o for i, o in enumerate(os))
+        return x.with_shape((x.shape[0],) + out, "channels")
+    return infer
+
+
+for _n in (1, 2, 3):
+    for _kind in ("Max", "Avg"):
+        _args: dict[str, Arg] = {"output_size": Arg(OneOf(_OutSize(_n)))}
+        if _kind == "Max":
+            _args["return_indices"] = Arg(Bool(), False)
+        register(LayerType(
+            name=f"Adaptive{_kind}Pool{_n}d", family="pool", args=_args, infer=adaptive(_n),
+            label=lambda a: f"adaptive{a['output_size']}",
+            examples=[Example({"output_size": 1}, (4,) + (7,) * _n), Example({"output_size": 3}, (2,) + (10,) * _n)]
+            + ([Example({"output_size": [2, None]}, (3, 9, 5))] if _n == 2 else []),
+        ))

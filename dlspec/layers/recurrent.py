@@ -1,0 +1,110 @@
+"""RNN, LSTM, GRU: on a layer list they give their output sequence (N, T, H·directions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import dims
+from ..dims import Dim
+from ..infer import Ctx
+from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, register
+
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def batch_first_warning(c: Ctx, x: TT) -> None:
+    if not c.a.get("batch_first"):
+        name = c.item.entry.name
+        t, f = (dims.fmt(d) for d in x.shape[:2])
+        c.warn("batch-first", f"{name} without batch_first: true reads the batch-first input (N, {t}, {f}) as "
+               f"(T, N, F): the batch becomes the time axis and the {t} steps become the batch",
+               arg="batch_first" if c.written("batch_first") else None,
+               help=f"add batch_first: true to {name} (dlspec specs are batch-first: (N, T, F))")
+
+
+def _out_size(a: dict[str, Any]) -> int:
+    h = a.get("proj_size") or a["hidden_size"]
+    return int(h * (2 if a["bidirectional"] else 1))
+
+
+def recurrent(name: str) -> Any:
+    def infer(c: Ctx, x: TT) -> TT:
+        c.float_input()
+        c.rank((2,), "sequence", help="a recurrent layer reads (N, T, F); for one value per step write input: [T, 1]"
+               if len(x.shape) == 1 else "flatten the extra dimensions into features, or Reshape to [T, F]")
+        f = c.need_known(x.shape[1], "input_size", "input features")
+        c.infer_size("input_size", f)
+        batch_first_warning(c, x)
+        a = c.a
+        if a["dropout"] > 0 and a["num_layers"] == 1:
+            c.warn("no-effect", f"{name} dropout {a['dropout']} has no effect with num_layers 1 (it acts between layers)",
+                   arg="dropout", help="use num_layers ≥ 2, or put a Dropout layer after it")
+        if a.get("proj_size", 0) and a["proj_size"] >= a["hidden_size"]:
+            raise c.fail("invalid-argument", f"LSTM proj_size {a['proj_size']} must be smaller than hidden_size "
+                         f"{a['hidden_size']}", arg="proj_size")
+        return TT((x.shape[0], _out_size(a)), "float", "sequence")
+    return infer
+
+
+def _per_step(name: str, a: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, multiply-adds per time step) of the whole stack."""
+    g, h = GATES[name], a["hidden_size"]
+    p = a.get("proj_size") or 0
+    hout = p or h
+    dirs = 2 if a["bidirectional"] else 1
+    params = macs = 0
+    for layer in range(a["num_layers"]):
+        i = a["input_size"] if layer == 0 else hout * dirs
+        per = g * h * i + g * h * hout + (2 * g * h if a["bias"] else 0) + (p * h if p else 0)
+        params += per * dirs
+        macs += (g * h * (i + hout) + (p * h if p else 0)) * dirs
+    return params, macs
+
+
+def _macs(name: str) -> Any:
+    def macs(a: dict[str, Any], x: Any, y: Any) -> Dim:
+        return dims.mul(x[0], _per_step(name, a)[1])
+    return macs
+
+
+def _summary(name: str) -> Any:
+    def summary(a: dict[str, Any]) -> str:
+        extra = [f"layers={a['num_layers']}"] if a["num_layers"] != 1 else []
+        if a["bidirectional"]:
+            extra.append("bidirectional")
+        if a.get("proj_size"):
+            extra.append(f"proj={a['proj_size']}")
+        return f"{name}({a.get('input_size', '?')}→{a['hidden_size']}" + "".join(", " + e for e in extra) + ")"
+    return summary
+
+
+def _build(name: str) -> Any:
+    def build(args: dict[str, Any], children: dict[str, Any]) -> Any:
+        from .. import modules
+
+        return getattr(modules, name)(**args)
+    return build
+
+
+for _name in ("RNN", "LSTM", "GRU"):
+    _args: dict[str, Arg] = {"input_size": Arg(Int(1), inferred=True), "hidden_size": Arg(Int(1)),
+                             "num_layers": Arg(Int(1), 1)}
+    if _name == "RNN":
+        _args["nonlinearity"] = Arg(Choice("tanh", "relu"), "tanh")
+    _args.update({"bias": Arg(Bool(), True), "batch_first": Arg(Bool(), False), "dropout": Arg(Float(0.0, 1.0), 0.0),
+                  "bidirectional": Arg(Bool(), False)})
+    if _name == "LSTM":
+        _args["proj_size"] = Arg(Int(0), 0)
+    _ex = [Example({"hidden_size": 20, "batch_first": True}, (7, 10)),
+           Example({"hidden_size": 12, "num_layers": 2, "bidirectional": True, "dropout": 0.1, "batch_first": True}, (5, 3)),
+           Example({"hidden_size": 8, "bias": False, "batch_first": True}, (4, 6))]
+    if _name == "LSTM":
+        _ex.append(Example({"hidden_size": 16, "proj_size": 5, "num_layers": 2, "batch_first": True}, (6, 4)))
+    if _name == "RNN":
+        _ex.append(Example({"hidden_size": 9, "nonlinearity": "relu", "batch_first": True}, (3, 2)))
+    register(LayerType(
+        name=_name, family="recurrent", args=_args, infer=recurrent(_name),
+        params=lambda a, n=_name: _per_step(n, a)[0], macs=_macs(_name), summary=_summary(_name),
+        label=lambda a, n=_name: n.lower(), build=_build(_name), examples=_ex,
+        doc="gives the output sequence (N, T, hidden·directions); take the last step with `Last`",
+    ))

@@ -1,0 +1,137 @@
+"""Upsample, PixelShuffle/PixelUnshuffle and the padding layers (Zero/Constant/Reflection/Replication/Circular)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import dims
+from ..dims import Dim
+from ..infer import Ctx
+from ..registry import (TT, Arg, Bool, Choice, Example, Float, FloatList, Int, IntList, IntTuple, LayerType,
+                        OneOf, Optional_, register)
+
+_MODE_RANK = {"linear": (2,), "bilinear": (3,), "bicubic": (3,), "trilinear": (4,),
+              "nearest": (2, 3, 4), "nearest-exact": (2, 3, 4)}
+_INTERP = ("linear", "bilinear", "bicubic", "trilinear")
+
+
+def _upsample(c: Ctx, x: TT) -> TT:
+    c.float_input()
+    a = c.a
+    mode = a["mode"]
+    c.rank(_MODE_RANK[mode], f"{mode}-mode")
+    n = len(x.shape) - 1
+    if (a["size"] is None) == (a["scale_factor"] is None):
+        raise c.fail("invalid-argument", "Upsample needs exactly one of size and scale_factor",
+                     arg="size" if a["size"] is not None else None, help="write `size: 32` or `scale_factor: 2`")
+    if a["align_corners"] is not None and mode not in _INTERP:
+        raise c.fail("invalid-argument", f"Upsample align_corners only applies to the interpolating modes "
+                     f"({', '.join(_INTERP)}), not '{mode}'", arg="align_corners", help="leave align_corners out")
+    if a["size"] is not None:
+        s = a["size"]
+        out: tuple[Dim, ...] = tuple(s) if isinstance(s, (list, tuple)) else (s,) * n
+        if len(out) != n:
+            raise c.fail("invalid-argument", f"Upsample size has {len(out)} entries for {n} spatial dimensions",
+                         arg="size")
+    else:
+        f = a["scale_factor"]
+        fs = tuple(f) if isinstance(f, (list, tuple)) else (f,) * n
+        if len(fs) != n:
+            raise c.fail("invalid-argument", f"Upsample scale_factor has {len(fs)} entries for {n} spatial "
+                         "dimensions", arg="scale_factor")
+        out = tuple(dims.scale(L, s) for L, s in zip(x.shape[1:], fs))
+    return x.with_shape((x.shape[0],) + out, "channels")
+
+
+register(LayerType(
+    name="Upsample", family="resize",
+    args={"size": Arg(Optional_(OneOf(Int(1), IntList(1))), None),
+          "scale_factor": Arg(Optional_(OneOf(Float(0.0, open_min=True), FloatList())), None),
+          "mode": Arg(Choice(*_MODE_RANK), "nearest"), "align_corners": Arg(Optional_(Bool()), None),
+          "recompute_scale_factor": Arg(Optional_(Bool()), None)},
+    infer=_upsample, label=lambda a: f"up×{a['scale_factor']}" if a["scale_factor"] else f"up{a['size']}",
+    examples=[Example({"scale_factor": 2}, (3, 5, 5)), Example({"size": 9, "mode": "linear"}, (2, 4)),
+              Example({"scale_factor": 1.5, "mode": "bilinear", "align_corners": False}, (2, 7, 6)),
+              Example({"size": [4, 6, 8], "mode": "trilinear"}, (1, 2, 3, 4)),
+              Example({"scale_factor": [2, 3], "mode": "nearest-exact"}, (1, 3, 3))],
+))
+
+
+def _pixel_shuffle(c: Ctx, x: TT) -> TT:
+    c.float_input()
+    c.rank((3,), "channels-first 2d")
+    r = c.a["upscale_factor"]
+    ch = x.shape[0]
+    if isinstance(ch, int) and ch % (r * r):
+        raise c.fail("shape-mismatch", f"PixelShuffle upscale_factor {r} needs channels divisible by {r * r}, got {ch}",
+                     arg="upscale_factor", notes=[c.origin()])
+    return x.with_shape((dims.floordiv(ch, r * r), dims.mul(x.shape[1], r), dims.mul(x.shape[2], r)), "channels")
+
+
+def _pixel_unshuffle(c: Ctx, x: TT) -> TT:
+    c.float_input()
+    c.rank((3,), "channels-first 2d")
+    r = c.a["downscale_factor"]
+    for d in x.shape[1:]:
+        if isinstance(d, int) and d % r:
+            raise c.fail("shape-mismatch", f"PixelUnshuffle downscale_factor {r} needs height and width divisible by "
+                         f"{r}, got {dims.fmt_map(x.shape)}", arg="downscale_factor", notes=[c.origin()])
+    return x.with_shape((dims.mul(x.shape[0], r * r), dims.floordiv(x.shape[1], r), dims.floordiv(x.shape[2], r)),
+                        "channels")
+
+
+register(LayerType(name="PixelShuffle", family="resize", args={"upscale_factor": Arg(Int(1))}, infer=_pixel_shuffle,
+                   label=lambda a: f"shuffle{a['upscale_factor']}",
+                   examples=[Example({"upscale_factor": 2}, (8, 3, 4)), Example({"upscale_factor": 3}, (9, 2, 2))]))
+register(LayerType(name="PixelUnshuffle", family="resize", args={"downscale_factor": Arg(Int(1))},
+                   infer=_pixel_unshuffle, label=lambda a: f"unshuffle{a['downscale_factor']}",
+                   examples=[Example({"downscale_factor": 2}, (2, 6, 4))]))
+
+
+# --- padding layers ------------------------------------------------------------------------------------
+
+def pad(n: int, kind: str) -> Any:
+    def infer(c: Ctx, x: TT) -> TT:
+        c.float_input()
+        if kind in ("Zero", "Constant"):
+            c.rank(tuple(range(n, 6)), f"at least {n}d")
+        else:
+            c.rank((n + 1,), f"channels-first {n}d")
+        p = c.a["padding"]
+        p = tuple(p) if isinstance(p, (list, tuple)) else (p,) * (2 * n)
+        shp = list(x.shape)
+        for i in range(n):  # the first pair pads the last dimension, as in torch
+            d = len(shp) - 1 - i
+            lo, hi = p[2 * i], p[2 * i + 1]
+            L = shp[d]
+            if isinstance(L, int):
+                if kind == "Reflection" and (lo >= L or hi >= L):
+                    raise c.fail("padding", f"{c.item.entry.name} padding ({lo}, {hi}) must be smaller than the input "
+                                 f"size {L}", arg="padding", notes=[c.origin()], help=f"use padding < {L}")
+                if kind == "Circular" and (lo > L or hi > L):
+                    raise c.fail("padding", f"{c.item.entry.name} padding ({lo}, {hi}) must be at most the input size "
+                                 f"{L}", arg="padding", notes=[c.origin()])
+                if L + lo + hi <= 0:
+                    raise c.fail("output-too-small", f"{c.item.entry.name} padding ({lo}, {hi}) leaves nothing of "
+                                 f"size {L}", arg="padding")
+            shp[d] = dims.add(L, lo + hi)
+        return x.with_shape(tuple(shp))
+    return infer
+
+
+_PAD_EX = {1: [(2, 5)], 2: [(2, 4, 5)], 3: [(1, 3, 4, 5)]}
+for _kind, _min in (("Zero", None), ("Constant", None), ("Reflection", 0), ("Replication", 0), ("Circular", 0)):
+    for _n in (1, 2, 3):
+        _pargs: dict[str, Arg] = {"padding": Arg(IntTuple(2 * _n, _min if _min is not None else -(10**9)))}
+        if _kind == "Constant":
+            _pargs["value"] = Arg(Float())
+        _exargs: list[dict[str, Any]] = [{"padding": 1}, {"padding": list(range(1, 2 * _n + 1))}]
+        if _kind == "Constant":
+            for e in _exargs:
+                e["value"] = 0.5
+        register(LayerType(
+            name=f"{_kind}Pad{_n}d", family="resize", args=_pargs, infer=pad(_n, _kind),
+            label=lambda a: "pad",
+            examples=[Example(e, _PAD_EX[_n][0]) for e in _exargs],
+            torch_min="2.1" if _kind == "Circular" or (_kind == "Zero" and _n != 2) else None,
+        ))

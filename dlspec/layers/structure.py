@@ -1,0 +1,188 @@
+"""Structural layers a layer list needs and torch lacks: Sequential (and named blocks), Residual, Concat,
+Last, Reshape, Permute.  Their modules live in dlspec.modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import dims
+from ..dims import Dim
+from ..infer import Ctx
+from ..registry import TT, Arg, Example, Int, IntList, LayerType, Layers, Optional_, register
+
+
+def _module(cls: str) -> Any:
+    def build(args: dict[str, Any], children: dict[str, Any]) -> Any:
+        from .. import modules
+
+        return getattr(modules, cls)(**args, **children)
+    return build
+
+
+def _sequential(c: Ctx, x: TT) -> TT:
+    out = c.run("layers", x)
+    if out is None:
+        raise c.fail("unknown", "")
+    return out
+
+
+register(LayerType(
+    name="Sequential", family="structure", structural=True, args={"layers": Arg(Layers())}, children=("layers",),
+    positional="layers", infer=_sequential, build=lambda args, children: children["layers"],
+    doc="a nested layer list (named blocks are Sequentials)",
+    examples=[Example({"layers": [{"Linear": {"out_features": 4}}, "ReLU"]}, (6,))],
+))
+
+
+def _same_shape(c: Ctx, a: TT, b: TT, what: str) -> bool:
+    if len(a.shape) != len(b.shape):
+        return False
+    return all(x == y or dims.UNKNOWN in (x, y) for x, y in zip(a.shape, b.shape))
+
+
+def _residual(c: Ctx, x: TT) -> TT:
+    y = c.run("body", x)
+    s = c.run("shortcut", x) if c.item.children.get("shortcut") else x
+    if y is None or s is None:
+        raise c.fail("unknown", "")
+    if not _same_shape(c, y, s, "body"):
+        def show(t: TT) -> str:
+            return dims.fmt_map(t.shape) if t.layout == "channels" and len(t.shape) >= 2 else dims.fmt_shape(t.shape)
+        raise c.fail("merge-shape", f"Residual adds its body's output {show(y)} to its "
+                     f"{'shortcut' if c.item.children.get('shortcut') else 'input'} {show(s)}: the shapes differ",
+                     notes=[f"the body maps {show(x)} to {show(y)}"],
+                     help="keep the body shape-preserving (padding, stride 1, same channels), or give a `shortcut:` "
+                          "list that maps the input to the body's shape (e.g. a 1×1 Conv2d)", recover=y)
+    return y
+
+
+register(LayerType(
+    name="Residual", family="structure", structural=True,
+    args={"body": Arg(Layers()), "shortcut": Arg(Optional_(Layers()), None)}, children=("body", "shortcut"),
+    positional="body", infer=_residual, build=_module("Residual"), label=lambda a: "residual",
+    doc="x + body(x), or shortcut(x) + body(x) when a shortcut list is given",
+    examples=[Example({"body": [{"Conv2d": {"out_channels": 4, "kernel_size": 3, "padding": 1}}, "ReLU"]}, (4, 6, 6)),
+              Example({"body": [{"Conv2d": {"out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1}}],
+                       "shortcut": [{"Conv2d": {"out_channels": 8, "kernel_size": 1, "stride": 2}}]}, (4, 6, 6))],
+))
+
+
+class _Branches(Layers):
+    text = "a list of at least two layer lists"
+
+    def check(self, v: Any) -> str | None:
+        ok = isinstance(v, list) and len(v) >= 2 and all(isinstance(b, list) and b for b in v)
+        return None if ok else f"must be {self.text}"
+
+
+def _concat(c: Ctx, x: TT) -> TT:
+    n = len(c.item.children.get("branches", []))
+    outs = [c.run("branches", x, branch=i) for i in range(n)]
+    if any(o is None for o in outs):
+        raise c.fail("unknown", "")
+    outs_t: list[TT] = [o for o in outs if o is not None]
+    r = len(outs_t[0].shape) + 1
+    d = c.a["dim"]
+    nd = d + r if d < 0 else d
+    if not 1 <= nd < r:
+        raise c.fail("rank", f"Concat dim {d} is out of range for {r}-D branch outputs", arg="dim",
+                     help=f"use a dim in [1, {r - 1}] (0 is the batch)")
+    first = outs_t[0]
+    for i, o in enumerate(outs_t[1:], 1):
+        same_rank = len(o.shape) == len(first.shape)
+        if not same_rank or any(a != b and dims.UNKNOWN not in (a, b)
+                                for j, (a, b) in enumerate(zip(o.shape, first.shape)) if j != nd - 1):
+            raise c.fail("merge-shape", f"Concat along dim {d}: branch {i} gives {dims.fmt_shape(o.shape)} but branch 0 "
+                         f"gives {dims.fmt_shape(first.shape)}; all other dimensions must agree",
+                         help="make the branches agree on every dimension except the concatenated one")
+    total: Dim = 0
+    parts = [o.shape[nd - 1] for o in outs_t]
+    if all(isinstance(p, int) for p in parts):
+        total = sum(parts)  # type: ignore[arg-type]
+    else:
+        total = " + ".join(dims.fmt(p) for p in parts)
+    shp = list(first.shape)
+    shp[nd - 1] = total
+    return first.with_shape(tuple(shp))
+
+
+register(LayerType(
+    name="Concat", family="structure", structural=True,
+    args={"branches": Arg(_Branches()), "dim": Arg(Int(), 1)}, children=("branches",), positional="branches",
+    infer=_concat, build=_module("Concat"), label=lambda a: "concat",
+    doc="runs each branch on the input and concatenates the results along dim (1: channels/features)",
+    examples=[Example({"branches": [[{"Conv2d": {"out_channels": 3, "kernel_size": 1}}],
+                                    [{"Conv2d": {"out_channels": 5, "kernel_size": 3, "padding": 1}}]]}, (2, 5, 5)),
+              Example({"branches": [[{"Linear": {"out_features": 3}}], ["Identity"]], "dim": -1}, (4,))],
+))
+
+
+def _last(c: Ctx, x: TT) -> TT:
+    if len(x.shape) < 2:
+        raise c.fail("rank", f"Last takes the last step of a sequence (N, T, F) but receives {dims.fmt_shape(x.shape)}",
+                     notes=[c.origin()])
+    return x.with_shape(tuple(x.shape[1:]), "sequence" if len(x.shape) > 2 else None)
+
+
+register(LayerType(
+    name="Last", family="structure", structural=True, args={}, infer=_last, build=_module("Last"),
+    label=lambda a: "last", doc="the last time step: (N, T, F) → (N, F)",
+    examples=[Example({}, (7, 5)), Example({}, (3, 4, 2))],
+))
+
+
+def _reshape(c: Ctx, x: TT) -> TT:
+    target = list(c.a["shape"])
+    if target.count(-1) > 1:
+        raise c.fail("reshape", "Reshape allows at most one -1", arg="shape")
+    have = dims.product(x.shape)
+    known_prod = dims.product(tuple(t for t in target if t != -1))
+    if -1 in target:
+        if isinstance(have, int) and isinstance(known_prod, int):
+            if known_prod == 0 or have % known_prod:
+                raise c.fail("reshape", f"Reshape cannot fit {have} values ({dims.fmt_shape(x.shape)}) into {target}",
+                             arg="shape", notes=[c.origin()])
+            target[target.index(-1)] = have // known_prod
+        else:
+            target[target.index(-1)] = dims.floordiv(have, known_prod) if isinstance(known_prod, int) else dims.UNKNOWN
+    elif isinstance(have, int):
+        if have != known_prod:
+            raise c.fail("reshape", f"Reshape to {target} needs {known_prod} values per sample but receives {have} "
+                         f"{dims.fmt_shape(x.shape)}", arg="shape", notes=[c.origin()],
+                         help="the sizes must multiply to " + str(have) + " (one of them may be -1)")
+    elif have != known_prod and have != dims.UNKNOWN:
+        raise c.fail("symbolic-size", f"Reshape to a fixed {target} but the input {dims.fmt_shape(x.shape)} has a "
+                     "symbolic size", arg="shape", help="use -1 for the size that varies")
+    shp = tuple(target)
+    return x.with_shape(shp, "channels" if len(shp) >= 3 else None)
+
+
+register(LayerType(
+    name="Reshape", family="shape", structural=True,
+    args={"shape": Arg(IntList(1, allow_minus_one=True, text="a list of sizes for one sample (one may be -1)"))},
+    positional="shape", infer=_reshape, build=_module("Reshape"), label=lambda a: "reshape",
+    doc="reshapes each sample (the batch is kept): `- Reshape: [1, 28, 28]`",
+    examples=[Example({"shape": [1, 28, 28]}, (784,)), Example({"shape": [-1, 4]}, (3, 8)), Example({"shape": [6]}, (2, 3))],
+))
+
+
+def _permute(c: Ctx, x: TT) -> TT:
+    p = list(c.a["dims"])
+    r = len(x.shape) + 1
+    if sorted(p) != list(range(r)):
+        raise c.fail("rank", f"Permute dims {p} must be a permutation of 0..{r - 1} for the {r}-D input "
+                     f"{dims.fmt_shape(x.shape)}", arg="dims", help="dims count the batch: 0 stays first")
+    if p[0] != 0:
+        raise c.fail("rank", f"Permute dims {p} would move the batch dimension", arg="dims",
+                     help="keep 0 first, e.g. [0, 2, 1]")
+    full = ("N",) + tuple(x.shape)
+    shp = tuple(full[i] for i in p[1:])
+    return x.with_shape(shp, None)  # type: ignore[arg-type]
+
+
+register(LayerType(
+    name="Permute", family="shape", structural=True, args={"dims": Arg(IntList(0, text="a permutation of the dims"))},
+    positional="dims", infer=_permute, build=_module("Permute"), label=lambda a: "permute",
+    doc="torch.permute with the batch counted as dim 0 (which must stay first): `- Permute: [0, 2, 1]`",
+    examples=[Example({"dims": [0, 2, 1]}, (3, 5)), Example({"dims": [0, 2, 3, 1]}, (2, 3, 4))],
+))

@@ -1,0 +1,268 @@
+"""The layer registry: one entry per layer type, holding everything every stage needs to know about it.
+
+An entry has its argument schema (``args``), its pure shape rule (``infer``), its parameter and MAC
+counts, its torch constructor (``build``; by default ``torch.nn.<name>(**args)``, imported lazily) and a
+few example argument sets.  The schema check, the shape pass, the builder, ``dlspec layers`` and the
+torch-parity test all read this table, so a new layer is one ``register(...)`` call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .dims import Dim, Shape
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+# --- argument kinds --------------------------------------------------------------------------------
+
+class Kind:
+    """A kind of argument value: check() returns an error phrase or None; normalize() the stored value."""
+
+    text = "a value"
+
+    def check(self, v: Any) -> str | None:
+        return None
+
+    def normalize(self, v: Any) -> Any:
+        return v
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Int(Kind):
+    def __init__(self, min: int | None = None, max: int | None = None):
+        self.min, self.max = min, max
+        self.text = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+            min, f"an integer ≥ {min}")
+
+    def check(self, v: Any) -> str | None:
+        if not _is_int(v):
+            return f"must be {self.text}"
+        if self.min is not None and v < self.min:
+            return f"must be {self.text}"
+        if self.max is not None and v > self.max:
+            return f"must be at most {self.max}"
+        return None
+
+
+class Float(Kind):
+    def __init__(self, min: float | None = None, max: float | None = None, open_min: bool = False):
+        self.min, self.max, self.open_min = min, max, open_min
+        if min is not None and max is not None:
+            self.text = f"a number in [{min}, {max}]"
+        elif min is not None:
+            self.text = f"a number {'>' if open_min else '≥'} {min}"
+        else:
+            self.text = "a number"
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be {self.text}"
+        if self.min is not None and (v < self.min or (self.open_min and v == self.min)):
+            return f"must be {self.text}"
+        if self.max is not None and v > self.max:
+            return f"must be {self.text}"
+        return None
+
+    def normalize(self, v: Any) -> Any:
+        return float(v)
+
+
+class Bool(Kind):
+    text = "true or false"
+
+    def check(self, v: Any) -> str | None:
+        return None if isinstance(v, bool) else "must be true or false"
+
+
+class Choice(Kind):
+    def __init__(self, *options: Any):
+        self.options = options
+        self.text = "one of " + ", ".join(str(o) for o in options)
+
+    def check(self, v: Any) -> str | None:
+        return None if v in self.options else f"must be {self.text}"
+
+
+class IntTuple(Kind):
+    """An int or a list of n ints, as torch's _pair/_triple arguments."""
+
+    def __init__(self, n: int, min: int = 1, allow: tuple[str, ...] = ()):
+        self.n, self.min, self.allow = n, min, allow
+        word = {0: "non-negative ", 1: "positive "}.get(min, "" if min < 0 else f"≥ {min} ")
+        self.text = f"a {word}integer" + (f" or a list of {n}" if n > 1 else "")
+        if allow:
+            self.text += " or " + " or ".join(repr(a) for a in allow)
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, str) and v in self.allow:
+            return None
+        if _is_int(v):
+            return None if v >= self.min else f"must be {self.text}"
+        if isinstance(v, list) and len(v) == self.n and all(_is_int(e) and e >= self.min for e in v):
+            return None
+        if isinstance(v, list) and len(v) != self.n and all(_is_int(e) for e in v):
+            return f"must have {self.n} entries, got {len(v)}"
+        return f"must be {self.text}"
+
+    def normalize(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return v
+        return tuple(v) if isinstance(v, list) else v
+
+    def expand(self, v: Any) -> tuple[int, ...]:
+        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * self.n
+
+
+class IntList(Kind):
+    def __init__(self, min: int | None = None, allow_minus_one: bool = False, text: str = ""):
+        self.min, self.allow_minus_one = min, allow_minus_one
+        self.text = text or "a list of integers"
+
+    def check(self, v: Any) -> str | None:
+        if not isinstance(v, list) or not v or not all(_is_int(e) for e in v):
+            return f"must be {self.text}"
+        for e in v:
+            if self.min is not None and e < self.min and not (self.allow_minus_one and e == -1):
+                return f"must be {self.text}"
+        return None
+
+    def normalize(self, v: Any) -> Any:
+        return tuple(v)
+
+
+class Optional_(Kind):
+    def __init__(self, inner: Kind):
+        self.inner = inner
+        self.text = inner.text + " or null"
+
+    def check(self, v: Any) -> str | None:
+        return None if v is None else self.inner.check(v)
+
+    def normalize(self, v: Any) -> Any:
+        return None if v is None else self.inner.normalize(v)
+
+
+class OneOf(Kind):
+    def __init__(self, *kinds: Kind):
+        self.kinds = kinds
+        self.text = " or ".join(k.text for k in kinds)
+
+    def check(self, v: Any) -> str | None:
+        return None if any(k.check(v) is None for k in self.kinds) else f"must be {self.text}"
+
+    def normalize(self, v: Any) -> Any:
+        for k in self.kinds:
+            if k.check(v) is None:
+                return k.normalize(v)
+        return v
+
+
+class Layers(Kind):
+    """A nested layer list (for Residual, Concat, ...): checked by the schema stage, not here."""
+
+    text = "a list of layers"
+
+    def check(self, v: Any) -> str | None:
+        return None if isinstance(v, list) and v else "must be a non-empty list of layers"
+
+
+@dataclass
+class Arg:
+    kind: Kind
+    default: Any = REQUIRED
+    inferred: bool = False  # an input size: may be omitted, and is then inferred from the input
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED and not self.inferred
+
+
+# --- tensor type that flows through the pass ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class TT:
+    """What the shape pass knows about a tensor: per-sample shape (batch N implicit), dtype, layout."""
+
+    shape: Shape
+    dtype: str = "float"  # "float" | "long"
+    layout: str | None = None  # "channels" (C, *spatial) | "sequence" (T, F) | None
+
+    def with_shape(self, shape: Shape, layout: str | None | bool = False) -> TT:
+        return TT(tuple(shape), self.dtype, self.layout if layout is False else layout)  # type: ignore[arg-type]
+
+
+@dataclass
+class Example:
+    args: dict[str, Any]
+    input: tuple[int, ...]  # per-sample input shape
+    dtype: str = "float"
+
+
+@dataclass
+class LayerType:
+    name: str
+    args: dict[str, Arg]
+    infer: Callable[..., TT]
+    family: str = "misc"
+    params: Callable[[dict[str, Any]], int] = lambda a: 0
+    macs: Callable[[dict[str, Any], Shape, Shape], Dim] = lambda a, x, y: 0
+    build: Callable[..., Any] | None = None  # (args, children_modules) -> nn.Module; None: torch.nn.<name>
+    label: Callable[[dict[str, Any]], str] | None = None  # short label for arithmetic notes ('conv3')
+    summary: Callable[[dict[str, Any]], str] | None = None  # one line for the table
+    examples: list[Example] = field(default_factory=list)
+    structural: bool = False  # not a torch class: dlspec provides the module
+    children: tuple[str, ...] = ()  # argument names holding nested layer lists
+    positional: str | None = None  # `- Reshape: [1, 28, 28]` fills this argument
+    doc: str = ""
+    torch_min: str | None = None  # oldest torch that has the class, when newer than our floor
+
+
+REGISTRY: dict[str, LayerType] = {}
+_LOWER: dict[str, str] = {}
+
+
+def register(entry: LayerType) -> LayerType:
+    if entry.name in REGISTRY:
+        raise ValueError(f"layer type {entry.name} registered twice")
+    REGISTRY[entry.name] = entry
+    _LOWER[entry.name.lower()] = entry.name
+    return entry
+
+
+def lookup(name: str) -> LayerType | None:
+    real = _LOWER.get(name.lower())
+    return REGISTRY[real] if real else None
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def prod(xs: Any) -> int:
+    return math.prod(xs)
+
+
+class FloatList(Kind):
+    text = "a list of positive numbers"
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, list) and v and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in v):
+            return None
+        return f"must be {self.text}"
+
+    def normalize(self, v: Any) -> Any:
+        return tuple(float(e) for e in v)

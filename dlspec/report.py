@@ -1,0 +1,174 @@
+"""Stage 5, report: the layer table and the JSON document of a checked spec.  Rendering happens here, last."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import dims
+from .diagnostics import render
+from .dims import Dim
+from .infer import Checked, Row
+
+
+def fmt_int(n: Dim) -> str:
+    if isinstance(n, int):
+        return f"{n:,}"
+    return str(n)
+
+
+def fmt_count(n: Dim) -> str:
+    """1234567 -> '1.23 M'; small numbers stay exact."""
+    if not isinstance(n, int):
+        return str(n)
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def describe_row(row: Row) -> str:
+    e = row.entry
+    if row.item.block:
+        return f"{row.item.block} (block)"
+    if e.summary is not None and not row.failed:
+        try:
+            return e.summary(row.args)
+        except (KeyError, TypeError, ValueError):
+            pass
+    return e.name
+
+
+def _shape_cols(row: Row) -> tuple[str, str]:
+    if row.output is None:
+        return "?", ""
+    shp = dims.fmt_shape(row.output.shape)
+    fm = dims.fmt_map(row.output.shape) if row.output.layout == "channels" and len(row.output.shape) >= 2 else ""
+    return shp, fm
+
+
+def table_rows(checked: Checked) -> list[list[str]]:
+    out: list[list[str]] = []
+    spec = checked.spec
+    if spec.input is not None:
+        inp = spec.input
+        fm = dims.fmt_map(inp.shape) if inp.layout == "channels" else ""
+        dtype = "" if inp.dtype == "float" else f" ({inp.dtype} ids)"
+        out.append(["", "input" + dtype, dims.fmt_shape(inp.shape), fm, "", ""])
+
+    def visit(row: Row) -> None:
+        idx = ""
+        if row.depth == 0:
+            idx = str(row.item.index) + (f"[{row.rep}]" if row.item.repeat > 1 else "")
+        elif row.item.repeat > 1:
+            idx = f"[{row.rep}]"
+        shp, fm = _shape_cols(row)
+        name = "  " * row.depth + describe_row(row)
+        out.append([idx, name, shp, fm, fmt_int(row.params) if row.output else "",
+                    fmt_int(row.macs) if row.output else ""])
+        for v in row.children.values():
+            for sub in v:
+                for r in (sub if isinstance(sub, list) else [sub]):
+                    visit(r)
+
+    for row in checked.rows:
+        visit(row)
+    return out
+
+
+def render_table(checked: Checked) -> str:
+    head = ["#", "layer", "output", "map", "params", "MACs"]
+    rows = table_rows(checked)
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    right = {0, 4, 5}
+
+    def line(cells: list[str]) -> str:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    lines = [line(head), line(["-" * w for w in widths])]
+    lines += [line(r) for r in rows]
+    return "\n".join(lines)
+
+
+def totals_line(checked: Checked) -> str:
+    p = checked.params
+    mb = p * 4 / 1e6
+    macs = checked.macs
+    m = fmt_count(macs) if isinstance(macs, int) else str(macs)
+    out = dims.fmt_shape(checked.output.shape) if checked.output else "?"
+    return f"output {out} · params {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
+
+
+def render_diagnostics(checked: Checked, color: bool = False) -> str:
+    lines = checked.spec.doc.lines
+    return "\n\n".join(render(d, lines, color) for d in checked.diagnostics)
+
+
+def summary_line(checked: Checked) -> str:
+    e = sum(1 for d in checked.diagnostics if d.severity == "error")
+    w = len(checked.diagnostics) - e
+    if not e and not w:
+        return "ok"
+    parts = []
+    if e:
+        parts.append(f"{e} error{'s' if e != 1 else ''}")
+    if w:
+        parts.append(f"{w} warning{'s' if w != 1 else ''}")
+    return ", ".join(parts)
+
+
+def render_text(checked: Checked, color: bool = False) -> str:
+    spec = checked.spec
+    title = f"{spec.path}: {spec.name}"
+    parts = [title]
+    if checked.rows or spec.input is not None:
+        parts.append(render_table(checked))
+        parts.append(totals_line(checked))
+    if checked.diagnostics:
+        parts.append(render_diagnostics(checked, color))
+    parts.append(f"{spec.path}: {summary_line(checked)}")
+    return "\n\n".join(parts)
+
+
+def _json_shape(shape: tuple[Dim, ...] | None) -> list[Any] | None:
+    return None if shape is None else ["N"] + list(shape)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_json_value(e) for e in v]
+    return v
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "index": row.item.index,
+        "type": row.type,
+        "output_shape": _json_shape(row.output.shape) if row.output else None,
+        "params": row.params,
+        "macs": row.macs,
+        "args": {k: _json_value(v) for k, v in row.args.items()},
+    }
+    if row.item.name:
+        d["name"] = row.item.name
+    if row.item.repeat > 1:
+        d["repeat"] = row.rep
+    if row.children:
+        d["children"] = {k: ([[_row_json(r) for r in b] for b in v] if v and isinstance(v[0], list)
+                             else [_row_json(r) for r in v]) for k, v in row.children.items()}
+    return d
+
+
+def to_json(checked: Checked) -> dict[str, Any]:
+    spec = checked.spec
+    return {
+        "file": spec.path,
+        "name": spec.name,
+        "ok": checked.ok,
+        "input": _json_shape(spec.input.shape) if spec.input else None,
+        "output": _json_shape(checked.output.shape) if checked.output else None,
+        "params": checked.params,
+        "macs": checked.macs,
+        "layers": [_row_json(r) for r in checked.rows],
+        "diagnostics": [d.to_json() for d in checked.diagnostics],
+    }
