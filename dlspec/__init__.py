@@ -45,14 +45,14 @@ def check(spec: SpecLike) -> Checked:
 
 def build(spec: SpecLike) -> Any:
     """Build the torch.nn.Module a spec describes.  Raises SpecError (with the rendered diagnostics) on errors."""
-    from .build import build_checked
+    from .builder import build_checked
 
     return build_checked(check(spec))
 
 
 def __getattr__(name: str) -> Any:
     if name == "SpecError":
-        from .build import SpecError
+        from .builder import SpecError
 
         return SpecError
     raise AttributeError(name)

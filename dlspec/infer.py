@@ -217,7 +217,7 @@ class Checker:
     def report(self, severity: str, code: str, message: str, item: Item, arg: str | None,
                notes: list[str] | None, help: str | None) -> None:
         if arg is not None and (arg in item.written or arg in item.children):
-            path = item.args_path if item.entry.positional == arg and arg not in _mapping_args(self.doc, item) \
+            path = item.args_path if item.entry.main_arg == arg and arg not in _mapping_args(self.doc, item) \
                 else item.args_path + (arg,)
             key = False
         else:

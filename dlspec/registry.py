@@ -226,9 +226,17 @@ class LayerType:
     examples: list[Example] = field(default_factory=list)
     structural: bool = False  # not a torch class: dlspec provides the module
     children: tuple[str, ...] = ()  # argument names holding nested layer lists
-    positional: str | None = None  # `- Reshape: [1, 28, 28]` fills this argument
+    positional: str | None = None  # `- Reshape: [1, 28, 28]` fills this argument (default: see main_arg)
     doc: str = ""
     torch_min: str | None = None  # oldest torch that has the class, when newer than our floor
+
+
+    @property
+    def main_arg(self) -> str | None:
+        """The argument a bare value fills (`- MaxPool2d: 2`): `positional`, else the first required one."""
+        if self.positional:
+            return self.positional
+        return next((n for n, a in self.args.items() if a.required), None)
 
 
 REGISTRY: dict[str, LayerType] = {}

@@ -269,14 +269,16 @@ class _Parser:
         entry = item.entry
         if args is None:
             args = {}
-        if entry.positional and isinstance(args, (list, str, int)) and not isinstance(args, bool):
-            args = {entry.positional: args}
+        main = entry.main_arg
+        if main and isinstance(args, (list, str, int, float)) and not isinstance(args, bool):
+            args = {main: args}  # `- MaxPool2d: 2` is short for `- MaxPool2d: {kernel_size: 2}`
             positional = True
         else:
             positional = False
         if not isinstance(args, dict):
             self.err("invalid-argument", f"{entry.name} arguments must be a mapping, got {args!r}", kpath,
-                     index=item.index, help=f"write `- {entry.name}: {{name: value, ...}}`")
+                     index=item.index, help=f"write `- {entry.name}: {{name: value, ...}}`"
+                     + ("" if main is None else f" (a single value stands for {main})"))
             return
         fixed: set[str] = set()
         for name, value in args.items():

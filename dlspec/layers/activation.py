@@ -38,6 +38,7 @@ _SIMPLE_EX: dict[str, dict[str, Any]] = {"LeakyReLU": {"negative_slope": 0.2}, "
 
 for _name, _args in _SIMPLE.items():
     register(LayerType(name=_name, family="activation", args=dict(_args), infer=_elementwise,
+                       positional=next((a for a in _args if a != "inplace"), None) if _name != "Threshold" else None,
                        examples=[Example(_SIMPLE_EX.get(_name, {}), (3, 4)), Example({}, (5,))
                                  if _name != "Threshold" else Example({"threshold": 0.0, "value": -1.0}, (5,))]))
 
@@ -89,6 +90,7 @@ def _softmax(c: Ctx, x: TT) -> TT:
 
 for _name in ("Softmax", "Softmin", "LogSoftmax"):
     register(LayerType(name=_name, family="activation", args={"dim": Arg(Optional_(Int()), None)}, infer=_softmax,
+                       positional="dim",
                        examples=[Example({"dim": 1}, (10,)), Example({"dim": -1}, (3, 4))]))
 
 
@@ -118,5 +120,5 @@ def _glu(c: Ctx, x: TT) -> TT:
     return x.with_shape(tuple(shp))
 
 
-register(LayerType(name="GLU", family="activation", args={"dim": Arg(Int(), -1)}, infer=_glu,
+register(LayerType(name="GLU", family="activation", args={"dim": Arg(Int(), -1)}, infer=_glu, positional="dim",
                    examples=[Example({}, (3, 8)), Example({"dim": 1}, (4, 5))]))

@@ -48,10 +48,10 @@ def _channels(c: Ctx, x: TT, n: int) -> int:
     g = c.a["groups"]
     for name in ("in_channels", "out_channels"):
         if c.a[name] % g:
-            raise c.fail("groups", f"{c.item.entry.name} groups {g} does not divide {name} {c.a[name]}", arg="groups",
-                         help=f"groups must divide both in_channels ({c.a['in_channels']}) and out_channels "
-                              f"({c.a['out_channels']})",
-                         recover=TT((c.a["out_channels"],) + (dims.UNKNOWN,) * n, "float", "channels"))
+            c.error("groups", f"{c.item.entry.name} groups {g} does not divide {name} {c.a[name]}", arg="groups",
+                    help=f"groups must divide both in_channels ({c.a['in_channels']}) and out_channels "
+                         f"({c.a['out_channels']})")
+            break
     return cin
 
 

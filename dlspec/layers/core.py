@@ -131,7 +131,7 @@ for _name, _rank, _what, _ex in [
     ("Dropout2d", (3,), "channels-first 2d", (3, 4, 4)), ("Dropout3d", (4,), "channels-first 3d", (2, 3, 3, 3)),
     ("AlphaDropout", None, "", (6,)), ("FeatureAlphaDropout", None, "", (3, 4, 4)),
 ]:
-    register(LayerType(name=_name, family="dropout", args=dict(_P), infer=_dropout(_rank, _what),
+    register(LayerType(name=_name, family="dropout", args=dict(_P), infer=_dropout(_rank, _what), positional="p",
                        examples=[Example({"p": 0.25}, _ex)]))
 
 

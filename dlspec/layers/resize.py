@@ -49,7 +49,7 @@ register(LayerType(
           "scale_factor": Arg(Optional_(OneOf(Float(0.0, open_min=True), FloatList())), None),
           "mode": Arg(Choice(*_MODE_RANK), "nearest"), "align_corners": Arg(Optional_(Bool()), None),
           "recompute_scale_factor": Arg(Optional_(Bool()), None)},
-    infer=_upsample, label=lambda a: f"up×{a['scale_factor']}" if a["scale_factor"] else f"up{a['size']}",
+    infer=_upsample, positional="scale_factor", label=lambda a: f"up×{a['scale_factor']}" if a["scale_factor"] else f"up{a['size']}",
     examples=[Example({"scale_factor": 2}, (3, 5, 5)), Example({"size": 9, "mode": "linear"}, (2, 4)),
               Example({"scale_factor": 1.5, "mode": "bilinear", "align_corners": False}, (2, 7, 6)),
               Example({"size": [4, 6, 8], "mode": "trilinear"}, (1, 2, 3, 4)),

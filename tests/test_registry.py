@@ -1,0 +1,187 @@
+"""Registry-driven torch parity: every layer type, every example, against the installed torch.
+
+For each registry entry and each of its examples, a one-layer spec is checked (torch-free), built, and run
+for real; the output shape, the parameter count and (for Linear/Conv/ConvTranspose) the MACs must agree
+with what the checker inferred.  A new layer is covered by adding its register(...) call with examples.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+import torch
+from conftest import sample, spec_text
+from torch.utils.flop_counter import FlopCounterMode
+
+import dlspec
+from dlspec import dims
+from dlspec.registry import REGISTRY, REQUIRED, LayerType
+
+BATCH = 3
+CASES = [pytest.param(name, i, id=f"{name}-{i}") for name in sorted(REGISTRY) for i in range(len(REGISTRY[name].examples))]
+MAC_CHECKED = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+
+
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split("+")[0].split(".")[:2])
+
+
+def _too_new(entry: LayerType) -> bool:
+    return entry.torch_min is not None and _version(torch.__version__) < _version(entry.torch_min)
+
+
+def _torch_class(entry: LayerType) -> Any:
+    return None if entry.structural else getattr(torch.nn, entry.name, None)
+
+
+def _check_ok(text: str) -> dlspec.Checked:
+    checked = dlspec.check(dlspec.loads(text))
+    assert checked.ok, [f"{d.code}: {d.message}" for d in checked.errors]
+    return checked
+
+
+@pytest.mark.parametrize("name, i", CASES)
+def test_example_matches_torch(name: str, i: int) -> None:
+    entry = REGISTRY[name]
+    if _too_new(entry):
+        pytest.skip(f"{name} needs torch {entry.torch_min}")
+    ex = entry.examples[i]
+    checked = _check_ok(spec_text([{name: ex.args}], ex.input, ex.dtype))
+    assert len(checked.rows) == 1 and checked.output is not None
+    row = checked.rows[0]
+    assert dims.all_known(row.output.shape), row.output.shape
+
+    torch.manual_seed(0)
+    model = dlspec.build(checked).eval()
+    x = sample(ex.input, ex.dtype, high=ex.args.get("num_embeddings", 2), batch=BATCH)
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
+        y = model(x)
+
+    assert tuple(y.shape) == (BATCH,) + tuple(row.output.shape), f"{name} {ex.args} on {ex.input}"
+    assert sum(p.numel() for p in model.parameters()) == row.params == checked.params
+    if name in MAC_CHECKED:
+        assert flops.get_total_flops() / 2 / BATCH == row.macs
+    if ex.dtype == "float" and entry.family not in ("shape", "structure", "core"):
+        assert y.dtype == x.dtype
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_entry_has_an_example(name: str) -> None:
+    assert len(REGISTRY[name].examples) >= 1, f"{name} has no examples: add at least one to its register(...) call"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if e.build is None))
+def test_default_build_is_a_torch_class(name: str) -> None:
+    entry = REGISTRY[name]
+    if _too_new(entry):
+        pytest.skip(f"{name} needs torch {entry.torch_min}")
+    assert not entry.structural
+    cls = getattr(torch.nn, name, None)
+    assert isinstance(cls, type) and issubclass(cls, torch.nn.Module), f"torch.nn.{name} does not exist"
+
+
+def _signature(cls: type) -> dict[str, inspect.Parameter]:
+    """Constructor parameters; for (*args, **kwargs) wrappers (nn.LSTM) the first base with real ones."""
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = dict(inspect.signature(klass.__init__).parameters)
+        params.pop("self", None)
+        if any(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
+            return params
+    return {}
+
+
+def _ctor_only_required(entry: LayerType) -> Any:
+    """The torch module built from the first example's required and inferred arguments only."""
+    ex = entry.examples[0]
+    checked = _check_ok(spec_text([{entry.name: ex.args}], ex.input, ex.dtype))
+    row = checked.rows[0]
+    args = {n: row.args[n] for n, a in entry.args.items() if a.default is REQUIRED and n in row.args}
+    return _torch_class(entry)(**args)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY.items() if not e.structural))
+def test_defaults_match_torch(name: str) -> None:
+    entry = REGISTRY[name]
+    if _too_new(entry):
+        pytest.skip(f"{name} needs torch {entry.torch_min}")
+    cls = _torch_class(entry)
+    assert cls is not None, f"{name} is not structural but torch.nn has no {name}"
+    params = _signature(cls)
+    open_kwargs = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
+    module = None
+    for arg, spec in entry.args.items():
+        p = params.get(arg)
+        if p is None:
+            assert open_kwargs, f"torch.nn.{name} has no argument {arg!r}"
+        if spec.inferred:
+            continue
+        if p is not None and p.default is not p.empty:
+            assert spec.default == p.default, f"{name} {arg}: dlspec default {spec.default!r}, torch {p.default!r}"
+            continue
+        if p is not None:  # required in torch
+            assert spec.default is REQUIRED, f"{name} {arg} is required by torch but has a default in dlspec"
+            continue
+        # a keyword torch reads from **kwargs (nn.RNN's nonlinearity): compare with the built module
+        module = module if module is not None else _ctor_only_required(entry)
+        if spec.default is not REQUIRED and hasattr(module, arg):
+            assert spec.default == getattr(module, arg), f"{name} {arg}: dlspec {spec.default!r}, torch " \
+                                                         f"{getattr(module, arg)!r}"
+    for arg, p in params.items():  # every argument torch requires is known to dlspec
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and arg != "mode":
+            assert arg in entry.args, f"torch.nn.{name} requires {arg!r}, which dlspec does not know"
+
+
+# --- symbolic sizes: the inferred expression, evaluated, is torch's size -----------------------------------
+
+SYMBOLIC = [
+    ([10, "T"], [{"Conv1d": {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1}},
+                 {"MaxPool1d": {"kernel_size": 3, "stride": 2, "ceil_mode": True}},
+                 {"Conv1d": {"out_channels": 4, "kernel_size": 2, "dilation": 2}},
+                 {"AvgPool1d": {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True}},
+                 {"Upsample": {"scale_factor": 3}},
+                 {"MaxPool1d": {"kernel_size": 4, "stride": 3, "padding": 2, "ceil_mode": True}},
+                 {"ConvTranspose1d": {"out_channels": 2, "kernel_size": 3, "stride": 2, "output_padding": 1}},
+                 {"Upsample": {"scale_factor": 1.5, "mode": "linear"}},
+                 {"ReflectionPad1d": {"padding": [1, 2]}},
+                 {"AvgPool1d": {"kernel_size": 3, "stride": 2}},
+                 {"Permute": [0, 2, 1]},
+                 {"GRU": {"hidden_size": 5, "batch_first": True}}, "Last"]),
+    (["T", 10], [{"LSTM": {"hidden_size": 8, "num_layers": 2, "bidirectional": True, "batch_first": True}},
+                 {"Linear": {"out_features": 6}},
+                 {"RNN": {"hidden_size": 4, "batch_first": True}},
+                 {"Permute": [0, 2, 1]},
+                 {"Conv1d": {"out_channels": 3, "kernel_size": 5, "padding": "same"}},
+                 {"MaxPool1d": {"kernel_size": 2}},
+                 {"Upsample": {"size": 7}}, "Flatten", {"Linear": {"out_features": 2}}]),
+    (["T", 10], [{"GRU": {"hidden_size": 6, "batch_first": True}}, {"Linear": {"out_features": 3}},
+                 {"Unflatten": {"dim": 1, "unflattened_size": [1, -1]}}, "Flatten", {"Permute": [0, 1]}]),
+    ([2, "T", "T"], [{"Conv2d": {"out_channels": 3, "kernel_size": [3, 2], "stride": [2, 1], "padding": 1}},
+                     {"MaxPool2d": {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}},
+                     {"ConvTranspose2d": {"out_channels": 2, "kernel_size": 4, "stride": 2, "padding": 1}},
+                     {"LPPool2d": {"norm_type": 2, "kernel_size": 2, "ceil_mode": True}},
+                     {"PixelUnshuffle": {"downscale_factor": 1}}, {"ZeroPad2d": {"padding": [0, 1, 2, 0]}},
+                     {"Upsample": {"scale_factor": [2, 0.5], "mode": "bilinear"}}, "Flatten"]),
+]
+
+
+@pytest.mark.parametrize("shape, layers", SYMBOLIC, ids=[f"stack{i}" for i in range(len(SYMBOLIC))])
+def test_symbolic_sizes_evaluate_to_torch_sizes(shape: list[Any], layers: list[Any]) -> None:
+    checked = _check_ok(spec_text(layers, shape))
+    torch.manual_seed(0)
+    model = dlspec.build(checked).eval()
+    assert len(model) == len(checked.rows)
+    symbolic_seen = False
+    for t in (9, 10, 13, 16, 23, 31):
+        x = torch.randn(2, *(t if d == "T" else d for d in shape))
+        with torch.no_grad():
+            for row, module in zip(checked.rows, model):
+                x = module(x)
+                inferred = row.output.shape
+                symbolic_seen |= not dims.all_known(inferred)
+                got = tuple(dims.evaluate(d, {"T": t}) for d in inferred)
+                assert tuple(x.shape[1:]) == got, f"T={t}: {row.type} {row.args}: inferred {inferred}"
+    assert symbolic_seen
