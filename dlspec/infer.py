@@ -261,6 +261,7 @@ class Checker:
             self.chain.append(row)
             return row, None
         ctx = Ctx(self, item, row, x)
+        out: TT | None
         try:
             out = entry.infer(ctx, x)
         except ShapeError as e:
@@ -288,7 +289,7 @@ class Checker:
     def check_expect(self, item: Item, row: Row, out: TT) -> None:
         exp: Shape = item.expect
         got = out.shape
-        if len(exp) == len(got) and all(e == g or g == dims.UNKNOWN for e, g in zip(exp, got)):
+        if len(exp) == len(got) and all(e == g or g == dims.UNKNOWN for e, g in zip(exp, got, strict=True)):
             return
         as_map = len(got) >= 2 and out.layout != "sequence"
         g_txt = dims.fmt_map(got) if as_map else dims.fmt_shape(got)

@@ -19,15 +19,15 @@ class _SequenceOutput:
         return super().forward(x, state)  # type: ignore[misc]
 
 
-class RNN(_SequenceOutput, nn.RNN):
+class RNN(_SequenceOutput, nn.RNN):  # type: ignore[misc]
     pass
 
 
-class LSTM(_SequenceOutput, nn.LSTM):
+class LSTM(_SequenceOutput, nn.LSTM):  # type: ignore[misc]
     pass
 
 
-class GRU(_SequenceOutput, nn.GRU):
+class GRU(_SequenceOutput, nn.GRU):  # type: ignore[misc]
     pass
 
 

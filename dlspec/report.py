@@ -82,7 +82,7 @@ def render_table(checked: Checked) -> str:
     right = {0, 4, 5}
 
     def line(cells: list[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(parts).rstrip()
 
     lines = [line(head), line(["-" * w for w in widths])]

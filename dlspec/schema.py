@@ -90,6 +90,49 @@ def _schema_validator() -> Any:
 _VALIDATOR: Any = None
 
 
+def _is_dim(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    return (isinstance(v, int) and v >= 1) or (isinstance(v, str) and dims.SYMBOL.match(v) is not None)
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) >= 1 and all(_is_dim(d) for d in v)
+
+
+def quick_valid(data: dict[Any, Any]) -> bool:
+    """True exactly when SPEC_SCHEMA accepts data (tests prove the two agree).
+
+    Importing jsonschema costs more than checking a whole LeNet, so `dlspec check` asks it only to explain a
+    document this quick test rejects.
+    """
+    props = SPEC_SCHEMA["properties"]
+    if any(k not in props for k in data) or "input" not in data or "layers" not in data:
+        return False
+    inp = data["input"]
+    if isinstance(inp, dict):
+        if "shape" not in inp or any(k not in ("shape", "dtype") for k in inp):
+            return False
+        if "dtype" in inp and (not isinstance(inp["dtype"], str) or inp["dtype"] not in DTYPES):
+            return False
+        if not (_is_shape(inp["shape"]) or isinstance(inp["shape"], str)):
+            return False
+    elif not (_is_shape(inp) or isinstance(inp, str)):
+        return False
+    if not isinstance(data["layers"], list) or not data["layers"]:
+        return False
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            return False
+    if "blocks" in data:
+        b = data["blocks"]
+        if not isinstance(b, dict) or not all(isinstance(v, list) and v for v in b.values()):
+            return False
+    if "train" in data and not isinstance(data["train"], dict):
+        return False
+    return True
+
+
 def _top_level(doc: Document) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     data = doc.data
@@ -97,6 +140,8 @@ def _top_level(doc: Document) -> list[Diagnostic]:
         out.append(doc.diag("error", "spec-structure",
                             "a spec is a mapping with at least `input:` and `layers:`", (),
                             help="start from a spec in specs/, e.g. `input: [1, 28, 28]` and `layers: [...]`"))
+        return out
+    if quick_valid(data):
         return out
     for err in sorted(_schema_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(err.absolute_path)
@@ -334,12 +379,14 @@ def parse_spec(doc: Document) -> Spec:
     if "input" in data:
         spec.input, d = _parse_input(doc, data["input"])
         diags.extend(d)
-    blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+    raw_blocks = data.get("blocks")
+    blocks: dict[str, Any] = raw_blocks if isinstance(raw_blocks, dict) else {}
     spec.blocks = blocks
     for bname in blocks:
-        if lookup(str(bname)) is not None:
+        hidden = lookup(str(bname))
+        if hidden is not None:
             diags.append(doc.diag("error", "spec-structure",
-                                  f"block name '{bname}' hides the layer type {lookup(str(bname)).name}",  # type: ignore[union-attr]
+                                  f"block name '{bname}' hides the layer type {hidden.name}",
                                   ("blocks", bname), key=True, help="give the block another name"))
     if isinstance(data.get("layers"), list):
         p = _Parser(doc, blocks)
