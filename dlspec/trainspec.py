@@ -1,0 +1,223 @@
+"""The `train:` section: its schema, checked with the same Arg kinds and diagnostics as the layers.
+
+`dlspec check` validates the structure here without torch.  Names of torch losses, optimizers and
+schedulers and their keyword arguments are checked against torch itself when `dlspec run` starts
+(`resolve_torch`), still as diagnostics at the right line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .diagnostics import Diagnostic, did_you_mean
+from .registry import REQUIRED, Arg, Bool, Choice, Float, Int, Kind, Optional_
+from .source import Document, Path
+
+INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "trunc_normal",
+         "normal", "uniform", "default")
+METRICS = ("accuracy", "top5_accuracy", "mse", "mae", "rmse", "perplexity")
+
+
+class TorchCall(Kind):
+    """`Name` or `{Name: {kwarg: value}}` (a torch class and its keyword arguments)."""
+
+    text = "a torch class name, or {Name: {argument: value, ...}}"
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, str) and v:
+            return None
+        if isinstance(v, dict) and len(v) == 1:
+            (name, kw), = v.items()
+            if isinstance(name, str) and (kw is None or isinstance(kw, dict)):
+                return None
+        return f"must be {self.text}"
+
+    def normalize(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return (v, {})
+        (name, kw), = v.items()
+        return (name, dict(kw or {}))
+
+
+class Device(Kind):
+    text = "auto, cpu, cuda, cuda:N or mps"
+
+    def check(self, v: Any) -> str | None:
+        import re
+
+        if isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            return None
+        return f"must be {self.text}"
+
+
+class Metrics(Kind):
+    text = "a list of " + ", ".join(METRICS)
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(m, str) for m in v):
+            return f"must be {self.text}"
+        for m in v:
+            if m not in METRICS:
+                hint = did_you_mean(m, METRICS)
+                return f"has unknown metric '{m}'" + (f" (did you mean '{hint}'?)" if hint else f"; use {self.text}")
+        return None
+
+    def normalize(self, v: Any) -> Any:
+        return [v] if isinstance(v, str) else list(v)
+
+
+class EarlyStopping(Kind):
+    text = "{metric: NAME, patience: N, mode: min|max, min_delta: X}"
+    keys = {"metric": str, "patience": int, "mode": str, "min_delta": (int, float)}
+
+    def check(self, v: Any) -> str | None:
+        if not isinstance(v, dict) or "metric" not in v:
+            return f"must be {self.text}"
+        for k, val in v.items():
+            if k not in self.keys:
+                hint = did_you_mean(str(k), list(self.keys))
+                return f"has no key '{k}'" + (f" (did you mean '{hint}'?)" if hint else "")
+            if isinstance(val, bool) or not isinstance(val, self.keys[k]):  # type: ignore[arg-type]
+                return f"{k} must be {'a number' if k == 'min_delta' else 'an integer' if k == 'patience' else 'text'}"
+        if v.get("mode", "min") not in ("min", "max"):
+            return "mode must be min or max"
+        if v.get("patience", 1) < 1:
+            return "patience must be at least 1"
+        return None
+
+
+class DataRef(Kind):
+    """`name` or `{name: NAME, arg: value, ...}`: checked against the dataset registry by validate_train."""
+
+    text = "a dataset name, or {name: NAME, ...arguments}"
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("name"), str)):
+            return None
+        if isinstance(v, dict):
+            return "needs `name:` (the dataset), e.g. {name: mnist}"
+        return f"must be {self.text}"
+
+
+TRAIN_ARGS: dict[str, Arg] = {
+    "data": Arg(DataRef(), doc="the dataset and its options"),
+    "batch_size": Arg(Int(1), 64),
+    "epochs": Arg(Int(1), 10),
+    "loss": Arg(Optional_(TorchCall()), None, doc="default: CrossEntropyLoss (classification), MSELoss (regression)"),
+    "optimizer": Arg(TorchCall(), "Adam", doc="any torch.optim optimizer with its keyword arguments"),
+    "scheduler": Arg(Optional_(TorchCall()), None, doc="any torch.optim.lr_scheduler"),
+    "scheduler_step": Arg(Choice("auto", "batch", "epoch"), "auto",
+                          doc="auto: per batch for OneCycleLR/CyclicLR, per epoch otherwise"),
+    "init": Arg(Optional_(Choice(*INITS)), None, doc="weight init for Linear/Conv layers (biases set to 0)"),
+    "metrics": Arg(Optional_(Metrics()), None, doc="default: accuracy (classification), mse (regression)"),
+    "seed": Arg(Int(0), 0),
+    "device": Arg(Device(), "auto"),
+    "precision": Arg(Choice("fp32", "bf16", "fp16"), "fp32"),
+    "clip_grad_norm": Arg(Optional_(Float(0.0, open_min=True)), None),
+    "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
+                     doc="hold out this fraction of the training data for validation"),
+    "eval_every": Arg(Int(1), 1, doc="evaluate every k epochs (and after the last)"),
+    "early_stopping": Arg(Optional_(EarlyStopping()), None),
+    "shuffle": Arg(Bool(), True),
+    "drop_last": Arg(Bool(), False),
+    "eval_batch_size": Arg(Optional_(Int(1)), None, doc="default: 4 × batch_size, at least 256"),
+    "checkpoint_every": Arg(Int(1), 1, doc="write checkpoint.pt every k epochs (and at the end)"),
+}
+
+
+@dataclass
+class TrainConfig:
+    data_name: str
+    data_args: dict[str, Any]
+    batch_size: int = 64
+    epochs: int = 10
+    loss: tuple[str, dict[str, Any]] | None = None
+    optimizer: tuple[str, dict[str, Any]] = ("Adam", {})
+    scheduler: tuple[str, dict[str, Any]] | None = None
+    scheduler_step: str = "auto"
+    init: str | None = None
+    metrics: list[str] | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    clip_grad_norm: float | None = None
+    val_split: float | None = None
+    eval_every: int = 1
+    early_stopping: dict[str, Any] | None = None
+    shuffle: bool = True
+    drop_last: bool = False
+    eval_batch_size: int | None = None
+    checkpoint_every: int = 1
+    written: set[str] = field(default_factory=set)
+
+
+def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[Diagnostic]]:
+    from .data import DATASETS
+
+    diags: list[Diagnostic] = []
+    base: Path = ("train",)
+
+    def err(code: str, msg: str, path: Path, key: bool = False, help: str | None = None) -> None:
+        diags.append(doc.diag("error", code, msg, path, key=key, help=help))
+
+    if not isinstance(train, dict):
+        err("train", "`train:` must be a mapping of training options", base)
+        return None, diags
+    values: dict[str, Any] = {}
+    for k, v in train.items():
+        spec = TRAIN_ARGS.get(k) if isinstance(k, str) else None
+        if spec is None:
+            hint = did_you_mean(str(k), list(TRAIN_ARGS))
+            err("train", f"unknown training option '{k}'", base + (k,), key=True,
+                help=f"did you mean '{hint}'?" if hint else "options are " + ", ".join(TRAIN_ARGS))
+            continue
+        problem = spec.kind.check(v)
+        if problem:
+            err("train", f"train.{k} {problem}, got {v!r}", base + (k,))
+            continue
+        values[k] = spec.kind.normalize(v)
+    if "data" not in train:
+        err("train", "`train:` needs `data:` (the dataset to train on)", base, key=True,
+            help="e.g. `data: {name: mnist}`; `dlspec datasets` lists them")
+        return None, diags
+    if "data" not in values:
+        return None, diags
+    raw = train["data"]
+    dpath = base + ("data",)
+    name = raw if isinstance(raw, str) else raw["name"]
+    entry = DATASETS.get(name)
+    if entry is None:
+        hint = did_you_mean(name, list(DATASETS))
+        err("unknown-dataset", f"unknown dataset '{name}'", dpath + ("name",) if isinstance(raw, dict) else dpath,
+            help=f"did you mean '{hint}'?" if hint else "datasets: " + ", ".join(sorted(DATASETS)))
+        return None, diags
+    dargs: dict[str, Any] = {}
+    for k, v in (raw.items() if isinstance(raw, dict) else []):
+        if k == "name":
+            continue
+        spec = entry.args.get(k) if isinstance(k, str) else None
+        if spec is None:
+            hint = did_you_mean(str(k), list(entry.args))
+            err("train", f"dataset {name} has no option '{k}'", dpath + (k,), key=True,
+                help=f"did you mean '{hint}'?" if hint else f"{name} takes " + (", ".join(entry.args) or "no options"))
+            continue
+        problem = spec.kind.check(v)
+        if problem:
+            err("train", f"{name} {k} {problem}, got {v!r}", dpath + (k,))
+            continue
+        dargs[k] = spec.kind.normalize(v)
+    for k, spec in entry.args.items():
+        if k not in dargs and spec.default is not REQUIRED:
+            dargs[k] = spec.default
+        elif k not in dargs and not (isinstance(raw, dict) and k in raw):
+            err("train", f"dataset {name} needs `{k}` ({spec.kind.text})", dpath, help=f"add {k}: ... under data")
+    cfg = TrainConfig(data_name=name, data_args=dargs, written=set(values))
+    for k, v in values.items():
+        if k != "data":
+            setattr(cfg, k, v)
+    if any(d.severity == "error" for d in diags):
+        return None, diags
+    return cfg, diags
