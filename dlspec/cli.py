@@ -67,6 +67,171 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refused(e: Any) -> int:
+    from .diagnostics import render
+
+    if e.message:
+        print(f"dlspec: {e.message}", file=sys.stderr)
+    lines = e.doc.lines if e.doc is not None else None
+    color = _color("auto") and sys.stderr.isatty()
+    for d in sorted(e.diagnostics, key=lambda d: (d.severity != "error", d.line or 0)):
+        print(render(d, lines, color) + "\n", file=sys.stderr)
+    n = sum(1 for d in e.diagnostics if d.severity == "error")
+    if n:
+        print(f"dlspec: not started: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+    return int(e.status)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from .train import Options
+
+    return Options(data_root=args.data_root, out=getattr(args, "out", "runs") or "runs", device=args.device,
+                   epochs=getattr(args, "epochs", None), progress=not getattr(args, "no_progress", False),
+                   quiet=getattr(args, "quiet", False))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from . import runs
+    from .train import Refused, load_document, prepare, run
+
+    opts = _options(args)
+    overrides = list(args.overrides)
+    spec_path = args.spec
+    if spec_path and "=" in spec_path and not os.path.exists(spec_path):
+        overrides.insert(0, spec_path)
+        spec_path = None
+    try:
+        if args.resume:
+            ckpt_path = os.path.join(args.resume, "checkpoint.pt")
+            if not os.path.isfile(ckpt_path):
+                print(f"dlspec: no checkpoint.pt in {args.resume}", file=sys.stderr)
+                return 2
+            try:
+                ckpt = runs.load_checkpoint(ckpt_path)
+            except Exception as e:  # noqa: BLE001 - a damaged file is the user's data, not our bug
+                print(f"dlspec: cannot read {ckpt_path}: {e}", file=sys.stderr)
+                return 2
+            src = spec_path or os.path.join(args.resume, "spec.yaml")
+            items = overrides + ([f"train.epochs={opts.epochs}"] if opts.epochs is not None else []) + \
+                ([f"train.device={opts.device}"] if opts.device else [])
+            doc = load_document(src, items)
+            if doc.data is not None and runs.spec_hash(doc.data) != ckpt.get("spec_hash"):
+                changes = runs.diff(ckpt.get("spec"), doc.data)
+                print(f"dlspec: {src} differs from the spec of the checkpoint in {args.resume}; refusing to resume:",
+                      file=sys.stderr)
+                for c in changes[:20]:
+                    print(f"  {c}", file=sys.stderr)
+                print("  (epochs, device, eval_every, checkpoint_every and early_stopping may change; start a new "
+                      "run for anything else)", file=sys.stderr)
+                return 1
+            opts.epochs = opts.device = None  # already applied
+            s = prepare(src, [], opts, doc=doc)
+            return run(s, opts, args.resume, src, resume=ckpt)
+        if not spec_path:
+            print("dlspec run: give a spec file (or --resume RUN_DIR)", file=sys.stderr)
+            return 2
+        s = prepare(spec_path, overrides, opts)
+    except Refused as e:
+        return _refused(e)
+    run_dir = runs.new_run_dir(opts.out, s.checked.spec.name)
+    runs.write_spec(run_dir, s.doc.data, spec_path, s.overrides)
+    from .diagnostics import render
+
+    for w in s.warnings:
+        print(render(w, s.doc.lines) + "\n", file=sys.stderr)
+    return run(s, opts, run_dir, spec_path)
+
+
+def _session_with_checkpoint(args: argparse.Namespace) -> Any:
+    from . import runs
+    from .train import prepare
+
+    opts = _options(args)
+    s = prepare(args.spec, list(args.overrides), opts)
+    try:
+        ckpt = runs.load_checkpoint(args.checkpoint)
+        s.model.load_state_dict(ckpt["model"])
+    except (OSError, RuntimeError, KeyError, EOFError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SystemExit(f"dlspec: cannot load {args.checkpoint} into {args.spec}'s model: {msg}") from None
+    s.model.eval()
+    return s, opts
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import Refused, Trainer, fmt_metrics
+
+    try:
+        s, opts = _session_with_checkpoint(args)
+    except Refused as e:
+        return _refused(e)
+    tr = Trainer(s, opts)
+    vals = tr.evaluate(s.bundle.test)
+    print(f"{s.bundle.name} test ({len(s.bundle.test):,} samples): " + fmt_metrics("", vals))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import Refused
+
+    try:
+        s, opts = _session_with_checkpoint(args)
+    except Refused as e:
+        return _refused(e)
+    test = s.bundle.test
+    n = min(args.n, len(test))
+    with torch.no_grad():
+        out = s.model(test.x[:n].to(s.device)).float().cpu()
+    names = s.bundle.classes
+    for i in range(n):
+        y = test.y[i]
+        if s.bundle.task == "classification" and y.dim() == 0:
+            p = out[i].softmax(-1)
+            k = int(p.argmax())
+
+            def lab(c: int) -> str:
+                return f"{c} ({names[c]})" if names and names[c] != str(c) else str(c)
+
+            mark = "✓" if k == int(y) else "✗"
+            print(f"sample {i:>3}: predicted {lab(k)} p={float(p[k]):.3f} · target {lab(int(y))} {mark}")
+        else:
+            pv = [round(float(v), 4) for v in out[i].flatten()[:6]]
+            tv = [round(float(v), 4) for v in y.float().flatten()[:6]]
+            print(f"sample {i:>3}: predicted {pv if len(pv) > 1 else pv[0]} · target {tv if len(tv) > 1 else tv[0]}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+    from .train import Refused
+
+    try:
+        s, opts = _session_with_checkpoint(args)
+    except Refused as e:
+        return _refused(e)
+    try:
+        text = generate(s, args.prime, args.length, args.temperature, args.seed)
+    except ValueError as e:
+        print(f"dlspec generate: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+
+    for name, e in sorted(DATASETS.items()):
+        opts = ", ".join(e.args)
+        print(f"{name:14} {e.doc}" + (f" [needs {e.needs}]" if e.needs else ""))
+        print(f"{'':14} options: {opts}")
+    return 0
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     from .diagnostics import CODES
 
@@ -91,6 +256,39 @@ def parser() -> argparse.ArgumentParser:
     ly.set_defaults(func=cmd_layers)
     co = sub.add_parser("codes", help="list the diagnostic codes")
     co.set_defaults(func=cmd_codes)
+    ds = sub.add_parser("datasets", help="list the datasets `train.data` can name")
+    ds.set_defaults(func=cmd_datasets)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $DLSPEC_DATA, else ./data)")
+        q.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
+
+    r = sub.add_parser("run", help="train what the spec describes (its train: section)")
+    r.add_argument("spec", nargs="?", metavar="SPEC")
+    r.add_argument("overrides", nargs="*", metavar="PATH=VALUE", help="e.g. train.epochs=3 train.optimizer.SGD.lr=0.1")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint.pt")
+    r.add_argument("--epochs", type=int, help="overrides train.epochs")
+    r.add_argument("--out", metavar="DIR", default="runs", help="runs folder (default: runs)")
+    r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(r)
+    r.set_defaults(func=cmd_run)
+    for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),
+                          ("predict", cmd_predict, "predictions for a few test samples"),
+                          ("generate", cmd_generate, "sample text from a char_text model")):
+        q = sub.add_parser(name, help=hlp)
+        q.add_argument("spec", metavar="SPEC")
+        q.add_argument("overrides", nargs="*", metavar="PATH=VALUE")
+        q.add_argument("--checkpoint", required=True, metavar="PATH")
+        common(q)
+        if name == "predict":
+            q.add_argument("-n", type=int, default=10, help="how many test samples (default 10)")
+        if name == "generate":
+            q.add_argument("--prime", default="", help="text to start from")
+            q.add_argument("--length", type=int, default=200, help="characters to generate")
+            q.add_argument("--temperature", type=float, default=0.8)
+            q.add_argument("--seed", type=int, default=0)
+        q.set_defaults(func=fn)
     return p
 
 

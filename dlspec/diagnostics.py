@@ -39,6 +39,18 @@ CODES: dict[str, str] = {
     "forgotten-flatten": "a Linear is applied to a feature map (a Flatten is probably missing)",
     "no-effect": "an argument that has no effect in this position",
     "implicit-dim": "Softmax-like layer without `dim`",
+    # `train:` and `dlspec run`
+    "train": "a `train:` option is unknown, misspelled or of the wrong type (torch names checked at run time)",
+    "unknown-dataset": "no dataset of that name",
+    "data": "the data cannot be read (missing or corrupted files, wrong arrays)",
+    "data-shape": "the dataset's samples do not have the spec's input shape",
+    "loss": "the loss cannot compare the model's output with the dataset's targets",
+    "classes": "the last layer's size differs from the number of classes",
+    "double-softmax": "Softmax before CrossEntropyLoss (which applies log-softmax itself)",
+    "nll-without-log-softmax": "NLLLoss on a model that does not end with LogSoftmax",
+    "bce-without-sigmoid": "BCELoss on a model that does not end with Sigmoid",
+    "device": "the requested device is not available",
+    "precision": "the requested precision is not available on the device",
 }
 
 

@@ -72,6 +72,7 @@ class Spec:
     blocks: dict[str, list[Any]]
     train: dict[str, Any] | None
     diagnostics: list[Diagnostic]
+    train_config: Any = None  # trainspec.TrainConfig when `train:` is valid
 
     @property
     def path(self) -> str:
@@ -394,4 +395,9 @@ def parse_spec(doc: Document) -> Spec:
         diags.extend(p.diags)
     t = data.get("train")
     spec.train = t if isinstance(t, dict) else None
+    if spec.train is not None:
+        from .trainspec import validate_train
+
+        spec.train_config, d = validate_train(doc, spec.train)
+        diags.extend(d)
     return spec

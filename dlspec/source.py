@@ -38,6 +38,7 @@ class Document:
     spans: dict[Path, Span] = field(default_factory=dict)  # value positions
     key_spans: dict[Path, Span] = field(default_factory=dict)  # mapping-key positions
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # command-line PATH=VALUE applied to data
 
     @property
     def lines(self) -> list[str]:
@@ -60,6 +61,12 @@ class Document:
     def diag(self, severity: str, code: str, message: str, path: Path = (), key: bool = False,
              layer: int | None = None, notes: list[str] | None = None, help: str | None = None) -> Diagnostic:
         s = self.span(path, key)
+        notes = list(notes or [])
+        dotted = ".".join(map(str, path))
+        for o in self.overrides:  # a value set on the command line has no line of its own: say so
+            opath = o.split("=", 1)[0]
+            if dotted == opath or dotted.startswith(opath + ".") or opath.startswith(dotted + ".") and dotted:
+                notes.append(f"set on the command line: {o}")
         d = Diagnostic(severity, code, message, file=self.path,
                        line=s.line if s else None, column=s.col if s else None,
                        end_column=(s.end_col if s and s.end_line == s.line else None),

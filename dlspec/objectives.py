@@ -1,0 +1,200 @@
+"""torch objects named in `train:`: loss, optimizer, scheduler, weight init, metrics.
+
+Names and keyword arguments are checked against torch itself; a mistake becomes a diagnostic at the
+line of the option (did-you-mean for names and keywords), never a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .diagnostics import Diagnostic, did_you_mean
+from .source import Document
+from .trainspec import TrainConfig
+
+PER_BATCH_SCHEDULERS = ("OneCycleLR", "CyclicLR", "CosineAnnealingWarmRestarts")
+UNSUPPORTED_OPTIMIZERS = {"LBFGS": "it needs a closure that re-evaluates the loss",
+                          "SparseAdam": "it only takes sparse gradients"}
+
+
+def _classes(module: Any, base: type) -> dict[str, type]:
+    out = {}
+    for n in dir(module):
+        obj = getattr(module, n)
+        if isinstance(obj, type) and issubclass(obj, base) and obj is not base and not n.startswith("_"):
+            out[n] = obj
+    return out
+
+
+def losses() -> dict[str, type]:
+    return {n: c for n, c in _classes(nn, nn.Module).items() if n.endswith("Loss")}
+
+
+def optimizers() -> dict[str, type]:
+    return _classes(torch.optim, torch.optim.Optimizer)
+
+
+def schedulers() -> dict[str, type]:
+    L = torch.optim.lr_scheduler
+    base = getattr(L, "LRScheduler", getattr(L, "_LRScheduler", object))
+    out = _classes(L, base)
+    out["ReduceLROnPlateau"] = L.ReduceLROnPlateau
+    return {n: c for n, c in out.items() if n not in ("LRScheduler", "_LRScheduler")}
+
+
+def _keywords(cls: type, skip: int) -> tuple[list[str], list[str]]:
+    """(accepted keyword names, required ones) of cls.__init__, after `skip` leading positional params."""
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    params = [p for p in sig.parameters.values() if p.name != "self"][skip:]
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    required = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return names, required
+
+
+def resolve(doc: Document, cfg: TrainConfig, task: str) -> tuple[dict[str, Any], list[Diagnostic]]:
+    """Look up the torch classes of loss/optimizer/scheduler; diagnostics for unknown names or keywords."""
+    diags: list[Diagnostic] = []
+    out: dict[str, Any] = {}
+    specs = [("loss", cfg.loss or (("CrossEntropyLoss" if task == "classification" else "MSELoss"), {}), losses(), 0),
+             ("optimizer", cfg.optimizer, optimizers(), 1)]
+    if cfg.scheduler:
+        specs.append(("scheduler", cfg.scheduler, schedulers(), 1))
+    for key, (name, kwargs), table, skip in specs:
+        path: tuple[Any, ...] = ("train", key)
+        lower = {n.lower(): n for n in table}
+        real = lower.get(name.lower())
+        if real is None:
+            hint = did_you_mean(name, list(table))
+            diags.append(doc.diag("error", "train", f"torch has no {key} '{name}'", path + (name,), key=True,
+                                  help=f"did you mean '{hint}'?" if hint else f"{key}s: " + ", ".join(sorted(table))))
+            continue
+        if key == "optimizer" and real in UNSUPPORTED_OPTIMIZERS:
+            diags.append(doc.diag("error", "train", f"dlspec run does not support {real}: {UNSUPPORTED_OPTIMIZERS[real]}",
+                                  path + (name,), key=True, help="use SGD, Adam or AdamW"))
+            continue
+        accepted, required = _keywords(table[real], skip)
+        bad = False
+        for kw in kwargs:
+            if kw not in accepted:
+                hint = did_you_mean(str(kw), accepted)
+                diags.append(doc.diag("error", "train", f"{real} has no argument '{kw}'", path + (name, kw), key=True,
+                                      help=f"did you mean '{hint}'?" if hint else f"{real} takes " + ", ".join(accepted)))
+                bad = True
+        auto = {"OneCycleLR": ("max_lr",), "CyclicLR": ("base_lr", "max_lr")}.get(real, ())
+        missing = [r for r in required if r not in kwargs and r not in ("total_steps",) and r not in auto]
+        for r in missing:
+            diags.append(doc.diag("error", "train", f"{real} needs `{r}`", path + (name,), key=True,
+                                  help=f"write {key}: {{{real}: {{{r}: ...}}}}"))
+            bad = True
+        for r in auto:
+            if r not in kwargs:
+                diags.append(doc.diag("error", "train", f"{real} needs `{r}`", path + (name,), key=True,
+                                      help=f"write {key}: {{{real}: {{{r}: ...}}}}"))
+                bad = True
+        if not bad:
+            out[key] = (real, table[real], dict(kwargs))
+    return out, diags
+
+
+def make_optimizer(resolved: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    name, cls, kw = resolved["optimizer"]
+    return cls(model.parameters(), **kw)
+
+
+def make_scheduler(resolved: dict[str, Any], opt: torch.optim.Optimizer, epochs: int, steps_per_epoch: int) -> Any:
+    if "scheduler" not in resolved:
+        return None
+    name, cls, kw = resolved["scheduler"]
+    kw = dict(kw)
+    if name == "OneCycleLR" and "total_steps" not in kw and "epochs" not in kw:
+        kw["total_steps"] = epochs * steps_per_epoch
+    return cls(opt, **kw)
+
+
+def scheduler_per_batch(resolved: dict[str, Any], cfg: TrainConfig) -> bool:
+    if "scheduler" not in resolved:
+        return False
+    if cfg.scheduler_step != "auto":
+        return cfg.scheduler_step == "batch"
+    return resolved["scheduler"][0] in PER_BATCH_SCHEDULERS
+
+
+def make_loss(resolved: dict[str, Any]) -> nn.Module:
+    name, cls, kw = resolved["loss"]
+    return cls(**kw)
+
+
+def init_weights(model: nn.Module, scheme: str | None) -> None:
+    """Apply an init scheme to Linear/Conv/ConvTranspose weights; biases become 0."""
+    if not scheme or scheme == "default":
+        return
+    fn = {
+        "xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_,
+        "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+        "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        "orthogonal": nn.init.orthogonal_, "trunc_normal": lambda w: nn.init.trunc_normal_(w, std=0.02),
+        "normal": lambda w: nn.init.normal_(w, std=0.01), "uniform": lambda w: nn.init.uniform_(w, -0.05, 0.05),
+    }[scheme]
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            fn(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def default_metrics(task: str) -> list[str]:
+    return ["accuracy"] if task == "classification" else ["mse"]
+
+
+class Meter:
+    """Sums on the device, read once per epoch (no host sync per batch)."""
+
+    def __init__(self, metrics: list[str], device: torch.device):
+        self.metrics = metrics
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        z = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.sums: dict[str, torch.Tensor] = {"loss": z.clone(), **{m: z.clone() for m in self.metrics}}
+        self.count = 0  # samples (or steps for per-step targets)
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.shape[0]
+        self.count += n
+        self.sums["loss"] += loss.detach().double() * n
+        for m in self.metrics:
+            if m == "accuracy":
+                self.sums[m] += (out.argmax(-1) == y).sum()
+            elif m == "top5_accuracy":
+                k = min(5, out.shape[-1])
+                self.sums[m] += (out.topk(k, -1).indices == y.unsqueeze(-1)).any(-1).sum()
+            elif m in ("mse", "rmse"):
+                self.sums[m] += ((out.double() - y.double()) ** 2).mean(tuple(range(1, y.dim()))).sum() \
+                    if y.dim() > 1 else ((out.double() - y.double()) ** 2).sum()
+            elif m == "mae":
+                self.sums[m] += (out.double() - y.double()).abs().mean(tuple(range(1, y.dim()))).sum() \
+                    if y.dim() > 1 else (out.double() - y.double()).abs().sum()
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+    def result(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        vals = {k: float(v) / self.count for k, v in self.sums.items()}  # one sync per epoch
+        if "rmse" in vals:
+            vals["rmse"] = math.sqrt(vals["rmse"])
+        if "perplexity" in self.metrics:
+            vals["perplexity"] = math.exp(min(vals["loss"], 50.0))
+        return vals

@@ -1,0 +1,515 @@
+"""Stage 6, train: `dlspec run` — load data, check the contract, build, train, evaluate, checkpoint.
+
+Everything before the first step is checked and reported as diagnostics (the spec, the train section,
+torch names, the data, the data↔model↔loss contract).  The loop keeps loss/metric sums on the device and
+reads them once per epoch; shuffling is derived from (seed, epoch), so a run stopped by Ctrl-C and
+resumed from its checkpoint ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import overrides as ov
+from . import runs
+from .contract import DataFacts, check_contract
+from .data import DATASETS, Bundle, DataError, Split, data_root
+from .diagnostics import Diagnostic
+from .infer import Checked
+from .infer import check as infer_check
+from .objectives import (
+    Meter,
+    default_metrics,
+    init_weights,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    resolve,
+    scheduler_per_batch,
+)
+from .schema import parse_spec
+from .source import Document, parse, read
+from .trainspec import TrainConfig
+
+
+@dataclass
+class Options:
+    data_root: str | None = None
+    out: str = "runs"
+    device: str | None = None
+    epochs: int | None = None
+    progress: bool = True
+    quiet: bool = False
+
+
+class Refused(Exception):
+    """Training cannot start: diagnostics (or a one-line reason) say why."""
+
+    def __init__(self, diagnostics: list[Diagnostic], doc: Document | None = None, message: str = "", status: int = 1):
+        super().__init__(message)
+        self.diagnostics, self.doc, self.message, self.status = diagnostics, doc, message, status
+
+
+@dataclass
+class Session:
+    doc: Document
+    checked: Checked
+    cfg: TrainConfig
+    bundle: Bundle
+    model: nn.Module
+    device: torch.device
+    resolved: dict[str, Any]
+    symbols: dict[str, int]
+    val: Split | None = None
+    warnings: list[Diagnostic] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+
+# --- preparing a run ---------------------------------------------------------------------------------
+
+def load_document(path: str, items: list[str]) -> Document:
+    doc = read(path)
+    if doc.data is not None and items and not doc.diagnostics:
+        try:
+            ov.apply(doc.data, items)
+        except ov.OverrideError as e:
+            raise Refused([], message=str(e), status=2) from None
+        doc.overrides = list(items)
+    return doc
+
+
+def pick_device(doc: Document, wanted: str) -> tuple[torch.device | None, list[Diagnostic]]:
+    if wanted == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda"), []
+        return torch.device("cpu"), []
+    if wanted.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return None, [doc.diag("error", "device", f"device {wanted}: CUDA is not available on this machine",
+                                   ("train", "device"), help="use device: auto (or cpu), or --device cpu")]
+        idx = int(wanted.split(":")[1]) if ":" in wanted else 0
+        if idx >= torch.cuda.device_count():
+            return None, [doc.diag("error", "device", f"device {wanted}: this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)", ("train", "device"))]
+    if wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return None, [doc.diag("error", "device", "device mps is not available on this machine", ("train", "device"))]
+    return torch.device(wanted), []
+
+
+def facts_of(bundle: Bundle) -> DataFacts:
+    y = bundle.train.y
+    return DataFacts(name=bundle.name, sample_shape=bundle.sample_shape, x_dtype=bundle.x_dtype,
+                     target_shape=bundle.target_shape, target_dtype="float" if y.is_floating_point() else "long",
+                     task=bundle.task, num_classes=bundle.num_classes)
+
+
+def prepare(path: str, items: list[str], opts: Options, doc: Document | None = None) -> Session:
+    items = list(items)
+    if opts.epochs is not None:
+        items.append(f"train.epochs={opts.epochs}")
+    if opts.device is not None:
+        items.append(f"train.device={opts.device}")
+    doc = doc or load_document(path, items)
+    spec = parse_spec(doc)
+    checked = infer_check(spec)
+    errors = [d for d in checked.diagnostics if d.severity == "error"]
+    if not errors and spec.train is None:
+        raise Refused([doc.diag("error", "train", "the spec has no `train:` section, so there is nothing to run", (),
+                                help="add e.g. `train: {data: {name: mnist}, epochs: 5, optimizer: {Adam: {lr: 0.001}}}`")],
+                      doc)
+    cfg = spec.train_config
+    if errors or cfg is None:
+        raise Refused(checked.diagnostics, doc)
+    warnings = [d for d in checked.diagnostics if d.severity == "warning"]
+    device, d = pick_device(doc, cfg.device)
+    if cfg.precision == "fp16" and device is not None and device.type != "cuda":
+        d.append(doc.diag("error", "precision", f"precision fp16 needs a CUDA device (this run is on {device.type})",
+                          ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
+    if d:
+        raise Refused(warnings + d, doc)
+    entry = DATASETS[cfg.data_name]
+    try:
+        bundle = entry.load(dict(cfg.data_args, seed=cfg.data_args.get("seed", cfg.seed))
+                            if "seed" in entry.args else dict(cfg.data_args), data_root(opts.data_root))
+    except DataError as e:
+        path_ = ("train", "data") + ((e.arg,) if e.arg else ())
+        raise Refused(warnings + [doc.diag("error", "data", e.message, path_, notes=e.notes, help=e.help)], doc) from None
+    resolved, d = resolve(doc, cfg, bundle.task)
+    loss_name = resolved["loss"][0] if "loss" in resolved else None
+    loss_path = ("train", "loss") if cfg.loss else None
+    c, symbols = check_contract(checked, facts_of(bundle), loss_name, loss_path, ("train", "data"))
+    d += c
+    if any(x.severity == "error" for x in d):
+        raise Refused(warnings + d, doc)
+    warnings += d
+    from .builder import build_checked
+
+    torch.manual_seed(cfg.seed)
+    model = build_checked(checked)
+    init_weights(model, cfg.init)
+    s = Session(doc=doc, checked=checked, cfg=cfg, bundle=bundle, model=model.to(device), device=device,  # type: ignore[arg-type]
+                resolved=resolved, symbols=symbols, warnings=warnings, overrides=items)
+    if cfg.val_split:
+        split_validation(s)
+    return s
+
+
+def split_validation(s: Session) -> None:
+    """Hold out cfg.val_split of the training data (a seeded, fixed choice)."""
+    n = len(s.bundle.train)
+    k = max(1, int(round(n * float(s.cfg.val_split or 0))))
+    g = torch.Generator().manual_seed(s.cfg.seed)
+    perm = torch.randperm(n, generator=g)
+    vi, ti = perm[:k], perm[k:]
+    t = s.bundle.train
+    s.val = Split(t.x[vi], t.y[vi])
+    s.bundle.train = Split(t.x[ti], t.y[ti])
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+def _flat(out: torch.Tensor, y: torch.Tensor, per_step: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step class targets (N, T) against scores (N, T, C) become (N·T, C) and (N·T,)."""
+    if per_step:
+        return out.reshape(-1, out.shape[-1]), y.reshape(-1)
+    return out, y
+
+
+def _target(y: torch.Tensor, out: torch.Tensor, loss: nn.Module) -> torch.Tensor:
+    if isinstance(loss, (nn.BCEWithLogitsLoss, nn.BCELoss)) and not y.is_floating_point():
+        return y.to(out.dtype).reshape(out.shape)
+    return y
+
+
+class Trainer:
+    def __init__(self, s: Session, opts: Options):
+        self.s, self.opts = s, opts
+        cfg = s.cfg
+        self.model = s.model
+        self.device = s.device
+        self.loss_fn = make_loss(s.resolved).to(self.device)
+        self.opt = make_optimizer(s.resolved, self.model)
+        n = len(s.bundle.train)
+        bs = cfg.batch_size
+        self.steps_per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
+        self.sched = make_scheduler(s.resolved, self.opt, cfg.epochs, max(1, self.steps_per_epoch))
+        self.sched_per_batch = scheduler_per_batch(s.resolved, cfg)
+        task = s.bundle.task
+        self.metrics = [m for m in (cfg.metrics or default_metrics(task))]
+        self.per_step = task == "classification" and len(s.bundle.target_shape) >= 1 and \
+            not s.bundle.train.y.is_floating_point()
+        self.epoch = 0  # completed epochs
+        self.batch = 0  # next batch within the current epoch (non-zero only in a mid-epoch checkpoint)
+        self.meter = Meter(self.metrics, self.device)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.bad_evals = 0
+        self.stop_requested = False
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.on_device = self._fits_on_device()
+        if self.on_device:
+            b = s.bundle
+            b.train = Split(b.train.x.to(self.device), b.train.y.to(self.device))
+            b.test = Split(b.test.x.to(self.device), b.test.y.to(self.device))
+            if s.val is not None:
+                s.val = Split(s.val.x.to(self.device), s.val.y.to(self.device))
+
+    def _fits_on_device(self) -> bool:
+        if self.device.type != "cuda":
+            return True  # CPU: the data is already where the model is
+        b = self.s.bundle
+        size = sum(t.element_size() * t.nelement() for t in (b.train.x, b.train.y, b.test.x, b.test.y))
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return size < 0.4 * free
+
+    # checkpoint state ----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "meter": self.meter.state() if self.batch else None,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "spec_hash": runs.spec_hash(self.s.doc.data),
+            "spec": self.s.doc.data,
+            "history": self.history,
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+        }
+        if self.scaler is not None:
+            st["scaler"] = self.scaler.state_dict()
+        return st
+
+    def load(self, st: dict[str, Any]) -> None:
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        if self.sched is not None and st.get("scheduler") is not None:
+            self.sched.load_state_dict(st["scheduler"])
+        self.epoch, self.batch = int(st["epoch"]), int(st["batch"])
+        if st.get("meter"):
+            self.meter.load(st["meter"])
+        torch.set_rng_state(st["rng"]["torch"])
+        if st["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+        self.history = list(st.get("history") or [])
+        self.best = st.get("best")
+        self.bad_evals = int(st.get("bad_evals", 0))
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+
+    # one epoch -------------------------------------------------------------------------------------------
+    def permutation(self, epoch: int) -> torch.Tensor:
+        n = len(self.s.bundle.train)
+        if not self.s.cfg.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.s.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g)
+
+    def train_epoch(self, bar: Any) -> bool:
+        """Runs the rest of the current epoch; False when stopped by Ctrl-C (state saved mid-epoch)."""
+        cfg, data = self.s.cfg, self.s.bundle.train
+        perm = self.permutation(self.epoch)
+        if self.on_device:
+            perm = perm.to(self.device)
+        bs = cfg.batch_size
+        self.model.train()
+        if self.batch == 0:
+            self.meter.reset()
+        for b in range(self.batch, self.steps_per_epoch):
+            idx = perm[b * bs:(b + 1) * bs]
+            x, y = data.x[idx], data.y[idx]
+            if not self.on_device:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            self.step(x, y)
+            self.batch = b + 1
+            if bar is not None:
+                bar.update(1)
+            if self.stop_requested:
+                return False
+        self.batch = 0
+        self.epoch += 1
+        return True
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        cfg = self.s.cfg
+        with self.autocast():
+            out = self.model(x)
+            o, t = _flat(out, y, self.per_step)
+            loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if cfg.clip_grad_norm:
+                self.scaler.unscale_(self.opt)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if cfg.clip_grad_norm:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+            self.opt.step()
+        if self.sched is not None and self.sched_per_batch:
+            self.sched.step()
+        self.meter.add(loss, o.detach().float(), t)
+
+    @torch.no_grad()
+    def evaluate(self, split: Split) -> dict[str, float]:
+        self.model.eval()
+        meter = Meter(self.metrics, self.device)
+        bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
+        for i in range(0, len(split), bs):
+            x, y = split.x[i:i + bs].to(self.device), split.y[i:i + bs].to(self.device)
+            with self.autocast():
+                out = self.model(x)
+                o, t = _flat(out, y, self.per_step)
+                loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+            meter.add(loss, o.float(), t)
+        return meter.result()
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+def fmt_metrics(prefix: str, vals: dict[str, float]) -> str:
+    names = {"accuracy": "acc", "top5_accuracy": "top5", "perplexity": "ppl"}
+    parts = [f"{names.get(k, k)} {v:.4f}" for k, v in vals.items()]
+    return (prefix + " " if prefix else "") + "  ".join(parts)
+
+
+def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None = None) -> int:
+    cfg = s.cfg
+    tr = Trainer(s, opts)
+    if resume is not None:
+        tr.load(resume)
+    log = runs.MetricsLog(run_dir, tr.history)
+    say = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, flush=True))
+    b = s.bundle
+    say(f"run {run_dir}")
+    say(f"data {b.name}: {len(b.train):,} train" + (f" / {len(s.val):,} val" if s.val is not None else "")
+        + f" / {len(b.test):,} test · samples {list(b.sample_shape)} · device {s.device.type}"
+        + (f" · {cfg.precision}" if cfg.precision != "fp32" else ""))
+    params = sum(p.numel() for p in tr.model.parameters())
+    say(f"model {s.checked.spec.name}: {params:,} params · loss {s.resolved['loss'][0]} · optimizer "
+        f"{s.resolved['optimizer'][0]}" + (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else ""))
+    if resume is not None:
+        say(f"resumed at epoch {tr.epoch + 1}" + (f", batch {tr.batch}" if tr.batch else ""))
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if tr.stop_requested:
+            raise KeyboardInterrupt
+        tr.stop_requested = True
+        print("\ninterrupted: finishing this batch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    t_start = time.perf_counter()
+    train_time = 0.0
+    stopped_early = False
+    try:
+        while tr.epoch < cfg.epochs:
+            ep = tr.epoch
+            bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch)
+            t0 = time.perf_counter()
+            start_batch = tr.batch
+            finished = tr.train_epoch(bar)
+            if s.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            train_time += dt
+            if bar is not None:
+                bar.close()
+            if not finished:
+                runs.atomic_save(tr.state(), os.path.join(run_dir, "checkpoint.pt"))
+                say(f"saved {os.path.join(run_dir, 'checkpoint.pt')} at epoch {ep + 1}, batch {tr.batch}; "
+                    f"continue with: dlspec run --resume {run_dir}")
+                return 130
+            samples = (tr.steps_per_epoch - start_batch) * cfg.batch_size
+            row: dict[str, Any] = {"epoch": ep + 1}
+            row.update({f"train_{k}": v for k, v in tr.meter.result().items()})
+            last = tr.epoch == cfg.epochs
+            if (ep + 1) % cfg.eval_every == 0 or last:
+                if s.val is not None:
+                    row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
+                row.update({f"test_{k}": v for k, v in tr.evaluate(b.test).items()})
+            row["lr"] = tr.opt.param_groups[0]["lr"]
+            row["samples_per_s"] = min(samples, len(b.train)) / dt if dt > 0 else 0.0
+            row["elapsed_s"] = time.perf_counter() - t_start
+            if tr.sched is not None and not tr.sched_per_batch:
+                if type(tr.sched).__name__ == "ReduceLROnPlateau":
+                    tr.sched.step(row.get("val_loss", row["train_loss"]))
+                else:
+                    tr.sched.step()
+            tr.history.append(row)
+            log.add(row)
+            say(epoch_line(row, cfg.epochs))
+            stop = early_stop(tr, row, cfg)
+            if (ep + 1) % cfg.checkpoint_every == 0 or last or stop:
+                runs.atomic_save(tr.state(), os.path.join(run_dir, "checkpoint.pt"))
+            if stop:
+                stopped_early = True
+                say(f"early stopping: {cfg.early_stopping['metric']} has not improved for "  # type: ignore[index]
+                    f"{tr.bad_evals} evaluation(s)")
+                break
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    final = {k: v for k, v in (tr.history[-1] if tr.history else {}).items() if k.startswith("test_")}
+    if not final:
+        final = {f"test_{k}": v for k, v in tr.evaluate(b.test).items()}
+    note = runs.plot_curves(run_dir, tr.history)
+    if note:
+        say(note)
+    summary = {
+        "spec": source_path, "name": s.checked.spec.name, "run_dir": run_dir, "epochs": tr.epoch,
+        "stopped_early": stopped_early, "final": final, "best": tr.best, "train_time_s": round(train_time, 3),
+        "wall_time_s": round(time.perf_counter() - t_start, 3), "device": str(s.device),
+        "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
+        "precision": cfg.precision, "path": "eager", "params": sum(p.numel() for p in tr.model.parameters()),
+        "data": {"name": b.name, "train": len(b.train), "val": len(s.val) if s.val is not None else 0,
+                 "test": len(b.test), **b.info},
+        "spec_hash": runs.spec_hash(s.doc.data), "overrides": s.overrides, "versions": runs.versions(),
+    }
+    runs.write_summary(run_dir, summary)
+    say("test " + fmt_metrics("", {k[5:]: v for k, v in final.items()}))
+    return 0
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}"]
+    for split in ("train", "val", "test"):
+        vals = {k[len(split) + 1:]: v for k, v in row.items() if k.startswith(split + "_")}
+        if vals:
+            parts.append(fmt_metrics(split, vals))
+    parts.append(f"{row['samples_per_s']:,.0f} samples/s")
+    parts.append(f"{row['elapsed_s']:.1f}s")
+    return " │ ".join(parts)
+
+
+def early_stop(tr: Trainer, row: dict[str, Any], cfg: TrainConfig) -> bool:
+    es = cfg.early_stopping
+    if not es:
+        return False
+    m = es["metric"]
+    if m not in row:
+        return False
+    mode = es.get("mode") or ("max" if "acc" in m else "min")
+    delta = float(es.get("min_delta", 0.0))
+    v = float(row[m])
+    better = tr.best is None or (v > tr.best["value"] + delta if mode == "max" else v < tr.best["value"] - delta)
+    if better:
+        tr.best = {"metric": m, "value": v, "epoch": row["epoch"]}
+        tr.bad_evals = 0
+        return False
+    tr.bad_evals += 1
+    return tr.bad_evals >= int(es.get("patience", 3))
+
+
+def _progress(opts: Options, total: int, desc: str, initial: int = 0) -> Any:
+    if not opts.progress or opts.quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                mininterval=0.25)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _cpu_name() -> str:
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def parse_text(text: str, path: str) -> Document:
+    return parse(text, path)
