@@ -21,6 +21,7 @@ UNKNOWN = "?"
 _ATOM = re.compile(r"^(?:[A-Za-z_]\w*|\d+|\(.*\))$")
 _AFFINE = re.compile(r"^(?P<base>.+?)(?P<off>[+-]\d+)$")
 SYMBOL = re.compile(r"^[A-Za-z_]\w*$")
+_FUNCS = ("ceil", "floor", "min")
 
 
 def known(d: Dim) -> bool:
@@ -103,7 +104,7 @@ def ceildiv(d: Dim, k: int) -> Dim:
         return UNKNOWN
     if k == 1:
         return d
-    return f"ceil({d}/{k})"
+    return f"ceil({_paren(d)}/{k})"
 
 
 def scale(d: Dim, factor: float) -> Dim:
@@ -114,7 +115,18 @@ def scale(d: Dim, factor: float) -> Dim:
         return UNKNOWN
     if float(factor).is_integer():
         return mul(d, int(factor))
-    return f"floor({d}*{factor})"
+    return f"floor({_paren(d)}*{float(factor)!r})"
+
+
+def minimum(a: Dim, b: Dim) -> Dim:
+    """min(a, b); symbolic when either is."""
+    if isinstance(a, int) and isinstance(b, int):
+        return min(a, b)
+    if UNKNOWN in (a, b):
+        return UNKNOWN
+    if a == b:
+        return a
+    return f"min({a}, {b})"
 
 
 def product(dims: Shape) -> Dim:
@@ -153,7 +165,7 @@ def fmt_map(shape: Shape) -> str:
 def symbols(d: Dim) -> set[str]:
     if isinstance(d, int) or d == UNKNOWN:
         return set()
-    return {n for n in re.findall(r"[A-Za-z_]\w*", d) if n not in ("ceil", "floor")}
+    return {n for n in re.findall(r"(?<![\w.])[A-Za-z_]\w*", d) if n not in _FUNCS}
 
 
 # --- evaluation (used by the builder's tests and by `dlspec` when a symbol is given a value) ---------
@@ -188,11 +200,17 @@ def _eval(node: ast.AST, env: dict[str, int]) -> Fraction:
         if isinstance(node.op, ast.Sub):
             return a - b
         if isinstance(node.op, ast.Mult):
+            if _is_float(node.left) or _is_float(node.right):
+                # a size times a float scale factor: torch multiplies in double precision, and
+                # floor(10 * 0.7) is 7 there but 6 in exact arithmetic (0.7 is a little less than 7/10)
+                return Fraction(float(a) * float(b))
             return a * b
         if isinstance(node.op, ast.FloorDiv):
             return Fraction(math.floor(a / b))
         if isinstance(node.op, ast.Div):
             return a / b
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "min" and node.args:
+        return min(_eval(arg, env) for arg in node.args)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 1:
         v = _eval(node.args[0], env)
         if node.func.id == "ceil":
@@ -200,6 +218,10 @@ def _eval(node: ast.AST, env: dict[str, int]) -> Fraction:
         if node.func.id == "floor":
             return Fraction(math.floor(v))
     raise ValueError(f"cannot evaluate {ast.dump(node)}")
+
+
+def _is_float(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, float)
 
 
 def parse_map(text: str) -> Shape | None:

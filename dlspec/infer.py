@@ -7,13 +7,14 @@ After an error it carries on from what the layer declares, so one run reports ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import dims
 from .diagnostics import Diagnostic
 from .dims import Dim, Shape
-from .registry import REQUIRED, TT
+from .registry import REQUIRED, TT, lookup
 from .schema import Item, Spec
 
 
@@ -31,12 +32,15 @@ class Row:
     args: dict[str, Any]
     input: TT | None
     output: TT | None = None
-    params: int = 0
-    macs: Dim = 0
+    # None when not counted: the layer has an error, or its input is unknown (the table leaves it blank); a
+    # container (Residual, Concat, a block) counts the layers it holds, also when it fails to merge them
+    params: int | None = 0
+    macs: Dim | None = 0
     children: dict[str, Any] = field(default_factory=dict)  # arg -> list[Row] | list[list[Row]]
     rep: int = 0
     depth: int = 0
-    failed: bool = False
+    failed: bool = False  # the shape rule did not finish (the output, if any, is a recovery guess)
+    error: bool = False  # an error diagnostic is about this layer itself
 
     @property
     def entry(self) -> Any:
@@ -44,6 +48,8 @@ class Row:
 
     @property
     def type(self) -> str:
+        if self.item.unknown:
+            return self.item.key or "?"
         return self.item.block or self.item.entry.name
 
     def walk(self) -> Any:
@@ -78,21 +84,111 @@ class Checked:
 
     @property
     def params(self) -> int:
-        return sum(r.params for r in self.rows)
+        """The sum of the counted rows (the numbers the table shows); see uncounted()."""
+        return sum(r.params for r in self.rows if r.params is not None)
 
     @property
     def macs(self) -> Dim:
-        return sum_dims([r.macs for r in self.rows])
+        return sum_dims([r.macs for r in self.rows if r.macs is not None])
+
+    def uncounted(self) -> tuple[int, int]:
+        """(rows with an error, rows with an unknown input) that params and macs leave out."""
+        blank = [r for r in self.all_rows() if r.params is None]
+        errors = sum(1 for r in blank if r.error)
+        return errors, len(blank) - errors
+
+
+def _split_top(s: str, sep: str) -> list[str]:
+    """s split at the occurrences of sep outside parentheses."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        ch = s[i]
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(s[start:])
+    return parts
+
+
+def _top(s: str) -> str:
+    """s with everything inside parentheses left out: what its top-level operators are."""
+    out, depth = [], 0
+    for ch in s:
+        if ch == ")":
+            depth -= 1
+        if depth == 0:
+            out.append(ch)
+        if ch == "(":
+            depth += 1
+    return "".join(out)
+
+
+def _factors(term: str) -> list[str] | None:
+    """The factors of a pure product, nested ones included ('(T*65)*128' -> ['T', '65', '128']), else None."""
+    parts = _split_top(term, "*")
+    if any(not p or any(op in _top(p) for op in "+-/") for p in parts):  # also rejects '**' and '//'
+        return None
+    out: list[str] = []
+    for p in parts:
+        if p.startswith("(") and p.endswith(")") and _top(p) == "()":
+            inner = _factors(p[1:-1])
+            if inner is not None:
+                out.extend(inner)
+                continue
+        out.append(p)
+    return out
+
+
+def _monomial(term: str) -> tuple[str, int]:
+    """'(T*T)*128' -> ('T*T', 128); a term that is not a pure product is its own base with coefficient 1."""
+    factors = _factors(term)
+    if factors is None:
+        return term, 1
+    k = 1
+    rest = []
+    for f in factors:
+        if f.isdigit():
+            k *= int(f)
+        else:
+            rest.append(f)
+    return "*".join(rest), k
 
 
 def sum_dims(values: list[Dim]) -> Dim:
-    const = sum(v for v in values if isinstance(v, int))
-    syms = [v for v in values if isinstance(v, str) and v != dims.UNKNOWN]
+    """The sum of sizes or MAC counts, like terms combined exactly: 'T*16384 + (T*8)*2048' -> 'T*32768'.
+
+    Symbolic values are sums of terms (' + ' between them, as this function writes them); a term that is a
+    product of symbols and integers is split into its symbolic part and an integer coefficient, and the
+    coefficients of equal symbolic parts are added (a*k1 + a*k2 = a*(k1+k2)); other terms are kept as written.
+    """
     if any(v == dims.UNKNOWN for v in values):
         return dims.UNKNOWN
-    if not syms:
+    const = 0
+    coefs: dict[str, int] = {}
+    for v in values:
+        if isinstance(v, int):
+            const += v
+            continue
+        for term in _split_top(v, " + "):
+            base, k = _monomial(term.strip())
+            if not base:
+                const += k
+            else:
+                coefs[base] = coefs.get(base, 0) + k
+    terms = []
+    for base, k in coefs.items():
+        if k == 0:
+            continue
+        if k != 1 and any(op in _top(base) for op in "+-"):
+            base = f"({base})"
+        terms.append(base if k == 1 else f"{base}*{k}")
+    if not terms:
         return const
-    return " + ".join(syms + ([str(const)] if const else []))
+    return " + ".join(terms + ([str(const)] if const else []))
 
 
 class Ctx:

@@ -6,6 +6,7 @@ a diagnostic at the exact characters it is about without carrying YAML nodes aro
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,18 @@ def _span(node: yaml.Node) -> Span:
 
 
 def parse(text: str, path: str = "<spec>") -> Document:
+    # Reading builds many small objects and no cycles: without pausing the cyclic garbage collector its
+    # passes over an ever larger heap make big specs read in more than linear time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(text, path)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse(text: str, path: str) -> Document:
     doc = Document(path=path, text=text)
     try:
         root = yaml.compose(text, Loader=_Loader)

@@ -55,6 +55,16 @@ def _channels(c: Ctx, x: TT, n: int) -> int:
     return cin
 
 
+def _mode_padding(c: Ctx, L: Dim, p: int, recover: TT) -> None:
+    """reflect padding must be smaller than the input size, circular at most the input size (torch's F.pad)."""
+    mode = c.a["padding_mode"]
+    if isinstance(L, int) and mode in ("reflect", "circular") and p > L - (mode == "reflect"):
+        raise c.fail("padding", f"{c.item.entry.name} {mode} padding {p} is too large for an input of size {L}",
+                     arg="padding", notes=[c.origin()],
+                     help=f"{mode} padding must be {'smaller than' if mode == 'reflect' else 'at most'} the input "
+                          "size; use padding_mode: zeros or replicate, or a smaller padding", recover=recover)
+
+
 def conv(n: int) -> Any:
     def infer(c: Ctx, x: TT) -> TT:
         _channels(c, x, n)
@@ -67,15 +77,16 @@ def conv(n: int) -> Any:
             if s != (1,) * n:
                 raise c.fail("padding", f"{c.item.entry.name} padding 'same' is not supported with stride {a['stride']}",
                              arg="padding", help="use stride 1 with 'same', or give padding as a number", recover=recover)
+            for i, L in enumerate(x.shape[1:]):
+                # torch pads d·(k-1) in all, the larger half on the right, with F.pad(mode=padding_mode)
+                _mode_padding(c, L, d[i] * (k[i] - 1) - d[i] * (k[i] - 1) // 2, recover)
             return TT((out_c,) + tuple(x.shape[1:]), "float", "channels")
         p = (0,) * n if pad == "valid" else _k(pad, n)
         spatial: list[Dim] = []
         for i, L in enumerate(x.shape[1:]):
             eff = d[i] * (k[i] - 1) + 1
             if isinstance(L, int):
-                if a["padding_mode"] in ("reflect", "circular") and p[i] > (L - (a["padding_mode"] == "reflect")):
-                    raise c.fail("padding", f"{c.item.entry.name} {a['padding_mode']} padding {p[i]} is too large "
-                                 f"for an input of size {L}", arg="padding", recover=recover)
+                _mode_padding(c, L, p[i], recover)
                 if L + 2 * p[i] < eff:
                     dil = f" (dilated to {eff})" if d[i] != 1 else ""
                     raise c.fail("kernel-too-large",

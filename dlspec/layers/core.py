@@ -6,9 +6,7 @@ from typing import Any
 
 from .. import dims
 from ..infer import Ctx
-from ..registry import (TT, Arg, Bool, Example, Float, Int, IntList, LayerType, Optional_,
-                        register)
-
+from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, Optional_, register
 
 # --- Linear ------------------------------------------------------------------------------------------
 

@@ -6,8 +6,7 @@ from typing import Any
 
 from .. import dims
 from ..infer import Ctx
-from ..registry import (TT, Arg, Bool, Example, Float, Int, IntList, LayerType, OneOf, Optional_, prod,
-                        register)
+from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, OneOf, Optional_, prod, register
 
 
 def _channels(c: Ctx, x: TT, name: str = "num_features") -> None:
@@ -47,9 +46,34 @@ _IN_ARGS = {"num_features": Arg(Int(1), inferred=True), "eps": Arg(Float(0.0, op
             "momentum": Arg(Optional_(Float(0.0, 1.0)), 0.1), "affine": Arg(Bool(), False),
             "track_running_stats": Arg(Bool(), False)}
 
+def instancenorm(n: int) -> Any:
+    def infer(c: Ctx, x: TT) -> TT:
+        c.rank((n + 1,), f"channels-first {n}d")
+        c.float_input()
+        a = c.a
+        ch = c.need_known(x.shape[0], "num_features", "channels")
+        if c.written("num_features") and a["num_features"] != ch and not a["affine"] and not a["track_running_stats"]:
+            # torch only warns here: without weights or running statistics num_features is never used
+            c.warn("shape-mismatch", f"{c.item.entry.name} num_features {a['num_features']} differs from the "
+                   f"{ch} channels it receives; torch ignores it (affine and track_running_stats are false)",
+                   arg="num_features", notes=[c.origin()], help="leave num_features out, and it is inferred")
+        else:
+            c.infer_size("num_features", ch, "channels")
+        if dims.product(x.shape[1:]) == 1:  # torch's _verify_spatial_size, whenever input statistics are used
+            what = f"{c.item.entry.name} normalises each sample over its {dims.fmt_shape(x.shape[1:], batch=False)} " \
+                   "spatial values: one value per channel"
+            if not a["track_running_stats"]:
+                raise c.fail("rank", f"{what} gives no statistics (torch: expected more than 1 spatial element)",
+                             notes=[c.origin()], help="normalise a larger feature map, or use BatchNorm", recover=x)
+            c.warn("rank", f"{what} cannot be trained (torch: expected more than 1 spatial element when training)",
+                   notes=[c.origin()], help="normalise a larger feature map, or use BatchNorm")
+        return x
+    return infer
+
+
 for _n in (1, 2, 3):
     register(LayerType(
-        name=f"InstanceNorm{_n}d", family="norm", args=dict(_IN_ARGS), infer=batchnorm((_n + 1,), f"channels-first {_n}d"),
+        name=f"InstanceNorm{_n}d", family="norm", args=dict(_IN_ARGS), infer=instancenorm(_n),
         params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "in",
         examples=[Example({}, (3,) + (6,) * _n), Example({"affine": True}, (2,) + (5,) * _n)],
     ))
@@ -61,7 +85,7 @@ def _layernorm(c: Ctx, x: TT) -> TT:
         ns = c.a["normalized_shape"]
         ns = tuple(ns) if isinstance(ns, (list, tuple)) else (ns,)
         tail = tuple(x.shape[-len(ns):]) if len(ns) <= len(x.shape) else None
-        if tail is None or any(isinstance(t, int) and t != w for t, w in zip(tail, ns)):
+        if tail is None or any(isinstance(t, int) and t != w for t, w in zip(tail, ns, strict=False)):
             actual = list(x.shape[-len(ns):]) if tail is not None else list(x.shape)
             c.error("shape-mismatch", f"{c.item.entry.name} normalized_shape {list(ns)} does not match the last "
                     f"dimensions {actual} of its input {dims.fmt_shape(x.shape)}", arg="normalized_shape",

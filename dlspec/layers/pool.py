@@ -7,7 +7,7 @@ from typing import Any
 from .. import dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import (TT, Arg, Bool, Example, Float, Int, IntTuple, LayerType, OneOf, Optional_, register)
+from ..registry import TT, Arg, Bool, Example, Float, Int, IntTuple, LayerType, OneOf, Optional_, register
 from .conv import _k, _short
 
 
@@ -23,9 +23,12 @@ def pool_out(L: Dim, k: int, s: int, p: int, d: int, ceil_mode: bool) -> Dim:
         return L
     if not ceil_mode:
         return dims.add(dims.floordiv(dims.add(L, 2 * p - eff), s), 1)
+    last = dims.ceildiv(dims.add(L, 2 * p - eff), s)  # start of the last window, in strides
     if p + s <= eff:  # torch's "last window starts in the padding" correction can never apply
-        return dims.add(dims.ceildiv(dims.add(L, 2 * p - eff), s), 1)
-    return dims.UNKNOWN
+        return dims.add(last, 1)
+    # torch drops the last window when it would start at or after L + p; the windows that start before
+    # that number ceil((L+p)/s), and ceil((L+p)/s) - 1 ≥ last - 1, so the correction is a minimum
+    return dims.add(dims.minimum(last, dims.add(dims.ceildiv(dims.add(L, p), s), -1)), 1)
 
 
 def pool_label(a: dict[str, Any], n: int) -> str:
@@ -60,6 +63,11 @@ def pool(n: int, kind: str) -> Any:
                              arg="padding", help=f"use padding ≤ {k[i] // 2}", recover=recover)
         out: list[Dim] = []
         for i, L in enumerate(x.shape[1:]):
+            if kind == "avg" and n == 3 and isinstance(L, int) and L < k[i]:  # torch's avg_pool3d checks this
+                raise c.fail("kernel-too-large", f"{c.item.entry.name} kernel {k[i]} is larger than the input size "
+                             f"{L} (avg_pool3d does not count the padding here)", arg="kernel_size",
+                             notes=[c.origin()], help=f"use kernel_size ≤ {L}, or remove a pooling layer before it",
+                             recover=recover)
             o = pool_out(L, k[i], s[i], p[i], d[i], bool(a.get("ceil_mode")))
             if isinstance(o, int) and o < 1:
                 raise c.fail("output-too-small",
@@ -125,7 +133,8 @@ class _OutSize(IntTuple):
         self.text = "a positive integer" + (f" or a list of {n} (null keeps that size)" if n > 1 else "")
 
     def check(self, v: Any) -> str | None:
-        if isinstance(v, list) and len(v) == self.n and all(e is None or (isinstance(e, int) and not isinstance(e, bool)
+        # torch's 1d adaptive pools take ints only: adaptive_avg_pool1d rejects None
+        if self.n > 1 and isinstance(v, list) and len(v) == self.n and all(e is None or (isinstance(e, int) and not isinstance(e, bool)
                                                                           and e >= 1) for e in v):
             return None
         return super().check(v)

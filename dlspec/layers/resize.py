@@ -7,8 +7,22 @@ from typing import Any
 from .. import dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import (TT, Arg, Bool, Choice, Example, Float, FloatList, Int, IntList, IntTuple, LayerType,
-                        OneOf, Optional_, register)
+from ..registry import (
+    TT,
+    Arg,
+    Bool,
+    Choice,
+    Example,
+    Float,
+    FloatList,
+    Int,
+    IntList,
+    IntTuple,
+    LayerType,
+    OneOf,
+    Optional_,
+    register,
+)
 
 _MODE_RANK = {"linear": (2,), "bilinear": (3,), "bicubic": (3,), "trilinear": (4,),
               "nearest": (2, 3, 4), "nearest-exact": (2, 3, 4)}
@@ -39,7 +53,12 @@ def _upsample(c: Ctx, x: TT) -> TT:
         if len(fs) != n:
             raise c.fail("invalid-argument", f"Upsample scale_factor has {len(fs)} entries for {n} spatial "
                          "dimensions", arg="scale_factor")
-        out = tuple(dims.scale(L, s) for L, s in zip(x.shape[1:], fs))
+        out = tuple(dims.scale(L, s) for L, s in zip(x.shape[1:], fs, strict=True))
+        for L, s, o in zip(x.shape[1:], fs, out, strict=True):
+            if isinstance(o, int) and o < 1:
+                raise c.fail("output-too-small", f"Upsample scale_factor {s} gives size {o} from {L}",
+                             arg="scale_factor", notes=[c.origin()], help="use a larger scale_factor, or give size",
+                             recover=x.with_shape((x.shape[0],) + (dims.UNKNOWN,) * n, "channels"))
     return x.with_shape((x.shape[0],) + out, "channels")
 
 
@@ -111,6 +130,10 @@ def pad(n: int, kind: str) -> Any:
                 if kind == "Circular" and (lo > L or hi > L):
                     raise c.fail("padding", f"{c.item.entry.name} padding ({lo}, {hi}) must be at most the input size "
                                  f"{L}", arg="padding", notes=[c.origin()])
+                if L + min(lo, 0) + min(hi, 0) < 0:  # torch crops (narrow) before it pads
+                    raise c.fail("padding", f"{c.item.entry.name} negative padding ({lo}, {hi}) crops more than the "
+                                 f"input size {L}", arg="padding", notes=[c.origin()],
+                                 help=f"the negative entries may remove at most {L} in all")
                 if L + lo + hi <= 0:
                     raise c.fail("output-too-small", f"{c.item.entry.name} padding ({lo}, {hi}) leaves nothing of "
                                  f"size {L}", arg="padding")
@@ -119,7 +142,7 @@ def pad(n: int, kind: str) -> Any:
     return infer
 
 
-_PAD_EX = {1: [(2, 5)], 2: [(2, 4, 5)], 3: [(1, 3, 4, 5)]}
+_PAD_EX = {1: [(2, 5)], 2: [(2, 5, 5)], 3: [(1, 7, 6, 5)]}  # reflection needs padding < size
 for _kind, _min in (("Zero", None), ("Constant", None), ("Reflection", 0), ("Replication", 0), ("Circular", 0)):
     for _n in (1, 2, 3):
         _pargs: dict[str, Arg] = {"padding": Arg(IntTuple(2 * _n, _min if _min is not None else -(10**9)))}

@@ -8,7 +8,7 @@ from typing import Any
 from .. import dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import TT, Arg, Example, Int, IntList, LayerType, Layers, Optional_, register
+from ..registry import TT, Arg, Example, Int, IntList, Layers, LayerType, Optional_, register
 
 
 def _module(cls: str) -> Any:
@@ -37,7 +37,7 @@ register(LayerType(
 def _same_shape(c: Ctx, a: TT, b: TT, what: str) -> bool:
     if len(a.shape) != len(b.shape):
         return False
-    return all(x == y or dims.UNKNOWN in (x, y) for x, y in zip(a.shape, b.shape))
+    return all(x == y or dims.UNKNOWN in (x, y) for x, y in zip(a.shape, b.shape, strict=True))
 
 
 def _residual(c: Ctx, x: TT) -> TT:
@@ -91,7 +91,7 @@ def _concat(c: Ctx, x: TT) -> TT:
     for i, o in enumerate(outs_t[1:], 1):
         same_rank = len(o.shape) == len(first.shape)
         if not same_rank or any(a != b and dims.UNKNOWN not in (a, b)
-                                for j, (a, b) in enumerate(zip(o.shape, first.shape)) if j != nd - 1):
+                                for j, (a, b) in enumerate(zip(o.shape, first.shape, strict=True)) if j != nd - 1):
             raise c.fail("merge-shape", f"Concat along dim {d}: branch {i} gives {dims.fmt_shape(o.shape)} but branch 0 "
                          f"gives {dims.fmt_shape(first.shape)}; all other dimensions must agree",
                          help="make the branches agree on every dimension except the concatenated one")

@@ -1,0 +1,397 @@
+"""Data sets from the user's own files: `npz` (numpy arrays by key) and `csv` (a table of numbers).
+
+Relative paths are read from the working directory, else from the data root.  numpy and torch are
+imported inside the loaders only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..diagnostics import did_you_mean
+from ..registry import Arg, Bool, Choice, Float, Int, IntList, Kind, OneOf, Optional_
+from .base import Bundle, DataError, DatasetType, register
+from .idx import Normalize, Text, find_path, make_split, normalize_arrays, reshape_samples, resolve, subset_indices
+
+# up to this many distinct integer values, a numeric target is read as class labels (task: auto)
+MAX_AUTO_CLASSES = 20
+
+
+def _split_fraction(name: str, n: int, fraction: float, seed: int, what: str) -> tuple[Any, Any]:
+    """Seeded random train / test indices, the test part `fraction` of n (at least 1 of each)."""
+    import numpy as np
+
+    n_test = int(round(n * fraction))
+    if n < 2 or n_test < 1 or n_test >= n:
+        raise DataError(f"{name}: cannot split {n} samples of {what} into training and test parts with "
+                        f"test_fraction {fraction}", arg="test_fraction",
+                        help="give more samples, another test_fraction, or a separate test set")
+    perm = np.random.default_rng([seed, 2]).permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _targets(name: str, task: str, y_train: Any, y_test: Any, where: str) -> tuple[str, Any, Any, int | None]:
+    """(task, y_train, y_test, num_classes) from numeric arrays: int64 (N,) labels or float32 targets."""
+    import numpy as np
+
+    if task == "auto":
+        task = "classification" if y_train.ndim == 1 and y_train.dtype.kind in "iub" else "regression"
+    if task == "regression":
+        ys = [y.astype(np.float32) for y in (y_train, y_test)]
+        return task, *[y[:, None] if y.ndim == 1 else y for y in ys], None  # (N, 1): matches a Linear(…, 1)
+    out = []
+    for split, y in (("train", y_train), ("test", y_test)):
+        if y.ndim != 1:
+            raise DataError(f"{name}: class labels must be one per sample, but the {split} labels in {where} have "
+                            f"shape {tuple(y.shape)}", arg="task",
+                            help="use task: regression for vector targets, or store labels as (N,)")
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+                raise DataError(f"{name}: the {split} labels in {where} are not whole numbers", arg="task",
+                                help="class labels are integers 0 .. K-1; use task: regression for real targets")
+        elif y.dtype.kind not in "iub":
+            raise DataError(f"{name}: the {split} labels in {where} are not numbers (dtype {y.dtype})")
+        y = y.astype(np.int64)
+        if len(y) and y.min() < 0:
+            raise DataError(f"{name}: the {split} labels in {where} include {int(y.min())}; class labels are "
+                            "0 .. K-1", arg="task")
+        out.append(y)
+    k = int(max((int(y.max()) for y in out if len(y)), default=0)) + 1
+    return task, out[0], out[1], k
+
+
+# --- npz ----------------------------------------------------------------------------------------------
+
+
+def _load_npz(args: dict[str, Any], root: str) -> Bundle:
+    import numpy as np
+
+    t0 = time.perf_counter()
+    a = resolve("npz", args)
+    path = find_path(a["path"], root, "npz")
+    keys = {k: a[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - damaged zip, a pickle, a file that is not numpy's at all...
+        raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
+                        help="the file is damaged or not written by numpy.savez") from None
+    if not hasattr(z, "files"):
+        raise DataError(f"{path} is a .npy file (one array); npz needs a .npz file of named arrays", arg="path",
+                        help="save with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    try:
+        stored = list(z.files)
+        need = ["x_train", "y_train"]
+        if any(keys[k] in stored for k in ("x_test", "y_test")):
+            need += ["x_test", "y_test"]
+        missing = [k for k in need if keys[k] not in stored]
+        if missing:
+            notes = [f"the file holds: {', '.join(stored) or 'no arrays'}"]
+            notes += [f"'{keys[k]}': did you mean '{h}'?" for k in missing if (h := did_you_mean(keys[k], stored))]
+            raise DataError(f"{path} has no array " + ", ".join(repr(keys[k]) for k in missing), arg=missing[0],
+                            notes=notes, help="name the stored arrays with the options x_train, y_train, x_test, "
+                                              "y_test (the test pair may be left out: test_fraction)")
+        arrays = {k: z[keys[k]] for k in keys if keys[k] in stored}
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged member, a pickled object array...
+        raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
+                        help="the file is damaged or not written by numpy.savez; object arrays are not read "
+                             "(no pickles)") from None
+    finally:
+        z.close()
+    for k, v in arrays.items():
+        if v.dtype.kind not in "biuf" or v.ndim == 0:
+            raise DataError(f"{path}: array '{keys[k]}' is not numeric data per sample (dtype {v.dtype}, "
+                            f"shape {tuple(v.shape)})", arg=k, help="store numbers, one row per sample")
+    split_note = None
+    if "x_test" not in arrays:
+        x, y = arrays["x_train"], arrays["y_train"]
+        if len(x) != len(y):
+            raise DataError(f"{path}: '{keys['x_train']}' has {len(x)} samples but '{keys['y_train']}' has {len(y)}")
+        tr, te = _split_fraction("npz", len(x), a["test_fraction"], a["seed"], path)
+        arrays = {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
+        split_note = f"no test arrays: {len(te)} of {len(x)} samples held out (test_fraction {a['test_fraction']})"
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise DataError(f"{path}: '{keys[f'x_{split}']}' has {len(x)} samples but '{keys[f'y_{split}']}' has "
+                            f"{len(y)}", help="x and y must have one entry per sample, in the same order")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise DataError(f"{path}: training samples have shape {tuple(arrays['x_train'].shape[1:])} but test samples "
+                        f"{tuple(arrays['x_test'].shape[1:])}")
+    task, ytr, yte, k = _targets("npz", a["task"] or "auto", arrays["y_train"], arrays["y_test"], path)
+    itr, ite = subset_indices("npz", len(ytr), len(yte), a["subset"], a["seed"])
+    xtr, xte = arrays["x_train"], arrays["x_test"]
+    if itr is not None:
+        xtr, ytr = xtr[itr], ytr[itr]
+    if ite is not None:
+        xte, yte = xte[ite], yte[ite]
+    norm = None
+    if a["dtype"] == "long":
+        if xtr.dtype.kind not in "iub" or a["scale"] or a["normalize"] is not None:
+            raise DataError(f"npz dtype: long needs integer x arrays and no scale / normalize ({path} x is "
+                            f"{xtr.dtype})", arg="dtype")
+        xtr, xte = xtr.astype(np.int64), xte.astype(np.int64)
+    else:
+        xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)  # copies: safe to scale in place
+        if a["scale"]:
+            xtr /= np.float32(a["scale"])
+            xte /= np.float32(a["scale"])
+        norm = normalize_arrays("npz", xtr, xte, a["normalize"])
+    xtr, xte = reshape_samples("npz", xtr, a["shape"]), reshape_samples("npz", xte, a["shape"])
+    info = {"file": os.path.abspath(path), "keys": keys, "train": len(xtr), "test": len(xte),
+            "sample_shape": list(xtr.shape[1:]), "normalize": norm, "scale": a["scale"], "subset": a["subset"],
+            "seconds": round(time.perf_counter() - t0, 3)}
+    if split_note:
+        info["split"] = split_note
+    return Bundle("npz", make_split(xtr, ytr), make_split(xte, yte), task=task, num_classes=k,
+                  classes=[str(i) for i in range(k)] if k else None, info=info)
+
+
+_SHAPE = Optional_(IntList(min=1, allow_minus_one=True, text="a list of positive sizes (one may be -1)"))
+_NORMALIZE_DOC = "null; true: per channel (axis 1) mean/std of the training split; or [[means], [stds]]"
+
+register(DatasetType(
+    "npz",
+    {
+        "path": Arg(Text(), doc="the .npz file (numpy.savez)"),
+        "x_train": Arg(Text(), "x_train", doc="key of the training inputs"),
+        "y_train": Arg(Text(), "y_train", doc="key of the training targets"),
+        "x_test": Arg(Text(), "x_test", doc="key of the test inputs (absent: test_fraction of the training arrays)"),
+        "y_test": Arg(Text(), "y_test", doc="key of the test targets"),
+        "test_fraction": Arg(Float(0.0, 1.0, open_min=True), 0.2, doc="used only when the file has no test arrays"),
+        "task": Arg(Optional_(Choice("classification", "regression")), None,
+                    doc="default: classification for integer (N,) labels, else regression"),
+        "scale": Arg(Optional_(Float(0.0, open_min=True)), None, doc="divide x by this (e.g. 255)"),
+        "normalize": Arg(Normalize(), None, doc=_NORMALIZE_DOC),
+        "shape": Arg(_SHAPE, None, doc="reshape each sample (after normalising)"),
+        "dtype": Arg(Choice("float", "long"), "float", doc="x as float32, or int64 ids (for an Embedding)"),
+        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset"),
+    },
+    _load_npz,
+    doc="arrays from a .npz file by key (x_train, y_train, x_test, y_test)"))
+
+
+# --- csv ----------------------------------------------------------------------------------------------
+
+
+class Columns(Kind):
+    """A list of column names or 0-based indices."""
+
+    text = "a list of column names or indices"
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, list) and v and all((isinstance(c, str) and c) or (isinstance(c, int) and not isinstance(c, bool))
+                                             for c in v):
+            return None
+        return f"must be {self.text}"
+
+
+class Delimiter(Kind):
+    text = "one character, e.g. ',' or ';' or '\\t'"
+
+    def check(self, v: Any) -> str | None:
+        return None if isinstance(v, str) and len(v) == 1 and v not in "\"\r\n" else f"must be {self.text}"
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_table(path: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) for each non-blank row; DataError for unreadable or ragged files."""
+    import csv
+
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    rows.append((reader.line_num, [c.strip() for c in row]))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})", arg="path",
+                        help="save the file as UTF-8") from None
+    except (OSError, csv.Error) as e:
+        raise DataError(f"cannot read {path}: {e}", arg="path") from None
+    if not rows:
+        raise DataError(f"{path} is empty", arg="path")
+    width = len(rows[0][1])
+    for line, row in rows:
+        if len(row) != width:
+            raise DataError(f"{path} line {line} has {len(row)} fields but the first row has {width}",
+                            arg="delimiter", help="every row needs the same columns (is the delimiter right?)")
+    return rows
+
+
+def _has_header(rows: list[tuple[int, list[str]]], header: Any) -> bool:
+    if header != "auto":
+        return bool(header)
+    if len(rows) < 2:
+        return False
+    first, rest = rows[0][1], [r for _, r in rows[1:50]]
+    for j, cell in enumerate(first):
+        if not _is_number(cell) and all(_is_number(r[j]) for r in rest):
+            return True  # a name above a column of numbers
+    # every field text, and some column of the rest numeric, or all of them distinct words
+    return all(not _is_number(c) for c in first) and any(all(_is_number(r[j]) for r in rest)
+                                                         for j in range(len(first)))
+
+
+def _column(path: str, names: list[str] | None, ref: Any, width: int, what: str) -> int:
+    if isinstance(ref, int):
+        j = ref + width if ref < 0 else ref
+        if not 0 <= j < width:
+            raise DataError(f"{path} has {width} columns, no column {ref}", arg=what,
+                            help=f"columns are numbered 0 .. {width - 1} (or -1 for the last)")
+        return j
+    if names is None:
+        raise DataError(f"{what} '{ref}' is a column name but {path} has no header row", arg=what,
+                        help="give a column number (0-based, -1 = last), or set header: true")
+    if ref not in names:
+        hint = did_you_mean(ref, names)
+        raise DataError(f"{path} has no column '{ref}'", arg=what,
+                        help=f"did you mean '{hint}'?" if hint else "columns: " + ", ".join(names))
+    return names.index(ref)
+
+
+def _numbers(path: str, rows: list[tuple[int, list[str]]], j: int, name: str) -> Any:
+    import numpy as np
+
+    cells = [r[j] for _, r in rows]
+    try:
+        return np.array(cells, dtype=np.float64)
+    except ValueError:
+        for line, r in rows:
+            if not _is_number(r[j]):
+                raise DataError(f"{path} line {line}, column {name}: {r[j]!r} is not a number" if r[j] else
+                                f"{path} line {line}, column {name}: the value is missing",
+                                arg="features", help="feature columns must hold numbers; leave text columns out "
+                                                     "with `features: [...]`") from None
+        raise
+
+
+def _load_csv(args: dict[str, Any], root: str) -> Bundle:
+    import numpy as np
+
+    t0 = time.perf_counter()
+    a = resolve("csv", args)
+    path = find_path(a["path"], root, "csv")
+    tables = {"train": (path, _read_table(path, a["delimiter"]))}
+    if a["test_path"]:
+        tp = find_path(a["test_path"], root, "csv test_path", arg="test_path")
+        tables["test"] = (tp, _read_table(tp, a["delimiter"]))
+    parsed: dict[str, tuple[Any, list[str]]] = {}
+    names_used: list[str] = []
+    target_name = ""
+    for split, (p, rows) in tables.items():
+        header = _has_header(rows, a["header"]) or (a["header"] == "auto" and (
+            isinstance(a["target"], str) or any(isinstance(c, str) for c in a["features"] or [])))
+        names = rows[0][1] if header else None
+        body = rows[1:] if header else rows
+        if not body:
+            raise DataError(f"{p} has a header but no data rows", arg="path" if split == "train" else "test_path")
+        width = len(rows[0][1])
+        t = _column(p, names, a["target"], width, "target")
+        feats = [_column(p, names, c, width, "features") for c in a["features"]] if a["features"] else \
+            [j for j in range(width) if j != t]
+        if t in feats:
+            raise DataError(f"the target column {a['target']!r} is also in features", arg="features")
+        if not feats:
+            raise DataError(f"{p} has no feature columns besides the target", arg="features")
+        label = [names[j] if names else str(j) for j in feats]
+        if split == "train":
+            names_used, target_name = label, names[t] if names else str(t)
+        x = np.stack([_numbers(p, body, j, repr(names[j]) if names else str(j)) for j in feats], axis=1)
+        parsed[split] = (x, [(line, r[t]) for line, r in body])
+    if "test" in parsed and parsed["test"][0].shape[1] != parsed["train"][0].shape[1]:
+        raise DataError(f"{a['test_path']} gives {parsed['test'][0].shape[1]} features, {path} "
+                        f"{parsed['train'][0].shape[1]}", arg="test_path")
+    # targets: classes (sorted labels) or numbers
+    cells = {s: [v for _, v in parsed[s][1]] for s in parsed}
+    every = [v for s in parsed for v in cells[s]]
+    numeric = all(_is_number(v) for v in every)
+    task = a["task"]
+    if task == "auto":
+        if not numeric:
+            task = "classification"
+        else:
+            vals = np.array(every, dtype=np.float64)
+            whole = np.all(np.isfinite(vals)) and np.all(vals == np.round(vals))
+            task = "classification" if whole and len(np.unique(vals)) <= MAX_AUTO_CLASSES else "regression"
+    classes = None
+    ys: dict[str, Any] = {}
+    if task == "regression":
+        for s in parsed:
+            for line, v in parsed[s][1]:
+                if not _is_number(v):
+                    raise DataError(f"{tables[s][0]} line {line}, target column {target_name!r}: {v!r} is not a "
+                                    "number (task: regression)", arg="task",
+                                    help="a regression target must be numeric; text labels mean task: classification")
+            ys[s] = np.array(cells[s], dtype=np.float32)[:, None]
+    else:
+        for s in parsed:
+            for line, v in parsed[s][1]:
+                if v == "":
+                    raise DataError(f"{tables[s][0]} line {line}: the target ({target_name!r}) is missing",
+                                    arg="target")
+        if numeric:  # sorted by value: labels 0 .. K-1 keep their ids
+            values = sorted({float(v) for v in every})
+            classes = [str(int(f)) if f == int(f) else str(f) for f in values]
+            pos = {f: i for i, f in enumerate(values)}
+            ids = {v: pos[float(v)] for v in set(every)}
+        else:
+            classes = sorted(set(every))
+            ids = {c: i for i, c in enumerate(classes)}
+        for s in parsed:
+            ys[s] = np.array([ids[v] for v in cells[s]], dtype=np.int64)
+    xtr = parsed["train"][0]
+    if "test" in parsed:
+        xte, yte, ytr = parsed["test"][0], ys["test"], ys["train"]
+        split_note = f"test rows from {os.path.abspath(tables['test'][0])}"
+    else:
+        tr, te = _split_fraction("csv", len(xtr), a["test_fraction"], a["seed"], path)
+        xtr, xte, ytr, yte = xtr[tr], xtr[te], ys["train"][tr], ys["train"][te]
+        split_note = f"{len(te)} of {len(tr) + len(te)} rows held out for testing (test_fraction {a['test_fraction']}, " \
+                     f"seed {a['seed']})"
+    itr, ite = subset_indices("csv", len(xtr), len(xte), a["subset"], a["seed"])
+    if itr is not None:
+        xtr, ytr = xtr[itr], ytr[itr]
+    if ite is not None:
+        xte, yte = xte[ite], yte[ite]
+    xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
+    norm = normalize_arrays("csv", xtr, xte, a["normalize"])
+    info = {"file": os.path.abspath(path), "features": names_used, "target": target_name, "train": len(xtr),
+            "test": len(xte), "split": split_note, "normalize": norm, "subset": a["subset"],
+            "seconds": round(time.perf_counter() - t0, 3)}
+    return Bundle("csv", make_split(xtr, ytr), make_split(xte, yte), task=task,
+                  num_classes=len(classes) if classes is not None else None, classes=classes, info=info)
+
+
+register(DatasetType(
+    "csv",
+    {
+        "path": Arg(Text(), doc="the CSV file (the training rows, or all rows with test_fraction)"),
+        "target": Arg(OneOf(Text(), Int()), -1, doc="the target column: a name (needs a header) or an index "
+                                                    "(0-based, -1 = last)"),
+        "features": Arg(Optional_(Columns()), None, doc="feature columns (names or indices); default: all others"),
+        "test_path": Arg(Optional_(Text()), None, doc="a CSV file of test rows, same columns"),
+        "test_fraction": Arg(Float(0.0, 1.0, open_min=True), 0.2, doc="without test_path: hold out this part "
+                                                                      "(seeded random rows)"),
+        "header": Arg(OneOf(Choice("auto"), Bool()), "auto", doc="whether the first row names the columns"),
+        "delimiter": Arg(Delimiter(), ","),
+        "task": Arg(Choice("auto", "classification", "regression"), "auto",
+                    doc=f"auto: classification for text labels or at most {MAX_AUTO_CLASSES} distinct whole "
+                        "numbers, else regression"),
+        "normalize": Arg(Normalize(), None, doc="null; true: standardise each feature with the training split's "
+                                                "mean/std; or [[means], [stds]]"),
+        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset"),
+    },
+    _load_csv,
+    doc="a table: numeric feature columns and a target column (class labels or numbers); x (N, F)"))

@@ -1,0 +1,95 @@
+"""`char_text`: character-level language modelling over a text file (the char-RNN set-up).
+
+The vocabulary is the sorted set of the characters of the whole file (so the test part has no unknown
+characters); the last `test_fraction` of the text is the test part.  Each sample is a window of
+`seq_len` characters, and its target the next character at every step:
+
+    x[i] = text[s : s + seq_len]          (one-hot (T, V) floats, or (T,) int64 ids)
+    y[i] = text[s + 1 : s + seq_len + 1]  (T,) int64 ids          with s = i · step
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..registry import Arg, Choice, Float, Int, Optional_
+from .base import Bundle, DataError, DatasetType, register
+from .idx import Text, find_path, make_split, resolve, subset_indices
+
+ONE_HOT_LIMIT = 2 << 30  # bytes: above this, one-hot windows are refused (use ids and an Embedding)
+
+
+def _windows(ids: Any, seq_len: int, step: int) -> tuple[Any, Any]:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    n = (len(ids) - 1 - seq_len) // step + 1 if len(ids) > seq_len else 0
+    if n <= 0:
+        return ids[:0].reshape(0, seq_len), ids[:0].reshape(0, seq_len)
+    w = sliding_window_view(ids, seq_len + 1)[::step][:n]
+    return w[:, :-1].copy(), w[:, 1:].copy()
+
+
+def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
+    import numpy as np
+
+    t0 = time.perf_counter()
+    a = resolve("char_text", args)
+    path = find_path(a["path"], root, "char_text")
+    try:
+        with open(path, encoding="utf-8") as f:  # universal newlines: \r\n reads as \n
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})", arg="path",
+                        help="save the file as UTF-8 (plain ASCII is UTF-8)") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}", arg="path") from None
+    seq_len, step = a["seq_len"], a["step"] or a["seq_len"]
+    cut = int(len(text) * (1 - a["test_fraction"]))
+    for part, n in (("training", cut), ("test", len(text) - cut)):
+        if n < seq_len + 1:
+            raise DataError(f"{path} has {len(text)} characters: its {part} part ({n}) is shorter than seq_len + 1 "
+                            f"({seq_len + 1})", arg="seq_len",
+                            help="use a longer text, a shorter seq_len, or another test_fraction")
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    vocab_codes, ids = np.unique(codes, return_inverse=True)
+    ids = ids.astype(np.int64)
+    vocab = [chr(c) for c in vocab_codes]
+    xtr, ytr = _windows(ids[:cut], seq_len, step)
+    xte, yte = _windows(ids[cut:], seq_len, step)
+    itr, ite = subset_indices("char_text", len(xtr), len(xte), a["subset"], a["seed"])
+    if itr is not None:
+        xtr, ytr = xtr[itr], ytr[itr]
+    if ite is not None:
+        xte, yte = xte[ite], yte[ite]
+    v = len(vocab)
+    if a["encoding"] == "one_hot":
+        size = (len(xtr) + len(xte)) * seq_len * v * 4
+        if size > ONE_HOT_LIMIT:
+            raise DataError(f"char_text one-hot windows would take {size / 2**30:.1f} GiB ({len(xtr) + len(xte)} "
+                            f"windows × {seq_len} steps × {v} characters)", arg="encoding",
+                            help="use encoding: ids with an Embedding layer, a larger step, or a subset")
+        eye = np.eye(v, dtype=np.float32)
+        xtr, xte = eye[xtr], eye[xte]
+    info = {"file": os.path.abspath(path), "characters": len(text), "train_characters": cut,
+            "test_characters": len(text) - cut, "vocab_size": v, "seq_len": seq_len, "step": step,
+            "encoding": a["encoding"], "train": len(xtr), "test": len(xte), "subset": a["subset"],
+            "seconds": round(time.perf_counter() - t0, 3)}
+    return Bundle("char_text", make_split(xtr, ytr), make_split(xte, yte), task="classification", num_classes=v,
+                  vocab=vocab, info=info)
+
+
+register(DatasetType(
+    "char_text",
+    {
+        "path": Arg(Text(), doc="a UTF-8 text file, e.g. examples/shakespeare_excerpts.txt"),
+        "seq_len": Arg(Int(1), 64, doc="characters per sample (time steps T)"),
+        "step": Arg(Optional_(Int(1)), None, doc="characters between window starts (default: seq_len, no overlap)"),
+        "encoding": Arg(Choice("one_hot", "ids"), "one_hot",
+                        doc="one_hot: x float (N, T, V); ids: x int64 (N, T) for an Embedding"),
+        "test_fraction": Arg(Float(0.0, 0.9, open_min=True), 0.1, doc="the last part of the text is the test part"),
+        "seed": Arg(Int(0), 0, doc="seed for subset"),
+    },
+    _load_char_text,
+    doc="character-level language modelling: next character at every step; y (N, T) ids, vocab in the bundle"))
