@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..registry import Arg, Bool, Int, Kind
+from ..registry import Arg, Bool, Int, Kind, Optional_
 
 
 class DataError(Exception):
@@ -89,7 +89,7 @@ class Subset(Kind):
 
 
 COMMON_ARGS: dict[str, Arg] = {
-    "subset": Arg(Subset(), None, doc="use only part of the data (quick runs, tests)"),
+    "subset": Arg(Optional_(Subset()), None, doc="use only part of the data (quick runs, tests)"),
 }
 
 

@@ -73,34 +73,39 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
     path = find_path(a["path"], root, "npz")
     keys = {k: a[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - damaged zip, a pickle, a file that is not numpy's at all...
-        raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
-                        help="the file is damaged or not written by numpy.savez") from None
-    if not hasattr(z, "files"):
-        raise DataError(f"{path} is a .npy file (one array); npz needs a .npz file of named arrays", arg="path",
-                        help="save with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
-    try:
-        stored = list(z.files)
-        need = ["x_train", "y_train"]
-        if any(keys[k] in stored for k in ("x_test", "y_test")):
-            need += ["x_test", "y_test"]
-        missing = [k for k in need if keys[k] not in stored]
-        if missing:
-            notes = [f"the file holds: {', '.join(stored) or 'no arrays'}"]
-            notes += [f"'{keys[k]}': did you mean '{h}'?" for k in missing if (h := did_you_mean(keys[k], stored))]
-            raise DataError(f"{path} has no array " + ", ".join(repr(keys[k]) for k in missing), arg=missing[0],
-                            notes=notes, help="name the stored arrays with the options x_train, y_train, x_test, "
-                                              "y_test (the test pair may be left out: test_fraction)")
-        arrays = {k: z[keys[k]] for k in keys if keys[k] in stored}
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a damaged member, a pickled object array...
-        raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
-                        help="the file is damaged or not written by numpy.savez; object arrays are not read "
-                             "(no pickles)") from None
-    finally:
-        z.close()
+        f = open(path, "rb")  # opened here so that it is closed whatever np.load makes of it
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}", arg="path") from None
+    with f:
+        try:
+            z = np.load(f, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - damaged zip, a pickle, a file that is not numpy's at all...
+            raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
+                            help="the file is damaged or not written by numpy.savez") from None
+        if not hasattr(z, "files"):
+            raise DataError(f"{path} is a .npy file (one array); npz needs a .npz file of named arrays", arg="path",
+                            help="save with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        try:
+            stored = list(z.files)
+            need = ["x_train", "y_train"]
+            if any(keys[k] in stored for k in ("x_test", "y_test")):
+                need += ["x_test", "y_test"]
+            missing = [k for k in need if keys[k] not in stored]
+            if missing:
+                notes = [f"the file holds: {', '.join(stored) or 'no arrays'}"]
+                notes += [f"'{keys[k]}': did you mean '{h}'?" for k in missing if (h := did_you_mean(keys[k], stored))]
+                raise DataError(f"{path} has no array " + ", ".join(repr(keys[k]) for k in missing), arg=missing[0],
+                                notes=notes, help="name the stored arrays with the options x_train, y_train, x_test, "
+                                                  "y_test (the test pair may be left out: test_fraction)")
+            arrays = {k: z[keys[k]] for k in keys if keys[k] in stored}
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged member, a pickled object array...
+            raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
+                            help="the file is damaged or not written by numpy.savez; object arrays are not read "
+                                 "(no pickles)") from None
+        finally:
+            z.close()
     for k, v in arrays.items():
         if v.dtype.kind not in "biuf" or v.ndim == 0:
             raise DataError(f"{path}: array '{keys[k]}' is not numeric data per sample (dtype {v.dtype}, "
@@ -141,9 +146,8 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
             xte /= np.float32(a["scale"])
         norm = normalize_arrays("npz", xtr, xte, a["normalize"])
     xtr, xte = reshape_samples("npz", xtr, a["shape"]), reshape_samples("npz", xte, a["shape"])
-    info = {"file": os.path.abspath(path), "keys": keys, "train": len(xtr), "test": len(xte),
-            "sample_shape": list(xtr.shape[1:]), "normalize": norm, "scale": a["scale"], "subset": a["subset"],
-            "seconds": round(time.perf_counter() - t0, 3)}
+    info = {"file": os.path.abspath(path), "keys": keys, "sample_shape": list(xtr.shape[1:]), "normalize": norm,
+            "scale": a["scale"], "subset": a["subset"], "seconds": round(time.perf_counter() - t0, 3)}
     if split_note:
         info["split"] = split_note
     return Bundle("npz", make_split(xtr, ytr), make_split(xte, yte), task=task, num_classes=k,
@@ -183,10 +187,10 @@ class Columns(Kind):
     text = "a list of column names or indices"
 
     def check(self, v: Any) -> str | None:
-        if isinstance(v, list) and v and all((isinstance(c, str) and c) or (isinstance(c, int) and not isinstance(c, bool))
-                                             for c in v):
-            return None
-        return f"must be {self.text}"
+        def ok(c: Any) -> bool:
+            return (isinstance(c, str) and bool(c)) or (isinstance(c, int) and not isinstance(c, bool))
+
+        return None if isinstance(v, list) and v and all(ok(c) for c in v) else f"must be {self.text}"
 
 
 class Delimiter(Kind):
@@ -291,8 +295,9 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
     names_used: list[str] = []
     target_name = ""
     for split, (p, rows) in tables.items():
-        header = _has_header(rows, a["header"]) or (a["header"] == "auto" and (
-            isinstance(a["target"], str) or any(isinstance(c, str) for c in a["features"] or [])))
+        by_name = [c for c in [a["target"], *(a["features"] or [])] if isinstance(c, str)]
+        header = _has_header(rows, a["header"]) or (a["header"] == "auto" and bool(by_name) and
+                                                    all(c in rows[0][1] for c in by_name))
         names = rows[0][1] if header else None
         body = rows[1:] if header else rows
         if not body:
@@ -358,8 +363,8 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
     else:
         tr, te = _split_fraction("csv", len(xtr), a["test_fraction"], a["seed"], path)
         xtr, xte, ytr, yte = xtr[tr], xtr[te], ys["train"][tr], ys["train"][te]
-        split_note = f"{len(te)} of {len(tr) + len(te)} rows held out for testing (test_fraction {a['test_fraction']}, " \
-                     f"seed {a['seed']})"
+        split_note = f"{len(te)} of {len(tr) + len(te)} rows held out for testing " \
+                     f"(test_fraction {a['test_fraction']}, seed {a['seed']})"
     itr, ite = subset_indices("csv", len(xtr), len(xte), a["subset"], a["seed"])
     if itr is not None:
         xtr, ytr = xtr[itr], ytr[itr]
@@ -367,9 +372,8 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
         xte, yte = xte[ite], yte[ite]
     xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
     norm = normalize_arrays("csv", xtr, xte, a["normalize"])
-    info = {"file": os.path.abspath(path), "features": names_used, "target": target_name, "train": len(xtr),
-            "test": len(xte), "split": split_note, "normalize": norm, "subset": a["subset"],
-            "seconds": round(time.perf_counter() - t0, 3)}
+    info = {"file": os.path.abspath(path), "features": names_used, "target": target_name, "split": split_note,
+            "normalize": norm, "subset": a["subset"], "seconds": round(time.perf_counter() - t0, 3)}
     return Bundle("csv", make_split(xtr, ytr), make_split(xte, yte), task=task,
                   num_classes=len(classes) if classes is not None else None, classes=classes, info=info)
 

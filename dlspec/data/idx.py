@@ -82,6 +82,9 @@ def resolve(name: str, args: dict[str, Any] | None) -> dict[str, Any]:
             hint = did_you_mean(str(k), list(entry.args))
             raise DataError(f"dataset {name} has no option '{k}'", arg=k,
                             help=f"did you mean '{hint}'?" if hint else f"{name} takes " + ", ".join(entry.args))
+        if v is None and spec.default is None:  # the default, filled in by validate_train
+            out[k] = None
+            continue
         v = _plain(v)
         problem = spec.kind.check(v)
         if problem:
@@ -98,6 +101,7 @@ def resolve(name: str, args: dict[str, Any] | None) -> dict[str, Any]:
 
 def find_path(path: str, root: str, what: str, arg: str = "path", folder: bool = False) -> str:
     """A user-given path: absolute, or relative to the working directory, else to the data root."""
+    path = os.path.expanduser(path)
     candidates = [path] if os.path.isabs(path) else [path, os.path.join(root, path)]
     for c in candidates:
         if (os.path.isdir(c) if folder else os.path.isfile(c)):
@@ -209,7 +213,8 @@ def import_optional(module: str, dataset: str, package: str = "torchvision") -> 
     try:
         return importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - a broken install raises more than ImportError
-        why = "is not installed" if isinstance(e, ModuleNotFoundError) else f"failed to import ({type(e).__name__}: {e})"
+        why = "is not installed" if isinstance(e, ModuleNotFoundError) else \
+            f"failed to import ({type(e).__name__}: {e})"
         raise DataError(f"{dataset} needs {package}: pip install 'dlspec[vision]'",
                         notes=[f"{package} {why}"],
                         help="install it next to a matching torch (see the README's installation notes)") from None
@@ -303,31 +308,33 @@ def _locate(folders: list[str]) -> tuple[str, dict[str, str]] | None:
 class _MnistLike:
     def __init__(self, name: str, folder: str, title: str, classes: list[str], stats: tuple[tuple[float, ...], ...],
                  urls: str):
-        self.name, self.folder, self.title, self.classes, self.stats, self.urls = name, folder, title, classes, stats, urls
+        self.name, self.folder, self.title, self.classes = name, folder, title, classes
+        self.stats, self.urls = stats, urls
 
     def __call__(self, args: dict[str, Any], root: str) -> Bundle:
         import numpy as np
 
         t0 = time.perf_counter()
         a = resolve(self.name, args)
-        base = a["root"] or root
+        base = os.path.expanduser(a["root"] or root)
         raw = os.path.join(base, self.folder, "raw")
         folders = [raw, os.path.join(base, self.folder), base]
         hit = _locate(folders)
+        failed = None
         if hit is None and a["download"]:
-            self._download(base, raw)
+            failed = self._download(base)
             hit = _locate(folders)
         if hit is None:
-            raise self._missing(base, raw, a["download"])
+            raise self._missing(base, raw, a["download"], failed)
         folder, paths = hit
         arrays: dict[str, tuple[Any, Any]] = {}
         for split, (images, labels) in _IDX_FILES.items():
             x = read_idx(paths[images], ndim=3)
             y = read_idx(paths[labels], ndim=1)
-            if x.dtype != np.uint8 or y.dtype != np.uint8:
-                bad = paths[images] if x.dtype != np.uint8 else paths[labels]
-                raise DataError(f"{bad} does not hold unsigned bytes (type {x.dtype if bad == paths[images] else y.dtype})",
-                                help=f"{self.title} IDX files hold unsigned bytes (magic 0x00000803 / 0x00000801)")
+            for path, arr in ((paths[images], x), (paths[labels], y)):
+                if arr.dtype != np.uint8:
+                    raise DataError(f"{path} does not hold unsigned bytes (type {arr.dtype})",
+                                    help=f"{self.title} IDX files hold unsigned bytes (magic 0x00000803 / 0x00000801)")
             if len(x) != len(y):
                 raise DataError(f"{self.title} {split} files disagree: {paths[images]} has {len(x)} images but "
                                 f"{paths[labels]} has {len(y)} labels",
@@ -359,13 +366,13 @@ class _MnistLike:
             task="classification", num_classes=len(self.classes), classes=list(self.classes),
             info={"folder": os.path.abspath(folder), "files": [os.path.abspath(paths[n]) for p in _IDX_FILES.values()
                                                                for n in p],
-                  "train": len(xs[0]), "test": len(xs[1]), "sample_shape": list(xs[0].shape[1:]),
+                  "sample_shape": list(xs[0].shape[1:]),
                   "scale": 255 if a["scale"] else 1, "normalize": norm, "subset": a["subset"],
                   "seconds": round(time.perf_counter() - t0, 3)})
 
-    def _missing(self, base: str, raw: str, tried_download: bool) -> DataError:
+    def _missing(self, base: str, raw: str, tried_download: bool, failed: str | None) -> DataError:
         names = [n for pair in _IDX_FILES.values() for n in pair]
-        have = [n for n in names if os.path.isfile(os.path.join(raw, n)) or os.path.isfile(os.path.join(raw, n + ".gz"))]
+        have = [n for n in names if any(os.path.isfile(os.path.join(raw, n + ext)) for ext in ("", ".gz"))]
         lacking = [n for n in names if n not in have]
         where = f"'{os.path.abspath(raw)}'" + ("" if os.path.isdir(raw) else " (the folder does not exist)")
         notes = [f"missing: {', '.join(n + '[.gz]' for n in lacking)}"]
@@ -373,20 +380,27 @@ class _MnistLike:
             notes.append(f"found: {', '.join(have)}")
         notes.append(f"the data root is '{os.path.abspath(base)}'; {self.title} is read from ROOT/{self.folder}/raw "
                      f"(torchvision's layout)")
-        help = (f"download the four files from {self.urls} into that folder (raw or .gz), point `root:` "
+        if failed:
+            notes.append(f"download: true did not work: {failed}")
+        help = (f"download the four files from {self.urls} into that folder (raw or .gz), or point `root:` "
                 f"(or --data-root, $DLSPEC_DATA) at the folder that holds {self.folder}/")
-        help += ", or install torchvision and set `download: true`" if not tried_download else ""
+        if not tried_download:
+            help += "; or set `download: true` (needs torchvision: pip install 'dlspec[vision]')"
         return DataError(f"{self.title} files not found in {where}", help=help, notes=notes, arg="root")
 
-    def _download(self, base: str, raw: str) -> None:
-        tv = import_optional("torchvision.datasets", f"{self.name} download: true")
-        cls = getattr(tv, self.folder)
+    def _download(self, base: str) -> str | None:
+        """Download with torchvision into BASE/FOLDER/raw; None, or why it did not work."""
         try:
+            tv = import_optional("torchvision.datasets", self.name)
+        except DataError as e:
+            return f"{e.notes[0] if e.notes else 'torchvision is missing'} (pip install 'dlspec[vision]')"
+        try:
+            cls = getattr(tv, self.folder)
             for train in (True, False):
                 cls(base, train=train, download=True)
         except Exception as e:  # noqa: BLE001 - no network, a mirror down, a full disk...
-            raise DataError(f"could not download {self.title} into '{os.path.abspath(raw)}': {e}",
-                            help=f"download the four files by hand from {self.urls} into that folder") from None
+            return f"torchvision could not download it ({type(e).__name__}: {e})"
+        return None
 
 
 def _mnist_args(normalize_doc: str) -> dict[str, Arg]:

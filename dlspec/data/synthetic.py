@@ -74,7 +74,7 @@ def _load_sine(args: dict[str, Any], root: str) -> Bundle:
     if ite is not None:
         xte, yte = xte[ite], yte[ite]
         info["naive_mse_test_subset"] = float(np.mean((xte[:, -1, 0].astype(np.float64) - yte[:, 0]) ** 2))
-    info.update(train=len(xtr), test=len(xte), subset=a["subset"], seconds=round(time.perf_counter() - t0, 3))
+    info.update(subset=a["subset"], seconds=round(time.perf_counter() - t0, 3))
     return Bundle("sine_series", make_split(xtr, ytr), make_split(xte, yte), task="regression", info=info)
 
 
@@ -194,7 +194,7 @@ def _load_shapes(args: dict[str, Any], root: str) -> Bundle:
     norm = normalize_arrays("shapes", xtr, xte, a["normalize"], ((0.5,), (0.5,)))
     return Bundle("shapes", make_split(xtr, ytr), make_split(xte, yte), task="classification",
                   num_classes=len(SHAPE_CLASSES), classes=list(SHAPE_CLASSES),
-                  info={"train": len(xtr), "test": len(xte), "size": a["size"], "noise": a["noise"],
+                  info={"size": a["size"], "noise": a["noise"],
                         "seed": a["seed"], "normalize": norm, "subset": a["subset"],
                         "seconds": round(time.perf_counter() - t0, 3)})
 

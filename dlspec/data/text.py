@@ -74,7 +74,7 @@ def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
         xtr, xte = eye[xtr], eye[xte]
     info = {"file": os.path.abspath(path), "characters": len(text), "train_characters": cut,
             "test_characters": len(text) - cut, "vocab_size": v, "seq_len": seq_len, "step": step,
-            "encoding": a["encoding"], "train": len(xtr), "test": len(xte), "subset": a["subset"],
+            "encoding": a["encoding"], "subset": a["subset"],
             "seconds": round(time.perf_counter() - t0, 3)}
     return Bundle("char_text", make_split(xtr, ytr), make_split(xte, yte), task="classification", num_classes=v,
                   vocab=vocab, info=info)
@@ -83,7 +83,7 @@ def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
 register(DatasetType(
     "char_text",
     {
-        "path": Arg(Text(), doc="a UTF-8 text file, e.g. examples/shakespeare_excerpts.txt"),
+        "path": Arg(Text(), doc="a UTF-8 text file, e.g. examples/shakespeare.txt"),
         "seq_len": Arg(Int(1), 64, doc="characters per sample (time steps T)"),
         "step": Arg(Optional_(Int(1)), None, doc="characters between window starts (default: seq_len, no overlap)"),
         "encoding": Arg(Choice("one_hot", "ids"), "one_hot",

@@ -1,0 +1,208 @@
+"""Image data sets that need an optional package: `cifar10` (torchvision) and `image_folder` (Pillow).
+
+Both are registered whatever is installed, so `dlspec check` accepts their names; the package is
+imported when the data is loaded, and its absence is a DataError that says what to install.  Images are
+decoded once into one uint8 array, then scaled and normalised as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..registry import Arg, Bool, Float, Int, IntTuple, Optional_
+from .base import Bundle, DataError, DatasetType, register
+from .idx import Normalize, Text, find_path, import_optional, make_split, normalize_arrays, resolve, subset_indices
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+def _finish(name: str, a: dict[str, Any], xtr: Any, ytr: Any, xte: Any, yte: Any, standard: Any) -> tuple[Any, ...]:
+    """uint8 (N, H, W, C) arrays -> subset, float32 (N, C, H, W) in [0, 1], normalised."""
+    import numpy as np
+
+    itr, ite = subset_indices(name, len(xtr), len(xte), a["subset"], a["seed"])
+    if itr is not None:
+        xtr, ytr = xtr[itr], ytr[itr]
+    if ite is not None:
+        xte, yte = xte[ite], yte[ite]
+    xs = []
+    for x in (xtr, xte):
+        f = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+        f *= np.float32(1 / 255)
+        xs.append(f)
+    norm = normalize_arrays(name, xs[0], xs[1], a["normalize"], standard)
+    return xs[0], np.asarray(ytr, dtype=np.int64), xs[1], np.asarray(yte, dtype=np.int64), norm
+
+
+# --- cifar10 ------------------------------------------------------------------------------------------
+
+
+def _load_cifar10(args: dict[str, Any], root: str) -> Bundle:
+    import numpy as np
+
+    t0 = time.perf_counter()
+    a = resolve("cifar10", args)
+    base = os.path.expanduser(a["root"] or root)
+    datasets = import_optional("torchvision.datasets", "cifar10")
+    parts = []
+    for train in (True, False):
+        try:
+            ds = datasets.CIFAR10(base, train=train, download=a["download"])
+        except Exception as e:  # noqa: BLE001 - missing, damaged (md5), no network...
+            folder = os.path.abspath(os.path.join(base, "cifar-10-batches-py"))
+            raise DataError(f"CIFAR-10 not loaded from '{folder}': {e}", arg="root",
+                            help="set `download: true`, or put cifar-10-python.tar.gz (unpacked) there; point "
+                                 "`root:` (or --data-root, $DLSPEC_DATA) at the folder that holds "
+                                 "cifar-10-batches-py/") from None
+        x, y = np.asarray(ds.data), np.asarray(ds.targets)
+        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or len(x) != len(y):
+            raise DataError(f"CIFAR-10 in '{base}' has unexpected arrays: images {x.shape} {x.dtype}, "
+                            f"{len(y)} labels", arg="root", help="delete cifar-10-batches-py/ and download it again")
+        parts.append((x, y, list(getattr(ds, "classes", [])) or [str(i) for i in range(10)]))
+    (xtr, ytr, classes), (xte, yte, _) = parts
+    xtr, ytr, xte, yte, norm = _finish("cifar10", a, xtr, ytr, xte, yte, CIFAR10_STATS)
+    return Bundle("cifar10", make_split(xtr, ytr), make_split(xte, yte), task="classification",
+                  num_classes=len(classes), classes=classes,
+                  info={"folder": os.path.abspath(os.path.join(base, "cifar-10-batches-py")),
+                        "sample_shape": list(xtr.shape[1:]), "normalize": norm, "subset": a["subset"],
+                        "seconds": round(time.perf_counter() - t0, 3)})
+
+
+register(DatasetType(
+    "cifar10",
+    {
+        "root": Arg(Optional_(Text()), None, doc="the folder holding cifar-10-batches-py/ (default: the data root)"),
+        "download": Arg(Bool(), False, doc="download with torchvision when missing"),
+        "normalize": Arg(Normalize(), None, doc="null: [0, 1]; true: CIFAR-10's per-channel mean/std; "
+                                                "or [[means], [stds]]"),
+        "seed": Arg(Int(0), 0, doc="seed for subset"),
+    },
+    _load_cifar10,
+    doc="CIFAR-10 (via torchvision): 50000 + 10000 colour 32×32 images, 10 classes; x (N, 3, 32, 32)",
+    needs="torchvision"))
+
+
+# --- image_folder -------------------------------------------------------------------------------------
+
+# torchvision's IMG_EXTENSIONS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
+    """ImageFolder's layout: one sub-folder per class (sorted), the images anywhere below it."""
+    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if classes is None:
+        classes = found
+        if not classes:
+            raise DataError(f"'{folder}' has no class folders", arg="path",
+                            help="image_folder reads FOLDER/<class>/<image> (torchvision's ImageFolder layout)")
+    else:
+        extra = [c for c in found if c not in classes]
+        if extra:
+            raise DataError(f"'{folder}' has classes the training folder lacks: {', '.join(extra)}", arg="test_path")
+    samples = []
+    for i, c in enumerate(classes):
+        d = os.path.join(folder, c)
+        if not os.path.isdir(d):
+            continue
+        for dirpath, dirnames, files in os.walk(d, followlinks=True):
+            dirnames.sort()
+            samples += [(os.path.join(dirpath, f), i) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not samples:
+        raise DataError(f"'{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders", arg="path")
+    return classes, samples
+
+
+def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, grayscale: bool) -> tuple[Any, Any]:
+    import numpy as np
+
+    image = import_optional("PIL.Image", "image_folder", package="Pillow")
+    out = None
+    first = ""
+    for k, (p, _) in enumerate(samples):
+        try:
+            with image.open(p) as im:
+                im = im.convert("L" if grayscale else "RGB")
+                if size is not None and im.size != (size[1], size[0]):
+                    im = im.resize((size[1], size[0]), image.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except Exception as e:  # noqa: BLE001 - unreadable, truncated or not an image
+            raise DataError(f"cannot read image {p}: {e}", arg="path",
+                            help="delete or replace the file (it is damaged or not an image)") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if out is None:
+            out, first = np.empty((len(samples),) + arr.shape, dtype=np.uint8), p
+        elif arr.shape != out.shape[1:]:
+            raise DataError(f"images differ in size: {first} is {out.shape[2]}×{out.shape[1]} but {p} is "
+                            f"{arr.shape[1]}×{arr.shape[0]}", arg="size",
+                            help="set `size: [H, W]` (or one number) to resize every image")
+        out[k] = arr
+    return out, np.array([c for _, c in samples], dtype=np.int64)
+
+
+def _load_image_folder(args: dict[str, Any], root: str) -> Bundle:
+    t0 = time.perf_counter()
+    a = resolve("image_folder", args)
+    base = find_path(a["path"], root, "image_folder", folder=True)
+    size = None if a["size"] is None else tuple(IntTuple(2).expand(a["size"]))
+    if a["test_path"]:
+        train_dir, test_dir = base, find_path(a["test_path"], root, "image_folder test_path", arg="test_path",
+                                              folder=True)
+    elif os.path.isdir(os.path.join(base, "train")) and os.path.isdir(os.path.join(base, "test")):
+        train_dir, test_dir = os.path.join(base, "train"), os.path.join(base, "test")
+    else:
+        train_dir, test_dir = base, None
+    classes, train_samples = _scan(train_dir, None)
+    if test_dir is not None:
+        _, test_samples = _scan(test_dir, classes)
+        split = f"train {os.path.abspath(train_dir)}, test {os.path.abspath(test_dir)}"
+    else:
+        import numpy as np
+
+        from .files import _split_fraction
+
+        tr, te = _split_fraction("image_folder", len(train_samples), a["test_fraction"], a["seed"], train_dir)
+        test_samples = [train_samples[i] for i in te]
+        train_samples = [train_samples[i] for i in np.asarray(tr)]
+        split = f"{len(te)} of {len(tr) + len(te)} images of {os.path.abspath(train_dir)} held out " \
+                f"(test_fraction {a['test_fraction']}; no train/ and test/ sub-folders, no test_path)"
+    # decode only what the subset keeps
+    itr, ite = subset_indices("image_folder", len(train_samples), len(test_samples), a["subset"], a["seed"])
+    if itr is not None:
+        train_samples = [train_samples[i] for i in itr]
+    if ite is not None:
+        test_samples = [test_samples[i] for i in ite]
+    xtr, ytr = _decode(train_samples, size, a["grayscale"])
+    xte, yte = _decode(test_samples, size, a["grayscale"])
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"training images are {xtr.shape[2]}×{xtr.shape[1]} but test images {xte.shape[2]}×"
+                        f"{xte.shape[1]}", arg="size", help="set `size: [H, W]` to resize every image")
+    subset = a["subset"]
+    xtr, ytr, xte, yte, norm = _finish("image_folder", dict(a, subset=None), xtr, ytr, xte, yte, None)
+    return Bundle("image_folder", make_split(xtr, ytr), make_split(xte, yte), task="classification",
+                  num_classes=len(classes), classes=classes,
+                  info={"split": split, "sample_shape": list(xtr.shape[1:]),
+                        "normalize": norm, "subset": subset,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+
+
+register(DatasetType(
+    "image_folder",
+    {
+        "path": Arg(Text(), doc="a folder with train/ and test/ (each FOLDER/<class>/<image>), or the training "
+                                "folder itself"),
+        "test_path": Arg(Optional_(Text()), None, doc="the test folder, when path is the training folder"),
+        "test_fraction": Arg(Float(0.0, 1.0, open_min=True), 0.2,
+                             doc="with neither train/+test/ nor test_path: hold out this part (seeded)"),
+        "size": Arg(Optional_(IntTuple(2)), None, doc="resize every image to [H, W] (or one number for both)"),
+        "grayscale": Arg(Bool(), False, doc="one channel instead of RGB"),
+        "normalize": Arg(Normalize(), None, doc="null: [0, 1]; true: per-channel mean/std of the training images; "
+                                                "or [[means], [stds]]"),
+        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset"),
+    },
+    _load_image_folder,
+    doc="images in class folders (torchvision's ImageFolder layout), decoded with Pillow; x (N, C, H, W)",
+    needs="Pillow"))
