@@ -1,4 +1,4 @@
-"""Shared helpers for the torch-parity tests: write a spec as YAML text, build it, run it layer by layer."""
+"""Shared helpers for the torch-parity tests: write a spec as YAML text, make a random batch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 
 
 def spec_text(layers: list[Any], shape: tuple[Any, ...] | list[Any], dtype: str = "float") -> str:
-    """A spec as YAML text (JSON is YAML, and keeps every value's type exactly)."""
+    """A one-document spec as YAML text: `input:` (with dtype when not float) and a flow-style layer list."""
     inp: Any = list(shape) if dtype == "float" else {"shape": list(shape), "dtype": dtype}
     return "input: " + flow(inp) + "\nlayers:\n" + "".join(f"  - {flow(layer)}\n" for layer in layers)
 

@@ -90,8 +90,9 @@ def conv(n: int) -> Any:
                 if L + 2 * p[i] < eff:
                     dil = f" (dilated to {eff})" if d[i] != 1 else ""
                     raise c.fail("kernel-too-large",
-                                 f"{c.item.entry.name} kernel {k[i]}{dil} is larger than the padded input "
-                                 f"{L + 2 * p[i]} ({L} + 2·{p[i]})", arg="kernel_size", notes=[c.origin()],
+                                 f"{c.item.entry.name} kernel {k[i]}{dil} is larger than the "
+                                 + (f"padded input {L + 2 * p[i]} ({L} + 2·{p[i]})" if p[i] else f"input size {L}"),
+                                 arg="kernel_size", notes=[c.origin()],
                                  help="use a smaller kernel, add padding, or remove a pooling layer before it",
                                  recover=recover)
             spatial.append(conv_out(L, k[i], s[i], p[i], d[i]))
@@ -116,6 +117,8 @@ def _conv_macs(n: int) -> Any:
 def _summary(name: str, n: int) -> Any:
     def summary(a: dict[str, Any]) -> str:
         lab = conv_label("k", n)(a)
+        if _k(a.get("output_padding") or 0, n) != (0,) * n:  # ConvTranspose
+            lab += f"op{_short(a['output_padding'], n)}"
         g = f" g{a['groups']}" if a.get("groups", 1) != 1 else ""
         return f"{name}({a.get('in_channels', '?')}→{a['out_channels']}, {lab}{g})"
     return summary
@@ -155,7 +158,9 @@ def conv_t(n: int) -> Any:
         for i in range(n):
             if not (op[i] < s[i] or op[i] < d[i]):
                 raise c.fail("output-padding", f"{c.item.entry.name} output_padding {op[i]} must be smaller than "
-                             f"stride {s[i]} or dilation {d[i]}", arg="output_padding", recover=recover)
+                             f"stride {s[i]} or dilation {d[i]}", arg="output_padding", recover=recover,
+                             help=f"remove output_padding (a larger kernel_size gives a larger output), or use "
+                                  f"stride ≥ {op[i] + 1} as in an upsampling layer")
         spatial: list[Dim] = []
         for i, L in enumerate(x.shape[1:]):
             o = dims.add(dims.mul(dims.add(L, -1), s[i]), -2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1)

@@ -14,15 +14,20 @@ def _linear(c: Ctx, x: TT) -> TT:
     c.float_input()
     if not x.shape:
         raise c.fail("rank", "Linear needs at least one feature dimension")
+    flat: Any = None
     if len(x.shape) >= 3 or (len(x.shape) == 2 and x.layout == "channels"):
         flat = dims.product(x.shape)
         c.warn("forgotten-flatten",
                f"Linear is applied to the {dims.fmt_map(x.shape)} feature map {dims.fmt_shape(x.shape)}: it mixes "
                f"only the last dimension ({dims.fmt(x.shape[-1])} features) and keeps the other "
                f"{len(x.shape) - 1} dimensions",
-               help=f"add `- Flatten` before it (it would then receive {dims.fmt(flat)} features)")
+               help=f"add `- Flatten` before it (it would then receive {dims.fmt(flat)} features)", once=True)
     f = c.need_known(x.shape[-1], "in_features", "input features")
-    c.infer_size("in_features", f)
+    fix = None
+    if flat is not None and c.written("in_features") and c.a["in_features"] == flat:  # the Flatten is what is missing
+        fix = (f"add `- Flatten` before this Linear: it then receives {dims.fmt_map(x.shape)} = {dims.fmt(flat)} "
+               "features, as in_features says")
+    c.infer_size("in_features", f, help=fix)
     layout = x.layout if len(x.shape) > 1 else None
     return x.with_shape(x.shape[:-1] + (c.a["out_features"],), layout)
 
@@ -66,7 +71,8 @@ def _flatten(c: Ctx, x: TT) -> TT:
     e = _norm_dim(c, c.a["end_dim"], r, "end_dim")
     if s > e:
         raise c.fail("invalid-argument", f"Flatten start_dim {c.a['start_dim']} comes after end_dim {c.a['end_dim']}",
-                     arg="start_dim")
+                     arg="start_dim", help="start_dim must be at most end_dim (the defaults 1 and -1 flatten "
+                                           "everything but the batch)")
     shp = x.shape[: s - 1] + (dims.product(x.shape[s - 1: e]),) + x.shape[e:]
     layout = None if len(shp) == 1 else x.layout
     return x.with_shape(shp, layout)
@@ -130,7 +136,7 @@ for _name, _rank, _what, _ex in [
     ("AlphaDropout", None, "", (6,)), ("FeatureAlphaDropout", None, "", (3, 4, 4)),
 ]:
     register(LayerType(name=_name, family="dropout", args=dict(_P), infer=_dropout(_rank, _what), positional="p",
-                       examples=[Example({"p": 0.25}, _ex)]))
+                       summary=lambda a, n=_name: f"{n}(p={a['p']:g})", examples=[Example({"p": 0.25}, _ex)]))
 
 
 # --- Embedding ----------------------------------------------------------------------------------------
@@ -145,7 +151,8 @@ def _embedding(c: Ctx, x: TT) -> TT:
     v = c.a["num_embeddings"]
     pi = c.a["padding_idx"]
     if pi is not None and not -v <= pi < v:
-        raise c.fail("invalid-argument", f"Embedding padding_idx {pi} must be in [-{v}, {v})", arg="padding_idx")
+        raise c.fail("invalid-argument", f"Embedding padding_idx {pi} must be in [-{v}, {v})", arg="padding_idx",
+                     help=f"padding_idx must be one of the {v} ids (0 to {v - 1}, or negative from the end), or null")
     return TT(x.shape + (c.a["embedding_dim"],), "float", "sequence" if len(x.shape) == 1 else None)
 
 

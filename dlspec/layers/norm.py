@@ -18,11 +18,15 @@ def _channels(c: Ctx, x: TT, name: str = "num_features") -> None:
 def batchnorm(ranks: tuple[int, ...], what: str) -> Any:
     def infer(c: Ctx, x: TT) -> TT:
         c.rank(ranks, what)
-        _channels(c, x)
         if len(x.shape) == 2 and x.layout == "sequence" and c.item.entry.name == "BatchNorm1d":
+            # first: it explains what follows (a variable length T is a variable number of channels)
+            t, f = dims.fmt(x.shape[0]), dims.fmt(x.shape[1])
+            fix = (f"to normalise the {f} features of each step use `- LayerNorm`, or `- Permute: [0, 2, 1]` to "
+                   f"(N, {f}, {t}) before it (and back after)")
             c.warn("rank", f"BatchNorm1d reads {dims.fmt_shape(x.shape)} as (N, C, L): it normalises each of the "
-                   f"{dims.fmt(x.shape[0])} time steps as a channel, not each feature",
-                   help="to normalise features of a sequence use LayerNorm, or Permute to (N, F, T) first")
+                   f"{t} time steps as a channel, not each feature", help=fix)
+            c.need_known(x.shape[0], "num_features", "channels", help=fix)
+        _channels(c, x)
         return x
     return infer
 
@@ -141,7 +145,8 @@ register(LayerType(
 
 def _lrn(c: Ctx, x: TT) -> TT:
     c.float_input()
-    c.rank((2, 3, 4), "channels-first")
+    if len(x.shape) < 2:  # torch takes (N, C, *) with at least one dimension after C
+        c.rank((2, 3, 4), "channels-first")
     return x
 
 

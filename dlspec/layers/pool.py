@@ -146,7 +146,7 @@ def adaptive(n: int) -> Any:
         c.rank((n + 1,), f"channels-first {n}d")
         if c.a.get("return_indices"):
             raise c.fail("invalid-argument", f"{c.item.entry.name} return_indices gives (values, indices), which a "
-                         "layer list cannot carry", arg="return_indices")
+                         "layer list cannot carry", arg="return_indices", help="leave return_indices out")
         os = c.a["output_size"]
         os = tuple(os) if isinstance(os, (list, tuple)) else (os,) * n
         out = tuple(x.shape[1 + i] if o is None else o for i, o in enumerate(os))
@@ -162,6 +162,8 @@ for _n in (1, 2, 3):
         register(LayerType(
             name=f"Adaptive{_kind}Pool{_n}d", family="pool", args=_args, infer=adaptive(_n),
             label=lambda a: f"adaptive{a['output_size']}",
+            summary=lambda a, n=_n, k=_kind: f"Adaptive{k}Pool{n}d(→" + "×".join(
+                "same" if o is None else str(o) for o in _k(a["output_size"], n)) + ")",
             examples=[Example({"output_size": 1}, (4,) + (7,) * _n), Example({"output_size": 3}, (2,) + (10,) * _n)]
             + ([Example({"output_size": [2, None]}, (3, 9, 5))] if _n == 2 else []),
         ))

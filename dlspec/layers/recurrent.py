@@ -41,7 +41,8 @@ def recurrent(name: str) -> Any:
                    arg="dropout", help="use num_layers ≥ 2, or put a Dropout layer after it")
         if a.get("proj_size", 0) and a["proj_size"] >= a["hidden_size"]:
             raise c.fail("invalid-argument", f"LSTM proj_size {a['proj_size']} must be smaller than hidden_size "
-                         f"{a['hidden_size']}", arg="proj_size")
+                         f"{a['hidden_size']}", arg="proj_size",
+                         help=f"proj_size must be less than {a['hidden_size']}, or 0 (no projection)")
         return TT((x.shape[0], _out_size(a)), "float", "sequence")
     return infer
 

@@ -46,13 +46,14 @@ def _upsample(c: Ctx, x: TT) -> TT:
         out: tuple[Dim, ...] = tuple(s) if isinstance(s, (list, tuple)) else (s,) * n
         if len(out) != n:
             raise c.fail("invalid-argument", f"Upsample size has {len(out)} entries for {n} spatial dimensions",
-                         arg="size")
+                         arg="size", help=f"give one size per spatial dimension ({n}), or a single number for all")
     else:
         f = a["scale_factor"]
         fs = tuple(f) if isinstance(f, (list, tuple)) else (f,) * n
         if len(fs) != n:
             raise c.fail("invalid-argument", f"Upsample scale_factor has {len(fs)} entries for {n} spatial "
-                         "dimensions", arg="scale_factor")
+                         "dimensions", arg="scale_factor",
+                         help=f"give one factor per spatial dimension ({n}), or a single number for all")
         out = tuple(dims.scale(L, s) for L, s in zip(x.shape[1:], fs, strict=True))
         for L, s, o in zip(x.shape[1:], fs, out, strict=True):
             if isinstance(o, int) and o < 1:
@@ -62,6 +63,15 @@ def _upsample(c: Ctx, x: TT) -> TT:
     return x.with_shape((x.shape[0],) + out, "channels")
 
 
+def _scale_text(a: dict[str, Any]) -> str:
+    """'×2', '×(2, 1.5)' or '→32×32' for the table."""
+    f = a["scale_factor"]
+    if f is not None:
+        return f"×{f:g}" if not isinstance(f, tuple) else "×(" + ", ".join(f"{v:g}" for v in f) + ")"
+    s = a["size"]
+    return "→" + "×".join(str(v) for v in (s if isinstance(s, tuple) else (s,)))
+
+
 register(LayerType(
     name="Upsample", family="resize",
     args={"size": Arg(Optional_(OneOf(Int(1), IntList(1))), None),
@@ -69,6 +79,7 @@ register(LayerType(
           "mode": Arg(Choice(*_MODE_RANK), "nearest"), "align_corners": Arg(Optional_(Bool()), None),
           "recompute_scale_factor": Arg(Optional_(Bool()), None)},
     infer=_upsample, positional="scale_factor", label=lambda a: f"up×{a['scale_factor']}" if a["scale_factor"] else f"up{a['size']}",
+    summary=lambda a: f"Upsample({_scale_text(a)}, {a['mode']})",
     examples=[Example({"scale_factor": 2}, (3, 5, 5)), Example({"size": 9, "mode": "linear"}, (2, 4)),
               Example({"scale_factor": 1.5, "mode": "bilinear", "align_corners": False}, (2, 7, 6)),
               Example({"size": [4, 6, 8], "mode": "trilinear"}, (1, 2, 3, 4)),
@@ -76,35 +87,41 @@ register(LayerType(
 ))
 
 
-def _pixel_shuffle(c: Ctx, x: TT) -> TT:
+def _shuffle_rank(c: Ctx, x: TT) -> None:
+    """(N, *, C, H, W): torch's pixel_shuffle/unshuffle work on the last three dims, any leading ones kept."""
     c.float_input()
-    c.rank((3,), "channels-first 2d")
+    if len(x.shape) < 3:
+        c.rank((3,), "channels-first 2d")
+
+
+def _pixel_shuffle(c: Ctx, x: TT) -> TT:
+    _shuffle_rank(c, x)
     r = c.a["upscale_factor"]
-    ch = x.shape[0]
+    ch, h, w = x.shape[-3:]
     if isinstance(ch, int) and ch % (r * r):
         raise c.fail("shape-mismatch", f"PixelShuffle upscale_factor {r} needs channels divisible by {r * r}, got {ch}",
                      arg="upscale_factor", notes=[c.origin()])
-    return x.with_shape((dims.floordiv(ch, r * r), dims.mul(x.shape[1], r), dims.mul(x.shape[2], r)), "channels")
+    return x.with_shape(x.shape[:-3] + (dims.floordiv(ch, r * r), dims.mul(h, r), dims.mul(w, r)), "channels")
 
 
 def _pixel_unshuffle(c: Ctx, x: TT) -> TT:
-    c.float_input()
-    c.rank((3,), "channels-first 2d")
+    _shuffle_rank(c, x)
     r = c.a["downscale_factor"]
-    for d in x.shape[1:]:
+    ch, h, w = x.shape[-3:]
+    for d in (h, w):
         if isinstance(d, int) and d % r:
             raise c.fail("shape-mismatch", f"PixelUnshuffle downscale_factor {r} needs height and width divisible by "
-                         f"{r}, got {dims.fmt_map(x.shape)}", arg="downscale_factor", notes=[c.origin()])
-    return x.with_shape((dims.mul(x.shape[0], r * r), dims.floordiv(x.shape[1], r), dims.floordiv(x.shape[2], r)),
-                        "channels")
+                         f"{r}, got {dims.fmt_map(x.shape[-3:])}", arg="downscale_factor", notes=[c.origin()])
+    return x.with_shape(x.shape[:-3] + (dims.mul(ch, r * r), dims.floordiv(h, r), dims.floordiv(w, r)), "channels")
 
 
 register(LayerType(name="PixelShuffle", family="resize", args={"upscale_factor": Arg(Int(1))}, infer=_pixel_shuffle,
                    label=lambda a: f"shuffle{a['upscale_factor']}",
-                   examples=[Example({"upscale_factor": 2}, (8, 3, 4)), Example({"upscale_factor": 3}, (9, 2, 2))]))
+                   examples=[Example({"upscale_factor": 2}, (8, 3, 4)), Example({"upscale_factor": 3}, (9, 2, 2)),
+                             Example({"upscale_factor": 2}, (2, 4, 3, 1))]))
 register(LayerType(name="PixelUnshuffle", family="resize", args={"downscale_factor": Arg(Int(1))},
                    infer=_pixel_unshuffle, label=lambda a: f"unshuffle{a['downscale_factor']}",
-                   examples=[Example({"downscale_factor": 2}, (2, 6, 4))]))
+                   examples=[Example({"downscale_factor": 2}, (2, 6, 4)), Example({"downscale_factor": 3}, (2, 1, 3, 6))]))
 
 
 # --- padding layers ------------------------------------------------------------------------------------

@@ -75,6 +75,37 @@ class _Branches(Layers):
         return None if ok else f"must be {self.text}"
 
 
+def _show(t: TT) -> str:
+    """16@32×32 for a feature map, (N, T, 64) otherwise (as Residual's messages)."""
+    return dims.fmt_map(t.shape) if t.layout == "channels" and len(t.shape) >= 2 else dims.fmt_shape(t.shape)
+
+
+def _others(t: TT, skip: int) -> str:
+    """The sizes that must agree: 'size 16×16' beside concatenated channels, else the shape with · at skip."""
+    if t.layout == "channels" and skip == 0 and len(t.shape) >= 2:
+        return "size " + "×".join(dims.fmt(s) for s in t.shape[1:])
+    return "shape " + dims.fmt_shape(tuple("·" if j == skip else s for j, s in enumerate(t.shape)))
+
+
+def _agree(a: TT, b: TT, skip: int) -> bool:
+    """Same rank and the same sizes except at index skip (unknown sizes agree with anything)."""
+    return len(a.shape) == len(b.shape) and all(
+        p == q or dims.UNKNOWN in (p, q) for j, (p, q) in enumerate(zip(a.shape, b.shape, strict=True)) if j != skip)
+
+
+def _agreeing(outs: list[TT], skip: int) -> list[list[int]]:
+    """Branch indices grouped by the shape they give (all dimensions but the concatenated one)."""
+    groups: list[list[int]] = []
+    for i, o in enumerate(outs):
+        for g in groups:
+            if _agree(outs[g[0]], o, skip):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
 def _concat(c: Ctx, x: TT) -> TT:
     n = len(c.item.children.get("branches", []))
     outs = [c.run("branches", x, branch=i) for i in range(n)]
@@ -88,13 +119,22 @@ def _concat(c: Ctx, x: TT) -> TT:
         raise c.fail("rank", f"Concat dim {d} is out of range for {r}-D branch outputs", arg="dim",
                      help=f"use a dim in [1, {r - 1}] (0 is the batch)")
     first = outs_t[0]
-    for i, o in enumerate(outs_t[1:], 1):
-        same_rank = len(o.shape) == len(first.shape)
-        if not same_rank or any(a != b and dims.UNKNOWN not in (a, b)
-                                for j, (a, b) in enumerate(zip(o.shape, first.shape, strict=True)) if j != nd - 1):
-            raise c.fail("merge-shape", f"Concat along dim {d}: branch {i} gives {dims.fmt_shape(o.shape)} but branch 0 "
-                         f"gives {dims.fmt_shape(first.shape)}; all other dimensions must agree",
-                         help="make the branches agree on every dimension except the concatenated one")
+    groups = _agreeing(outs_t, nd - 1)
+    if len(groups) > 1:
+        # the shape most branches give (a tie: the one that keeps the input's other sizes) is the reference; the
+        # others are named, and the pass carries on with the reference, its concatenated size unknown
+        ref = max(groups, key=lambda g: (len(g), _agree(outs_t[g[0]], x, nd - 1), -g[0]))
+        base = outs_t[ref[0]]
+        refs = f"branch {ref[0]}" if len(ref) == 1 else \
+            "branches " + ", ".join(map(str, ref[:-1])) + f" and {ref[-1]}"
+        notes = [f"branch {i} maps {_show(x)} to {_show(outs_t[i])}: its {_others(outs_t[i], nd - 1)} differs "
+                 f"from the {_others(base, nd - 1)} of {refs}" for g in groups if g is not ref for i in g]
+        shp = list(base.shape)
+        shp[nd - 1] = dims.UNKNOWN
+        raise c.fail("merge-shape", f"Concat along dim {d} cannot join its branches' outputs "
+                     + ", ".join(_show(o) for o in outs_t) + f": every dimension but dim {d} must agree",
+                     notes=notes, help="make the branches agree on every dimension except the concatenated one "
+                     "(e.g. the same stride and padding in each)", recover=base.with_shape(tuple(shp)))
     total: Dim = 0
     parts = [o.shape[nd - 1] for o in outs_t]
     if all(isinstance(p, int) for p in parts):
