@@ -53,14 +53,18 @@ def build_list(rows: list[Row]) -> Any:
 
     counts: dict[str, int] = {}
     named: OrderedDict[str, Any] = OrderedDict()
+    def numbered(base: str, n: int) -> str:
+        # a separator when the name ends in a digit: block basic16's first use is basic16_1, not basic161
+        return f"{base}_{n}" if base[-1:].isdigit() else f"{base}{n}"
+
     for row in rows:
         if row.item.name:
             base = row.item.name
-            key = base if row.item.repeat == 1 else f"{base}{row.rep + 1}"
+            key = base if row.item.repeat == 1 else numbered(base, row.rep + 1)
         else:
             base = prefix(row)
             counts[base] = counts.get(base, 0) + 1
-            key = f"{base}{counts[base]}"
+            key = numbered(base, counts[base])
         while key in named:
             key += "_"
         named[key] = build_row(row)

@@ -118,10 +118,10 @@ def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = F
     return "\n".join(out)
 
 
-def did_you_mean(word: str, choices: list[str] | tuple[str, ...], n: int = 1) -> str | None:
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...], n: int = 1, cutoff: float = 0.6) -> str | None:
     """Closest choice by spelling (case-insensitive), or None."""
     import difflib
 
     lower = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.6)
+    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=cutoff)
     return lower[hits[0]] if hits else None

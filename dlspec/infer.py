@@ -93,7 +93,7 @@ class Checked:
 
     def uncounted(self) -> tuple[int, int]:
         """(rows with an error, rows with an unknown input) that params and macs leave out."""
-        blank = [r for r in self.all_rows() if r.params is None]
+        blank = [r for r in self.all_rows() if r.params is None and not r.children]  # containers: their layers
         errors = sum(1 for r in blank if r.error)
         return errors, len(blank) - errors
 
@@ -197,13 +197,17 @@ class Ctx:
     def __init__(self, checker: Checker, item: Item, row: Row, x: TT):
         self.checker, self.item, self.row, self.x = checker, item, row, x
         self.a = row.args
+        self.quiet_in = set(checker.quiet)  # each nested list starts from the warnings said before this layer
+        self.quiet_out: set[str] | None = None
 
     # arguments
     def written(self, name: str) -> bool:
         return name in self.item.written
 
-    def infer_size(self, name: str, actual: Dim, what: str = "features") -> None:
-        """Fill an omitted input size, or check a written one against what the layer receives."""
+    def infer_size(self, name: str, actual: Dim, what: str = "features", help: str | None = None) -> None:
+        """Fill an omitted input size, or check a written one against what the layer receives.
+
+        help replaces the usual advice (write the size received) when the rule knows better."""
         if not self.written(name):
             self.a[name] = actual
             return
@@ -212,7 +216,7 @@ class Ctx:
             self.error("shape-mismatch",
                        f"{self.item.entry.name} expects {name} {w} but receives {actual}", arg=name,
                        notes=[self.origin()],
-                       help=f"write {name}: {actual}, or leave it out and it is inferred")
+                       help=help or f"write {name}: {actual}, or leave it out and it is inferred")
             self.a[name] = actual
         elif isinstance(actual, str) and actual != dims.UNKNOWN:
             raise self.fail("symbolic-size",
@@ -221,7 +225,7 @@ class Ctx:
                             help="fix the size before this layer (e.g. take the last step with `Last`, "
                                  "or pool with AdaptiveAvgPool), or give the symbol a fixed value in `input`")
 
-    def need_known(self, d: Dim, name: str, what: str) -> int:
+    def need_known(self, d: Dim, name: str, what: str, help: str | None = None) -> int:
         """A size this layer cannot work with symbolically (e.g. Linear's input features)."""
         if isinstance(d, int):
             return d
@@ -230,8 +234,8 @@ class Ctx:
         raise self.fail("symbolic-size",
                         f"{self.item.entry.name} needs a fixed number of {what} but receives {d}",
                         arg=name if self.written(name) else None, notes=[self.origin()],
-                        help="fix the size before this layer (take the last step with `Last`, pool it with "
-                             "AdaptiveAvgPool, or give the symbol a fixed value in `input`)")
+                        help=help or "fix the size before this layer (take the last step with `Last`, pool it "
+                                     "with AdaptiveAvgPool, or give the symbol a fixed value in `input`)")
 
     # reporting
     def fail(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
@@ -240,21 +244,71 @@ class Ctx:
 
     def error(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
               help: str | None = None) -> None:
+        self.row.error = True
         self.checker.report("error", code, message, self.item, arg, notes, help)
 
     def warn(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
-             help: str | None = None) -> None:
+             help: str | None = None, once: bool = False) -> None:
+        """once: say it once along a chain of layers, until a shape layer (Flatten, Reshape, ...) runs: one
+        missing Flatten is one warning, not one per Linear after it."""
+        if once:
+            if code in self.checker.quiet:
+                return
+            self.checker.quiet.add(code)
         self.checker.report("warning", code, message, self.item, arg, notes, help)
 
     def rank(self, allowed: tuple[int, ...], what: str, help: str | None = None) -> None:
-        """Check the per-sample rank (the batch N not counted)."""
+        """Check the per-sample rank (the batch N not counted).
+
+        what says how the layer reads its input: "channels-first 2d", "(C) or (C, L)", "sequence", ...; other
+        words (e.g. "linear-mode") are shown beside the layer's name."""
         r = len(self.x.shape)
         if r in allowed:
             return
-        full = " or ".join(f"{n + 1}-D (N, {what_dims(n)})" for n in allowed)
-        raise self.fail("rank", f"{self.item.entry.name} expects {what} input {full} but receives "
-                        f"{len(self.x.shape) + 1}-D {dims.fmt_shape(self.x.shape)}",
-                        notes=[self.origin()], help=help)
+        name = self.item.entry.name
+        if what == "sequence" or what.startswith(("channels-first", "(C)", "at least")):
+            qual = ""
+        elif what.endswith("-mode"):
+            qual = f" in {what[:-len('-mode')]} mode"
+        else:
+            qual = f" ({what})"
+        span = sorted(allowed)
+        if len(span) >= 3 and span == list(range(span[0], span[-1] + 1)):
+            want = f"a {span[0] + 1}-D to {span[-1] + 1}-D input"
+        else:
+            noun = "sequence" if what == "sequence" else "input"
+            want = " or ".join(f"a {n + 1}-D {noun} (N, {_dim_names(n, what)})" for n in allowed)
+        raise self.fail("rank", f"{name}{qual} expects {want} but receives {r + 1}-D {dims.fmt_shape(self.x.shape)}",
+                        notes=[self.origin()], help=help or self.rank_help(allowed, what))
+
+    def rank_help(self, allowed: tuple[int, ...], what: str) -> str | None:
+        """How to give a channels-first layer the rank it needs: the same layer for this rank (BatchNorm1d on a
+        feature map: BatchNorm2d), or a Reshape that the element count allows (784 -> [1, 28, 28])."""
+        if not what.startswith(("channels-first", "(C)")):
+            return None
+        x, r, name = self.x, len(self.x.shape), self.item.entry.name
+        fixes = []
+        more = [n for n in allowed if n > r]
+        count = dims.product(x.shape)
+        if more and isinstance(count, int):
+            prefer = x.shape[0] if r >= 2 and isinstance(x.shape[0], int) else None
+            shape = _factor(count, min(more) - 1, prefer)
+            if shape is not None:
+                lst = list(shape)
+                fix = f"reshape each sample to {dims.fmt_map(shape)}: `- Reshape: {lst}`"
+                if r == 1:
+                    fix += f" (or `- Unflatten: {{dim: 1, unflattened_size: {lst}}}`)"
+                if not self.checker.chain:  # nothing before this layer: it reads the spec's input
+                    fix += f", or declare `input: {lst}`"
+                fixes.append(fix)
+        m = re.fullmatch(r"(.+?)(\d)d", name)
+        if m and 1 <= r - 1 <= 3:
+            alt = f"{m.group(1)}{r - 1}d"
+            if alt != name and lookup(alt) is not None:
+                fixes.append(f"use {alt}, which takes a {r + 1}-D input (N, {_dim_names(r, what)})")
+        if not fixes:
+            return None
+        return "; or ".join(fixes)
 
     def float_input(self) -> None:
         if self.x.dtype != "float":
@@ -270,7 +324,9 @@ class Ctx:
         items = self.item.children.get(name, [])
         if branch is not None:
             items = items[branch]
+        self.checker.quiet = set(self.quiet_in)
         rows, out = self.checker.run_list(items, x, self.row.depth + 1)
+        self.quiet_out = (self.quiet_out or set()) | self.checker.quiet
         if branch is None:
             self.row.children[name] = rows
         else:
@@ -280,6 +336,30 @@ class Ctx:
 
 def what_dims(n: int) -> str:
     return {1: "F", 2: "C, L", 3: "C, H, W", 4: "C, D, H, W"}.get(n, ", ".join(["…"] * n))
+
+
+def _dim_names(n: int, what: str) -> str:
+    """The per-sample dimensions of a rank-n input as the layer reads them: 'C, H, W', 'T, F', ..."""
+    if what == "sequence" and n == 2:
+        return "T, F"
+    if n == 1 and what.startswith(("channels-first", "(C)")):
+        return "C"
+    return what_dims(n)
+
+
+def _factor(count: int, n: int, prefer: int | None = None) -> tuple[int, ...] | None:
+    """(C, S, ..., S) with n sizes S ≥ 2 and C·Sⁿ = count, the fewest channels first (prefer tried before)."""
+    if n < 1:
+        return None
+    for c in ([prefer] if prefer else []) + list(range(1, 65)):
+        if count % c:
+            continue
+        q = count // c
+        s = round(q ** (1.0 / n))
+        for t in (s - 1, s, s + 1):
+            if t >= 2 and t ** n == q:
+                return (c,) + (t,) * n
+    return None
 
 
 def trail(rows: list[Row], start: TT) -> str:
@@ -309,6 +389,7 @@ class Checker:
         self.doc = spec.doc
         self.diags: list[Diagnostic] = []
         self.chain: list[Row] = []  # rows in evaluation order, for arithmetic notes
+        self.quiet: set[str] = set()  # `once` warnings already said along this chain (see Ctx.warn)
 
     def report(self, severity: str, code: str, message: str, item: Item, arg: str | None,
                notes: list[str] | None, help: str | None) -> None:
@@ -343,6 +424,8 @@ class Checker:
         return rows, x
 
     def run_item(self, item: Item, x: TT | None, depth: int, rep: int) -> tuple[Row, TT | None]:
+        if item.by_rank and x is not None and len(x.shape) in item.by_rank:
+            item = replace(item, entry=item.by_rank[len(x.shape)])  # e.g. Keras' BatchNormalization
         entry = item.entry
         args: dict[str, Any] = {}
         for name, spec in entry.args.items():
@@ -350,10 +433,12 @@ class Checker:
                 args[name] = item.written[name]
             elif spec.default is not REQUIRED and name not in entry.children:
                 args[name] = spec.default
-        row = Row(item=item, args=args, input=x, rep=rep, depth=depth)
+        row = Row(item=item, args=args, input=x, rep=rep, depth=depth, error=item.error)
         missing = [n for n, s in entry.args.items() if s.required and n not in item.written and n not in item.children]
-        if x is None or missing:
+        if item.unknown or x is None or missing:
+            # an entry that could not be read (unknown layer, no did-you-mean) stops the pass: what follows is `?`
             row.failed = True
+            row.params = row.macs = None
             self.chain.append(row)
             return row, None
         ctx = Ctx(self, item, row, x)
@@ -363,24 +448,41 @@ class Checker:
         except ShapeError as e:
             if e.code != "unknown":
                 self.report("error", e.code, e.message, item, e.arg, e.notes, e.help)
+                row.error = True
             out = e.recover
             row.failed = True
+        if ctx.quiet_out is not None:
+            self.quiet = ctx.quiet_out
+        if entry.family == "shape":  # a Flatten / Reshape / Permute starts a new chain for `once` warnings
+            self.quiet = set()
         row.output = out
-        if out is not None and not row.failed:
-            try:
-                row.params = entry.params(row.args)
-                row.macs = entry.macs(row.args, x.shape, out.shape)
-            except (TypeError, KeyError, ValueError):  # sizes still unknown after an error
-                row.params, row.macs = 0, dims.UNKNOWN
-            for kids in row.children.values():
-                for k in kids:
-                    for r in (k if isinstance(k, list) else [k]):
-                        row.params += r.params
-                        row.macs = sum_dims([row.macs, r.macs])
+        self.count(row, x, out)
         self.chain.append(row)
         if item.expect is not None and out is not None:
             self.check_expect(item, row, out)
         return row, out
+
+    def count(self, row: Row, x: TT, out: TT | None) -> None:
+        """Parameters and MACs of a row: none for a layer with an error (they would be made up); a container
+        (Residual, Concat, a block) adds up the layers it holds, also when merging their outputs failed."""
+        entry = row.entry
+        own_p: int | None = None
+        own_m: Dim | None = None
+        if not (row.error or row.failed or out is None):
+            try:
+                own_p = entry.params(row.args)
+                own_m = sum_dims([entry.macs(row.args, x.shape, out.shape)])
+            except (TypeError, KeyError, ValueError):  # sizes still unknown after an error upstream
+                own_p = own_m = None
+            if not isinstance(own_p, int):
+                own_p = own_m = None  # (MACs may be `?`: the parameters do not depend on the unknown sizes)
+        kids = [r for v in row.children.values() for k in v for r in (k if isinstance(k, list) else [k])]
+        counted = [r for r in kids if r.params is not None]
+        if counted:
+            row.params = (own_p or 0) + sum(r.params for r in counted if r.params is not None)
+            row.macs = sum_dims([own_m or 0] + [r.macs for r in counted if r.macs is not None])
+        else:
+            row.params, row.macs = own_p, own_m
 
     def check_expect(self, item: Item, row: Row, out: TT) -> None:
         exp: Shape = item.expect

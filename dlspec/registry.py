@@ -9,8 +9,8 @@ torch-parity test all read this table, so a new layer is one ``register(...)`` c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .dims import Dim, Shape

@@ -27,15 +27,35 @@ def fmt_count(n: Dim) -> str:
 
 
 def describe_row(row: Row) -> str:
+    """The layer column: `name: ` when the spec names the layer, then the layer with its main arguments."""
+    label = f"{row.item.name}: " if row.item.name else ""
+    return label + _describe(row)
+
+
+def _describe(row: Row) -> str:
+    if row.item.stand_in:  # checked as the layer an unknown name probably means: 'Flaten → Flatten'
+        kids = row.children.get("layers", []) if not row.item.block else []
+        shown = " + ".join(_describe(k) for k in kids) if kids else _what(row)
+        return f"{row.item.key} → {shown}"
+    return _what(row)
+
+
+def _what(row: Row) -> str:
     e = row.entry
+    if row.item.unknown:
+        return f"{row.item.key} (unknown)" if row.item.key else "(unreadable entry)"
     if row.item.block:
         return f"{row.item.block} (block)"
-    if e.summary is not None and not row.failed:
+    if e.summary is not None and not row.failed and not row.item.dropped:
         try:
             return e.summary(row.args)
         except (KeyError, TypeError, ValueError):
             pass
     return e.name
+
+
+def _count_cell(row: Row, v: Dim | None) -> str:
+    return "" if v is None else fmt_int(v)
 
 
 def _shape_cols(row: Row) -> tuple[str, str]:
@@ -55,23 +75,37 @@ def table_rows(checked: Checked) -> list[list[str]]:
         dtype = "" if inp.dtype == "float" else f" ({inp.dtype} ids)"
         out.append(["", "input" + dtype, dims.fmt_shape(inp.shape), fm, "", ""])
 
-    def visit(row: Row) -> None:
+    def label(text: str, indent: int) -> None:
+        out.append(["", "  " * indent + text, "", "", "", ""])
+
+    def visit(row: Row, indent: int) -> None:
         idx = ""
         if row.depth == 0:
             idx = str(row.item.index) + (f"[{row.rep}]" if row.item.repeat > 1 else "")
         elif row.item.repeat > 1:
             idx = f"[{row.rep}]"
         shp, fm = _shape_cols(row)
-        name = "  " * row.depth + describe_row(row)
-        out.append([idx, name, shp, fm, fmt_int(row.params) if row.output else "",
-                    fmt_int(row.macs) if row.output else ""])
-        for v in row.children.values():
-            for sub in v:
-                for r in (sub if isinstance(sub, list) else [sub]):
-                    visit(r)
+        out.append([idx, "  " * indent + describe_row(row), shp, fm, _count_cell(row, row.params),
+                    _count_cell(row, row.macs)])
+        # nested lists are labelled (`body:`, `shortcut:`, `branch 0:`, ...) unless there is only one kind of
+        # them, as in a block or a Sequential; a stand-in's torch layers are in its own line already
+        labelled = len(row.entry.children) > 1
+        for arg, v in ({} if row.item.stand_in and not row.item.block else row.children).items():
+            if v and isinstance(v[0], list):
+                for i, branch in enumerate(v):
+                    label(f"branch {i}:", indent + 1)
+                    for r in branch:
+                        visit(r, indent + 2)
+            elif labelled:
+                label(f"{arg}:", indent + 1)
+                for r in v:
+                    visit(r, indent + 2)
+            else:
+                for r in v:
+                    visit(r, indent + 1)
 
     for row in checked.rows:
-        visit(row)
+        visit(row, 0)
     return out
 
 
@@ -91,12 +125,19 @@ def render_table(checked: Checked) -> str:
 
 
 def totals_line(checked: Checked) -> str:
+    """The sums of the table's numbers; the rows left blank (errors, unknown input) are said to be left out."""
     p = checked.params
     mb = p * 4 / 1e6
     macs = checked.macs
     m = fmt_count(macs) if isinstance(macs, int) else str(macs)
     out = dims.fmt_shape(checked.output.shape) if checked.output else "?"
-    return f"output {out} · params {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
+    line = f"output {out} · params {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
+    errors, unknown = checked.uncounted()
+    left = [f"{n} layer{'s' if n != 1 else ''} with {what}" for n, what in
+            ((errors, "errors"), (unknown, "unknown input")) if n]
+    if left:
+        line += " · not counted: " + ", ".join(left)
+    return line
 
 
 def render_diagnostics(checked: Checked, color: bool = False) -> str:

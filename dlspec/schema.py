@@ -7,12 +7,13 @@ their registry entry (names case-insensitive, did-you-mean for unknown names and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import dims
 from .diagnostics import Diagnostic, did_you_mean
-from .registry import REGISTRY, TT, Layers, LayerType, lookup
+from .registry import REGISTRY, TT, Float, Int, Layers, LayerType, lookup
 from .source import Document, Path
 
 META_KEYS = ("expect", "name", "repeat")
@@ -61,6 +62,141 @@ class Item:
         return self.path + (self.key,)
 
     key: str = ""  # the key as written (to point at it)
+    unknown: bool = False  # an entry that could not be read (no layer to carry on as): the shape pass stops here
+    error: bool = False  # the schema reported an error about this entry (its parameter count would be a guess)
+    by_rank: dict[int, LayerType] = field(default_factory=dict)  # per-sample rank -> entry, picked by the pass
+    stand_in: bool = False  # checked in place of an unknown name (did-you-mean, a Keras name's torch layers)
+    dropped: bool = False  # an invalid argument was left out (its default stands in, the table must not show it)
+
+
+# an entry that could not be read: an unknown layer name with no did-you-mean, or a malformed list entry
+UNREADABLE = LayerType(name="?", args={}, infer=lambda c, x: x, family="unknown")
+
+
+# --- Keras names: a frequent source of unknown layers and arguments ---------------------------------------
+
+_KERAS_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]] | None] = {
+    "relu": ("ReLU", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "softmax": ("Softmax", {"dim": -1}),
+    "log_softmax": ("LogSoftmax", {"dim": -1}), "elu": ("ELU", {}), "selu": ("SELU", {}), "gelu": ("GELU", {}),
+    "swish": ("SiLU", {}), "silu": ("SiLU", {}), "softplus": ("Softplus", {}), "softsign": ("Softsign", {}),
+    "relu6": ("ReLU6", {}), "leaky_relu": ("LeakyReLU", {}), "hard_sigmoid": ("Hardsigmoid", {}),
+    "hard_swish": ("Hardswish", {}), "mish": ("Mish", {}), "linear": None,  # Keras' "linear" is no activation
+}
+
+# Keras argument -> the torch arguments it may stand for (the first one the layer has)
+KERAS_ARGS: dict[str, tuple[str, ...]] = {
+    "units": ("out_features", "hidden_size"), "filters": ("out_channels",), "strides": ("stride",),
+    "pool_size": ("kernel_size",), "rate": ("p",), "input_dim": ("num_embeddings",),
+    "output_dim": ("embedding_dim",), "epsilon": ("eps",), "use_bias": ("bias",), "dilation_rate": ("dilation",),
+    "target_shape": ("shape",), "axis": ("dim",),
+}
+
+
+def _keras_layers() -> dict[str, tuple[str, dict[str, str], dict[str, Any], tuple[str, ...]]]:
+    """lower-case Keras name -> (torch name, its own argument renames, arguments it implies, layers after it)."""
+    t: dict[str, tuple[str, dict[str, str], dict[str, Any], tuple[str, ...]]] = {
+        "dense": ("Linear", {}, {}, ()),
+        "simplernn": ("RNN", {}, {"batch_first": True}, ()),  # Keras data is batch-first
+        "batchnormalization": ("BatchNorm{n}d", {}, {}, ()),
+        "layernormalization": ("LayerNorm", {}, {}, ()),
+    }
+    for n in (1, 2, 3):
+        pool = {"pool_size": "kernel_size", "strides": "stride"}
+        t[f"maxpooling{n}d"] = (f"MaxPool{n}d", pool, {}, ())
+        t[f"averagepooling{n}d"] = (f"AvgPool{n}d", pool, {}, ())
+        for g in ("globalaveragepooling", "globalavgpool"):
+            t[f"{g}{n}d"] = (f"AdaptiveAvgPool{n}d", {}, {"output_size": 1}, ("Flatten",))
+        for g in ("globalmaxpooling", "globalmaxpool"):
+            t[f"{g}{n}d"] = (f"AdaptiveMaxPool{n}d", {}, {"output_size": 1}, ("Flatten",))
+        t[f"conv{n}dtranspose"] = (f"ConvTranspose{n}d", {}, {}, ())
+        t[f"upsampling{n}d"] = ("Upsample", {"size": "scale_factor", "interpolation": "mode"}, {}, ())
+        t[f"spatialdropout{n}d"] = (f"Dropout{n}d", {}, {}, ())
+    return t
+
+
+KERAS_LAYERS = _keras_layers()
+
+
+def yaml_text(v: Any) -> str:
+    """A value as it is written in a spec (flow style)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(yaml_text(e) for e in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {yaml_text(e)}" for k, e in v.items()) + "}"
+    return str(v)
+
+
+def layer_text(name: str, args: Any) -> str:
+    """`- Linear: {out_features: 10}`, as it would be written in a layer list."""
+    return f"`- {name}: {yaml_text(args)}`" if args else f"`- {name}`"
+
+
+@dataclass
+class KerasLayer:
+    """What a Keras layer entry is in torch: the layers to write (args renamed), and a help line saying so."""
+
+    layers: list[tuple[str, Any, dict[str, str]]]  # (torch name, args, torch arg -> key as written)
+    help: str
+    by_rank: dict[int, str] = field(default_factory=dict)
+
+
+def keras_layer(key: str, args: Any) -> KerasLayer | None:
+    low = key.lower()
+    if low == "activation":
+        act = args.get("activation") if isinstance(args, dict) else args
+        found = _KERAS_ACTIVATIONS.get(act) if isinstance(act, str) else None
+        if found is None:
+            return None
+        return KerasLayer([(found[0], dict(found[1]), {})],
+                          f"Keras' Activation {act} is torch's {found[0]}: write {layer_text(*found)}")
+    if low not in KERAS_LAYERS:
+        return None
+    name, renames, implied, after = KERAS_LAYERS[low]
+    by_rank: dict[int, str] = {}
+    if "{n}" in name:  # BatchNormalization: BatchNorm1d for (N, F) and (N, C, L), BatchNorm2d for maps, ...
+        by_rank = {1: name.format(n=1), 2: name.format(n=1), 3: name.format(n=2), 4: name.format(n=3)}
+    entry = lookup(by_rank.get(1, name)) if by_rank else lookup(name)
+    if entry is None:
+        return None
+    extra: list[tuple[str, Any, dict[str, str]]] = [(a, None, {}) for a in after]
+    written_as: dict[str, str] = {}
+    if isinstance(args, dict):
+        new: dict[str, Any] = {}
+        for k, v in args.items():
+            t = renames.get(k) or next((a for a in KERAS_ARGS.get(k, ()) if a in entry.args), None)
+            if k == "activation" and isinstance(v, str) and v in _KERAS_ACTIVATIONS:
+                act = _KERAS_ACTIVATIONS[v]
+                if act is not None:
+                    extra.insert(0, (act[0], dict(act[1]), {}))
+                continue
+            if k == "padding" and v == "valid" and entry.family == "pool":
+                continue  # torch pools do not pad by default
+            if t is not None and t not in entry.args:
+                t = None
+            new[t or k] = v
+            if t:
+                written_as[t] = k
+        args = {**new, **{k: v for k, v in implied.items() if k not in new}}
+    elif args is None and implied:
+        args = dict(implied)
+    elif implied and entry.main_arg:  # `- Dense: 10`: the value is the torch layer's main argument
+        args = {entry.main_arg: args, **{k: v for k, v in implied.items() if k != entry.main_arg}}
+    torch_layers = [(entry.name, args, written_as)] + extra
+    shown = args if isinstance(args, dict) or args is None else {entry.main_arg: args}
+    if by_rank:
+        names = sorted(set(by_rank.values()))
+        code = " or ".join(layer_text(n, shown) for n in names[:2])
+        help = (f"Keras' {key} is torch's {names[0]} for features (N, F) or (N, C, L) and {names[1]} for feature "
+                f"maps (N, C, H, W): write {code}")
+    else:
+        code = " and ".join(layer_text(n, a if n != entry.name else shown) for n, a, _ in torch_layers)
+        torch_names = " + ".join(n for n, _, _ in torch_layers)
+        help = f"Keras' {key} is torch's {torch_names}: write {code}"
+    return KerasLayer(torch_layers, help, by_rank)
 
 
 @dataclass
@@ -150,8 +286,13 @@ def _top_level(doc: Document) -> list[Diagnostic]:
         if v == "required":
             missing = err.message.split("'")[1] if "'" in err.message else str(err.message)
             if missing == "input":
-                out.append(doc.diag("error", "missing-input", "the spec has no `input` shape", (),
-                                    help="add the shape of one sample, batch left out, e.g. `input: [1, 28, 28]`"))
+                # Point at `layers:`, where `input:` belongs (just above it, as in every spec): it reads as "these
+                # layers receive what?".  The document start is the header comment in most specs (a caret on a
+                # comment reads as if the comment were wrong) and the last line is some unrelated layer.
+                where: Path = ("layers",) if "layers" in data else ()
+                out.append(doc.diag("error", "missing-input", "the spec has no `input` shape", where, key=True,
+                                    help="add `input:` above `layers:` with the shape of one sample, batch left "
+                                         "out, e.g. `input: [1, 28, 28]`"))
             else:
                 out.append(doc.diag("error", "spec-structure", f"the spec has no `{missing}:`", path))
         elif v == "additionalProperties":
@@ -203,7 +344,8 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
     if bad:
         return None, [doc.diag("error", "invalid-input", "`N` is the batch and is implicit: leave it out of `input`",
                                path, help=f"write input: {list(d for d in shape if d != 'N')}")]
-    layout = "channels" if len(shape) >= 3 else None
+    # (C, H, W...) is a feature map; (T, F) with a symbolic T a sequence (a variable length is time)
+    layout = "channels" if len(shape) >= 3 else "sequence" if len(shape) == 2 and isinstance(shape[0], str) else None
     return TT(shape, dtype, layout), []
 
 
@@ -215,8 +357,16 @@ class _Parser:
         self.block_stack: list[str] = []
 
     def err(self, code: str, msg: str, path: Path, key: bool = False, help: str | None = None,
-            index: int | None = None, notes: list[str] | None = None) -> None:
+            index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> None:
         self.diags.append(self.doc.diag("error", code, msg, path, key=key, layer=index, help=help, notes=notes))
+        if item is not None:
+            item.error = True
+
+    def unreadable(self, path: Path, index: int, key: Any = "", meta: dict[str, Any] | None = None) -> Item:
+        """A placeholder for an entry with no layer to carry on as: it keeps its place in the table (index, name
+        as written) and stops the shape pass there, instead of the pass silently skipping it."""
+        return Item(entry=UNREADABLE, written={}, path=path, index=index, key=key if isinstance(key, str) else "",
+                    unknown=True, error=True, **(meta or {}))
 
     def items(self, raw: Any, path: Path, index: int | None) -> list[Item]:
         out: list[Item] = []
@@ -225,12 +375,10 @@ class _Parser:
             return out
         for i, entry in enumerate(raw):
             top = i if index is None else index
-            item = self.item(entry, path + (i,), top)
-            if item is not None:
-                out.append(item)
+            out.append(self.item(entry, path + (i,), top))
         return out
 
-    def item(self, raw: Any, path: Path, index: int) -> Item | None:
+    def item(self, raw: Any, path: Path, index: int) -> Item:
         if isinstance(raw, str):
             key, args, meta = raw, None, {}
         elif isinstance(raw, dict) and raw:
@@ -241,31 +389,55 @@ class _Parser:
                 self.err("invalid-layer", f"a layer entry needs exactly one layer name, found {what}", path,
                          index=index, help="write one layer per list entry: `- Conv2d: {...}`; "
                          f"besides the name only {', '.join(META_KEYS)} may appear")
-                return None
+                return self.unreadable(path, index)
             key = type_keys[0]
             args = raw[key]
         else:
             self.err("invalid-layer", f"a layer entry is `- Name` or `- Name: {{args}}`, got {raw!r}", path,
                      index=index)
-            return None
+            return self.unreadable(path, index)
         if not isinstance(key, str):
             self.err("invalid-layer", f"a layer name must be text, got {key!r}", path, index=index)
-            return None
+            return self.unreadable(path, index)
         kpath = path + (key,) if isinstance(raw, dict) else path
         meta_ok = self.meta(meta, path, index)
         if key in self.blocks:
             return self.block_ref(key, args, kpath, path, index, meta_ok)
         entry = lookup(key)
         if entry is None:
-            choices = list(REGISTRY) + list(self.blocks)
-            hint = did_you_mean(key, choices)
-            self.err("unknown-layer", f"unknown layer type '{key}'", kpath, key=isinstance(raw, dict), index=index,
-                     help=f"did you mean '{hint}'?" if hint else "`dlspec layers` lists the layer types")
-            entry = lookup(hint) if hint else None
-            if entry is None:
-                return None
-            # carry on as the layer it was probably meant to be, so later mistakes are found in this run too
+            return self.unknown_layer(key, args, isinstance(raw, dict), kpath, path, index, meta_ok)
         item = Item(entry=entry, written={}, path=path, index=index, key=key, **meta_ok)
+        self.arguments(item, args, kpath)
+        return item
+
+    def unknown_layer(self, key: str, args: Any, as_key: bool, kpath: Path, path: Path, index: int,
+                      meta: dict[str, Any]) -> Item:
+        """Report an unknown name; carry on as the layer it probably means (a Keras name's torch layers, or the
+        closest spelling), so later mistakes are found in this run too, or else stop the pass at it."""
+        keras = keras_layer(key, args)
+        if keras is not None:
+            self.err("unknown-layer", f"unknown layer type '{key}'", kpath, key=as_key, index=index, help=keras.help)
+            items = []
+            for i, (name, a, written_as) in enumerate(keras.layers):
+                it = Item(entry=REGISTRY[name], written={}, path=path, index=index, key=key, error=True,
+                          by_rank={r: REGISTRY[n] for r, n in keras.by_rank.items()} if i == 0 else {})
+                self.arguments(it, a, kpath, written_as)
+                items.append(it)
+            if len(items) == 1:
+                return replace(items[0], stand_in=True, **meta)
+            return Item(entry=REGISTRY["Sequential"], written={}, path=path, index=index, key=key,
+                        children={"layers": items}, error=True, stand_in=True, **meta)
+        # a stricter match than for arguments: the pass carries on as this layer ('Flaten' is Flatten at 0.92,
+        # 'Frobnicate' is not Concat at 0.62)
+        hint = did_you_mean(key, list(REGISTRY) + list(self.blocks), cutoff=0.7)
+        self.err("unknown-layer", f"unknown layer type '{key}'", kpath, key=as_key, index=index,
+                 help=f"did you mean '{hint}'?" if hint else "`dlspec layers` lists the layer types")
+        if hint is None:
+            return self.unreadable(path, index, key, meta)
+        if hint in self.blocks:
+            return replace(self.block_ref(hint, args, kpath, path, index, meta), key=key, error=True, stand_in=True)
+        item = Item(entry=REGISTRY[hint], written={}, path=path, index=index, key=key, error=True, stand_in=True,
+                    **meta)
         self.arguments(item, args, kpath)
         return item
 
@@ -284,26 +456,27 @@ class _Parser:
             n = meta["name"]
             if not isinstance(n, str) or not n.isidentifier():
                 self.err("invalid-argument", f"name must be a Python identifier, got {n!r}", path + ("name",),
-                         index=index)
+                         index=index, help="a name is letters, digits and _, not starting with a digit, e.g. "
+                         "`name: conv1`; it names the module in the built model")
             else:
                 out["name"] = n
         if "repeat" in meta:
             r = meta["repeat"]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
                 self.err("invalid-argument", f"repeat must be a positive integer, got {r!r}", path + ("repeat",),
-                         index=index)
+                         index=index, help="`repeat: 2` puts the layer twice in a row; leave it out for once")
             else:
                 out["repeat"] = r
         return out
 
-    def block_ref(self, key: str, args: Any, kpath: Path, path: Path, index: int, meta: dict[str, Any]) -> Item | None:
+    def block_ref(self, key: str, args: Any, kpath: Path, path: Path, index: int, meta: dict[str, Any]) -> Item:
         if args not in (None, {}):
             self.err("invalid-argument", f"block '{key}' takes no arguments", kpath, index=index,
                      help="use `repeat:` beside the name to repeat it")
         if key in self.block_stack:
             self.err("recursive-block", f"block '{key}' uses itself ({' → '.join(self.block_stack + [key])})",
                      kpath, index=index)
-            return None
+            return self.unreadable(path, index, key, meta)
         self.block_stack.append(key)
         children = self.items(self.blocks[key], ("blocks", key), index)
         self.block_stack.pop()
@@ -311,7 +484,10 @@ class _Parser:
         return Item(entry=entry, written={}, path=path, index=index, key=key,
                     children={"layers": children}, block=key, **meta)
 
-    def arguments(self, item: Item, args: Any, kpath: Path) -> None:
+    def arguments(self, item: Item, args: Any, kpath: Path, written_as: dict[str, str] | None = None) -> None:
+        """Check and store an entry's arguments.  written_as: argument -> the key written for it in the file
+        (a Keras entry's arguments are renamed before they get here), to point at it."""
+        written_as = written_as or {}
         entry = item.entry
         if args is None:
             args = {}
@@ -323,19 +499,21 @@ class _Parser:
             positional = False
         if not isinstance(args, dict):
             self.err("invalid-argument", f"{entry.name} arguments must be a mapping, got {args!r}", kpath,
-                     index=item.index, help=f"write `- {entry.name}: {{name: value, ...}}`"
+                     index=item.index, item=item, help=f"write `- {entry.name}: {{name: value, ...}}`"
                      + ("" if main is None else f" (a single value stands for {main})"))
             return
         fixed: set[str] = set()
         for name, value in args.items():
-            apath = kpath if positional else kpath + (name,)
+            apath = kpath if positional else kpath + (written_as.get(name, name),)
             spec = entry.args.get(name) if isinstance(name, str) else None
             if spec is None:
-                hint = did_you_mean(str(name), list(entry.args))
-                accepted = ", ".join(entry.args) or "no arguments"
+                keras = next((a for a in KERAS_ARGS.get(str(name), ()) if a in entry.args), None)
+                # Keras' activation and the keys that belong beside the name are not misspellings of an argument
+                other = name in META_KEYS or (name == "activation" and isinstance(value, str)
+                                              and value in _KERAS_ACTIVATIONS)
+                hint = keras or (None if other else did_you_mean(str(name), list(entry.args)))
                 self.err("unknown-argument", f"{entry.name} has no argument '{name}'", apath, key=True,
-                         index=item.index,
-                         help=f"did you mean '{hint}'?" if hint else f"{entry.name} takes {accepted}")
+                         index=item.index, item=item, help=self.argument_help(item, str(name), value, hint, keras))
                 if hint is None or hint in args or hint in fixed:
                     continue
                 # carry on as the argument it was probably meant to be (no second 'missing' error for it)
@@ -345,8 +523,9 @@ class _Parser:
                 continue
             problem = spec.kind.check(value)
             if problem:
-                self.err("invalid-argument", f"{entry.name} {name} {problem}, got {value!r}", apath,
-                         index=item.index)
+                self.err("invalid-argument", f"{entry.name} {name} cannot be {yaml_text(value)}", apath,
+                         index=item.index, item=item, help=_accepted(name, spec, value, problem))
+                item.dropped = True
                 continue
             if isinstance(spec.kind, Layers) or name in entry.children:
                 item.children[name] = self.nested(entry, name, value, apath, item.index)
@@ -356,7 +535,21 @@ class _Parser:
             if spec.required and name not in item.written and name not in item.children and name not in args \
                     and name not in fixed:
                 self.err("missing-argument", f"{entry.name} needs `{name}` ({spec.kind.text})", kpath,
-                         key=True, index=item.index, help=f"write `- {entry.name}: {{{name}: ...}}`")
+                         key=True, index=item.index, item=item, help=f"write `- {entry.name}: {{{name}: ...}}`")
+
+    def argument_help(self, item: Item, name: str, value: Any, hint: str | None, keras: str | None) -> str:
+        entry = item.entry
+        if keras:
+            return f"Keras' {name} is torch's {keras}: write {keras}: {yaml_text(value)}"
+        if hint:
+            return f"did you mean '{hint}'?"
+        if name == "activation" and isinstance(value, str) and value in _KERAS_ACTIVATIONS:
+            act = _KERAS_ACTIVATIONS[value]
+            return ("torch layers take no activation argument: " + (f"add {layer_text(*act)} after this layer"
+                    if act else "leave it out (Keras' 'linear' is no activation)"))
+        if name in META_KEYS:
+            return f"`{name}:` belongs beside the layer name, not under it: indent it like `{item.key}`, not further"
+        return f"{entry.name} takes " + (", ".join(entry.args) or "no arguments")
 
     def nested(self, entry: LayerType, name: str, value: Any, path: Path, index: int) -> Any:
         if name == "branches":
@@ -368,8 +561,40 @@ class _Parser:
         return self.items(value, path, index)
 
 
+def _accepted(name: str, spec: Any, value: Any, problem: str) -> str:
+    """The help of an invalid-argument error: what the argument accepts, and the likely intent."""
+    text = f"{name} {problem}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value == -1 and number and isinstance(spec.kind, Int):
+        text += ": leave it out and it is inferred" if spec.inferred else ": -1 does not mean \"infer\" here"
+    elif number and isinstance(spec.kind, Float) and spec.kind.max == 1.0 and 1 < value <= 100:
+        text += f" (a fraction: {value:g}% is {name}: {value / 100:g})"
+    return text
+
+
+def _bare_name_help(doc: Document, d: Diagnostic) -> Diagnostic:
+    """A YAML syntax error on a key under a bare list entry (`- Last` then `expect: ...` below it): YAML reads
+    `- Last` as a plain string, which cannot have keys.  Say how to write it."""
+    lines = doc.text.splitlines()
+    if d.code != "yaml-syntax" or d.line is None or not 0 < d.line <= len(lines):
+        return d
+    m = re.match(r"(\s*)([A-Za-z_]\w*)\s*:", lines[d.line - 1])
+    j = d.line - 2
+    while j >= 0 and (not lines[j].strip() or lines[j].lstrip().startswith("#")):
+        j -= 1
+    bare = re.match(r"(\s*-\s+)([A-Za-z_]\w*)\s*(#.*)?$", lines[j]) if j >= 0 else None
+    if not m or not bare or len(m.group(1)) <= len(bare.group(1)) - len(bare.group(1).lstrip()):
+        return d  # the key is not under the entry
+    name, key = bare.group(2), m.group(2)
+    if key in META_KEYS:
+        fix = f"put `{key}:` under it at the same indent as `{name}`"
+    else:
+        fix = f"put its arguments under it, indented further than `{name}`"
+    return replace(d, help=f"a bare name `- {name}` cannot have keys: write `- {name}:` (with a colon) and {fix}")
+
+
 def parse_spec(doc: Document) -> Spec:
-    diags = list(doc.diagnostics)
+    diags = [_bare_name_help(doc, d) for d in doc.diagnostics]
     stem = os.path.splitext(os.path.basename(doc.path))[0]
     spec = Spec(doc=doc, name=stem, input=None, items=[], blocks={}, train=None, diagnostics=diags)
     if any(d.code in ("yaml-syntax", "io") for d in diags):
