@@ -21,7 +21,6 @@ CODES: dict[str, str] = {
     "missing-argument": "a required argument is not given",
     "invalid-argument": "an argument has the wrong type or an impossible value",
     "invalid-layer": "a layer entry is not written as `- Name` or `- Name: {args}`",
-    "unknown-block": "a layer refers to a block that `blocks:` does not define",
     "recursive-block": "a block uses itself",
     "shape-mismatch": "a written input size disagrees with the size the layer receives",
     "rank": "the layer receives a tensor with the wrong number of dimensions",
@@ -39,6 +38,7 @@ CODES: dict[str, str] = {
     "forgotten-flatten": "a Linear is applied to a feature map (a Flatten is probably missing)",
     "no-effect": "an argument that has no effect in this position",
     "implicit-dim": "Softmax-like layer without `dim`",
+    "unknown-size": "a size the layer needs cannot be inferred (a guard: no known spec reaches it)",
     # `train:` and `dlspec run`
     "train": "a `train:` option is unknown, misspelled or of the wrong type (torch names checked at run time)",
     "unknown-dataset": "no dataset of that name",

@@ -449,6 +449,12 @@ class Checker:
             if e.code != "unknown":
                 self.report("error", e.code, e.message, item, e.arg, e.notes, e.help)
                 row.error = True
+            elif not any(d.severity == "error" for d in self.diags + self.spec.diagnostics):
+                # an unknown size with no error before it would let a spec through that cannot be built
+                self.report("error", "unknown-size", f"{entry.name}: a size it needs cannot be inferred from "
+                            f"{dims.fmt_shape(x.shape)}", item, None, [self.origin(x)],
+                            "write the sizes of the layers before it explicitly")
+                row.error = True
             out = e.recover
             row.failed = True
         if ctx.quiet_out is not None:
