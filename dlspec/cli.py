@@ -79,6 +79,8 @@ def _refused(e: Any) -> int:
     n = sum(1 for d in e.diagnostics if d.severity == "error")
     if n:
         print(f"dlspec: not started: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+    if any(d.code == "io" for d in e.diagnostics):
+        return 2  # the spec file itself cannot be read: a usage error, as for `dlspec check`
     return int(e.status)
 
 
@@ -128,6 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 1
             opts.epochs = opts.device = None  # already applied
             s = prepare(src, [], opts, doc=doc)
+            if runs.plain(doc.data) != ckpt.get("spec"):  # e.g. more epochs: spec.yaml says what now runs
+                runs.write_spec(args.resume, doc.data, src, s.overrides)
             return run(s, opts, args.resume, src, resume=ckpt)
         if not spec_path:
             print("dlspec run: give a spec file (or --resume RUN_DIR)", file=sys.stderr)
@@ -146,16 +150,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     from . import runs
-    from .train import prepare
+    from .train import Refused, prepare
 
     opts = _options(args)
-    s = prepare(args.spec, list(args.overrides), opts)
+    s = prepare(args.spec, list(args.overrides), opts, training=False)
     try:
         ckpt = runs.load_checkpoint(args.checkpoint)
         s.model.load_state_dict(ckpt["model"])
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SystemExit(f"dlspec: cannot load {args.checkpoint} into {args.spec}'s model: {msg}") from None
+    except Exception as e:  # noqa: BLE001 - not a checkpoint, a damaged one, another model's: the user's file
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        msg = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else lines[0] if lines else type(e).__name__
+        raise Refused([], message=f"cannot load {args.checkpoint} into {args.spec}'s model: {msg}") from None
     s.model.eval()
     return s, opts
 
@@ -167,7 +172,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         s, opts = _session_with_checkpoint(args)
     except Refused as e:
         return _refused(e)
-    tr = Trainer(s, opts)
+    tr = Trainer(s, opts, training=False)
     vals = tr.evaluate(s.bundle.test)
     print(f"{s.bundle.name} test ({len(s.bundle.test):,} samples): " + fmt_metrics("", vals))
     return 0
@@ -187,10 +192,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with torch.no_grad():
         out = s.model(test.x[:n].to(s.device)).float().cpu()
     names = s.bundle.classes
+    from .objectives import binary_threshold
+
+    threshold = binary_threshold(s.resolved)
     for i in range(n):
         y = test.y[i]
         if s.bundle.task == "classification" and y.dim() == 0:
-            p = out[i].softmax(-1)
+            if threshold is not None:  # one logit (or probability) for class 1
+                p1 = out[i].reshape(()) if threshold == 0.5 else out[i].reshape(()).sigmoid()
+                p = torch.stack([1 - p1, p1])
+            else:
+                p = out[i].softmax(-1)
             k = int(p.argmax())
 
             def lab(c: int) -> str:

@@ -32,6 +32,7 @@ class DataFacts:
     target_dtype: str  # "long" | "float"
     task: str  # "classification" | "regression"
     num_classes: int | None
+    can_reshape: bool = True  # the dataset has a `shape:` option that reshapes its samples
 
 
 def default_loss(task: str) -> str:
@@ -73,7 +74,7 @@ def check_contract(checked: Checked, facts: DataFacts, loss: str | None, loss_pa
     if not ok:
         same_count = isinstance(dims.product(tuple(ss)), int) and dims.product(tuple(ss)) == dims.product(tuple(ds))
         help = (f"write input: {ds}" + (f", or reshape the samples with `shape: {ss}` under train.data"
-                                        if same_count else ""))
+                                        if same_count and facts.can_reshape else ""))
         err("data-shape", f"{facts.name} gives samples of shape {ds} but the spec's input is {ss}", ("input",),
             help=help, notes=[f"data: {data_summary(facts)}"])
         return diags, {}

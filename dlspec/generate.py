@@ -1,7 +1,11 @@
 """`dlspec generate`: sample text from a char_text model, one character at a time.
 
-The recurrent layers' hidden state is carried from step to step (each step feeds one character), so
-generating N characters costs N single-step forward passes, not N passes over a growing prefix.
+When every layer works on each time step by itself (recurrent layers, Embedding, Linear, activations,
+Dropout, LayerNorm), the recurrent layers' hidden state is carried from step to step (each step feeds one
+character), so generating N characters costs N single-step forward passes, not N passes over a growing
+prefix.  A model with a layer that mixes time steps otherwise (attention, a convolution over time, a
+bidirectional RNN) is run over the whole text so far at every step instead: slower, but what it was
+trained to compute.
 """
 
 from __future__ import annotations
@@ -9,8 +13,29 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
-from .modules import GRU, LSTM, RNN
+from .modules import GRU, LSTM, RNN, SpecModel
+
+# layers that map each time step on its own: a step-by-step pass gives what a full pass gives
+_PER_STEP = (nn.Linear, nn.Embedding, nn.Identity, nn.modules.dropout._DropoutNd)
+
+
+def _per_step(layer: nn.Module) -> bool:
+    if isinstance(layer, (RNN, LSTM, GRU)):
+        return not layer.bidirectional
+    if isinstance(layer, nn.LayerNorm):
+        return len(layer.normalized_shape) == 1  # the features of each step
+    if isinstance(layer, nn.MultiheadAttention):
+        return False
+    if isinstance(layer, (nn.Softmax, nn.LogSoftmax, nn.Softmin)) and layer.dim not in (None, -1, 2):
+        return False  # over the time steps of (N, T, F)
+    return isinstance(layer, _PER_STEP) or type(layer).__module__ == "torch.nn.modules.activation"
+
+
+def stepwise(model: nn.Module) -> bool:
+    """Can the model be run one time step at a time with its recurrent state carried?"""
+    return isinstance(model, SpecModel) and all(_per_step(layer) for layer in model.children())
 
 
 def _forward(model: torch.nn.Module, x: torch.Tensor, state: dict[int, Any]) -> torch.Tensor:
@@ -28,6 +53,8 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
         raise ValueError(f"{s.bundle.name} is not a char_text dataset: nothing to generate")
     if temperature <= 0:
         raise ValueError("--temperature must be > 0")
+    if length < 0:
+        raise ValueError("--length must be at least 0")
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted({c for c in prime if c not in index})
     if unknown:
@@ -43,13 +70,15 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
         return t.to(s.device)
 
     model = s.model.eval()
+    carry = stepwise(model)
     state: dict[int, Any] = {}
-    out_chars = list(prime) if prime else [vocab[ids[0]]]
+    out_ids = list(ids)
     with torch.no_grad():
-        logits = _forward(model, encode(ids), state)[0, -1]
-        for _ in range(length):
+        logits = (_forward(model, encode(ids), state) if carry else model(encode(ids)))[0, -1]
+        for i in range(length):
             p = torch.softmax(logits.float().cpu() / temperature, -1)
             nxt = int(torch.multinomial(p, 1, generator=g))
-            out_chars.append(vocab[nxt])
-            logits = _forward(model, encode([nxt]), state)[0, -1]
-    return "".join(out_chars)
+            out_ids.append(nxt)
+            if i + 1 < length:  # the last character needs no forward pass
+                logits = (_forward(model, encode([nxt]), state) if carry else model(encode(out_ids)))[0, -1]
+    return "".join(vocab[i] for i in out_ids)

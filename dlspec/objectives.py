@@ -98,7 +98,42 @@ def resolve(doc: Document, cfg: TrainConfig, task: str) -> tuple[dict[str, Any],
                 bad = True
         if not bad:
             out[key] = (real, table[real], dict(kwargs))
+    diags += _check_metrics(doc, cfg, task, out.get("loss", (None,))[0])
     return out, diags
+
+
+CLASS_METRICS = ("accuracy", "top5_accuracy", "perplexity")
+REGRESSION_METRICS = ("mse", "mae", "rmse")
+BINARY_LOSSES = ("BCELoss", "BCEWithLogitsLoss")
+
+
+def _check_metrics(doc: Document, cfg: TrainConfig, task: str, loss: str | None) -> list[Diagnostic]:
+    """Metrics that make no sense for the task, and an early-stopping metric that is never computed."""
+    diags: list[Diagnostic] = []
+    metrics = cfg.metrics or default_metrics(task)
+    fits: tuple[str, ...] = CLASS_METRICS if task == "classification" else REGRESSION_METRICS
+    if loss in BINARY_LOSSES and task == "classification":
+        fits = ("accuracy",)  # one logit (or probability) per label: no top-5, no perplexity
+    for i, m in enumerate(cfg.metrics or []):
+        if m not in fits:
+            what = f"{task} with {loss}" if loss in BINARY_LOSSES else task
+            diags.append(doc.diag("error", "train", f"metric {m} does not apply to {what}",
+                                  ("train", "metrics", i) if ("train", "metrics", i) in doc.spans else ("train", "metrics"),
+                                  help="metrics for this task: " + ", ".join(fits)))
+    es = cfg.early_stopping
+    if es:
+        splits = ["train", "test"] + (["val"] if cfg.val_split else [])
+        names = [f"{s}_{m}" for s in splits for m in ["loss", *metrics]]
+        watched = str(es.get("metric"))
+        if watched not in names:
+            hint = did_you_mean(watched, names)
+            why = " (there is no validation split: set train.val_split)" if watched.startswith("val_") and \
+                not cfg.val_split else ""
+            diags.append(doc.diag("error", "train", f"early_stopping watches '{watched}', which this run never computes{why}",
+                                  ("train", "early_stopping", "metric"),
+                                  help=(f"did you mean '{hint}'? " if hint else "") + "metrics of this run: "
+                                  + ", ".join(names)))
+    return diags
 
 
 def make_optimizer(resolved: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
@@ -111,9 +146,51 @@ def make_scheduler(resolved: dict[str, Any], opt: torch.optim.Optimizer, epochs:
         return None
     name, cls, kw = resolved["scheduler"]
     kw = dict(kw)
-    if name == "OneCycleLR" and "total_steps" not in kw and "epochs" not in kw:
-        kw["total_steps"] = epochs * steps_per_epoch
+    if name == "OneCycleLR" and "total_steps" not in kw:
+        if "epochs" in kw:
+            kw.setdefault("steps_per_epoch", steps_per_epoch)
+        else:
+            kw["total_steps"] = epochs * steps_per_epoch
     return cls(opt, **kw)
+
+
+def check_objects(doc: Document, cfg: TrainConfig, resolved: dict[str, Any], model: nn.Module, steps_per_epoch: int,
+                  classes: Any) -> list[Diagnostic]:
+    """Construct loss, optimizer and scheduler once (torch checks their values); errors become diagnostics.
+
+    Nothing here touches the model's parameters or the random number generator.
+    """
+    diags: list[Diagnostic] = []
+
+    def fail(key: str, e: Exception) -> None:
+        written = getattr(cfg, key)
+        name = written[0] if written else resolved[key][0]
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        path: tuple[Any, ...] = ("train", key, name) if written else ("train",)
+        diags.append(doc.diag("error", "train", f"{resolved[key][0]}: {msg}", path, key=not written,
+                              help=f"check the arguments of {resolved[key][0]} (torch refused them)"))
+
+    if "loss" in resolved:
+        try:
+            loss = make_loss(resolved)
+            w = getattr(loss, "weight", None)
+            if resolved["loss"][0] in ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss") and \
+                    isinstance(w, torch.Tensor) and isinstance(classes, int) and w.numel() != classes:
+                raise ValueError(f"weight has {w.numel()} values but the model gives {classes} class scores")
+        except Exception as e:  # noqa: BLE001 - any refusal by torch is the spec's mistake
+            fail("loss", e)
+    if "optimizer" in resolved:
+        try:
+            opt = make_optimizer(resolved, model)
+        except Exception as e:  # noqa: BLE001
+            fail("optimizer", e)
+            return diags
+        if "scheduler" in resolved:
+            try:
+                make_scheduler(resolved, opt, cfg.epochs, max(1, steps_per_epoch))
+            except Exception as e:  # noqa: BLE001
+                fail("scheduler", e)
+    return diags
 
 
 def scheduler_per_batch(resolved: dict[str, Any], cfg: TrainConfig) -> bool:
@@ -124,8 +201,13 @@ def scheduler_per_batch(resolved: dict[str, Any], cfg: TrainConfig) -> bool:
     return resolved["scheduler"][0] in PER_BATCH_SCHEDULERS
 
 
+TENSOR_ARGS = ("weight", "pos_weight")  # loss arguments torch wants as tensors (written as YAML lists)
+
+
 def make_loss(resolved: dict[str, Any]) -> nn.Module:
     name, cls, kw = resolved["loss"]
+    kw = {k: torch.tensor(v, dtype=torch.float32) if k in TENSOR_ARGS and isinstance(v, (list, int, float))
+          and not isinstance(v, bool) else v for k, v in kw.items()}
     return cls(**kw)
 
 
@@ -147,6 +229,12 @@ def init_weights(model: nn.Module, scheme: str | None) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def binary_threshold(resolved: dict[str, Any]) -> float | None:
+    """Where a binary loss puts the decision: 0 for logits, 0.5 for probabilities; None for other losses."""
+    name = resolved["loss"][0] if "loss" in resolved else None
+    return {"BCEWithLogitsLoss": 0.0, "BCELoss": 0.5}.get(name or "")
+
+
 def default_metrics(task: str) -> list[str]:
     return ["accuracy"] if task == "classification" else ["mse"]
 
@@ -154,9 +242,10 @@ def default_metrics(task: str) -> list[str]:
 class Meter:
     """Sums on the device, read once per epoch (no host sync per batch)."""
 
-    def __init__(self, metrics: list[str], device: torch.device):
+    def __init__(self, metrics: list[str], device: torch.device, threshold: float | None = None):
         self.metrics = metrics
         self.device = device
+        self.threshold = threshold  # binary losses: accuracy of (out > threshold), not of an argmax
         self.reset()
 
     def reset(self) -> None:
@@ -170,7 +259,10 @@ class Meter:
         self.count += n
         self.sums["loss"] += loss.detach().double() * n
         for m in self.metrics:
-            if m == "accuracy":
+            if m == "accuracy" and self.threshold is not None:
+                hit = (out.reshape(y.shape) > self.threshold) == (y > 0.5)
+                self.sums[m] += hit.double().reshape(n, -1).mean(1).sum()
+            elif m == "accuracy":
                 self.sums[m] += (out.argmax(-1) == y).sum()
             elif m == "top5_accuracy":
                 k = min(5, out.shape[-1])

@@ -7,6 +7,7 @@ checked exactly like the file.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -16,6 +17,20 @@ class OverrideError(ValueError):
     pass
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
+def numbers(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; YAML 1.2 and every user read it as a number: make it one."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [numbers(v) for v in value]
+    return value
+
+
 def parse(item: str) -> tuple[list[str | int], Any]:
     if "=" not in item:
         raise OverrideError(f"override '{item}' is not PATH=VALUE (e.g. train.epochs=3)")
@@ -23,7 +38,7 @@ def parse(item: str) -> tuple[list[str | int], Any]:
     if not key or any(not p for p in key.split(".")):
         raise OverrideError(f"override '{item}': empty part in the path '{key}'")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = numbers(yaml.safe_load(text)) if text.strip() else None
     except yaml.YAMLError as e:
         raise OverrideError(f"override '{item}': the value is not valid YAML ({e})") from None
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in key.split(".")]
@@ -44,19 +59,31 @@ def apply(data: Any, items: list[str]) -> Any:
             if isinstance(node, dict):
                 if p not in node or node[p] is None:
                     node[p] = [] if isinstance(nxt, int) else {}
+                elif isinstance(node[p], str) and node[p] == nxt:  # `optimizer: SGD` -> `optimizer: {SGD: {}}`
+                    node[p] = {node[p]: {}}
                 node = node[p]
             elif isinstance(node, list) and isinstance(p, int) and -len(node) <= p < len(node):
-                if isinstance(node[p], str) and not isinstance(nxt, int):  # `- ReLU` -> `- ReLU: {...}`
+                if isinstance(node[p], str) and node[p] == nxt:  # `- ReLU` -> `- ReLU: {...}`
                     node[p] = {node[p]: {}}
                 node = node[p]
             else:
                 where = ".".join(map(str, path[: i + 1]))
-                raise OverrideError(f"override '{item}': '{where}' is not in the spec (or not a mapping/list)")
+                if isinstance(node, list) and isinstance(p, int):
+                    why = f"the list '{where.rpartition('.')[0] or where}' has {len(node)} item(s)"
+                elif isinstance(node, list):
+                    why = f"'{where.rpartition('.')[0]}' is a list: use an index"
+                else:
+                    why = f"'{'.'.join(map(str, path[:i]))}' is {node!r}, not a mapping or list"
+                raise OverrideError(f"override '{item}': there is no '{where}' in the spec ({why})")
         last = path[-1]
         if isinstance(node, dict):
             node[last] = value
         elif isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node):
             node[last] = value
+        elif isinstance(node, list) and isinstance(last, int):
+            raise OverrideError(f"override '{item}': there is no item {last}: the list has {len(node)} item(s)")
         else:
-            raise OverrideError(f"override '{item}': cannot set '{last}' there")
+            where = ".".join(map(str, path[:-1]))
+            raise OverrideError(f"override '{item}': cannot set '{last}': '{where}' is "
+                                + ("a list (use an index)" if isinstance(node, list) else f"{node!r}, not a mapping"))
     return data

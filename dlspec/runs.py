@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from typing import Any
 
@@ -33,6 +34,12 @@ def _strip(data: Any) -> Any:
     return d
 
 
+def plain(data: Any) -> Any:
+    """A spec document with only JSON types (YAML dates, sets... as text): what a checkpoint stores, so
+    that torch.load(weights_only=True) can read it back."""
+    return json.loads(json.dumps(data, default=str))
+
+
 def spec_hash(data: Any) -> str:
     text = json.dumps(_strip(data), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -40,7 +47,8 @@ def spec_hash(data: Any) -> str:
 
 def diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted paths that differ between two spec documents, with old → new values."""
-    old, new = _strip(old) if not prefix else old, _strip(new) if not prefix else new
+    if not prefix:
+        old, new = _strip(plain(old)), _strip(plain(new))
     out: list[str] = []
     if isinstance(old, dict) and isinstance(new, dict):
         for k in list(old) + [k for k in new if k not in old]:
@@ -59,15 +67,24 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def safe_name(name: str) -> str:
+    """A spec name as one folder name: no separators, no '..', nothing hidden."""
+    return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "run"
+
+
 def new_run_dir(base: str, name: str) -> str:
+    """runs/<name>/<timestamp>[-n]: a new folder, also when two runs start in the same second."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(base, name, stamp)
+    parent = os.path.join(base, safe_name(name))
+    os.makedirs(parent, exist_ok=True)
     n = 1
-    while os.path.exists(path):
-        n += 1
-        path = os.path.join(base, name, f"{stamp}-{n}")
-    os.makedirs(path)
-    return path
+    while True:
+        path = os.path.join(parent, stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def write_spec(run_dir: str, data: Any, source_path: str, overrides: list[str]) -> None:
@@ -109,6 +126,8 @@ class MetricsLog:
         cols: list[str] = []
         for r in self.rows:
             cols += [k for k in r if k not in cols]
+        order = ("epoch", "train_", "val_", "test_")  # then lr and timings: the same columns whatever eval_every
+        cols.sort(key=lambda c: next((i for i, p in enumerate(order) if c.startswith(p)), len(order)))
         with open(self.path, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=cols)
             w.writeheader()

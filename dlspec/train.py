@@ -2,8 +2,8 @@
 
 Everything before the first step is checked and reported as diagnostics (the spec, the train section,
 torch names, the data, the data↔model↔loss contract).  The loop keeps loss/metric sums on the device and
-reads them once per epoch; shuffling is derived from (seed, epoch), so a run stopped by Ctrl-C and
-resumed from its checkpoint ends exactly where an uninterrupted run ends.
+reads them once per epoch; shuffling is derived from (seed, epoch) (`epoch_permutation`), so a run stopped
+by Ctrl-C and resumed from its checkpoint ends exactly where an uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +24,15 @@ from torch import nn
 
 from . import overrides as ov
 from . import runs
-from .contract import DataFacts, check_contract
+from .contract import CLASS_LOSSES, DataFacts, check_contract
 from .data import DATASETS, Bundle, DataError, Split, data_root
 from .diagnostics import Diagnostic
 from .infer import Checked
 from .infer import check as infer_check
 from .objectives import (
     Meter,
+    binary_threshold,
+    check_objects,
     default_metrics,
     init_weights,
     make_loss,
@@ -106,14 +110,20 @@ def pick_device(doc: Document, wanted: str) -> tuple[torch.device | None, list[D
     return torch.device(wanted), []
 
 
-def facts_of(bundle: Bundle) -> DataFacts:
+def facts_of(bundle: Bundle, dataset: str | None = None) -> DataFacts:
     y = bundle.train.y
+    entry = DATASETS.get(dataset or bundle.name)
     return DataFacts(name=bundle.name, sample_shape=bundle.sample_shape, x_dtype=bundle.x_dtype,
                      target_shape=bundle.target_shape, target_dtype="float" if y.is_floating_point() else "long",
-                     task=bundle.task, num_classes=bundle.num_classes)
+                     task=bundle.task, num_classes=bundle.num_classes,
+                     can_reshape=entry is not None and "shape" in entry.args)
 
 
-def prepare(path: str, items: list[str], opts: Options, doc: Document | None = None) -> Session:
+def prepare(path: str, items: list[str], opts: Options, doc: Document | None = None, training: bool = True) -> Session:
+    """Everything up to the first step; Refused (with diagnostics) when the run cannot start.
+
+    training=False (eval, predict, generate) skips constructing the optimizer and scheduler.
+    """
     items = list(items)
     if opts.epochs is not None:
         items.append(f"train.epochs={opts.epochs}")
@@ -144,10 +154,16 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     except DataError as e:
         path_ = ("train", "data") + ((e.arg,) if e.arg else ())
         raise Refused(warnings + [doc.diag("error", "data", e.message, path_, notes=e.notes, help=e.help)], doc) from None
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as e:  # what a loader did not foresee
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise Refused(warnings + [doc.diag("error", "data", f"cannot load {cfg.data_name}: {type(e).__name__}"
+                                           + (f": {msg}" if msg else ""), ("train", "data"),
+                                           help="the files are damaged or not what this dataset reads")],
+                      doc) from None
     resolved, d = resolve(doc, cfg, bundle.task)
     loss_name = resolved["loss"][0] if "loss" in resolved else None
     loss_path = ("train", "loss") if cfg.loss else None
-    c, symbols = check_contract(checked, facts_of(bundle), loss_name, loss_path, ("train", "data"))
+    c, symbols = check_contract(checked, facts_of(bundle, cfg.data_name), loss_name, loss_path, ("train", "data"))
     d += c
     if any(x.severity == "error" for x in d):
         raise Refused(warnings + d, doc)
@@ -158,10 +174,42 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     model = build_checked(checked)
     init_weights(model, cfg.init)
     s = Session(doc=doc, checked=checked, cfg=cfg, bundle=bundle, model=model.to(device), device=device,  # type: ignore[arg-type]
-                resolved=resolved, symbols=symbols, warnings=warnings, overrides=items)
+                resolved=resolved, symbols=symbols, warnings=warnings,
+                overrides=items if not doc.overrides else list(doc.overrides))
     if cfg.val_split:
         split_validation(s)
+    n = len(s.bundle.train)
+    if training and steps_per_epoch(n, cfg) == 0:
+        what = f"batch_size {cfg.batch_size} with drop_last" if n else "an empty training split"
+        raise Refused(warnings + [doc.diag("error", "train", f"{what}: an epoch of the {n} training samples has no "
+                                           "batches", ("train", "batch_size" if n else "data"),
+                                           help=f"use a batch_size of at most {n}, or drop_last: false" if n else
+                                           "check the data (and val_split)")], doc)
+    out = checked.output.shape[-1] if checked.output is not None and checked.output.shape else None
+    d = check_objects(doc, cfg, resolved if training else {k: resolved[k] for k in ("loss",) if k in resolved},
+                      s.model, steps_per_epoch(len(s.bundle.train), cfg), out)
+    if d:
+        raise Refused(warnings + d, doc)
     return s
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
+    return n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """The order in which epoch `epoch` (0-based) visits the n training samples.
+
+    The rule, part of the run's contract (a resumed run and a hand-written reference loop rely on it):
+    ``torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))`` with
+    `seed` = train.seed, or ``torch.arange(n)`` with `shuffle: false`.  Batch b is
+    ``perm[b * batch_size:(b + 1) * batch_size]``.  The generator is private: the global torch RNG
+    (dropout, ...) is not touched.
+    """
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
 
 
 def split_validation(s: Session) -> None:
@@ -192,25 +240,26 @@ def _target(y: torch.Tensor, out: torch.Tensor, loss: nn.Module) -> torch.Tensor
 
 
 class Trainer:
-    def __init__(self, s: Session, opts: Options):
+    def __init__(self, s: Session, opts: Options, training: bool = True):
         self.s, self.opts = s, opts
         cfg = s.cfg
         self.model = s.model
         self.device = s.device
         self.loss_fn = make_loss(s.resolved).to(self.device)
-        self.opt = make_optimizer(s.resolved, self.model)
-        n = len(s.bundle.train)
-        bs = cfg.batch_size
-        self.steps_per_epoch = n // bs if cfg.drop_last else math.ceil(n / bs)
-        self.sched = make_scheduler(s.resolved, self.opt, cfg.epochs, max(1, self.steps_per_epoch))
+        # eval/predict (training=False) need neither optimizer nor scheduler (and skip their imports)
+        self.opt: torch.optim.Optimizer = make_optimizer(s.resolved, self.model) if training else None  # type: ignore[assignment]
+        self.steps_per_epoch = steps_per_epoch(len(s.bundle.train), cfg)
+        self.sched: Any = make_scheduler(s.resolved, self.opt, cfg.epochs, max(1, self.steps_per_epoch)) \
+            if training else None
         self.sched_per_batch = scheduler_per_batch(s.resolved, cfg)
         task = s.bundle.task
         self.metrics = [m for m in (cfg.metrics or default_metrics(task))]
         self.per_step = task == "classification" and len(s.bundle.target_shape) >= 1 and \
-            not s.bundle.train.y.is_floating_point()
+            not s.bundle.train.y.is_floating_point() and s.resolved["loss"][0] in CLASS_LOSSES
+        self.threshold = binary_threshold(s.resolved)
         self.epoch = 0  # completed epochs
         self.batch = 0  # next batch within the current epoch (non-zero only in a mid-epoch checkpoint)
-        self.meter = Meter(self.metrics, self.device)
+        self.meter = Meter(self.metrics, self.device, self.threshold)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.bad_evals = 0
@@ -247,7 +296,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "spec_hash": runs.spec_hash(self.s.doc.data),
-            "spec": self.s.doc.data,
+            "spec": runs.plain(self.s.doc.data),
             "history": self.history,
             "best": self.best,
             "bad_evals": self.bad_evals,
@@ -257,6 +306,11 @@ class Trainer:
         return st
 
     def load(self, st: dict[str, Any]) -> None:
+        old = (st.get("scheduler") or {}).get("total_steps")
+        if type(self.sched).__name__ == "OneCycleLR" and old is not None and old != self.sched.total_steps:
+            raise Refused([], message=f"OneCycleLR of this run was set up for {old} steps but train.epochs now makes "
+                          f"{self.sched.total_steps}; resuming would change its schedule (keep train.epochs, or "
+                          "start a new run)")
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         if self.sched is not None and st.get("scheduler") is not None:
@@ -275,11 +329,7 @@ class Trainer:
 
     # one epoch -------------------------------------------------------------------------------------------
     def permutation(self, epoch: int) -> torch.Tensor:
-        n = len(self.s.bundle.train)
-        if not self.s.cfg.shuffle:
-            return torch.arange(n)
-        g = torch.Generator().manual_seed(self.s.cfg.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=g)
+        return epoch_permutation(len(self.s.bundle.train), self.s.cfg.seed, epoch, self.s.cfg.shuffle)
 
     def train_epoch(self, bar: Any) -> bool:
         """Runs the rest of the current epoch; False when stopped by Ctrl-C (state saved mid-epoch)."""
@@ -332,7 +382,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: Split) -> dict[str, float]:
         self.model.eval()
-        meter = Meter(self.metrics, self.device)
+        meter = Meter(self.metrics, self.device, self.threshold)
         bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
         for i in range(0, len(split), bs):
             x, y = split.x[i:i + bs].to(self.device), split.y[i:i + bs].to(self.device)
@@ -383,6 +433,11 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     try:
         while tr.epoch < cfg.epochs:
             ep = tr.epoch
+            if tr.stop_requested:  # Ctrl-C while evaluating or saving: stop before the next epoch starts
+                runs.atomic_save(tr.state(), os.path.join(run_dir, "checkpoint.pt"))
+                say(f"saved {os.path.join(run_dir, 'checkpoint.pt')} after epoch {ep}; "
+                    f"continue with: dlspec run --resume {run_dir}")
+                return 130
             bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch)
             t0 = time.perf_counter()
             start_batch = tr.batch
@@ -402,18 +457,22 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             row: dict[str, Any] = {"epoch": ep + 1}
             row.update({f"train_{k}": v for k, v in tr.meter.result().items()})
             last = tr.epoch == cfg.epochs
-            if (ep + 1) % cfg.eval_every == 0 or last:
-                if s.val is not None:
-                    row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
+            plateau = tr.sched is not None and not tr.sched_per_batch and type(tr.sched).__name__ == "ReduceLROnPlateau"
+            evaluate = (ep + 1) % cfg.eval_every == 0 or last
+            if s.val is not None and (evaluate or plateau):  # the plateau scheduler watches val_loss every epoch
+                row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
+            if evaluate:
                 row.update({f"test_{k}": v for k, v in tr.evaluate(b.test).items()})
             row["lr"] = tr.opt.param_groups[0]["lr"]
             row["samples_per_s"] = min(samples, len(b.train)) / dt if dt > 0 else 0.0
             row["elapsed_s"] = time.perf_counter() - t_start
             if tr.sched is not None and not tr.sched_per_batch:
-                if type(tr.sched).__name__ == "ReduceLROnPlateau":
-                    tr.sched.step(row.get("val_loss", row["train_loss"]))
-                else:
-                    tr.sched.step()
+                with warnings.catch_warnings():  # resumed after the epoch's last batch: no optimizer.step() yet
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    if plateau:
+                        tr.sched.step(row["val_loss"] if s.val is not None else row["train_loss"])
+                    else:
+                        tr.sched.step()
             tr.history.append(row)
             log.add(row)
             say(epoch_line(row, cfg.epochs))

@@ -34,10 +34,12 @@ class TorchCall(Kind):
         return f"must be {self.text}"
 
     def normalize(self, v: Any) -> Any:
+        from .overrides import numbers
+
         if isinstance(v, str):
             return (v, {})
         (name, kw), = v.items()
-        return (name, dict(kw or {}))
+        return (name, numbers(dict(kw or {})))  # lr: 1e-3 is a number (PyYAML would keep it a string)
 
 
 class Device(Kind):
