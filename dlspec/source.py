@@ -7,6 +7,7 @@ a diagnostic at the exact characters it is about without carrying YAML nodes aro
 from __future__ import annotations
 
 import gc
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,18 @@ from .diagnostics import Diagnostic
 Path = tuple[Any, ...]
 
 try:  # libyaml is ~10x faster for big specs; the pure-Python loader gives the same nodes
-    _Loader: Any = yaml.CSafeLoader
+    _Base: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+
+class _Loader(_Base):  # type: ignore[misc,valid-type]
+    """PyYAML follows YAML 1.1, where `1e-5` (no dot) is a string; YAML 1.2 and every user read it as a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 @dataclass(frozen=True)

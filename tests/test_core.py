@@ -647,3 +647,13 @@ def test_every_invalid_argument_says_what_is_accepted(text):
     c = chk(text)
     bad = [d for d in c.diagnostics if d.code == "invalid-argument"]
     assert bad and all(d.help for d in bad), [(d.message, d.help) for d in c.diagnostics]
+
+
+def test_numbers_in_exponent_notation_are_numbers():
+    # PyYAML follows YAML 1.1, where 1e-5 (no dot) would be the string "1e-5"
+    c = chk("input: [4]\nlayers:\n  - BatchNorm1d: {eps: 1e-5}\n  - Dropout: 5E-1\n")
+    assert c.ok, c.diagnostics
+    assert c.rows[0].args["eps"] == 1e-5 and c.rows[1].args["p"] == 0.5
+    from dlspec.source import parse
+
+    assert parse("a: [1e3, -2.5e+3, 12, x1e5, 1e, e5]").data == {"a": [1000.0, -2500.0, 12, "x1e5", "1e", "e5"]}
