@@ -37,6 +37,8 @@ REQUIRED_ERROR_CODES = {
 }
 
 _ANNOTATION = re.compile(r"#\s*((?:error|warning)\s*:.*)$")
+# `# run-error: code`: a mistake only `dlspec run` can see (it needs the data and the loss)
+_RUN_ANNOTATION = re.compile(r"#\s*run-((?:error|warning)\s*:.*)$")
 _ITEM = re.compile(r"(?:(error|warning)\s*:\s*)?([a-z][a-z0-9-]*)")
 
 
@@ -47,11 +49,11 @@ def rel(path: Path) -> str:
 Key = tuple[int | None, str, str]  # (line, severity, code)
 
 
-def expected_diagnostics(path: Path) -> set[Key]:
+def expected_diagnostics(path: Path, pattern: re.Pattern[str] = _ANNOTATION) -> set[Key]:
     """(line, severity, code) for every `# error: code` / `# warning: code` comment in the file."""
     out: set[Key] = set()
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        m = _ANNOTATION.search(line)
+        m = pattern.search(line)
         if not m:
             continue
         severity = None
@@ -142,8 +144,24 @@ def test_spec_builds_and_runs(path: Path) -> None:
 
 @pytest.mark.parametrize("path", ERRORS, ids=lambda p: p.stem)
 def test_error_spec_diagnostics(path: Path) -> None:
-    assert expected_diagnostics(path), f"{rel(path)} has no `# error: code` / `# warning: code` annotation"
+    assert expected_diagnostics(path) or expected_diagnostics(path, _RUN_ANNOTATION), \
+        f"{rel(path)} has no `# error: code` / `# warning: code` annotation"
     compare(path, dlspec.check(str(path)))
+
+
+RUN_ERRORS = [p for p in ERRORS if expected_diagnostics(p, _RUN_ANNOTATION)]
+
+
+@pytest.mark.parametrize("path", RUN_ERRORS, ids=lambda p: p.stem)
+def test_run_error_spec_is_refused_before_training(path: Path) -> None:
+    """`# run-error: code`: `dlspec run` refuses before the first step, with exactly these diagnostics."""
+    from dlspec.train import Options, Refused, prepare
+
+    with pytest.raises(Refused) as e:
+        prepare(str(path), [], Options(progress=False, quiet=True))
+    got = {(d.line, d.severity, d.code) for d in e.value.diagnostics}
+    assert got == expected_diagnostics(path, _RUN_ANNOTATION), [
+        f"{d.line}:{d.column} {d.severity}[{d.code}] {d.message}" for d in e.value.diagnostics]
 
 
 @pytest.mark.parametrize("path", ERRORS, ids=lambda p: p.stem)
