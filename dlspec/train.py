@@ -149,8 +149,8 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
         raise Refused(warnings + d, doc)
     entry = DATASETS[cfg.data_name]
     try:
-        bundle = entry.load(dict(cfg.data_args, seed=cfg.data_args.get("seed", cfg.seed))
-                            if "seed" in entry.args else dict(cfg.data_args), data_root(opts.data_root))
+        # a dataset's own `seed` (filled in by validate_train) fixes the data; train.seed drives init and shuffling
+        bundle = entry.load(dict(cfg.data_args), data_root(opts.data_root))
     except DataError as e:
         path_ = ("train", "data") + ((e.arg,) if e.arg else ())
         raise Refused(warnings + [doc.diag("error", "data", e.message, path_, notes=e.notes, help=e.help)], doc) from None
@@ -246,11 +246,14 @@ class Trainer:
         self.model = s.model
         self.device = s.device
         self.loss_fn = make_loss(s.resolved).to(self.device)
-        # eval/predict (training=False) need neither optimizer nor scheduler (and skip their imports)
-        self.opt: torch.optim.Optimizer = make_optimizer(s.resolved, self.model) if training else None  # type: ignore[assignment]
         self.steps_per_epoch = steps_per_epoch(len(s.bundle.train), cfg)
-        self.sched: Any = make_scheduler(s.resolved, self.opt, cfg.epochs, max(1, self.steps_per_epoch)) \
-            if training else None
+        # eval/predict (training=False) need neither optimizer nor scheduler (and skip their imports)
+        self._opt: torch.optim.Optimizer | None = None
+        self.sched: Any = None
+        if training:
+            opt = make_optimizer(s.resolved, self.model)
+            self._opt = opt
+            self.sched = make_scheduler(s.resolved, opt, cfg.epochs, max(1, self.steps_per_epoch))
         self.sched_per_batch = scheduler_per_batch(s.resolved, cfg)
         task = s.bundle.task
         self.metrics = [m for m in (cfg.metrics or default_metrics(task))]
@@ -274,6 +277,13 @@ class Trainer:
             b.test = Split(b.test.x.to(self.device), b.test.y.to(self.device))
             if s.val is not None:
                 s.val = Split(s.val.x.to(self.device), s.val.y.to(self.device))
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        """The optimizer: only a Trainer made with training=True has one."""
+        if self._opt is None:
+            raise RuntimeError("this Trainer was made with training=False (eval): it has no optimizer")
+        return self._opt
 
     def _fits_on_device(self) -> bool:
         if self.device.type != "cuda":

@@ -9,7 +9,8 @@ Three kinds of examples are checked:
   this script first on PATH, ``NO_COLOR=1``, ``COLUMNS=100``) and the lines after it, up to the next
   ``$`` line, must be its output (stdout and stderr together, trailing spaces ignored).
 * generated tables between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``: ``codes`` is
-  the table of `dlspec codes`, ``layers`` the table of `dlspec layers`.
+  the table of `dlspec codes`, ``layers`` the table of `dlspec layers`, ``train`` the options of the
+  `train:` section (dlspec.trainspec.TRAIN_ARGS).
 * ```pycon blocks: run as doctests (``>>>`` lines), in the repository root.
 """
 
@@ -74,6 +75,18 @@ def generated(name: str) -> str:
         rows = ["| family | layer types |", "|---|---|"]
         rows += [f"| {fam} | {', '.join(f'`{n}`' for n in names)} |" for fam, names in families]
         rows += ["", f"{sum(len(names) for _, names in families)} layer types in all."]
+    elif name == "train":
+        sys.path.insert(0, ROOT)
+        from dlspec.registry import REQUIRED
+        from dlspec.trainspec import TRAIN_ARGS
+
+        def show(v: object) -> str:
+            return "required" if v is REQUIRED else "null" if v is None else str(v).lower() if isinstance(v, bool) \
+                else str(v)
+
+        rows = ["| option | value | default | meaning |", "|---|---|---|---|"]
+        rows += [f"| `{k}` | {a.kind.text.replace('|', chr(92) + '|')} | {show(a.default)} | {a.doc} |"
+                 for k, a in TRAIN_ARGS.items()]
     else:
         raise SystemExit(f"readme_examples: unknown generated section {name!r}")
     return "\n".join(rows) + "\n"

@@ -1,4 +1,7 @@
-"""Datasets for `dlspec run`: each module registers its entries in DATASETS (see base.py)."""
+"""Datasets for `dlspec run`: each module registers its entries in DATASETS (see base.py).
+
+The loader modules (idx, synthetic, files, text, vision) share the helpers in common.py.
+"""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def register(entry: DatasetType) -> DatasetType:
 
 
 class Subset(Kind):
-    """{train: N, test: M}: use the first N training and M test samples (after shuffling with the seed)."""
+    """{train: N, test: M}: use the first N training and M test samples (after shuffling with the dataset's seed)."""
 
     text = "a mapping {train: N, test: M} of positive integers"
 

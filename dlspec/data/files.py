@@ -13,23 +13,20 @@ from typing import Any
 from ..diagnostics import did_you_mean
 from ..registry import Arg, Bool, Choice, Float, Int, IntList, Kind, OneOf, Optional_
 from .base import Bundle, DataError, DatasetType, register
-from .idx import Normalize, Text, find_path, make_split, normalize_arrays, reshape_samples, resolve, subset_indices
+from .common import (
+    Normalize,
+    Text,
+    find_path,
+    make_split,
+    normalize_arrays,
+    reshape_samples,
+    resolve,
+    split_fraction,
+    subset_indices,
+)
 
 # up to this many distinct integer values, a numeric target is read as class labels (task: auto)
 MAX_AUTO_CLASSES = 20
-
-
-def _split_fraction(name: str, n: int, fraction: float, seed: int, what: str) -> tuple[Any, Any]:
-    """Seeded random train / test indices, the test part `fraction` of n (at least 1 of each)."""
-    import numpy as np
-
-    n_test = int(round(n * fraction))
-    if n < 2 or n_test < 1 or n_test >= n:
-        raise DataError(f"{name}: cannot split {n} samples of {what} into training and test parts with "
-                        f"test_fraction {fraction}", arg="test_fraction",
-                        help="give more samples, another test_fraction, or a separate test set")
-    perm = np.random.default_rng([seed, 2]).permutation(n)
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
 def _targets(name: str, task: str, y_train: Any, y_test: Any, where: str) -> tuple[str, Any, Any, int | None]:
@@ -115,7 +112,7 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
         x, y = arrays["x_train"], arrays["y_train"]
         if len(x) != len(y):
             raise DataError(f"{path}: '{keys['x_train']}' has {len(x)} samples but '{keys['y_train']}' has {len(y)}")
-        tr, te = _split_fraction("npz", len(x), a["test_fraction"], a["seed"], path)
+        tr, te = split_fraction("npz", len(x), a["test_fraction"], a["seed"], path)
         arrays = {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
         split_note = f"no test arrays: {len(te)} of {len(x)} samples held out (test_fraction {a['test_fraction']})"
     for split in ("train", "test"):
@@ -126,7 +123,7 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise DataError(f"{path}: training samples have shape {tuple(arrays['x_train'].shape[1:])} but test samples "
                         f"{tuple(arrays['x_test'].shape[1:])}")
-    task, ytr, yte, k = _targets("npz", a["task"] or "auto", arrays["y_train"], arrays["y_test"], path)
+    task, ytr, yte, num_classes = _targets("npz", a["task"] or "auto", arrays["y_train"], arrays["y_test"], path)
     itr, ite = subset_indices("npz", len(ytr), len(yte), a["subset"], a["seed"])
     xtr, xte = arrays["x_train"], arrays["x_test"]
     if itr is not None:
@@ -150,8 +147,8 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
             "scale": a["scale"], "subset": a["subset"], "seconds": round(time.perf_counter() - t0, 3)}
     if split_note:
         info["split"] = split_note
-    return Bundle("npz", make_split(xtr, ytr), make_split(xte, yte), task=task, num_classes=k,
-                  classes=[str(i) for i in range(k)] if k else None, info=info)
+    return Bundle("npz", make_split(xtr, ytr), make_split(xte, yte), task=task, num_classes=num_classes,
+                  classes=[str(i) for i in range(num_classes)] if num_classes else None, info=info)
 
 
 _SHAPE = Optional_(IntList(min=1, allow_minus_one=True, text="a list of positive sizes (one may be -1)"))
@@ -172,7 +169,8 @@ register(DatasetType(
         "normalize": Arg(Normalize(), None, doc=_NORMALIZE_DOC),
         "shape": Arg(_SHAPE, None, doc="reshape each sample (after normalising)"),
         "dtype": Arg(Choice("float", "long"), "float", doc="x as float32, or int64 ids (for an Embedding)"),
-        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset"),
+        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
+                                            "change it)"),
     },
     _load_npz,
     doc="arrays from a .npz file by key (x_train, y_train, x_test, y_test)"))
@@ -291,7 +289,7 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
     if a["test_path"]:
         tp = find_path(a["test_path"], root, "csv test_path", arg="test_path")
         tables["test"] = (tp, _read_table(tp, a["delimiter"]))
-    parsed: dict[str, tuple[Any, list[str]]] = {}
+    parsed: dict[str, tuple[Any, list[tuple[int, str]]]] = {}  # split -> (x, [(line number, target cell)])
     names_used: list[str] = []
     target_name = ""
     for split, (p, rows) in tables.items():
@@ -361,7 +359,7 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
         xte, yte, ytr = parsed["test"][0], ys["test"], ys["train"]
         split_note = f"test rows from {os.path.abspath(tables['test'][0])}"
     else:
-        tr, te = _split_fraction("csv", len(xtr), a["test_fraction"], a["seed"], path)
+        tr, te = split_fraction("csv", len(xtr), a["test_fraction"], a["seed"], path)
         xtr, xte, ytr, yte = xtr[tr], xtr[te], ys["train"][tr], ys["train"][te]
         split_note = f"{len(te)} of {len(tr) + len(te)} rows held out for testing " \
                      f"(test_fraction {a['test_fraction']}, seed {a['seed']})"
@@ -395,7 +393,8 @@ register(DatasetType(
                         "numbers, else regression"),
         "normalize": Arg(Normalize(), None, doc="null; true: standardise each feature with the training split's "
                                                 "mean/std; or [[means], [stds]]"),
-        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset"),
+        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
+                                            "change it)"),
     },
     _load_csv,
     doc="a table: numeric feature columns and a target column (class labels or numbers); x (N, F)"))

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from their IDX files, plus the helpers every loader module shares.
+"""MNIST and Fashion-MNIST from their IDX files.
 
 The files are read in torchvision's layout, so data downloaded with torchvision just works:
 
@@ -17,208 +17,18 @@ import struct
 import time
 from typing import Any
 
-from ..diagnostics import did_you_mean
-from ..registry import REQUIRED, Arg, Bool, FloatList, Int, IntList, Kind, Optional_
-from .base import DATASETS, Bundle, DataError, DatasetType, Split, register
-
-# --- helpers shared by the loader modules -------------------------------------------------------------
-
-
-class Text(Kind):
-    """A non-empty string (a path, a key, a column name)."""
-
-    text = "a non-empty string"
-
-    def check(self, v: Any) -> str | None:
-        return None if isinstance(v, str) and v else f"must be {self.text}"
-
-
-class Normalize(Kind):
-    """null (none), true (the dataset's standard mean/std, or the training split's), or [[means], [stds]]."""
-
-    text = "null, true, or [[means], [stds]] (one value per channel, or one for all)"
-
-    def check(self, v: Any) -> str | None:
-        if v is None or isinstance(v, bool):
-            return None
-        if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(p, (list, tuple)) for p in v):
-            means, stds = v
-            if FloatList().check(list(stds)) is not None:
-                return "must have positive standard deviations: [[means], [stds]]"
-            if not means or not all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in means):
-                return "must have numbers as means: [[means], [stds]]"
-            if len(means) != len(stds):
-                return f"must have as many means as standard deviations, got {len(means)} and {len(stds)}"
-            return None
-        return f"must be {self.text}"
-
-    def normalize(self, v: Any) -> Any:
-        if v is None or v is False:
-            return None
-        if v is True:
-            return True
-        return (tuple(float(m) for m in v[0]), tuple(float(s) for s in v[1]))
-
-
-def _plain(v: Any) -> Any:
-    """A normalised argument value back in its YAML form (tuples -> lists), so it can be checked again."""
-    if isinstance(v, tuple):
-        return [_plain(e) for e in v]
-    return v
-
-
-def resolve(name: str, args: dict[str, Any] | None) -> dict[str, Any]:
-    """The loader's arguments: defaults filled in, each value checked and normalised (DataError if bad).
-
-    The trainer passes arguments validate_train has already checked; this makes `data.load(name, {...})`
-    from Python just as safe.
-    """
-    entry = DATASETS[name]
-    given = {k: v for k, v in (args or {}).items() if k != "name"}
-    out: dict[str, Any] = {}
-    for k, v in given.items():
-        spec = entry.args.get(k)
-        if spec is None:
-            hint = did_you_mean(str(k), list(entry.args))
-            raise DataError(f"dataset {name} has no option '{k}'", arg=k,
-                            help=f"did you mean '{hint}'?" if hint else f"{name} takes " + ", ".join(entry.args))
-        if v is None and spec.default is None:  # the default, filled in by validate_train
-            out[k] = None
-            continue
-        v = _plain(v)
-        problem = spec.kind.check(v)
-        if problem:
-            raise DataError(f"{name} {k} {problem}, got {v!r}", arg=k)
-        out[k] = spec.kind.normalize(v)
-    for k, spec in entry.args.items():
-        if k in out:
-            continue
-        if spec.default is REQUIRED:
-            raise DataError(f"dataset {name} needs `{k}` ({spec.kind.text})", arg=k, help=f"add {k}: ... under data")
-        out[k] = spec.kind.normalize(_plain(spec.default)) if spec.default is not None else None
-    return out
-
-
-def find_path(path: str, root: str, what: str, arg: str = "path", folder: bool = False) -> str:
-    """A user-given path: absolute, or relative to the working directory, else to the data root."""
-    path = os.path.expanduser(path)
-    candidates = [path] if os.path.isabs(path) else [path, os.path.join(root, path)]
-    for c in candidates:
-        if (os.path.isdir(c) if folder else os.path.isfile(c)):
-            return c
-    tried = " or ".join(f"'{os.path.abspath(c)}'" for c in dict.fromkeys(candidates))
-    kind = "folder" if folder else "file"
-    hint = ""
-    for c in candidates:
-        if not folder and os.path.isdir(c):
-            hint = f"; '{c}' is a folder, {arg} must name a file"
-        elif folder and os.path.isfile(c):
-            hint = f"; '{c}' is a file, {arg} must name a folder"
-    raise DataError(f"{what}: no such {kind}: {tried}{hint}", arg=arg,
-                    help="a relative path is read from the working directory, then from the data root "
-                         "(--data-root, $DLSPEC_DATA, else ./data)")
-
-
-def subset_indices(name: str, n_train: int, n_test: int, subset: dict[str, int] | None, seed: int) -> tuple[Any, Any]:
-    """Indices for `subset: {train: N, test: M}`: the first N (M) after a shuffle seeded with `seed`.
-
-    Train and test have their own random streams, so `test: M` picks the same test samples whatever
-    `train:` says.  None where the whole split is kept.
-    """
-    import numpy as np
-
-    if not subset:
-        return None, None
-    out = []
-    for stream, (split, n) in enumerate((("train", n_train), ("test", n_test))):
-        want = subset.get(split)
-        if want is None:
-            out.append(None)
-            continue
-        if want > n:
-            raise DataError(f"subset.{split} = {want} but {name} has only {n} {split} samples", arg="subset",
-                            help=f"use at most {split}: {n}")
-        out.append(np.random.default_rng([seed, stream]).permutation(n)[:want])
-    return out[0], out[1]
-
-
-def normalize_arrays(name: str, x_train: Any, x_test: Any, spec: Any, standard: Any = None) -> dict[str, Any] | None:
-    """Normalise float32 arrays in place along axis 1 (image channels, table features): (x - mean) / std.
-
-    spec: None (nothing), True (`standard` when the dataset has one, else computed on x_train), or
-    (means, stds) with one value per channel or a single value for all.  Returns what was applied.
-    """
-    import numpy as np
-
-    if spec is None:
-        return None
-    channels = int(x_train.shape[1]) if x_train.ndim > 1 else 1
-    if spec is True and standard is None:
-        axes = tuple(i for i in range(x_train.ndim) if i != 1)
-        mean = x_train.mean(axis=axes, dtype=np.float64)
-        std = x_train.std(axis=axes, dtype=np.float64)
-        std = np.where(std > 0, std, 1.0)  # a constant feature is left centred, not divided by 0
-        means, stds = np.atleast_1d(mean).tolist(), np.atleast_1d(std).tolist()
-        source = "training split"
-    else:
-        means, stds = (standard if spec is True else spec)
-        means, stds = list(means), list(stds)
-        source = "standard" if spec is True else "given"
-        if len(means) not in (1, channels):
-            raise DataError(f"{name} normalize has {len(means)} means and standard deviations but the data has "
-                            f"{channels} channels (axis 1 of {tuple(x_train.shape)})", arg="normalize",
-                            help=f"give 1 or {channels} values: [[means], [stds]]")
-    view = (1, len(means)) + (1,) * max(x_train.ndim - 2, 0) if x_train.ndim > 1 else (1,)
-    m = np.asarray(means, dtype=np.float32).reshape(view)
-    s = np.asarray(stds, dtype=np.float32).reshape(view)
-    for x in (x_train, x_test):
-        if x is not None:
-            x -= m
-            x /= s
-    return {"mean": [float(v) for v in means], "std": [float(v) for v in stds], "from": source}
-
-
-def reshape_samples(name: str, x: Any, shape: Any, arg: str = "shape") -> Any:
-    """Reshape each sample (the batch kept); the number of elements must stay the same."""
-    if shape is None:
-        return x
-    shape = tuple(int(d) for d in shape)
-    per = 1
-    for d in x.shape[1:]:
-        per *= int(d)
-    known = 1
-    for d in shape:
-        if d != -1:
-            known *= d
-    if shape.count(-1) > 1 or (shape.count(-1) == 1 and (known == 0 or per % known)) or \
-            (-1 not in shape and known != per):
-        raise DataError(f"{name} cannot reshape samples of shape {tuple(int(d) for d in x.shape[1:])} "
-                        f"({per} values) to {list(shape)}", arg=arg,
-                        help=f"the sizes must multiply to {per} (one of them may be -1)")
-    return x.reshape((x.shape[0],) + shape)
-
-
-def make_split(x: Any, y: Any) -> Split:
-    """numpy arrays -> a Split of torch tensors (sharing memory where the dtype already fits)."""
-    import numpy as np
-    import torch
-
-    return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
-
-
-def import_optional(module: str, dataset: str, package: str = "torchvision") -> Any:
-    """An optional package, or a DataError that says how to get it (any import failure counts)."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001 - a broken install raises more than ImportError
-        why = "is not installed" if isinstance(e, ModuleNotFoundError) else \
-            f"failed to import ({type(e).__name__}: {e})"
-        raise DataError(f"{dataset} needs {package}: pip install 'dlspec[vision]'",
-                        notes=[f"{package} {why}"],
-                        help="install it next to a matching torch (see the README's installation notes)") from None
-
+from ..registry import Arg, Bool, Int, IntList, Optional_
+from .base import Bundle, DataError, DatasetType, register
+from .common import (
+    Normalize,
+    Text,
+    import_optional,
+    make_split,
+    normalize_arrays,
+    reshape_samples,
+    resolve,
+    subset_indices,
+)
 
 # --- IDX files ----------------------------------------------------------------------------------------
 
@@ -412,7 +222,7 @@ def _mnist_args(normalize_doc: str) -> dict[str, Arg]:
         "shape": Arg(Optional_(IntList(min=1, allow_minus_one=True, text="a list of positive sizes (one may be -1)")),
                      None, doc="reshape each (1, 28, 28) sample, e.g. [28, 28] (rows as time steps) or [784]"),
         "download": Arg(Bool(), False, doc="download with torchvision when the files are missing"),
-        "seed": Arg(Int(0), 0, doc="seed for `subset`"),
+        "seed": Arg(Int(0), 0, doc="seed for `subset` (the data's own seed; train.seed does not change it)"),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..registry import Arg, Bool, Float, Int
 from .base import Bundle, DatasetType, register
-from .idx import Normalize, make_split, normalize_arrays, resolve, subset_indices
+from .common import Normalize, make_split, normalize_arrays, resolve, subset_indices
 
 # --- sine_series --------------------------------------------------------------------------------------
 
@@ -87,7 +87,8 @@ register(DatasetType(
                                          "merge_valid; the trainer's val_split holds out its own)"),
         "n_test": Arg(Int(1), 1000, doc="the last n_test series are the test split"),
         "merge_valid": Arg(Bool(), False, doc="append the validation part to the training split"),
-        "seed": Arg(Int(0), 42, doc="numpy RandomState seed (42: Géron's arrays)"),
+        "seed": Arg(Int(0), 42, doc="numpy RandomState seed (42: Géron's arrays), also for subset (the data's own "
+                                             "seed; train.seed does not change it)"),
     },
     _load_sine,
     doc="noisy sum of two sines, 50 steps → next value (regression); x (N, 50, 1), y (N, 1); "
@@ -207,7 +208,8 @@ register(DatasetType(
         "size": Arg(Int(12), 28, doc="image height and width"),
         "noise": Arg(Float(0.0), 0.1, doc="std of the gaussian pixel noise"),
         "normalize": Arg(Normalize(), [[0.5], [0.5]], doc="[[means], [stds]], true (= 0.5, 0.5) or null ([0, 1])"),
-        "seed": Arg(Int(0), 0),
+        "seed": Arg(Int(0), 0, doc="seed of the generated images and of subset (the data's own seed; train.seed "
+                                   "does not change it)"),
     },
     _load_shapes,
     doc="generated 28×28 grayscale glyphs, 10 classes (" + ", ".join(SHAPE_CLASSES) + "): an offline MNIST "

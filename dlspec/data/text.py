@@ -16,7 +16,7 @@ from typing import Any
 
 from ..registry import Arg, Choice, Float, Int, Optional_
 from .base import Bundle, DataError, DatasetType, register
-from .idx import Text, find_path, make_split, resolve, subset_indices
+from .common import Text, find_path, make_split, resolve, subset_indices
 
 ONE_HOT_LIMIT = 2 << 30  # bytes: above this, one-hot windows are refused (use ids and an Embedding)
 
@@ -89,7 +89,7 @@ register(DatasetType(
         "encoding": Arg(Choice("one_hot", "ids"), "one_hot",
                         doc="one_hot: x float (N, T, V); ids: x int64 (N, T) for an Embedding"),
         "test_fraction": Arg(Float(0.0, 0.9, open_min=True), 0.1, doc="the last part of the text is the test part"),
-        "seed": Arg(Int(0), 0, doc="seed for subset"),
+        "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_char_text,
     doc="character-level language modelling: next character at every step; y (N, T) ids, vocab in the bundle"))

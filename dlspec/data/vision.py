@@ -13,7 +13,17 @@ from typing import Any
 
 from ..registry import Arg, Bool, Float, Int, IntTuple, Optional_
 from .base import Bundle, DataError, DatasetType, register
-from .idx import Normalize, Text, find_path, import_optional, make_split, normalize_arrays, resolve, subset_indices
+from .common import (
+    Normalize,
+    Text,
+    find_path,
+    import_optional,
+    make_split,
+    normalize_arrays,
+    resolve,
+    split_fraction,
+    subset_indices,
+)
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
@@ -77,7 +87,7 @@ register(DatasetType(
         "download": Arg(Bool(), False, doc="download with torchvision when missing"),
         "normalize": Arg(Normalize(), None, doc="null: [0, 1]; true: CIFAR-10's per-channel mean/std; "
                                                 "or [[means], [stds]]"),
-        "seed": Arg(Int(0), 0, doc="seed for subset"),
+        "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_cifar10,
     doc="CIFAR-10 (via torchvision): 50000 + 10000 colour 32×32 images, 10 classes; x (N, 3, 32, 32)",
@@ -147,7 +157,10 @@ def _load_image_folder(args: dict[str, Any], root: str) -> Bundle:
     t0 = time.perf_counter()
     a = resolve("image_folder", args)
     base = find_path(a["path"], root, "image_folder", folder=True)
-    size = None if a["size"] is None else tuple(IntTuple(2).expand(a["size"]))
+    size: tuple[int, int] | None = None
+    if a["size"] is not None:
+        height, width = IntTuple(2).expand(a["size"])
+        size = (height, width)
     if a["test_path"]:
         train_dir, test_dir = base, find_path(a["test_path"], root, "image_folder test_path", arg="test_path",
                                               folder=True)
@@ -162,9 +175,7 @@ def _load_image_folder(args: dict[str, Any], root: str) -> Bundle:
     else:
         import numpy as np
 
-        from .files import _split_fraction
-
-        tr, te = _split_fraction("image_folder", len(train_samples), a["test_fraction"], a["seed"], train_dir)
+        tr, te = split_fraction("image_folder", len(train_samples), a["test_fraction"], a["seed"], train_dir)
         test_samples = [train_samples[i] for i in te]
         train_samples = [train_samples[i] for i in np.asarray(tr)]
         split = f"{len(te)} of {len(tr) + len(te)} images of {os.path.abspath(train_dir)} held out " \
@@ -201,7 +212,8 @@ register(DatasetType(
         "grayscale": Arg(Bool(), False, doc="one channel instead of RGB"),
         "normalize": Arg(Normalize(), None, doc="null: [0, 1]; true: per-channel mean/std of the training images; "
                                                 "or [[means], [stds]]"),
-        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset"),
+        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
+                                            "change it)"),
     },
     _load_image_folder,
     doc="images in class folders (torchvision's ImageFolder layout), decoded with Pillow; x (N, C, H, W)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import dims
@@ -129,6 +130,12 @@ def _dropout(rank: tuple[int, ...] | None, what: str = "") -> Any:
     return infer
 
 
+def _dropout_summary(name: str) -> Callable[[dict[str, Any]], str]:
+    def summary(a: dict[str, Any]) -> str:
+        return f"{name}(p={a['p']:g})"
+    return summary
+
+
 _P = {"p": Arg(Float(0.0, 1.0), 0.5), "inplace": Arg(Bool(), False)}
 for _name, _rank, _what, _ex in [
     ("Dropout", None, "", (5,)), ("Dropout1d", (2,), "channels-first 1d", (3, 8)),
@@ -136,7 +143,7 @@ for _name, _rank, _what, _ex in [
     ("AlphaDropout", None, "", (6,)), ("FeatureAlphaDropout", None, "", (3, 4, 4)),
 ]:
     register(LayerType(name=_name, family="dropout", args=dict(_P), infer=_dropout(_rank, _what), positional="p",
-                       summary=lambda a, n=_name: f"{n}(p={a['p']:g})", examples=[Example({"p": 0.25}, _ex)]))
+                       summary=_dropout_summary(_name), examples=[Example({"p": 0.25}, _ex)]))
 
 
 # --- Embedding ----------------------------------------------------------------------------------------

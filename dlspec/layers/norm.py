@@ -35,11 +35,13 @@ _BN_ARGS = {"num_features": Arg(Int(1), inferred=True), "eps": Arg(Float(0.0, op
             "momentum": Arg(Optional_(Float(0.0, 1.0)), 0.1), "affine": Arg(Bool(), True),
             "track_running_stats": Arg(Bool(), True)}
 
-for _name, _ranks, _what, _ex in [
+# (name, accepted ranks, what they mean, example input shapes)
+_BN_TYPES: list[tuple[str, tuple[int, ...], str, list[tuple[int, ...]]]] = [
     ("BatchNorm1d", (1, 2), "(C) or (C, L)", [(16,), (4, 10)]),
     ("BatchNorm2d", (3,), "channels-first 2d", [(6, 5, 5)]),
     ("BatchNorm3d", (4,), "channels-first 3d", [(3, 2, 4, 4)]),
-]:
+]
+for _name, _ranks, _what, _ex in _BN_TYPES:
     register(LayerType(
         name=_name, family="norm", args=dict(_BN_ARGS), infer=batchnorm(_ranks, _what),
         params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "bn",

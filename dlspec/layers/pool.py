@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import dims
@@ -72,7 +73,7 @@ def pool(n: int, kind: str) -> Any:
             if isinstance(o, int) and o < 1:
                 raise c.fail("output-too-small",
                              f"{c.item.entry.name} kernel {k[i]} does not fit in an input of size {L}"
-                             + (f" (padded {L + 2 * p[i]})" if p[i] else ""),
+                             + (f" (padded {dims.add(L, 2 * p[i])})" if p[i] else ""),
                              arg="kernel_size", notes=[c.origin()],
                              help="use a smaller kernel, or remove a pooling layer before it", recover=recover)
             out.append(o)
@@ -80,8 +81,16 @@ def pool(n: int, kind: str) -> Any:
     return infer
 
 
-def _summary(name: str, n: int) -> Any:
-    return lambda a: f"{name}({pool_label(a, n).replace('pool', 'k')})"
+def _label(n: int) -> Callable[[dict[str, Any]], str]:
+    def label(a: dict[str, Any]) -> str:
+        return pool_label(a, n)
+    return label
+
+
+def _summary(name: str, n: int) -> Callable[[dict[str, Any]], str]:
+    def summary(a: dict[str, Any]) -> str:
+        return f"{name}({pool_label(a, n).replace('pool', 'k')})"
+    return summary
 
 
 _EX = {
@@ -98,7 +107,7 @@ for _n in (1, 2, 3):
         args={"kernel_size": Arg(IntTuple(_n)), "stride": Arg(Optional_(IntTuple(_n)), None),
               "padding": Arg(IntTuple(_n, 0), 0), "dilation": Arg(IntTuple(_n), 1),
               "return_indices": Arg(Bool(), False), "ceil_mode": Arg(Bool(), False)},
-        infer=pool(_n, "max"), label=lambda a, n=_n: pool_label(a, n), summary=_summary(f"MaxPool{_n}d", _n),
+        infer=pool(_n, "max"), label=_label(_n), summary=_summary(f"MaxPool{_n}d", _n),
         examples=_EX[_n] + [Example({"kernel_size": 2, "dilation": 2}, (2,) + (9,) * _n)],
     ))
     avg_args = {"kernel_size": Arg(IntTuple(_n)), "stride": Arg(Optional_(IntTuple(_n)), None),
@@ -108,7 +117,7 @@ for _n in (1, 2, 3):
         avg_args["divisor_override"] = Arg(Optional_(Int(1)), None)
     register(LayerType(
         name=f"AvgPool{_n}d", family="pool", args=avg_args,
-        infer=pool(_n, "avg"), label=lambda a, n=_n: pool_label(a, n), summary=_summary(f"AvgPool{_n}d", _n),
+        infer=pool(_n, "avg"), label=_label(_n), summary=_summary(f"AvgPool{_n}d", _n),
         examples=_EX[_n] + [Example({"kernel_size": 3, "padding": 1, "count_include_pad": False}, (2,) + (6,) * _n)],
     ))
 
@@ -117,7 +126,7 @@ for _n in (1, 2):
         name=f"LPPool{_n}d", family="pool",
         args={"norm_type": Arg(Float(0.0, open_min=True)), "kernel_size": Arg(IntTuple(_n)),
               "stride": Arg(Optional_(IntTuple(_n)), None), "ceil_mode": Arg(Bool(), False)},
-        infer=pool(_n, "lp"), label=lambda a, n=_n: pool_label(a, n), summary=_summary(f"LPPool{_n}d", _n),
+        infer=pool(_n, "lp"), label=_label(_n), summary=_summary(f"LPPool{_n}d", _n),
         examples=[Example({"norm_type": 2, "kernel_size": 2}, (3,) + (8,) * _n),
                   Example({"norm_type": 1, "kernel_size": 3, "stride": 2, "ceil_mode": True}, (2,) + (9,) * _n)],
     ))
@@ -154,6 +163,13 @@ def adaptive(n: int) -> Any:
     return infer
 
 
+def _adaptive_summary(kind: str, n: int) -> Callable[[dict[str, Any]], str]:
+    def summary(a: dict[str, Any]) -> str:
+        return f"Adaptive{kind}Pool{n}d(→" + "×".join(
+            "same" if o is None else str(o) for o in _k(a["output_size"], n)) + ")"
+    return summary
+
+
 for _n in (1, 2, 3):
     for _kind in ("Max", "Avg"):
         _args: dict[str, Arg] = {"output_size": Arg(OneOf(_OutSize(_n)))}
@@ -162,8 +178,7 @@ for _n in (1, 2, 3):
         register(LayerType(
             name=f"Adaptive{_kind}Pool{_n}d", family="pool", args=_args, infer=adaptive(_n),
             label=lambda a: f"adaptive{a['output_size']}",
-            summary=lambda a, n=_n, k=_kind: f"Adaptive{k}Pool{n}d(→" + "×".join(
-                "same" if o is None else str(o) for o in _k(a["output_size"], n)) + ")",
+            summary=_adaptive_summary(_kind, _n),
             examples=[Example({"output_size": 1}, (4,) + (7,) * _n), Example({"output_size": 3}, (2,) + (10,) * _n)]
             + ([Example({"output_size": [2, None]}, (3, 9, 5))] if _n == 2 else []),
         ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import dims
@@ -62,6 +63,18 @@ def _per_step(name: str, a: dict[str, Any]) -> tuple[int, int]:
     return params, macs
 
 
+def _params(name: str) -> Callable[[dict[str, Any]], int]:
+    def params(a: dict[str, Any]) -> int:
+        return _per_step(name, a)[0]
+    return params
+
+
+def _label(name: str) -> Callable[[dict[str, Any]], str]:
+    def label(a: dict[str, Any]) -> str:
+        return name.lower()
+    return label
+
+
 def _macs(name: str) -> Any:
     def macs(a: dict[str, Any], x: Any, y: Any) -> Dim:
         return dims.mul(x[0], _per_step(name, a)[1])
@@ -105,7 +118,7 @@ for _name in ("RNN", "LSTM", "GRU"):
         _ex.append(Example({"hidden_size": 9, "nonlinearity": "relu", "batch_first": True}, (3, 2)))
     register(LayerType(
         name=_name, family="recurrent", args=_args, infer=recurrent(_name),
-        params=lambda a, n=_name: _per_step(n, a)[0], macs=_macs(_name), summary=_summary(_name),
-        label=lambda a, n=_name: n.lower(), build=_build(_name), examples=_ex,
+        params=_params(_name), macs=_macs(_name), summary=_summary(_name),
+        label=_label(_name), build=_build(_name), examples=_ex,
         doc="gives the output sequence (N, T, hidden·directions); take the last step with `Last`",
     ))

@@ -159,7 +159,7 @@ def pad(n: int, kind: str) -> Any:
     return infer
 
 
-_PAD_EX = {1: [(2, 5)], 2: [(2, 5, 5)], 3: [(1, 7, 6, 5)]}  # reflection needs padding < size
+_PAD_EX: dict[int, list[tuple[int, ...]]] = {1: [(2, 5)], 2: [(2, 5, 5)], 3: [(1, 7, 6, 5)]}  # reflection needs padding < size
 for _kind, _min in (("Zero", None), ("Constant", None), ("Reflection", 0), ("Replication", 0), ("Circular", 0)):
     for _n in (1, 2, 3):
         _pargs: dict[str, Arg] = {"padding": Arg(IntTuple(2 * _n, _min if _min is not None else -(10**9)))}

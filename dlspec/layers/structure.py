@@ -138,7 +138,7 @@ def _concat(c: Ctx, x: TT) -> TT:
     total: Dim = 0
     parts = [o.shape[nd - 1] for o in outs_t]
     if all(isinstance(p, int) for p in parts):
-        total = sum(parts)  # type: ignore[arg-type]
+        total = sum(parts)
     else:
         total = " + ".join(dims.fmt(p) for p in parts)
     shp = list(first.shape)
@@ -217,7 +217,7 @@ def _permute(c: Ctx, x: TT) -> TT:
                      help="keep 0 first, e.g. [0, 2, 1]")
     full = ("N",) + tuple(x.shape)
     shp = tuple(full[i] for i in p[1:])
-    return x.with_shape(shp, None)  # type: ignore[arg-type]
+    return x.with_shape(shp, None)
 
 
 register(LayerType(
