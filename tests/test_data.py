@@ -678,3 +678,23 @@ def test_image_folder_errors(tmp_path):
     raises(lambda: load("image_folder", {"path": str(tmp_path / "nope")}, "."), "no such folder")
     (tmp_path / "empty").mkdir()
     raises(lambda: load("image_folder", {"path": str(tmp_path / "empty")}, "."), "no class folders")
+
+
+def test_image_folder_scans_with_torchvision_when_it_imports(tmp_path, monkeypatch):
+    """With torchvision importable, its ImageFolder does the scan (a stand-in records that it was used)."""
+    pytest.importorskip("PIL")
+    _write_images(tmp_path, [(12, 10)])
+    used = []
+
+    class ImageFolder:
+        def __init__(self, root):
+            used.append(os.path.basename(root))
+            self.classes = sorted(os.listdir(root))
+            self.samples = [(os.path.join(root, c, f), i) for i, c in enumerate(self.classes)
+                            for f in sorted(os.listdir(os.path.join(root, c)))]
+
+    _fake_torchvision(monkeypatch, ImageFolder=ImageFolder)
+    b = load("image_folder", {"path": str(tmp_path)}, ".")
+    assert used == ["train", "test"]
+    assert b.classes == ["cat", "dog"] and len(b.train) == 8 and len(b.test) == 4
+    assert b.train.y.tolist() == [0] * 4 + [1] * 4

@@ -1,4 +1,5 @@
-"""Image data sets that need an optional package: `cifar10` (torchvision) and `image_folder` (Pillow).
+"""Image data sets that need an optional package: `cifar10` (torchvision) and `image_folder` (Pillow, and
+torchvision's ImageFolder for the scan when torchvision imports).
 
 Both are registered whatever is installed, so `dlspec check` accepts their names; the package is
 imported when the data is loaded, and its absence is a DataError that says what to install.  Images are
@@ -100,8 +101,35 @@ register(DatasetType(
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+def _torchvision_image_folder() -> Any:
+    """torchvision's ImageFolder when torchvision imports (its scanning rules then apply), else None."""
+    try:
+        from torchvision.datasets import ImageFolder
+
+        return ImageFolder
+    except Exception:  # noqa: BLE001 - absent or broken (e.g. built for another torch): use our own scan
+        return None
+
+
 def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
-    """ImageFolder's layout: one sub-folder per class (sorted), the images anywhere below it."""
+    """ImageFolder's layout: one sub-folder per class (sorted), the images anywhere below it.
+
+    With torchvision installed, its ImageFolder does the scan; without it, the same rules are applied here.
+    """
+    image_folder = _torchvision_image_folder()
+    if image_folder is not None:
+        try:
+            ds = image_folder(folder)
+        except (FileNotFoundError, RuntimeError, OSError) as e:
+            raise DataError(f"'{folder}': {e}", arg="path",
+                            help="image_folder reads FOLDER/<class>/<image> (torchvision's ImageFolder layout)") from None
+        if classes is None:
+            return list(ds.classes), [(p, int(i)) for p, i in ds.samples]
+        extra = [c for c in ds.classes if c not in classes]
+        if extra:
+            raise DataError(f"'{folder}' has classes the training folder lacks: {', '.join(extra)}", arg="test_path")
+        index = {c: classes.index(c) for c in ds.classes}
+        return classes, [(p, index[ds.classes[i]]) for p, i in ds.samples]
     found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     if classes is None:
         classes = found
