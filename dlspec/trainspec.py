@@ -195,7 +195,9 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
         hint = did_you_mean(name, list(DATASETS))
         err("unknown-dataset", f"unknown dataset '{name}'", dpath + ("name",) if isinstance(raw, dict) else dpath,
             help=f"did you mean '{hint}'?" if hint else "datasets: " + ", ".join(sorted(DATASETS)))
-        return None, diags
+        if hint is None:
+            return None, diags
+        name, entry = hint, DATASETS[hint]  # carry on as the data set it was probably meant to be
     dargs: dict[str, Any] = {}
     for k, v in (raw.items() if isinstance(raw, dict) else []):
         if k == "name":

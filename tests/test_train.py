@@ -1193,3 +1193,14 @@ if __name__ == "__main__":  # the `dlspec` command with the test datasets (for t
     torch.set_num_threads(1)
     register_test_datasets()
     sys.exit(cli.main(sys.argv[1:]))
+
+
+def test_misspelled_dataset_still_checks_its_options():
+    import dlspec
+
+    c = dlspec.check(dlspec.loads(
+        "input: [4]\nlayers: [{Linear: 2}]\ntrain:\n  data: {name: fashion_mnst, normalise: true}\n", "t.yaml"))
+    assert [(d.line, d.code, d.help) for d in c.diagnostics] == [
+        (4, "unknown-dataset", "did you mean 'fashion_mnist'?"),
+        (4, "train", "did you mean 'normalize'?"),
+    ]
