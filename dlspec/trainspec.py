@@ -168,19 +168,27 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
     if not isinstance(train, dict):
         err("train", "`train:` must be a mapping of training options", base)
         return None, diags
-    values: dict[str, Any] = {}
-    for k, v in train.items():
-        spec = TRAIN_ARGS.get(k) if isinstance(k, str) else None
-        if spec is None:
-            hint = did_you_mean(str(k), list(TRAIN_ARGS))
-            err("train", f"unknown training option '{k}'", base + (k,), key=True,
-                help=f"did you mean '{hint}'?" if hint else "options are " + ", ".join(TRAIN_ARGS))
-            continue
-        problem = spec.kind.check(v)
-        if problem:
-            err("train", f"train.{k} {problem}, got {v!r}", base + (k,))
-            continue
-        values[k] = spec.kind.normalize(v)
+    def options(given: dict[Any, Any], table: dict[str, Arg], path: Path, unknown: str, what: str, prefix: str,
+                skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Check each given option against its Arg: did-you-mean for unknown names, the kind's phrase for bad values."""
+        out: dict[str, Any] = {}
+        for k, v in given.items():
+            if k in skip:
+                continue
+            spec = table.get(k) if isinstance(k, str) else None
+            if spec is None:
+                hint = did_you_mean(str(k), list(table))
+                err("train", f"{unknown} '{k}'", path + (k,), key=True,
+                    help=f"did you mean '{hint}'?" if hint else f"{what} takes " + (", ".join(table) or "no options"))
+                continue
+            problem = spec.kind.check(v)
+            if problem:
+                err("train", f"{prefix}{k} {problem}, got {v!r}", path + (k,))
+                continue
+            out[k] = spec.kind.normalize(v)
+        return out
+
+    values = options(train, TRAIN_ARGS, base, "unknown training option", "train", "train.")
     if "data" not in train:
         err("train", "`train:` needs `data:` (the dataset to train on)", base, key=True,
             help="e.g. `data: {name: mnist}`; `dlspec datasets` lists them")
@@ -198,21 +206,8 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
         if hint is None:
             return None, diags
         name, entry = hint, DATASETS[hint]  # carry on as the data set it was probably meant to be
-    dargs: dict[str, Any] = {}
-    for k, v in (raw.items() if isinstance(raw, dict) else []):
-        if k == "name":
-            continue
-        spec = entry.args.get(k) if isinstance(k, str) else None
-        if spec is None:
-            hint = did_you_mean(str(k), list(entry.args))
-            err("train", f"dataset {name} has no option '{k}'", dpath + (k,), key=True,
-                help=f"did you mean '{hint}'?" if hint else f"{name} takes " + (", ".join(entry.args) or "no options"))
-            continue
-        problem = spec.kind.check(v)
-        if problem:
-            err("train", f"{name} {k} {problem}, got {v!r}", dpath + (k,))
-            continue
-        dargs[k] = spec.kind.normalize(v)
+    dargs = options(raw if isinstance(raw, dict) else {}, entry.args, dpath, f"dataset {name} has no option", name,
+                    f"{name} ", skip=("name",))
     for k, spec in entry.args.items():
         if k not in dargs and spec.default is not REQUIRED:
             dargs[k] = spec.default

@@ -133,6 +133,17 @@ def subset_indices(name: str, n_train: int, n_test: int, subset: dict[str, int] 
     return out[0], out[1]
 
 
+def take_subset(name: str, xtr: Any, ytr: Any, xte: Any, yte: Any, subset: dict[str, int] | None,
+                seed: int) -> tuple[Any, Any, Any, Any]:
+    """Apply `subset: {train: N, test: M}` (see subset_indices) to the four arrays."""
+    itr, ite = subset_indices(name, len(xtr), len(xte), subset, seed)
+    if itr is not None:
+        xtr, ytr = xtr[itr], ytr[itr]
+    if ite is not None:
+        xte, yte = xte[ite], yte[ite]
+    return xtr, ytr, xte, yte
+
+
 def split_fraction(name: str, n: int, fraction: float, seed: int, what: str) -> tuple[Any, Any]:
     """Seeded random train / test indices, the test part `fraction` of n (at least 1 of each)."""
     import numpy as np

@@ -22,7 +22,7 @@ from .common import (
     reshape_samples,
     resolve,
     split_fraction,
-    subset_indices,
+    take_subset,
 )
 
 # up to this many distinct integer values, a numeric target is read as class labels (task: auto)
@@ -124,12 +124,7 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
         raise DataError(f"{path}: training samples have shape {tuple(arrays['x_train'].shape[1:])} but test samples "
                         f"{tuple(arrays['x_test'].shape[1:])}")
     task, ytr, yte, num_classes = _targets("npz", a["task"] or "auto", arrays["y_train"], arrays["y_test"], path)
-    itr, ite = subset_indices("npz", len(ytr), len(yte), a["subset"], a["seed"])
-    xtr, xte = arrays["x_train"], arrays["x_test"]
-    if itr is not None:
-        xtr, ytr = xtr[itr], ytr[itr]
-    if ite is not None:
-        xte, yte = xte[ite], yte[ite]
+    xtr, ytr, xte, yte = take_subset("npz", arrays["x_train"], ytr, arrays["x_test"], yte, a["subset"], a["seed"])
     norm = None
     if a["dtype"] == "long":
         if xtr.dtype.kind not in "iub" or a["scale"] or a["normalize"] is not None:
@@ -363,11 +358,7 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
         xtr, xte, ytr, yte = xtr[tr], xtr[te], ys["train"][tr], ys["train"][te]
         split_note = f"{len(te)} of {len(tr) + len(te)} rows held out for testing " \
                      f"(test_fraction {a['test_fraction']}, seed {a['seed']})"
-    itr, ite = subset_indices("csv", len(xtr), len(xte), a["subset"], a["seed"])
-    if itr is not None:
-        xtr, ytr = xtr[itr], ytr[itr]
-    if ite is not None:
-        xte, yte = xte[ite], yte[ite]
+    xtr, ytr, xte, yte = take_subset("csv", xtr, ytr, xte, yte, a["subset"], a["seed"])
     xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
     norm = normalize_arrays("csv", xtr, xte, a["normalize"])
     info = {"file": os.path.abspath(path), "features": names_used, "target": target_name, "split": split_note,

@@ -27,7 +27,7 @@ from .common import (
     normalize_arrays,
     reshape_samples,
     resolve,
-    subset_indices,
+    take_subset,
 )
 
 # --- IDX files ----------------------------------------------------------------------------------------
@@ -157,11 +157,7 @@ class _MnistLike:
             raise DataError(f"{self.title} training images are {arrays['train'][0].shape[1:]} but test images are "
                             f"{arrays['test'][0].shape[1:]} ({folder})", help="the files are from different data sets")
         (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
-        itr, ite = subset_indices(self.name, len(xtr), len(xte), a["subset"], a["seed"])
-        if itr is not None:
-            xtr, ytr = xtr[itr], ytr[itr]
-        if ite is not None:
-            xte, yte = xte[ite], yte[ite]
+        xtr, ytr, xte, yte = take_subset(self.name, xtr, ytr, xte, yte, a["subset"], a["seed"])
         xs = []
         for x in (xtr, xte):
             f = x.astype(np.float32)[:, None]  # (N, 1, H, W) as torchvision's ToTensor

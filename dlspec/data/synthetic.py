@@ -12,7 +12,7 @@ from typing import Any
 
 from ..registry import Arg, Bool, Float, Int
 from .base import Bundle, DatasetType, register
-from .common import Normalize, make_split, normalize_arrays, resolve, subset_indices
+from .common import Normalize, make_split, normalize_arrays, resolve, take_subset
 
 # --- sine_series --------------------------------------------------------------------------------------
 
@@ -68,11 +68,8 @@ def _load_sine(args: dict[str, Any], root: str) -> Bundle:
             "naive_mse_test": naive("test"), "naive_mse_valid": naive("valid"),
             "naive": "predict the last value of the window: mean((x[:, -1, 0] - y[:, 0]) ** 2)"}
     (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
-    itr, ite = subset_indices("sine_series", len(xtr), len(xte), a["subset"], a["seed"])
-    if itr is not None:
-        xtr, ytr = xtr[itr], ytr[itr]
-    if ite is not None:
-        xte, yte = xte[ite], yte[ite]
+    xtr, ytr, xte, yte = take_subset("sine_series", xtr, ytr, xte, yte, a["subset"], a["seed"])
+    if (a["subset"] or {}).get("test") is not None:
         info["naive_mse_test_subset"] = float(np.mean((xte[:, -1, 0].astype(np.float64) - yte[:, 0]) ** 2))
     info.update(subset=a["subset"], seconds=round(time.perf_counter() - t0, 3))
     return Bundle("sine_series", make_split(xtr, ytr), make_split(xte, yte), task="regression", info=info)
@@ -186,11 +183,7 @@ def _load_shapes(args: dict[str, Any], root: str) -> Bundle:
     # a subset of a generated set: the first N after the seeded shuffle, like every data set
     xtr, ytr = shapes_images(n_train, a["size"], a["noise"], a["seed"], stream=0)
     xte, yte = shapes_images(n_test, a["size"], a["noise"], a["seed"], stream=1)
-    itr, ite = subset_indices("shapes", n_train, n_test, a["subset"], a["seed"])
-    if itr is not None:
-        xtr, ytr = xtr[itr], ytr[itr]
-    if ite is not None:
-        xte, yte = xte[ite], yte[ite]
+    xtr, ytr, xte, yte = take_subset("shapes", xtr, ytr, xte, yte, a["subset"], a["seed"])
     xtr, xte = xtr[:, None], xte[:, None]
     norm = normalize_arrays("shapes", xtr, xte, a["normalize"], ((0.5,), (0.5,)))
     return Bundle("shapes", make_split(xtr, ytr), make_split(xte, yte), task="classification",

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..registry import Arg, Choice, Float, Int, Optional_
 from .base import Bundle, DataError, DatasetType, register
-from .common import Text, find_path, make_split, resolve, subset_indices
+from .common import Text, find_path, make_split, resolve, take_subset
 
 ONE_HOT_LIMIT = 2 << 30  # bytes: above this, one-hot windows are refused (use ids and an Embedding)
 
@@ -58,11 +58,7 @@ def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
     vocab = [chr(c) for c in vocab_codes]
     xtr, ytr = _windows(ids[:cut], seq_len, step)
     xte, yte = _windows(ids[cut:], seq_len, step)
-    itr, ite = subset_indices("char_text", len(xtr), len(xte), a["subset"], a["seed"])
-    if itr is not None:
-        xtr, ytr = xtr[itr], ytr[itr]
-    if ite is not None:
-        xte, yte = xte[ite], yte[ite]
+    xtr, ytr, xte, yte = take_subset("char_text", xtr, ytr, xte, yte, a["subset"], a["seed"])
     v = len(vocab)
     if a["encoding"] == "one_hot":
         size = (len(xtr) + len(xte)) * seq_len * v * 4

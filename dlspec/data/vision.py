@@ -24,6 +24,7 @@ from .common import (
     resolve,
     split_fraction,
     subset_indices,
+    take_subset,
 )
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -33,11 +34,7 @@ def _finish(name: str, a: dict[str, Any], xtr: Any, ytr: Any, xte: Any, yte: Any
     """uint8 (N, H, W, C) arrays -> subset, float32 (N, C, H, W) in [0, 1], normalised."""
     import numpy as np
 
-    itr, ite = subset_indices(name, len(xtr), len(xte), a["subset"], a["seed"])
-    if itr is not None:
-        xtr, ytr = xtr[itr], ytr[itr]
-    if ite is not None:
-        xte, yte = xte[ite], yte[ite]
+    xtr, ytr, xte, yte = take_subset(name, xtr, ytr, xte, yte, a["subset"], a["seed"])
     xs = []
     for x in (xtr, xte):
         f = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
