@@ -113,7 +113,7 @@ TRAIN_ARGS: dict[str, Arg] = {
     "scheduler": Arg(Optional_(TorchCall()), None, doc="any torch.optim.lr_scheduler"),
     "scheduler_step": Arg(Choice("auto", "batch", "epoch"), "auto",
                           doc="auto: per batch for OneCycleLR/CyclicLR, per epoch otherwise"),
-    "init": Arg(Optional_(Choice(*INITS)), None, doc="weight init for Linear/Conv layers (biases set to 0)"),
+    "init": Arg(Optional_(Choice(*INITS)), None, doc="weight init for Linear/Conv layers (biases keep torch's)"),
     "metrics": Arg(Optional_(Metrics()), None, doc="default: accuracy (classification), mse (regression)"),
     "seed": Arg(Int(0), 0),
     "device": Arg(Device(), "auto"),
