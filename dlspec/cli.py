@@ -152,7 +152,11 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     from . import runs
     from .train import Refused, prepare
 
+    import os
+
     opts = _options(args)
+    if not os.path.isfile(args.checkpoint):  # before loading any data
+        raise Refused([], message=f"no checkpoint file {args.checkpoint}", status=2)
     s = prepare(args.spec, list(args.overrides), opts, training=False)
     try:
         ckpt = runs.load_checkpoint(args.checkpoint)

@@ -998,7 +998,7 @@ def test_cli_eval_predict(tmp_path, capsys):
     rc, out, err = dlspec_main(capsys, "predict", d / "spec.yaml", "--checkpoint", junk)
     assert rc == 1 and "cannot load" in err
     rc, out, err = dlspec_main(capsys, "eval", d / "spec.yaml", "--checkpoint", tmp_path / "none.pt")
-    assert rc == 1 and "cannot load" in err
+    assert rc == 2 and "no checkpoint file" in err  # like an unreadable spec: status 2, before any data is loaded
 
 
 def test_predict_regression(tmp_path, capsys):
