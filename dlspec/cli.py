@@ -149,10 +149,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
+    import os
+
     from . import runs
     from .train import Refused, prepare
-
-    import os
 
     opts = _options(args)
     if not os.path.isfile(args.checkpoint):  # before loading any data
