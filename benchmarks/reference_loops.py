@@ -225,6 +225,28 @@ def evaluate(model: nn.Module, loader: DataLoader) -> float:
     return correct / total
 
 
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                loader: DataLoader, device: torch.device | str | None = None) -> tuple[float, int, int]:
+    """One pass over the loader as the texts write it: (summed loss, correct, samples), read per batch.
+
+    device: where the model is, when not the CPU; each batch is moved there with .to(device), as the texts do.
+    """
+    model.train()
+    running_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        out = model(x)
+        loss = criterion(out, y)
+        loss.backward()
+        optimizer.step()
+        running_loss += loss.item() * y.size(0)
+        correct += (out.argmax(1) == y).sum().item()
+        seen += y.size(0)
+    return running_loss, correct, seen
+
+
 def train_one_seed(recipe: Recipe, train_set: Dataset, test_set: Dataset, seed: int, epochs: int,
                    workers: int) -> dict[str, Any]:
     torch.manual_seed(seed)
@@ -237,18 +259,8 @@ def train_one_seed(recipe: Recipe, train_set: Dataset, test_set: Dataset, seed: 
     history = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
         t0 = time.perf_counter()
-        running_loss, correct, seen = 0.0, 0, 0
-        for x, y in train_loader:
-            optimizer.zero_grad()
-            out = model(x)
-            loss = criterion(out, y)
-            loss.backward()
-            optimizer.step()
-            running_loss += loss.item() * y.size(0)
-            correct += (out.argmax(1) == y).sum().item()
-            seen += y.size(0)
+        running_loss, correct, seen = train_epoch(model, optimizer, criterion, train_loader)
         train_s = time.perf_counter() - t0
         test_acc = evaluate(model, test_loader)
         elapsed = time.perf_counter() - start

@@ -89,7 +89,7 @@ def _options(args: argparse.Namespace) -> Any:
 
     return Options(data_root=args.data_root, out=getattr(args, "out", "runs") or "runs", device=args.device,
                    epochs=getattr(args, "epochs", None), progress=not getattr(args, "no_progress", False),
-                   quiet=getattr(args, "quiet", False))
+                   quiet=getattr(args, "quiet", False), threads=getattr(args, "threads", None))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -256,6 +256,16 @@ def cmd_codes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -278,6 +288,8 @@ def parser() -> argparse.ArgumentParser:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $DLSPEC_DATA, else ./data)")
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
+        q.add_argument("--threads", type=_positive, metavar="N",
+                       help="CPU threads for torch (torch.set_num_threads; default: torch's own choice)")
 
     r = sub.add_parser("run", help="train what the spec describes (its train: section)")
     r.add_argument("spec", nargs="?", metavar="SPEC")

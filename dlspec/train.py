@@ -54,6 +54,7 @@ class Options:
     epochs: int | None = None
     progress: bool = True
     quiet: bool = False
+    threads: int | None = None  # torch.set_num_threads; None leaves torch's default
 
 
 class Refused(Exception):
@@ -124,6 +125,8 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
 
     training=False (eval, predict, generate) skips constructing the optimizer and scheduler.
     """
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
     items = list(items)
     if opts.epochs is not None:
         items.append(f"train.epochs={opts.epochs}")
@@ -508,6 +511,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         "stopped_early": stopped_early, "final": final, "best": tr.best, "train_time_s": round(train_time, 3),
         "wall_time_s": round(time.perf_counter() - t_start, 3), "device": str(s.device),
         "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(), "threads_requested": opts.threads,
         "precision": cfg.precision, "path": "eager", "params": sum(p.numel() for p in tr.model.parameters()),
         "data": {"name": b.name, "train": len(b.train), "val": len(s.val) if s.val is not None else 0,
                  "test": len(b.test), **b.info},

@@ -1202,3 +1202,35 @@ def test_misspelled_dataset_still_checks_its_options():
         (4, "unknown-dataset", "did you mean 'fashion_mnist'?"),
         (4, "train", "did you mean 'normalize'?"),
     ]
+
+
+def test_threads_option(tmp_path, capsys, monkeypatch):
+    import json
+
+    path = write(tmp_path, BLOBS)
+    p = command("run", path, "train.epochs=1", "--threads", "2", "--quiet", cwd=tmp_path)  # OMP_NUM_THREADS=1
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((run_dir(tmp_path / "runs") / "summary.json").read_text())
+    assert (summary["threads"], summary["threads_requested"]) == (2, 2)
+    p = command("run", path, "train.epochs=1", "--quiet", "--out", "plain", cwd=tmp_path)  # torch's default kept
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((run_dir(tmp_path / "plain") / "summary.json").read_text())
+    assert (summary["threads"], summary["threads_requested"]) == (1, None)
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", path, "--threads", bad])
+        assert e.value.code == 2 and "--threads: must be a positive integer" in capsys.readouterr().err
+
+    calls: list[int] = []  # in-process: record the calls instead of changing this process's thread count
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    d, _ = train(tmp_path, capsys, CHARS, "train.epochs=1", "--quiet", "--threads", "3", out="chars")
+    assert calls == [3]
+    ck = ("--checkpoint", d / "checkpoint.pt")
+    for argv in (("eval", d / "spec.yaml", *ck), ("predict", d / "spec.yaml", *ck, "-n", "2"),
+                 ("generate", d / "spec.yaml", *ck, "--length", "5")):
+        calls.clear()
+        rc, out, err = dlspec_main(capsys, *argv, "--threads", "2")
+        assert rc == 0 and calls == [2], err
+        calls.clear()
+        rc, out, err = dlspec_main(capsys, *argv)
+        assert rc == 0 and calls == [], err
