@@ -98,15 +98,9 @@ def verdict(ok: bool) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from dlspec.runs import cpu_model  # dlspec imports no torch at start-up
+
+    cpu = cpu_model()
     try:  # not `import torch`: its objects would sit in this process's heap and slow every GC in (b)
         from importlib.metadata import version
 

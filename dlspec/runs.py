@@ -165,6 +165,19 @@ def plot_curves(run_dir: str, rows: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
 def versions() -> dict[str, str]:
     import numpy
     import torch

@@ -42,7 +42,7 @@ from .objectives import (
     scheduler_per_batch,
 )
 from .schema import parse_spec
-from .source import Document, parse, read
+from .source import Document, read
 from .trainspec import TrainConfig
 
 
@@ -570,19 +570,4 @@ def _main_thread() -> bool:
 
 
 def _cpu_name() -> str:
-    import platform
-
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
-def parse_text(text: str, path: str) -> Document:
-    return parse(text, path)
+    return f"{runs.cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
