@@ -61,10 +61,18 @@ def read_idx(path: str) -> np.ndarray:
 
 
 class ToTensor:
-    """torchvision.transforms.ToTensor for a uint8 H×W (grayscale) image: float32 1×H×W in [0, 1]."""
+    """torchvision.transforms.ToTensor for a grayscale image: float32 1×H×W in [0, 1].
 
-    def __call__(self, img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(img).unsqueeze(0).contiguous().to(torch.float32).div(255)
+    Takes what IdxImages gives: a PIL image, as torchvision's MNIST does (then the same steps as
+    torchvision's to_tensor: np.array copy, view H×W×C, permute, float, /255), or a uint8 array (--no-pil).
+    """
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        if isinstance(img, np.ndarray):
+            return torch.from_numpy(img).unsqueeze(0).contiguous().to(torch.float32).div(255)
+        t = torch.from_numpy(np.array(img, np.uint8, copy=True))
+        t = t.view(img.size[1], img.size[0], len(img.getbands())).permute((2, 0, 1)).contiguous()
+        return t.to(dtype=torch.float32).div(255)
 
 
 class Normalize:
@@ -104,8 +112,15 @@ class IdxImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    pil = True  # as torchvision's MNIST.__getitem__: Image.fromarray(img, mode="L") before the transform
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[i]), int(self.labels[i])
+        img = self.images[i]
+        if self.pil:
+            from PIL import Image
+
+            img = Image.fromarray(img, mode="L")
+        return self.transform(img), int(self.labels[i])
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -295,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder holding MNIST/ and FashionMNIST/ (default: $DLSPEC_DATA, else ../shared/data)")
     ap.add_argument("--subset", type=int, metavar="N", help="use only the first N train and N test samples")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader num_workers (default 0)")
+    ap.add_argument("--no-pil", action="store_true",
+                    help="hand the transform uint8 arrays instead of PIL images (lighter than torchvision's MNIST)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     ap.add_argument("--json", metavar="PATH", help="write the results here")
     args = ap.parse_args(argv)
@@ -304,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     epochs = args.epochs or recipe.epochs
     t0 = time.perf_counter()
+    IdxImages.pil = not args.no_pil
     train_set = IdxImages(args.data_root, recipe.dataset, True, recipe.transform(), args.subset)
     test_set = IdxImages(args.data_root, recipe.dataset, False, recipe.transform(), args.subset)
     load_s = time.perf_counter() - t0
