@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import dims
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, sort_key
 from .dims import Dim, Shape
 from .registry import REQUIRED, TT, lookup
 from .schema import Item, Spec
@@ -543,5 +543,5 @@ def check(spec: Spec) -> Checked:
     if spec.input is not None:
         rows, out = checker.run_list(spec.items, spec.input)
     diags = list(spec.diagnostics) + checker.diags
-    diags.sort(key=lambda d: (d.line or 0, d.column or 0))
+    diags.sort(key=sort_key)
     return Checked(spec=spec, rows=rows, output=out, diagnostics=diags)
