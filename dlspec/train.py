@@ -439,6 +439,13 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         tr.stop_requested = True
         print("\ninterrupted: finishing this batch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+
+    def stop_with_checkpoint(where: str) -> int:
+        runs.atomic_save(tr.state(), checkpoint)
+        say(f"saved {checkpoint} {where}; continue with: dlspec run --resume {run_dir}")
+        return 130
+
     old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     t_start = time.perf_counter()
     train_time = 0.0
@@ -447,10 +454,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         while tr.epoch < cfg.epochs:
             ep = tr.epoch
             if tr.stop_requested:  # Ctrl-C while evaluating or saving: stop before the next epoch starts
-                runs.atomic_save(tr.state(), os.path.join(run_dir, "checkpoint.pt"))
-                say(f"saved {os.path.join(run_dir, 'checkpoint.pt')} after epoch {ep}; "
-                    f"continue with: dlspec run --resume {run_dir}")
-                return 130
+                return stop_with_checkpoint(f"after epoch {ep}")
             bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch)
             t0 = time.perf_counter()
             start_batch = tr.batch
@@ -462,10 +466,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             if bar is not None:
                 bar.close()
             if not finished:
-                runs.atomic_save(tr.state(), os.path.join(run_dir, "checkpoint.pt"))
-                say(f"saved {os.path.join(run_dir, 'checkpoint.pt')} at epoch {ep + 1}, batch {tr.batch}; "
-                    f"continue with: dlspec run --resume {run_dir}")
-                return 130
+                return stop_with_checkpoint(f"at epoch {ep + 1}, batch {tr.batch}")
             samples = (tr.steps_per_epoch - start_batch) * cfg.batch_size
             row: dict[str, Any] = {"epoch": ep + 1}
             row.update({f"train_{k}": v for k, v in tr.meter.result().items()})
@@ -491,7 +492,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             say(epoch_line(row, cfg.epochs))
             stop = early_stop(tr, row, cfg)
             if (ep + 1) % cfg.checkpoint_every == 0 or last or stop:
-                runs.atomic_save(tr.state(), os.path.join(run_dir, "checkpoint.pt"))
+                runs.atomic_save(tr.state(), checkpoint)
             if stop:
                 stopped_early = True
                 say(f"early stopping: {cfg.early_stopping['metric']} has not improved for "  # type: ignore[index]
