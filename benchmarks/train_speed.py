@@ -187,15 +187,17 @@ class DlspecLoop(Loop):
         assert self.samples == n, (self.samples, n)
 
     def warm(self) -> None:
-        """`warmup` steps fed the way train_epoch feeds them (then the meter is cleared)."""
-        tr, data, bs = self.trainer, self.session.bundle.train, self.session.cfg.batch_size
-        perm = tr.permutation(0).to(data.x.device)
-        tr.model.train()
-        for b in range(min(self.warmup, tr.steps_per_epoch)):
-            idx = perm[b * bs:(b + 1) * bs]
-            tr.step(data.x[idx].to(self.device), data.y[idx].to(self.device))
+        """One whole (untimed) epoch through train_epoch: the first step runs eagerly and, on the CUDA-graph
+        path, the graphs are captured, as in the first epoch of `dlspec run`."""
+        tr = self.trainer
+        if self.warmup:
+            tr.train_epoch(None)
         tr.meter.reset()
         sync(self.device)
+
+    @property
+    def path(self) -> str:
+        return self.trainer.plan.name
 
     def run(self) -> float:
         tr = self.trainer
@@ -405,6 +407,10 @@ def report(rows: list[Row], device: torch.device, args: argparse.Namespace, load
         print(f"{row.recipe:11} {row.batch_size:5} {row.steps:5} " + " ".join(f"{c:>15}" for c in cells) +
               f" {fmt_ratio(row.ratio('dlspec', 'source-style')):>14} {fmt_ratio(row.ratio('dlspec', 'cuda-graph')):>13}")
     for row in rows:
+        dl = row.loop("dlspec")
+        if isinstance(dl, DlspecLoop):
+            print(f"  {row.recipe:11} dlspec ran the path {dl.path}" + "".join(f"; {w}" for w in dl.trainer.plan.why))
+    for row in rows:
         for lp in row.loops:
             if lp.error:
                 print(f"  {row.recipe} {lp.name}: {lp.error}")
@@ -460,6 +466,7 @@ def throughput(args: argparse.Namespace) -> tuple[list[tuple[str, bool]], list[d
                                   "loops": {lp.name: {"samples": lp.samples, "samples_per_s": lp.rates,
                                                       "train_loss": lp.losses,
                                                       "median": lp.median, "error": lp.error} for lp in r.loops},
+                                  "dlspec_path": getattr(r.loop("dlspec"), "path", None),
                                   "dlspec/source-style": r.ratio("dlspec", "source-style"),
                                   "dlspec/cuda-graph": r.ratio("dlspec", "cuda-graph")} for r in rows]})
         verdicts += report(rows, device, args, load)

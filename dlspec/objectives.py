@@ -251,14 +251,22 @@ class Meter:
         self.reset()
 
     def reset(self) -> None:
-        z = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.sums: dict[str, torch.Tensor] = {"loss": z.clone(), **{m: z.clone() for m in self.metrics}}
+        """Zero the sums in place (a captured CUDA graph keeps adding into the same tensors)."""
+        if hasattr(self, "sums"):
+            for t in self.sums.values():
+                t.zero_()
+        else:
+            z = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.sums: dict[str, torch.Tensor] = {"loss": z.clone(), **{m: z.clone() for m in self.metrics}}
         self.count = 0  # samples (or steps for per-step targets)
 
-    @torch.no_grad()
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        self.count += self.add_sums(loss, out, y)
+
+    @torch.no_grad()
+    def add_sums(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> int:
+        """Device-side sums only (capturable); returns the count to add on the host."""
         n = y.shape[0]
-        self.count += n
         self.sums["loss"] += loss.detach().double() * n
         for m in self.metrics:
             if m == "accuracy" and self.threshold is not None:
@@ -275,12 +283,15 @@ class Meter:
             elif m == "mae":
                 self.sums[m] += (out.double() - y.double()).abs().mean(tuple(range(1, y.dim()))).sum() \
                     if y.dim() > 1 else (out.double() - y.double()).abs().sum()
+        return n
 
     def state(self) -> dict[str, Any]:
         return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        with torch.no_grad():
+            for k, v in state["sums"].items():
+                self.sums[k].copy_(v)
         self.count = int(state["count"])
 
     def result(self) -> dict[str, float]:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import overrides as ov
-from . import runs
+from . import runs, steps
 from .contract import CLASS_LOSSES, DataFacts, check_contract
 from .data import DATASETS, Bundle, DataError, Split, data_root
 from .diagnostics import Diagnostic
@@ -280,6 +280,23 @@ class Trainer:
             b.test = Split(b.test.x.to(self.device), b.test.y.to(self.device))
             if s.val is not None:
                 s.val = Split(s.val.x.to(self.device), s.val.y.to(self.device))
+        self.say: Any = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, flush=True))
+        sched = s.resolved.get("scheduler")
+        self.plan = steps.plan(cfg, self.device, self.model, s.resolved["optimizer"][0] if training else None,
+                               (sched[0], sched[2]) if sched else None, self.sched_per_batch, self.on_device,
+                               len(s.bundle.sample_shape))
+        if not training:
+            self.plan.graph = self.plan.tensor_lr = False  # eval/predict: a few batches, not worth a capture
+        if self.plan.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.forward: Any = self.model
+        if self.plan.compile:
+            self.forward = torch.compile(self.model, mode=self.plan.compile)
+        self._compiled_ok = False
+        self.graphs = steps.Graphs(self) if self.plan.graph else None
+        self._eval_meters: dict[int, Meter] = {}
+        self._autocast_graph = (lambda: torch.autocast(self.device.type, dtype=amp, cache_enabled=False)) \
+            if amp else contextlib.nullcontext
 
     @property
     def opt(self) -> torch.optim.Optimizer:
@@ -301,8 +318,8 @@ class Trainer:
         st: dict[str, Any] = {
             "format": 1,
             "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "optimizer": self._portable_optimizer_state(),
+            "scheduler": self._portable_scheduler_state(),
             "epoch": self.epoch,
             "batch": self.batch,
             "meter": self.meter.state() if self.batch else None,
@@ -317,6 +334,26 @@ class Trainer:
         if self.scaler is not None:
             st["scaler"] = self.scaler.state_dict()
         return st
+
+    def _portable_optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state as an eager run on any device can load it (a CUDA-graph run's tensor
+        learning rate and capturable flag are this run's business, not the checkpoint's)."""
+        sd = self.opt.state_dict()
+        for g, d in zip(sd["param_groups"], self.graphs.original if self.graphs else [], strict=False):
+            g.update(d)
+        for g in sd["param_groups"]:
+            if isinstance(g.get("lr"), torch.Tensor):
+                g["lr"] = float(g["lr"])
+        return sd
+
+    def _portable_scheduler_state(self) -> dict[str, Any] | None:
+        if self.sched is None:
+            return None
+        sd = self.sched.state_dict()
+        for k in ("_last_lr", "base_lrs"):
+            if isinstance(sd.get(k), list):
+                sd[k] = [float(v) if isinstance(v, torch.Tensor) else v for v in sd[k]]
+        return sd
 
     def load(self, st: dict[str, Any]) -> None:
         old = (st.get("scheduler") or {}).get("total_steps")
@@ -349,17 +386,26 @@ class Trainer:
         cfg, data = self.s.cfg, self.s.bundle.train
         perm = self.permutation(self.epoch)
         if self.on_device:
-            perm = perm.to(self.device)
+            perm = perm.to(self.device, non_blocking=True)
         bs = cfg.batch_size
         self.model.train()
         if self.batch == 0:
             self.meter.reset()
+        graphs = self.graphs
+        if graphs is not None:
+            graphs.new_epoch()
         for b in range(self.batch, self.steps_per_epoch):
             idx = perm[b * bs:(b + 1) * bs]
-            x, y = data.x[idx], data.y[idx]
-            if not self.on_device:
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            self.step(x, y)
+            if graphs is not None and graphs.step(idx):
+                if self.sched is not None and self.sched_per_batch:
+                    self.sched.step()
+            else:
+                x, y = data.x[idx], data.y[idx]
+                if not self.on_device:
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                self.step(x, y)
+                if graphs is not None and not graphs.started and not graphs.failed:
+                    graphs.start()  # the first step ran eagerly and made the optimizer's state
             self.batch = b + 1
             if bar is not None:
                 bar.update(1)
@@ -369,10 +415,32 @@ class Trainer:
         self.epoch += 1
         return True
 
+    def prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.plan.channels_last and x.dim() == 4 else x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's forward (compiled when the plan says so; a compiler failure on the first call
+        falls back to the plain module, with a note)."""
+        if self.forward is self.model or self._compiled_ok:
+            return self.forward(x)
+        try:
+            out = self.forward(x)
+        except Exception as e:  # noqa: BLE001 - no C++ compiler, an unsupported op, ...: run eagerly
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            self.say(f"note: torch.compile failed ({type(e).__name__}: {first}); continuing without it")
+            self.plan.why.append(f"compile: off, it failed ({type(e).__name__})")
+            self.plan.compile = None
+            self.forward = self.model
+            return self.model(x)
+        self._compiled_ok = True
+        return out
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One eager training step on a batch."""
         cfg = self.s.cfg
+        x = self.prep(x)
         with self.autocast():
-            out = self.model(x)
+            out = self._forward(x)
             o, t = _flat(out, y, self.per_step)
             loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
         self.opt.zero_grad(set_to_none=True)
@@ -392,18 +460,45 @@ class Trainer:
             self.sched.step()
         self.meter.add(loss, o.detach().float(), t)
 
+    def fused_step(self, idx: torch.Tensor) -> int:
+        """The step a CUDA graph captures: gather by index, forward, loss, backward, clip, optimizer step,
+        device-side sums.  No host synchronisation and no allocation that outlives it; the gradients are
+        zeroed in place (they are the same tensors in every replay).  Returns the meter count to add."""
+        cfg, data = self.s.cfg, self.s.bundle.train
+        x, y = self.prep(data.x.index_select(0, idx)), data.y.index_select(0, idx)
+        with self._autocast_graph():
+            out = self.model(x)
+            o, t = _flat(out, y, self.per_step)
+            loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if cfg.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm, foreach=True)
+        self.opt.step()
+        return self.meter.add_sums(loss, o.detach().float(), t)
+
+    @torch.no_grad()
+    def eval_batch(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> int:
+        autocast = self._autocast_graph if self.graphs is not None else self.autocast
+        with autocast():
+            out = self._forward(self.prep(x))
+            o, t = _flat(out, y, self.per_step)
+            loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+        return meter.add_sums(loss, o.float(), t)
+
     @torch.no_grad()
     def evaluate(self, split: Split) -> dict[str, float]:
         self.model.eval()
-        meter = Meter(self.metrics, self.device, self.threshold)
         bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
+        if self.graphs is not None and self.on_device:
+            meter = self._eval_meters.setdefault(id(split.x), Meter(self.metrics, self.device, self.threshold))
+            meter.reset()
+            if self.graphs.evaluate(split.x, split.y, bs, meter):
+                return meter.result()
+        meter = Meter(self.metrics, self.device, self.threshold)
         for i in range(0, len(split), bs):
             x, y = split.x[i:i + bs].to(self.device), split.y[i:i + bs].to(self.device)
-            with self.autocast():
-                out = self.model(x)
-                o, t = _flat(out, y, self.per_step)
-                loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
-            meter.add(loss, o.float(), t)
+            meter.count += self.eval_batch(x, y, meter)
         return meter.result()
 
 
@@ -430,6 +525,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     params = sum(p.numel() for p in tr.model.parameters())
     say(f"model {s.checked.spec.name}: {params:,} params · loss {s.resolved['loss'][0]} · optimizer "
         f"{s.resolved['optimizer'][0]}" + (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else ""))
+    say(f"path {tr.plan.name}" + "".join(f"\n  {w}" for w in tr.plan.why))
     if resume is not None:
         say(f"resumed at epoch {tr.epoch + 1}" + (f", batch {tr.batch}" if tr.batch else ""))
 
@@ -477,7 +573,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
                 row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
             if evaluate:
                 row.update({f"test_{k}": v for k, v in tr.evaluate(b.test).items()})
-            row["lr"] = tr.opt.param_groups[0]["lr"]
+            row["lr"] = float(tr.opt.param_groups[0]["lr"])
             row["samples_per_s"] = min(samples, len(b.train)) / dt if dt > 0 else 0.0
             row["elapsed_s"] = time.perf_counter() - t_start
             if tr.sched is not None and not tr.sched_per_batch:
@@ -513,7 +609,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         "wall_time_s": round(time.perf_counter() - t_start, 3), "device": str(s.device),
         "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(), "threads_requested": opts.threads,
-        "precision": cfg.precision, "path": "eager", "params": sum(p.numel() for p in tr.model.parameters()),
+        "precision": cfg.precision, "path": tr.plan.name, "plan": tr.plan.as_dict(), "params": sum(p.numel() for p in tr.model.parameters()),
         "data": {"name": b.name, "train": len(b.train), "val": len(s.val) if s.val is not None else 0,
                  "test": len(b.test), **b.info},
         "spec_hash": runs.spec_hash(s.doc.data), "overrides": s.overrides, "versions": runs.versions(),

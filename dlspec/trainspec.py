@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .diagnostics import Diagnostic, did_you_mean
-from .registry import REQUIRED, Arg, Bool, Choice, Float, Int, Kind, Optional_
+from .registry import REQUIRED, Arg, Bool, Choice, Float, Int, Kind, OneOf, Optional_
 from .source import Document, Path
 
 INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "trunc_normal",
          "normal", "uniform", "default")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 METRICS = ("accuracy", "top5_accuracy", "mse", "mae", "rmse", "perplexity")
 
 
@@ -118,6 +119,12 @@ TRAIN_ARGS: dict[str, Arg] = {
     "seed": Arg(Int(0), 0, doc="seeds the weights, dropout and the batch order"),
     "device": Arg(Device(), "auto", doc="auto: cuda when available, else cpu"),
     "precision": Arg(Choice("fp32", "bf16", "fp16"), "fp32", doc="bf16: autocast; fp16: autocast + grad scaler (CUDA only)"),
+    "channels_last": Arg(OneOf(Choice("auto"), Bool()), "auto",
+                         doc="channels-last memory format for 2-d conv nets; auto: on a CPU, and on CUDA in bf16/fp16"),
+    "compile": Arg(OneOf(Bool(), Choice(*COMPILE_MODES)), False,
+                   doc="torch.compile the model: true (mode default) or a mode name"),
+    "cuda_graph": Arg(OneOf(Choice("auto"), Bool()), "auto",
+                      doc="capture the training step in a CUDA graph; auto: when the run allows it"),
     "clip_grad_norm": Arg(Optional_(Float(0.0, open_min=True)), None, doc="clip the gradients' total norm to this"),
     "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
                      doc="hold out this fraction of the training data for validation"),
@@ -145,6 +152,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    channels_last: Any = "auto"
+    compile: Any = False
+    cuda_graph: Any = "auto"
     clip_grad_norm: float | None = None
     val_split: float | None = None
     eval_every: int = 1
