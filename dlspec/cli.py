@@ -92,6 +92,23 @@ def _options(args: argparse.Namespace) -> Any:
                    quiet=getattr(args, "quiet", False), threads=getattr(args, "threads", None))
 
 
+def _speed_overrides(args: argparse.Namespace) -> list[str]:
+    """--precision, --channels-last, --compile, --cuda-graph and --eager as train.* overrides."""
+    word = {"on": "true", "off": "false", "auto": "auto"}
+    items = []
+    if args.eager:
+        items += ["train.channels_last=false", "train.compile=false", "train.cuda_graph=false"]
+    if args.precision:
+        items.append(f"train.precision={args.precision}")
+    if args.channels_last:
+        items.append(f"train.channels_last={word[args.channels_last]}")
+    if args.compile:
+        items.append(f"train.compile={'false' if args.compile == 'off' else args.compile}")
+    if args.cuda_graph:
+        items.append(f"train.cuda_graph={word[args.cuda_graph]}")
+    return items
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
@@ -104,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if spec_path and "=" in spec_path and not os.path.exists(spec_path):
         overrides.insert(0, spec_path)
         spec_path = None
+    overrides += _speed_overrides(args)
     try:
         if args.resume:
             ckpt_path = os.path.join(args.resume, "checkpoint.pt")
@@ -299,6 +317,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", default="runs", help="runs folder (default: runs)")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = r.add_argument_group("speed (each overrides the train: option of the same name; see README, Training fast)")
+    f.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"),
+                   help="bf16/fp16 autocast (fp16: CUDA only); auto: bf16 where the CPU has it natively")
+    f.add_argument("--channels-last", choices=("auto", "on", "off"), help="channels-last memory format for conv nets")
+    f.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "off"),
+                   help="torch.compile the model (MODE: default, reduce-overhead, max-autotune, ...; off)")
+    f.add_argument("--cuda-graph", choices=("auto", "on", "off"), help="capture the training step in a CUDA graph")
+    f.add_argument("--eager", action="store_true",
+                   help="the plain path: no channels_last, compile or CUDA graph (for debugging and comparison)")
     common(r)
     r.set_defaults(func=cmd_run)
     for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),

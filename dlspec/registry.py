@@ -91,7 +91,7 @@ class Bool(Kind):
 class Choice(Kind):
     def __init__(self, *options: Any):
         self.options = options
-        self.text = "one of " + ", ".join(str(o) for o in options)
+        self.text = str(options[0]) if len(options) == 1 else "one of " + ", ".join(str(o) for o in options)
 
     def check(self, v: Any) -> str | None:
         return None if v in self.options else f"must be {self.text}"

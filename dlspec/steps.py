@@ -68,14 +68,21 @@ def plan(cfg: Any, device: torch.device, model: nn.Module, optimizer: str | None
          sched_per_batch: bool, data_on_device: bool, input_rank: int) -> Plan:
     """The path for this run.  `cfg` is the TrainConfig; `input_rank` the rank of one sample."""
     why: list[str] = []
+    precision = cfg.precision
+    if precision == "auto":
+        # measured on a CPU with AMX (benchmarks/README.md): bf16 autocast ~1.25× fp32 for LeNet, same accuracy
+        # within seed noise; on CUDA the small models of this project are launch-bound: fp32
+        precision = "bf16" if device.type == "cpu" and native_bf16_cpu() else "fp32"
+        why.append(f"precision: auto → {precision}" + (" (this CPU computes bf16 natively)" if precision == "bf16"
+                                                        else f" (no native bf16 measured to pay on {device.type})"))
     # channels_last: measured on the CPU (benchmarks/README.md: LeNet fp32 1.5× at 1 thread, 1.9× at 2);
     # on CUDA it pays with tensor cores (bf16/fp16), so auto turns it on there only then.
     conv = has_conv2d(model) and input_rank == 3
     if cfg.channels_last == "auto":
-        cl = conv and (device.type == "cpu" or (device.type == "cuda" and cfg.precision != "fp32"))
+        cl = conv and (device.type == "cpu" or (device.type == "cuda" and precision != "fp32"))
         if cl:
             why.append("channels_last: auto, the model has 2-d convolutions"
-                       + (" (faster on the CPU)" if device.type == "cpu" else f" and runs in {cfg.precision}"))
+                       + (" (faster on the CPU)" if device.type == "cpu" else f" and runs in {precision}"))
     else:
         cl = bool(cfg.channels_last) and conv
         if cfg.channels_last and not conv:
@@ -91,7 +98,7 @@ def plan(cfg: Any, device: torch.device, model: nn.Module, optimizer: str | None
             reason = f"runs on {device.type}" if cfg.cuda_graph is True else None
         elif comp:
             reason = "torch.compile is on (its mode reduce-overhead makes its own graphs)"
-        elif cfg.precision == "fp16":
+        elif precision == "fp16":
             reason = "fp16's grad scaler reads the overflow flag on the host every step"
         elif not data_on_device:
             reason = "the data does not fit in device memory"
@@ -110,8 +117,16 @@ def plan(cfg: Any, device: torch.device, model: nn.Module, optimizer: str | None
             why.append("cuda graph: the whole training step is captured once and replayed")
         elif reason is not None:
             why.append(f"cuda graph: off, {reason}")
-    return Plan(device=device.type, precision=cfg.precision, channels_last=cl, compile=comp, graph=graph,
+    return Plan(device=device.type, precision=precision, channels_last=cl, compile=comp, graph=graph,
                 tensor_lr=tensor_lr and graph, why=why)
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 / AMX), where bf16 autocast pays."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def graph_safe_optimizer(name: str) -> bool:

@@ -270,9 +270,6 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.bad_evals = 0
         self.stop_requested = False
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else contextlib.nullcontext
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.on_device = self._fits_on_device()
         if self.on_device:
             b = s.bundle
@@ -287,6 +284,9 @@ class Trainer:
                                len(s.bundle.sample_shape))
         if not training:
             self.plan.graph = self.plan.tensor_lr = False  # eval/predict: a few batches, not worth a capture
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.plan.precision)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler("cuda") if self.plan.precision == "fp16" else None
         if self.plan.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.forward: Any = self.model
@@ -521,7 +521,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     say(f"run {run_dir}")
     say(f"data {b.name}: {len(b.train):,} train" + (f" / {len(s.val):,} val" if s.val is not None else "")
         + f" / {len(b.test):,} test · samples {list(b.sample_shape)} · device {s.device.type}"
-        + (f" · {cfg.precision}" if cfg.precision != "fp32" else ""))
+        + (f" · {tr.plan.precision}" if tr.plan.precision != "fp32" else ""))
     params = sum(p.numel() for p in tr.model.parameters())
     say(f"model {s.checked.spec.name}: {params:,} params · loss {s.resolved['loss'][0]} · optimizer "
         f"{s.resolved['optimizer'][0]}" + (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else ""))
@@ -609,7 +609,7 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         "wall_time_s": round(time.perf_counter() - t_start, 3), "device": str(s.device),
         "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(), "threads_requested": opts.threads,
-        "precision": cfg.precision, "path": tr.plan.name, "plan": tr.plan.as_dict(), "params": sum(p.numel() for p in tr.model.parameters()),
+        "precision": tr.plan.precision, "path": tr.plan.name, "plan": tr.plan.as_dict(), "params": sum(p.numel() for p in tr.model.parameters()),
         "data": {"name": b.name, "train": len(b.train), "val": len(s.val) if s.val is not None else 0,
                  "test": len(b.test), **b.info},
         "spec_hash": runs.spec_hash(s.doc.data), "overrides": s.overrides, "versions": runs.versions(),

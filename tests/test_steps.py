@@ -290,3 +290,44 @@ def test_a_compiler_failure_falls_back_to_eager(tmp_path, capsys, monkeypatch):
     assert "torch.compile failed (RuntimeError: InductorError: no C++ compiler)" in stdout
     assert s["path"] == "eager"
     assert losses(fast) == losses(plain)
+
+
+@pytest.mark.parametrize("flags, path", [
+    ([], "eager+channels_last"),                         # the spec's own choice (auto)
+    (["--eager"], "eager"),
+    (["--channels-last", "off"], "eager"),
+    (["--precision", "bf16"], "eager+channels_last+bf16"),
+])
+def test_speed_flags_on_the_command_line(tmp_path, capsys, flags, path):
+    text = CNN.replace("  channels_last: false\n", "").replace("epochs: 3", "epochs: 1")
+    _, s, _ = run(tmp_path, capsys, text, *flags, out="r")
+    assert s["path"] == path
+
+
+@pytest.mark.parametrize("option, words", [
+    ("channels_last: maybe", "train.channels_last must be auto or true or false"),
+    ("compile: fastest", "train.compile must be true or false or one of default, reduce-overhead"),
+    ("cuda_graph: 1", "train.cuda_graph must be auto or true or false"),
+])
+def test_speed_options_are_checked(tmp_path, capsys, option, words):
+    spec = tmp_path / "s.yaml"
+    text = CNN.replace("  cuda_graph: false\n", "").replace("  channels_last: false\n", f"  {option}\n")
+    spec.write_text(text, encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["check", str(spec)]) == 1
+    assert words in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("native, device, want", [(True, CPU, "bf16"), (False, CPU, "fp32"), (True, CUDA, "fp32")])
+def test_precision_auto(monkeypatch, native, device, want):
+    monkeypatch.setattr(steps, "native_bf16_cpu", lambda: native)
+    p = steps.plan(cfg(precision="auto"), device, CONV, "SGD", None, False, True, 3)
+    assert p.precision == want and f"precision: auto → {want}" in " ".join(p.why)
+    assert steps.plan(cfg(precision="fp32"), device, CONV, "SGD", None, False, True, 3).precision == "fp32"
+
+
+def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
+    text = CNN.replace("  channels_last: false\n", "  precision: auto\n").replace("epochs: 3", "epochs: 1")
+    _, s, stdout = run(tmp_path, capsys, text, out="r")
+    chosen = "bf16" if steps.native_bf16_cpu() else "fp32"
+    assert s["precision"] == chosen and f"precision: auto → {chosen}" in stdout

@@ -1,0 +1,58 @@
+"""The CUDA-graph path on a real GPU (skipped without CUDA: CI has none; run on a GPU machine with
+`python -m pytest tests/test_cuda.py`, or through benchmarks/gpu_session.sh).
+
+The reference is the eager path on the same GPU (`cuda_graph: false`): the same spec must give the same
+losses within rounding (cuDNN may pick other algorithms inside a capture), and the run must really have
+replayed graphs (its summary says `cuda-graph`, with no capture failure).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+from test_steps import ADAM_ONECYCLE, CNN, losses, run, tiny_images  # noqa: E402,F401 - tiny_images: the data
+
+LSTM = """\
+name: TinyLSTM
+input: [1, 8, 8]
+layers:
+  - Reshape: [8, 8]        # 8 rows of 8 pixels, as lstm_rows reads MNIST
+  - LSTM: {hidden_size: 16, batch_first: true}
+  - Last
+  - Linear: {out_features: 3}
+train:
+  data: {name: tiny_images}
+  epochs: 3
+  batch_size: 32
+  optimizer: {SGD: {lr: 0.1}}
+  cuda_graph: false
+  device: cuda
+"""
+
+
+def close(a: list[tuple[float, float, float]], b: list[tuple[float, float, float]], rel: float = 1e-3) -> None:
+    assert len(a) == len(b)
+    for (x, y, lr), (x0, y0, lr0) in zip(a, b, strict=True):
+        assert x == pytest.approx(x0, rel=rel) and y == pytest.approx(y0, rel=rel) and lr == pytest.approx(lr0)
+
+
+@pytest.mark.parametrize("name, text", [("sgd-steplr-bn-dropout", CNN), ("adam-onecycle", ADAM_ONECYCLE),
+                                        ("bf16", CNN.replace("clip_grad_norm: 5.0", "precision: bf16"))])
+def test_cuda_graph_path_matches_eager_on_the_gpu(tmp_path, capsys, name, text):
+    text = text.replace("device: cpu", "device: cuda")
+    eager, _, _ = run(tmp_path, capsys, text, out="eager")
+    graph, s, stdout = run(tmp_path, capsys, text, "train.cuda_graph=auto", out="graph")
+    assert s["path"].startswith("cuda-graph"), s["plan"]["why"]
+    assert "capture failed" not in stdout
+    close(losses(graph), losses(eager), rel=5e-2 if name == "bf16" else 1e-3)
+
+
+def test_lstm_graph_matches_eager_on_the_gpu(tmp_path, capsys):
+    eager, _, _ = run(tmp_path, capsys, LSTM, out="eager")
+    graph, s, stdout = run(tmp_path, capsys, LSTM, "train.cuda_graph=auto", out="graph")
+    assert s["path"] == "cuda-graph", s["plan"]["why"]
+    assert "capture failed" not in stdout
+    close(losses(graph), losses(eager))
