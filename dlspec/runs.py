@@ -138,11 +138,9 @@ class MetricsLog:
 
 def plot_curves(run_dir: str, rows: list[dict[str, Any]]) -> str | None:
     """curves.png: loss and metrics per epoch.  Returns a note when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # the object API with the Agg canvas: no pyplot (whose import alone took 0.5 s of a 4 s quick start)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return "curves.png not written: matplotlib is not installed (pip install 'dlspec[plot]')"
     if not rows:
@@ -150,7 +148,9 @@ def plot_curves(run_dir: str, rows: list[dict[str, Any]]) -> str | None:
     epochs = [r["epoch"] for r in rows]
     metrics = sorted({k.split("_", 1)[1] for r in rows for k in r if k.startswith(("train_", "val_", "test_"))})
     metrics = ["loss"] + [m for m in metrics if m != "loss"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(metrics), 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
         for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
             pts = [(e, r[f"{split}_{m}"]) for e, r in zip(epochs, rows, strict=True) if r.get(f"{split}_{m}") not in (None, "")]
@@ -162,7 +162,6 @@ def plot_curves(run_dir: str, rows: list[dict[str, Any]]) -> str | None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "curves.png"), dpi=110)
-    plt.close(fig)
     return None
 
 

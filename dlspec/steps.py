@@ -196,6 +196,7 @@ class Graphs:
         self.failed: str | None = None  # why capture failed (the run goes on eagerly)
         self.started = False
         self.original: list[dict[str, Any]] = []  # the param groups' own capturable flags
+        self.lr_tensors: list[torch.Tensor] = []  # per param group, when the lr is read from the device
 
     # state a step touches ---------------------------------------------------------------------------------
     def _tensors(self) -> list[torch.Tensor]:
@@ -230,10 +231,19 @@ class Graphs:
                 g["capturable"] = True
             if tr.plan.tensor_lr and not isinstance(g["lr"], torch.Tensor):
                 g["lr"] = torch.tensor(float(g["lr"]), device=tr.device)
+        self.lr_tensors = [g["lr"] for g in opt.param_groups] if tr.plan.tensor_lr else []
         for p, st in opt.state.items():  # a non-capturable step keeps its counter on the host
             if isinstance(st.get("step"), torch.Tensor) and st["step"].device != p.device:
                 st["step"] = st["step"].to(p.device)
         self.started = True
+
+    def after_schedule(self) -> None:
+        """After a scheduler step: a learning rate the scheduler assigned as a number (torch versions that
+        assign rather than fill a tensor lr) goes into the device tensor the graphs read."""
+        for g, t in zip(self.tr.opt.param_groups, self.lr_tensors, strict=False):
+            if g["lr"] is not t:
+                t.fill_(float(g["lr"]))
+                g["lr"] = t
 
     def _check_hypers(self) -> None:
         now = self._hypers()
@@ -295,6 +305,7 @@ class Graphs:
         for g in tr.opt.param_groups:  # back to what an eager step expects
             if isinstance(g["lr"], torch.Tensor):
                 g["lr"] = float(g["lr"])
+        self.lr_tensors = []
         tr.plan.graph = False
         tr.plan.tensor_lr = False
         tr.plan.why.append(f"cuda graph: off from here, capture failed ({self.failed})")

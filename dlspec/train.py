@@ -399,6 +399,7 @@ class Trainer:
             if graphs is not None and graphs.step(idx):
                 if self.sched is not None and self.sched_per_batch:
                     self.sched.step()
+                    graphs.after_schedule()
             else:
                 x, y = data.x[idx], data.y[idx]
                 if not self.on_device:

@@ -200,6 +200,21 @@ def test_per_batch_schedule_through_a_tensor_learning_rate(tmp_path, capsys, fak
         assert torch.allclose(fast["model"][k].float(), v.float(), rtol=1e-4, atol=1e-6), k
 
 
+def test_a_scheduler_that_assigns_the_lr_still_reaches_the_graph(tmp_path, capsys, fake_graphs, monkeypatch):
+    """Older torch schedulers assign a float to param_group["lr"] instead of filling a tensor lr."""
+    from torch.optim import lr_scheduler
+
+    def assign(group: dict[str, Any], key: str, val: Any) -> None:
+        group[key] = float(val)
+
+    monkeypatch.setattr(lr_scheduler, "_update_param_group_val", assign, raising=False)
+    plain, _, _ = run(tmp_path, capsys, ADAM_ONECYCLE, out="plain")
+    fast, s, _ = run(tmp_path, capsys, ADAM_ONECYCLE, "train.cuda_graph=auto", out="fast")
+    assert s["path"] == "cuda-graph" and fake_graphs.count("capture") == 2  # no capture per batch
+    for (a, b, lr), (a0, b0, lr0) in zip(losses(fast), losses(plain), strict=True):
+        assert a == pytest.approx(a0, rel=1e-5) and b == pytest.approx(b0, rel=1e-5) and lr == pytest.approx(lr0)
+
+
 def test_a_capture_that_fails_falls_back_to_eager(tmp_path, capsys, fake_graphs, monkeypatch):
     monkeypatch.setattr(FakeAPI, "fail", "operation not permitted when stream is capturing")
     plain, _, _ = run(tmp_path, capsys, CNN, out="plain")
