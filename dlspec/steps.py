@@ -232,6 +232,8 @@ class Graphs:
             if tr.plan.tensor_lr and not isinstance(g["lr"], torch.Tensor):
                 g["lr"] = torch.tensor(float(g["lr"]), device=tr.device)
         self.lr_tensors = [g["lr"] for g in opt.param_groups] if tr.plan.tensor_lr else []
+        opt._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]  # the warm-up steps are
+        # uncaptured on purpose; torch would warn about capturable=True outside a capture
         for p, st in opt.state.items():  # a non-capturable step keeps its counter on the host
             if isinstance(st.get("step"), torch.Tensor) and st["step"].device != p.device:
                 st["step"] = st["step"].to(p.device)
@@ -261,10 +263,12 @@ class Graphs:
             counts.append(tr.fused_step(idx))
 
         snap = self._snapshot()
-        self.api.warmup(body, self.WARMUP)
-        self._restore(snap)
-        graph = self.api.capture(body)
-        self._restore(snap)  # a stand-in api runs the body to capture it; CUDA's capture changes nothing
+        try:
+            self.api.warmup(body, self.WARMUP)
+            self._restore(snap)
+            graph = self.api.capture(body)
+        finally:
+            self._restore(snap)  # also when the capture failed: the run goes on eagerly from this state
         self.captures += 1
         return graph, idx, counts[-1]
 

@@ -92,6 +92,7 @@ class FakeAPI:
     """torch.cuda's graph calls as the engine uses them, on the CPU."""
 
     fail: str | None = None
+    fail_in_warmup = False
 
     def __init__(self, graphs: steps.Graphs, log: list[str]):
         self.graphs, self.log = graphs, log
@@ -99,6 +100,8 @@ class FakeAPI:
     def warmup(self, fn: Any, times: int) -> None:
         for _ in range(times):
             fn()
+            if FakeAPI.fail and FakeAPI.fail_in_warmup:  # after a step changed the weights
+                raise RuntimeError(FakeAPI.fail)
 
     def capture(self, fn: Any) -> FakeGraph:
         if FakeAPI.fail:
@@ -131,6 +134,7 @@ def fake_graphs(monkeypatch):
     monkeypatch.setattr(steps, "plan", plan)
     monkeypatch.setattr(steps.Graphs, "__init__", init)
     monkeypatch.setattr(FakeAPI, "fail", None)
+    monkeypatch.setattr(FakeAPI, "fail_in_warmup", False)
     yield log
 
 
@@ -215,8 +219,10 @@ def test_a_scheduler_that_assigns_the_lr_still_reaches_the_graph(tmp_path, capsy
         assert a == pytest.approx(a0, rel=1e-5) and b == pytest.approx(b0, rel=1e-5) and lr == pytest.approx(lr0)
 
 
-def test_a_capture_that_fails_falls_back_to_eager(tmp_path, capsys, fake_graphs, monkeypatch):
+@pytest.mark.parametrize("in_warmup", [False, True])
+def test_a_capture_that_fails_falls_back_to_eager(tmp_path, capsys, fake_graphs, monkeypatch, in_warmup):
     monkeypatch.setattr(FakeAPI, "fail", "operation not permitted when stream is capturing")
+    monkeypatch.setattr(FakeAPI, "fail_in_warmup", in_warmup)
     plain, _, _ = run(tmp_path, capsys, CNN, out="plain")
     fast, s, stdout = run(tmp_path, capsys, CNN, "train.cuda_graph=auto", out="fast")
     assert "CUDA graph capture failed (RuntimeError: operation not permitted" in stdout
