@@ -13,24 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-from test_steps import ADAM_ONECYCLE, CNN, losses, run, tiny_images  # noqa: E402,F401 - tiny_images: the data
-
-LSTM = """\
-name: TinyLSTM
-input: [1, 8, 8]
-layers:
-  - Reshape: [8, 8]        # 8 rows of 8 pixels, as lstm_rows reads MNIST
-  - LSTM: {hidden_size: 16, batch_first: true}
-  - Last
-  - Linear: {out_features: 3}
-train:
-  data: {name: tiny_images}
-  epochs: 3
-  batch_size: 32
-  optimizer: {SGD: {lr: 0.1}}
-  cuda_graph: false
-  device: cuda
-"""
+from test_steps import ADAM_ONECYCLE, CNN, LSTM_ROWS, losses, run, tiny_images  # noqa: E402,F401 - tiny_images: the data
 
 
 def close(a: list[tuple[float, float, float]], b: list[tuple[float, float, float]], rel: float = 1e-3) -> None:
@@ -51,8 +34,9 @@ def test_cuda_graph_path_matches_eager_on_the_gpu(tmp_path, capsys, name, text):
 
 
 def test_lstm_graph_matches_eager_on_the_gpu(tmp_path, capsys):
-    eager, _, _ = run(tmp_path, capsys, LSTM, out="eager")
-    graph, s, stdout = run(tmp_path, capsys, LSTM, "train.cuda_graph=auto", out="graph")
+    text = LSTM_ROWS.replace("device: cpu", "device: cuda")
+    eager, _, _ = run(tmp_path, capsys, text, out="eager")
+    graph, s, stdout = run(tmp_path, capsys, text, "train.cuda_graph=auto", out="graph")
     assert s["path"] == "cuda-graph", s["plan"]["why"]
     assert "capture failed" not in stdout
     close(losses(graph), losses(eager))

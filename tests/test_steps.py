@@ -352,3 +352,30 @@ def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
     _, s, stdout = run(tmp_path, capsys, text, out="r")
     chosen = "bf16" if steps.native_bf16_cpu() else "fp32"
     assert s["precision"] == chosen and f"precision: auto → {chosen}" in stdout
+
+
+LSTM_ROWS = """\
+name: TinyLSTM
+input: [1, 8, 8]
+layers:
+  - Reshape: [8, 8]        # 8 rows of 8 pixels, as lstm_rows reads MNIST
+  - LSTM: {hidden_size: 16, batch_first: true}
+  - Last
+  - Linear: {out_features: 3}
+train:
+  data: {name: tiny_images}
+  epochs: 2
+  batch_size: 32
+  optimizer: {SGD: {lr: 0.1, momentum: 0.9}}
+  cuda_graph: false
+  device: cpu
+"""
+
+
+def test_graph_engine_with_a_recurrent_model(tmp_path, capsys, fake_graphs):
+    plain, _, _ = run(tmp_path, capsys, LSTM_ROWS, out="plain")
+    fast, s, _ = run(tmp_path, capsys, LSTM_ROWS, "train.cuda_graph=auto", out="fast")
+    assert s["path"] == "cuda-graph"
+    assert losses(fast) == losses(plain)
+    for k, v in plain["model"].items():
+        assert torch.equal(fast["model"][k], v), k
