@@ -26,6 +26,7 @@ from . import overrides as ov
 from . import runs, steps
 from .contract import CLASS_LOSSES, DataFacts, check_contract
 from .data import DATASETS, Bundle, DataError, Split, data_root
+from .data.base import float_bytes, materialize
 from .diagnostics import Diagnostic
 from .infer import Checked
 from .infer import check as infer_check
@@ -153,7 +154,11 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     entry = DATASETS[cfg.data_name]
     try:
         # a dataset's own `seed` (filled in by validate_train) fixes the data; train.seed drives init and shuffling
-        bundle = entry.load(dict(cfg.data_args), data_root(opts.data_root))
+        # uint8 images where the loader has them, made float32 where the training runs (bit for bit the
+        # float loader's values): on a GPU a quarter of the bytes cross the bus, and the arithmetic is there
+        bundle = (entry.raw or entry.load)(dict(cfg.data_args), data_root(opts.data_root))
+        if bundle.pixels is not None:
+            materialize(bundle, device if fits_on(device, float_bytes(bundle)) else torch.device("cpu"))
     except DataError as e:
         path_ = ("train", "data") + ((e.arg,) if e.arg else ())
         raise Refused(warnings + [doc.diag("error", "data", e.message, path_, notes=e.notes, help=e.help)], doc) from None
@@ -194,6 +199,15 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     if d:
         raise Refused(warnings + d, doc)
     return s
+
+
+def fits_on(device: torch.device | None, nbytes: int) -> bool:
+    """Whether the data set stays resident on the device: always on the CPU; on CUDA when it takes less
+    than 40 % of the free memory (room for the model, its activations and the graphs)."""
+    if device is None or device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < 0.4 * free
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
@@ -306,12 +320,10 @@ class Trainer:
         return self._opt
 
     def _fits_on_device(self) -> bool:
-        if self.device.type != "cuda":
-            return True  # CPU: the data is already where the model is
         b = self.s.bundle
-        size = sum(t.element_size() * t.nelement() for t in (b.train.x, b.train.y, b.test.x, b.test.y))
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return size < 0.4 * free
+        if b.train.x.device == self.device:
+            return True  # already there (CPU, or materialized on the GPU by prepare)
+        return fits_on(self.device, float_bytes(b))
 
     # checkpoint state ----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

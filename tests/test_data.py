@@ -187,6 +187,38 @@ def test_idx_normalize_scale_shape(tmp_path):
     raises(lambda: load("mnist", {"normalize": [[0.1, 0.2, 0.3], [1, 1, 1]]}, str(tmp_path)), "3 means", "1 channels")
 
 
+@pytest.mark.parametrize("args", [{}, {"normalize": True}, {"normalize": [[0.5], [0.25]]}, {"scale": False},
+                                  {"scale": False, "normalize": True}, {"shape": [28, 28], "normalize": True},
+                                  {"shape": [-1]}, {"subset": {"train": 10, "test": 5}, "seed": 3}])
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_idx_uint8_form_materializes_to_the_float_loader_bit_for_bit(tmp_path, args, name, folder):
+    """What `dlspec run` loads (uint8, made float where the training runs) against the float loader."""
+    from dlspec.data.base import float_bytes, materialize
+
+    make_mnist(tmp_path, folder=folder)
+    want = load(name, dict(args), str(tmp_path))
+    entry = DATASETS[name]
+    raw = entry.raw({**{k: a.default for k, a in entry.args.items()}, **args}, str(tmp_path))
+    assert raw.train.x.dtype == torch.uint8 and raw.pixels is not None
+    assert float_bytes(raw) == sum(t.element_size() * t.nelement()
+                                   for t in (want.train.x, want.test.x, want.train.y, want.test.y))
+    got = materialize(raw, torch.device("cpu"))
+    assert got.pixels is None and got.sample_shape == want.sample_shape
+    for a, b in ((got.train, want.train), (got.test, want.test)):
+        assert a.x.dtype == torch.float32 and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert got.info["normalize"] == want.info["normalize"]
+
+
+def test_idx_uint8_form_refuses_what_the_float_loader_refuses(tmp_path):
+    make_mnist(tmp_path)
+    raw = DATASETS["mnist"].raw
+    defaults = {k: a.default for k, a in DATASETS["mnist"].args.items()}
+    err = raises(lambda: raw({**defaults, "shape": [28, 27]}, str(tmp_path)), "784", "[28, 27]")
+    assert err.arg == "shape"
+    raises(lambda: raw({**defaults, "normalize": [[0.1, 0.2, 0.3], [1, 1, 1]]}, str(tmp_path)), "3 means",
+           "1 channels")
+
+
 def test_idx_subset(tmp_path):
     arrays = make_mnist(tmp_path)
     args = {"subset": {"train": 10, "test": 5}}

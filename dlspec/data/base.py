@@ -33,8 +33,23 @@ class Split:
 
 
 @dataclass
+class Pixels:
+    """How uint8 images (N, C, H, W) become the float32 samples: x * scale, then (x - mean) / std per
+    channel, then each sample reshaped to `shape` — the float loader's own arithmetic, in the same order."""
+
+    scale: float | None
+    mean: list[float] | None
+    std: list[float] | None
+    shape: tuple[int, ...] | None
+
+
+@dataclass
 class Bundle:
-    """A loaded dataset: whole tensors in memory, normalised once."""
+    """A loaded dataset: whole tensors in memory, normalised once.
+
+    A loader's `raw` form (DatasetType.raw) leaves the images uint8 and says how to convert them in
+    `pixels`; `materialize` does that where the training runs (on the GPU: a quarter of the bytes to copy,
+    and the normalisation there)."""
 
     name: str
     train: Split
@@ -44,6 +59,7 @@ class Bundle:
     classes: list[str] | None = None  # class names, when known
     vocab: list[str] | None = None  # char_text: the characters, id order
     info: dict[str, Any] = field(default_factory=dict)  # what was loaded from where (for summary.json)
+    pixels: Pixels | None = None  # set: train.x / test.x are uint8 images still to be materialized
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -65,6 +81,7 @@ class DatasetType:
     load: Callable[[dict[str, Any], str], Bundle]  # (resolved args, data root) -> Bundle
     doc: str = ""
     needs: str | None = None  # an optional package it needs ("torchvision")
+    raw: Callable[[dict[str, Any], str], Bundle] | None = None  # the same data with uint8 images (Bundle.pixels)
 
 
 DATASETS: dict[str, DatasetType] = {}
@@ -99,3 +116,35 @@ def data_root(cli_root: str | None = None) -> str:
 
 
 __all__ = ["Arg", "Bool", "Int", "Bundle", "Split", "DataError", "DatasetType", "DATASETS", "register", "data_root"]
+
+
+def float_bytes(b: Bundle) -> int:
+    """The bytes of the training and test samples once they are float32 (and the targets)."""
+    xs = sum(4 * t.x.nelement() if b.pixels is not None else t.x.element_size() * t.x.nelement()
+             for t in (b.train, b.test))
+    return xs + sum(t.y.element_size() * t.y.nelement() for t in (b.train, b.test))
+
+
+def materialize(b: Bundle, device: Any) -> Bundle:
+    """uint8 images → the float32 samples, computed on `device` (a raw Bundle; others are returned as
+    they are).  Bit for bit the float loader's values: the same float32 operations in the same order."""
+    import torch
+
+    p = b.pixels
+    if p is None:
+        return b
+
+    def convert(x: Any) -> Any:
+        f = x.to(device).float()
+        if p.scale is not None:
+            f.mul_(torch.tensor(p.scale, dtype=torch.float32, device=f.device))
+        if p.mean is not None and p.std is not None:
+            view = (1, len(p.mean)) + (1,) * (f.dim() - 2)
+            f.sub_(torch.tensor(p.mean, dtype=torch.float32, device=f.device).reshape(view))
+            f.div_(torch.tensor(p.std, dtype=torch.float32, device=f.device).reshape(view))
+        return f.reshape(len(f), *p.shape) if p.shape is not None else f
+
+    b.train = Split(convert(b.train.x), b.train.y.to(device))
+    b.test = Split(convert(b.test.x), b.test.y.to(device))
+    b.pixels = None
+    return b

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Int, IntList, Optional_
-from .base import Bundle, DataError, DatasetType, register
+from .base import Bundle, DataError, DatasetType, Pixels, register
 from .common import (
     Normalize,
     Text,
@@ -122,6 +122,13 @@ class _MnistLike:
         self.stats, self.urls = stats, urls
 
     def __call__(self, args: dict[str, Any], root: str) -> Bundle:
+        return self.load(args, root, uint8=False)
+
+    def raw(self, args: dict[str, Any], root: str) -> Bundle:
+        """The same Bundle with uint8 images (N, 1, H, W) and `pixels` saying how to make them float."""
+        return self.load(args, root, uint8=True)
+
+    def load(self, args: dict[str, Any], root: str, uint8: bool) -> Bundle:
         import numpy as np
 
         t0 = time.perf_counter()
@@ -158,13 +165,39 @@ class _MnistLike:
                             f"{arrays['test'][0].shape[1:]} ({folder})", help="the files are from different data sets")
         (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
         xtr, ytr, xte, yte = take_subset(self.name, xtr, ytr, xte, yte, a["subset"], a["seed"])
+        standard = self.stats if a["scale"] else tuple(tuple(v * 255 for v in s) for s in self.stats)
+        if uint8:
+            shape = a["shape"]
+            if shape is not None:  # checked (and -1 resolved) by the float loader's own rule, on one sample
+                shape = reshape_samples(self.name, np.zeros((1, 1) + xtr.shape[1:], dtype=np.float32), shape).shape[1:]
+            spec = a["normalize"]
+            means_stds = None if spec is None else (standard if spec is True else spec)
+            if means_stds is not None and len(means_stds[0]) != 1:
+                normalize_arrays(self.name, np.zeros((1, 1) + xtr.shape[1:], dtype=np.float32),
+                                 None, spec, standard)  # raises the float loader's DataError
+            pixels = Pixels(scale=float(np.float32(1 / 255)) if a["scale"] else None,
+                            mean=[float(v) for v in means_stds[0]] if means_stds else None,
+                            std=[float(v) for v in means_stds[1]] if means_stds else None,
+                            shape=tuple(int(d) for d in shape) if shape is not None else None)
+            sample = list(pixels.shape) if pixels.shape else [1, *xtr.shape[1:]]
+            norm = None if means_stds is None else {"mean": pixels.mean, "std": pixels.std,
+                                                     "from": "standard" if spec is True else "given"}
+            xtr, xte = (x if x.flags.writeable else x.copy() for x in (xtr, xte))  # torch wants writable memory
+            return Bundle(
+                name=self.name, train=make_split(xtr[:, None], ytr.astype(np.int64)),
+                test=make_split(xte[:, None], yte.astype(np.int64)), task="classification",
+                num_classes=len(self.classes), classes=list(self.classes), pixels=pixels,
+                info={"folder": os.path.abspath(folder), "files": [os.path.abspath(paths[n]) for p in
+                                                                   _IDX_FILES.values() for n in p],
+                      "sample_shape": sample, "scale": 255 if a["scale"] else 1, "normalize": norm,
+                      "subset": a["subset"], "seconds": round(time.perf_counter() - t0, 3),
+                      "uint8": True})
         xs = []
         for x in (xtr, xte):
             f = x.astype(np.float32)[:, None]  # (N, 1, H, W) as torchvision's ToTensor
             if a["scale"]:
                 f *= np.float32(1 / 255)
             xs.append(f)
-        standard = self.stats if a["scale"] else tuple(tuple(v * 255 for v in s) for s in self.stats)
         norm = normalize_arrays(self.name, xs[0], xs[1], a["normalize"], standard)
         xs = [reshape_samples(self.name, x, a["shape"]) for x in xs]
         return Bundle(
@@ -228,15 +261,18 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 MNIST_STATS = ((0.1307,), (0.3081,))
 FASHION_STATS = ((0.2860,), (0.3530,))
 
+_MNIST = _MnistLike("mnist", "MNIST", "MNIST", MNIST_CLASSES, MNIST_STATS,
+                    "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror)")
+_FASHION = _MnistLike("fashion_mnist", "FashionMNIST", "Fashion-MNIST", FASHION_CLASSES, FASHION_STATS,
+                      "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")
+
 register(DatasetType(
     "mnist", _mnist_args("null: pixels only scaled; true: MNIST's mean/std (0.1307, 0.3081); or [[means], [stds]]"),
-    _MnistLike("mnist", "MNIST", "MNIST", MNIST_CLASSES, MNIST_STATS,
-               "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror)"),
+    _MNIST, raw=_MNIST.raw,
     doc="MNIST handwritten digits: 60000 + 10000 grayscale 28×28 images, 10 classes; x (N, 1, 28, 28)"))
 
 register(DatasetType(
     "fashion_mnist",
     _mnist_args("null: pixels only scaled; true: Fashion-MNIST's mean/std (0.2860, 0.3530); or [[means], [stds]]"),
-    _MnistLike("fashion_mnist", "FashionMNIST", "Fashion-MNIST", FASHION_CLASSES, FASHION_STATS,
-               "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+    _FASHION, raw=_FASHION.raw,
     doc="Fashion-MNIST (Zalando): 60000 + 10000 grayscale 28×28 clothing images, 10 classes; x (N, 1, 28, 28)"))
