@@ -232,6 +232,7 @@ class Graphs:
             if tr.plan.tensor_lr and not isinstance(g["lr"], torch.Tensor):
                 g["lr"] = torch.tensor(float(g["lr"]), device=tr.device)
         self.lr_tensors = [g["lr"] for g in opt.param_groups] if tr.plan.tensor_lr else []
+        self.hypers = self._hypers()
         opt._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]  # the warm-up steps are
         # uncaptured on purpose; torch would warn about capturable=True outside a capture
         for p, st in opt.state.items():  # a non-capturable step keeps its counter on the host
@@ -246,12 +247,18 @@ class Graphs:
             if g["lr"] is not t:
                 t.fill_(float(g["lr"]))
                 g["lr"] = t
+        self._check_hypers()
 
     def _check_hypers(self) -> None:
+        """Hyperparameters change only in a scheduler step: checked after a per-batch one and at the start
+        of each epoch (after a per-epoch one), not at every replay."""
         now = self._hypers()
         if self.hypers is not None and now != self.hypers:
             self.train.clear()  # the graphs baked the old values in: capture again
             self.recaptures_this_epoch += 1
+            if self.recaptures_this_epoch > 2 and not self.failed:
+                self._give_up(RuntimeError("the optimizer's hyperparameters change every batch "
+                                           "(capturing again each time is slower than running eagerly)"))
         self.hypers = now
 
     def _capture_train(self, n: int) -> tuple[Any, torch.Tensor, int]:
@@ -279,7 +286,6 @@ class Graphs:
             return False
         if not self.started:
             return False  # the caller runs the first step eagerly, then calls start()
-        self._check_hypers()
         n = idx.numel()
         entry = self.train.get(n)
         if entry is None:
@@ -295,10 +301,9 @@ class Graphs:
         return True
 
     def new_epoch(self) -> None:
-        if self.recaptures_this_epoch > 2:
-            self._give_up(RuntimeError("the optimizer's hyperparameters change every batch "
-                                       "(recapturing each time is slower than running eagerly)"))
         self.recaptures_this_epoch = 0
+        if self.started and not self.failed:
+            self._check_hypers()
 
     def _give_up(self, e: Exception) -> None:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -312,8 +317,8 @@ class Graphs:
         self.lr_tensors = []
         tr.plan.graph = False
         tr.plan.tensor_lr = False
-        tr.plan.why.append(f"cuda graph: off from here, capture failed ({self.failed})")
-        tr.say(f"note: CUDA graph capture failed ({self.failed}); continuing eagerly")
+        tr.plan.why.append(f"cuda graph: off from here ({self.failed})")
+        tr.say(f"note: CUDA graph path off ({self.failed}); continuing eagerly")
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, bs: int, meter: Any) -> bool:
         """Adds a whole split to `meter` with captured forward passes (one graph per batch size; the

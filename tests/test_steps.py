@@ -219,14 +219,27 @@ def test_a_scheduler_that_assigns_the_lr_still_reaches_the_graph(tmp_path, capsy
         assert a == pytest.approx(a0, rel=1e-5) and b == pytest.approx(b0, rel=1e-5) and lr == pytest.approx(lr0)
 
 
+def test_hyperparameters_changing_every_batch_end_the_graph_path(tmp_path, capsys, fake_graphs, monkeypatch):
+    """The safety net behind the plan: OneCycleLR cycling Adam's beta1 every batch (the plan refuses that
+    up front; here it is told not to) is caught at replay time, captured again, then given up."""
+    monkeypatch.setattr(steps, "CYCLES_MOMENTUM", ())
+    text = ADAM_ONECYCLE.replace("cycle_momentum: false", "cycle_momentum: true").replace("epochs: 3", "epochs: 2")
+    plain, _, _ = run(tmp_path, capsys, text, out="plain")
+    fast, s, stdout = run(tmp_path, capsys, text, "train.cuda_graph=auto", out="fast")
+    assert "hyperparameters change every batch" in stdout and s["path"] == "eager"
+    assert fake_graphs.count("capture") == 3  # the first capture and two more, then eager for good
+    for (a, b, lr), (a0, b0, lr0) in zip(losses(fast), losses(plain), strict=True):
+        assert a == pytest.approx(a0, rel=1e-5) and b == pytest.approx(b0, rel=1e-5) and lr == pytest.approx(lr0)
+
+
 @pytest.mark.parametrize("in_warmup", [False, True])
 def test_a_capture_that_fails_falls_back_to_eager(tmp_path, capsys, fake_graphs, monkeypatch, in_warmup):
     monkeypatch.setattr(FakeAPI, "fail", "operation not permitted when stream is capturing")
     monkeypatch.setattr(FakeAPI, "fail_in_warmup", in_warmup)
     plain, _, _ = run(tmp_path, capsys, CNN, out="plain")
     fast, s, stdout = run(tmp_path, capsys, CNN, "train.cuda_graph=auto", out="fast")
-    assert "CUDA graph capture failed (RuntimeError: operation not permitted" in stdout
-    assert s["path"] == "eager" and any("capture failed" in w for w in s["plan"]["why"])
+    assert "CUDA graph path off (RuntimeError: operation not permitted" in stdout
+    assert s["path"] == "eager" and any("off from here" in w for w in s["plan"]["why"])
     assert losses(fast) == losses(plain)
 
 
