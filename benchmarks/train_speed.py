@@ -543,13 +543,18 @@ def end_to_end(args: argparse.Namespace) -> list[dict[str, Any]]:
                     test = f"acc {acc:.4f}" if acc is not None else \
                         ", ".join(f"{k[5:]} {v:.4g}" for k, v in s["final"].items())
                     res["path"] = s.get("path")
-                    note = ""
+                    times = s.get("times_s", {})
+                    res["times_s"] = times
+                    # load + train + test: the data set read and checked (prepare), then the run itself
+                    ltt = times.get("prepare", 0.0) + times.get("setup", 0.0) + times.get("run", 0.0)
+                    note = f"  load+train+test {ltt:.2f}s"
                     if s.get("device", "").startswith("cuda") and name in ISSUE_H100:
                         t, a = ISSUE_H100[name]
-                        note = f"  (issue's hand-written loop on an H100: {t} s, acc {a})"
+                        note += f"  (issue's hand-written loop on an H100: {t} s, acc {a})"
                         if name == E2E_TARGET[0]:
-                            ok = wall < E2E_TARGET[1]
-                            note += f"; target wall < {E2E_TARGET[1]:g} s: {'PASS' if ok else 'FAIL'}"
+                            note += (f"; target < {E2E_TARGET[1]:g} s: load+train+test "
+                                     f"{'PASS' if ltt < E2E_TARGET[1] else 'FAIL'}, whole process "
+                                     f"{'PASS' if wall < E2E_TARGET[1] else 'FAIL'}")
                     print(f"{name:22} {what:14} {wall:8.2f}s {s['train_time_s']:8.2f}s {s['epochs']:6}  {test}  "
                           f"[{s.get('path')}]{note}")
                 else:

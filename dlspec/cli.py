@@ -6,7 +6,10 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
+
+_STARTED = time.perf_counter()  # the command's start, for summary.json's timings (after Python's own start-up)
 
 
 def _color(mode: str) -> bool:
@@ -89,7 +92,7 @@ def _options(args: argparse.Namespace) -> Any:
 
     return Options(data_root=args.data_root, out=getattr(args, "out", "runs") or "runs", device=args.device,
                    epochs=getattr(args, "epochs", None), progress=not getattr(args, "no_progress", False),
-                   quiet=getattr(args, "quiet", False), threads=getattr(args, "threads", None))
+                   quiet=getattr(args, "quiet", False), threads=getattr(args, "threads", None), started=_STARTED)
 
 
 def _speed_overrides(args: argparse.Namespace) -> list[str]:

@@ -56,6 +56,7 @@ class Options:
     progress: bool = True
     quiet: bool = False
     threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    started: float | None = None  # time.perf_counter() when the command started (for summary.json's timings)
 
 
 class Refused(Exception):
@@ -79,6 +80,7 @@ class Session:
     val: Split | None = None
     warnings: list[Diagnostic] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    prepare_s: float = 0.0  # reading, checking, loading the data, building: everything before the Trainer
 
 
 # --- preparing a run ---------------------------------------------------------------------------------
@@ -128,6 +130,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     """
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
+    t0 = time.perf_counter()
     items = list(items)
     if opts.epochs is not None:
         items.append(f"train.epochs={opts.epochs}")
@@ -198,6 +201,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
                       s.model, steps_per_epoch(len(s.bundle.train), cfg), out)
     if d:
         raise Refused(warnings + d, doc)
+    s.prepare_s = time.perf_counter() - t0
     return s
 
 
@@ -525,6 +529,7 @@ def fmt_metrics(prefix: str, vals: dict[str, float]) -> str:
 
 def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None = None) -> int:
     cfg = s.cfg
+    t_setup = time.perf_counter()
     tr = Trainer(s, opts)
     if resume is not None:
         tr.load(resume)
@@ -619,7 +624,12 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     summary = {
         "spec": source_path, "name": s.checked.spec.name, "run_dir": run_dir, "epochs": tr.epoch,
         "stopped_early": stopped_early, "final": final, "best": tr.best, "train_time_s": round(train_time, 3),
-        "wall_time_s": round(time.perf_counter() - t_start, 3), "device": str(s.device),
+        "wall_time_s": round(time.perf_counter() - t_start, 3),
+        "times_s": {"prepare": round(s.prepare_s, 3), "setup": round(t_start - t_setup, 3),
+                    "train": round(train_time, 3), "run": round(time.perf_counter() - t_start, 3),
+                    **({"since_command_start": round(time.perf_counter() - opts.started, 3)}
+                       if opts.started is not None else {})},
+        "device": str(s.device),
         "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(), "threads_requested": opts.threads,
         "precision": tr.plan.precision, "path": tr.plan.name, "plan": tr.plan.as_dict(), "params": sum(p.numel() for p in tr.model.parameters()),
