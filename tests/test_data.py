@@ -671,6 +671,46 @@ def test_cifar10_through_torchvision(tmp_path, monkeypatch):
     assert len(b2.train) == 5 and 0 <= b2.train.x.min() and b2.train.x.max() <= 1
 
 
+def assert_uint8_form_matches(name: str, args: dict, root: str, uint8: bool = True) -> None:
+    """The loader's uint8 form (what `dlspec run` uses), materialized, against the float loader."""
+    from dlspec.data.base import materialize
+
+    want = load(name, dict(args), root)
+    entry = DATASETS[name]
+    raw = entry.raw({**{k: a.default for k, a in entry.args.items()}, **args}, root)
+    assert (raw.pixels is not None) is uint8 and (raw.train.x.dtype == torch.uint8) is uint8
+    got = materialize(raw, torch.device("cpu"))
+    for a, b in ((got.train, want.train), (got.test, want.test)):
+        assert a.x.dtype == torch.float32 and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert got.sample_shape == want.sample_shape and got.info["normalize"] == want.info["normalize"]
+
+
+def test_cifar10_uint8_form(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+
+    class CIFAR10:
+        classes = [str(i) for i in range(10)]
+
+        def __init__(self, root, train=True, download=False):
+            n = 20 if train else 10
+            self.data = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            self.targets = list(np.arange(n) % 10)
+
+    _fake_torchvision(monkeypatch, CIFAR10=CIFAR10)
+    for args in ({}, {"normalize": True}, {"normalize": [[0.5], [0.25]]}, {"subset": {"train": 5}}):
+        rng = np.random.default_rng(0)  # the stand-in draws the same arrays for both loaders
+        want = load("cifar10", dict(args), str(tmp_path))
+        rng = np.random.default_rng(0)
+        from dlspec.data.base import materialize
+
+        entry = DATASETS["cifar10"]
+        got = materialize(entry.raw({**{k: a.default for k, a in entry.args.items()}, **args}, str(tmp_path)), "cpu")
+        assert torch.equal(got.train.x, want.train.x) and torch.equal(got.test.x, want.test.x), args
+    entry = DATASETS["cifar10"]
+    raises(lambda: entry.raw({**{k: a.default for k, a in entry.args.items()}, "normalize": [[0.1, 0.2], [1, 1]]},
+                             str(tmp_path)), "2 means", "3 channels")
+
+
 def _write_images(root, sizes, mode="RGB"):
     from PIL import Image
 
@@ -697,6 +737,12 @@ def test_image_folder(tmp_path):
     assert torch.equal(t.test.x, b.test.x)
     s = load("image_folder", {"path": str(tmp_path / "train"), "test_fraction": 0.25}, ".")
     assert len(s.train) == 6 and len(s.test) == 2
+    for args, uint8 in (({"path": str(tmp_path)}, True),
+                        ({"path": str(tmp_path), "grayscale": True, "size": 8, "normalize": [[0.5], [0.25]]}, True),
+                        ({"path": str(tmp_path), "normalize": [[0.4, 0.5, 0.6], [0.2, 0.25, 0.3]]}, True),
+                        ({"path": str(tmp_path), "normalize": True}, False),  # statistics of the float images
+                        ({"path": str(tmp_path / "train"), "test_fraction": 0.25, "subset": {"train": 3}}, True)):
+        assert_uint8_form_matches("image_folder", args, ".", uint8)
 
 
 def test_image_folder_errors(tmp_path):

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Float, Int, IntTuple, Optional_
-from .base import Bundle, DataError, DatasetType, register
+from .base import Bundle, DataError, DatasetType, Pixels, register
 from .common import (
     Normalize,
     Text,
@@ -30,24 +30,41 @@ from .common import (
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
-def _finish(name: str, a: dict[str, Any], xtr: Any, ytr: Any, xte: Any, yte: Any, standard: Any) -> tuple[Any, ...]:
-    """uint8 (N, H, W, C) arrays -> subset, float32 (N, C, H, W) in [0, 1], normalised."""
+def _finish(name: str, a: dict[str, Any], xtr: Any, ytr: Any, xte: Any, yte: Any, standard: Any,
+            uint8: bool = False) -> tuple[Any, ...]:
+    """uint8 (N, H, W, C) arrays -> subset, float32 (N, C, H, W) in [0, 1], normalised.
+
+    uint8=True: the images stay uint8 (N, C, H, W) and the last item is the Pixels that make them float
+    (None, and float32 as without it, when the statistics must be computed from the float images)."""
     import numpy as np
 
     xtr, ytr, xte, yte = take_subset(name, xtr, ytr, xte, yte, a["subset"], a["seed"])
+    spec = a["normalize"]
+    if uint8 and not (spec is True and standard is None):
+        channels = int(xtr.shape[-1])
+        means_stds = None if spec is None else (standard if spec is True else spec)
+        if means_stds is not None and len(means_stds[0]) not in (1, channels):
+            normalize_arrays(name, np.zeros((1, channels, 1, 1), dtype=np.float32), None, spec, standard)
+        pixels = Pixels(scale=float(np.float32(1 / 255)),
+                        mean=[float(v) for v in means_stds[0]] if means_stds else None,
+                        std=[float(v) for v in means_stds[1]] if means_stds else None, shape=None)
+        norm = None if means_stds is None else {"mean": pixels.mean, "std": pixels.std,
+                                                 "from": "standard" if spec is True else "given"}
+        xs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) for x in (xtr, xte)]
+        return xs[0], np.asarray(ytr, dtype=np.int64), xs[1], np.asarray(yte, dtype=np.int64), norm, pixels
     xs = []
     for x in (xtr, xte):
         f = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
         f *= np.float32(1 / 255)
         xs.append(f)
     norm = normalize_arrays(name, xs[0], xs[1], a["normalize"], standard)
-    return xs[0], np.asarray(ytr, dtype=np.int64), xs[1], np.asarray(yte, dtype=np.int64), norm
+    return xs[0], np.asarray(ytr, dtype=np.int64), xs[1], np.asarray(yte, dtype=np.int64), norm, None
 
 
 # --- cifar10 ------------------------------------------------------------------------------------------
 
 
-def _load_cifar10(args: dict[str, Any], root: str) -> Bundle:
+def _load_cifar10(args: dict[str, Any], root: str, uint8: bool = False) -> Bundle:
     import numpy as np
 
     t0 = time.perf_counter()
@@ -70,12 +87,12 @@ def _load_cifar10(args: dict[str, Any], root: str) -> Bundle:
                             f"{len(y)} labels", arg="root", help="delete cifar-10-batches-py/ and download it again")
         parts.append((x, y, list(getattr(ds, "classes", [])) or [str(i) for i in range(10)]))
     (xtr, ytr, classes), (xte, yte, _) = parts
-    xtr, ytr, xte, yte, norm = _finish("cifar10", a, xtr, ytr, xte, yte, CIFAR10_STATS)
+    xtr, ytr, xte, yte, norm, pixels = _finish("cifar10", a, xtr, ytr, xte, yte, CIFAR10_STATS, uint8)
     return Bundle("cifar10", make_split(xtr, ytr), make_split(xte, yte), task="classification",
-                  num_classes=len(classes), classes=classes,
+                  num_classes=len(classes), classes=classes, pixels=pixels,
                   info={"folder": os.path.abspath(os.path.join(base, "cifar-10-batches-py")),
                         "sample_shape": list(xtr.shape[1:]), "normalize": norm, "subset": a["subset"],
-                        "seconds": round(time.perf_counter() - t0, 3)})
+                        "seconds": round(time.perf_counter() - t0, 3), **({"uint8": True} if pixels else {})})
 
 
 register(DatasetType(
@@ -87,7 +104,7 @@ register(DatasetType(
                                                 "or [[means], [stds]]"),
         "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
-    _load_cifar10,
+    _load_cifar10, raw=lambda args, root: _load_cifar10(args, root, uint8=True),
     doc="CIFAR-10 (via torchvision): 50000 + 10000 colour 32×32 images, 10 classes; x (N, 3, 32, 32)",
     needs="torchvision"))
 
@@ -178,7 +195,7 @@ def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, graysc
     return out, np.array([c for _, c in samples], dtype=np.int64)
 
 
-def _load_image_folder(args: dict[str, Any], root: str) -> Bundle:
+def _load_image_folder(args: dict[str, Any], root: str, uint8: bool = False) -> Bundle:
     t0 = time.perf_counter()
     a = resolve("image_folder", args)
     base = find_path(a["path"], root, "image_folder", folder=True)
@@ -217,12 +234,13 @@ def _load_image_folder(args: dict[str, Any], root: str) -> Bundle:
         raise DataError(f"training images are {xtr.shape[2]}×{xtr.shape[1]} but test images {xte.shape[2]}×"
                         f"{xte.shape[1]}", arg="size", help="set `size: [H, W]` to resize every image")
     subset = a["subset"]
-    xtr, ytr, xte, yte, norm = _finish("image_folder", dict(a, subset=None), xtr, ytr, xte, yte, None)
+    xtr, ytr, xte, yte, norm, pixels = _finish("image_folder", dict(a, subset=None), xtr, ytr, xte, yte, None,
+                                               uint8)
     return Bundle("image_folder", make_split(xtr, ytr), make_split(xte, yte), task="classification",
-                  num_classes=len(classes), classes=classes,
+                  num_classes=len(classes), classes=classes, pixels=pixels,
                   info={"split": split, "sample_shape": list(xtr.shape[1:]),
                         "normalize": norm, "subset": subset,
-                        "seconds": round(time.perf_counter() - t0, 3)})
+                        "seconds": round(time.perf_counter() - t0, 3), **({"uint8": True} if pixels else {})})
 
 
 register(DatasetType(
@@ -240,6 +258,6 @@ register(DatasetType(
         "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
                                             "change it)"),
     },
-    _load_image_folder,
+    _load_image_folder, raw=lambda args, root: _load_image_folder(args, root, uint8=True),
     doc="images in class folders (torchvision's ImageFolder layout), decoded with Pillow; x (N, C, H, W)",
     needs="Pillow"))
