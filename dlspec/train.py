@@ -452,14 +452,17 @@ class Trainer:
         self._compiled_ok = True
         return out
 
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and loss: (loss, scores, targets), per-step targets flattened."""
+        with autocast():
+            out = self._forward(self.prep(x))
+            o, t = _flat(out, y, self.per_step)
+            return self.loss_fn(o.float(), _target(t, o, self.loss_fn)), o, t
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One eager training step on a batch."""
         cfg = self.s.cfg
-        x = self.prep(x)
-        with self.autocast():
-            out = self._forward(x)
-            o, t = _flat(out, y, self.per_step)
-            loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+        loss, o, t = self._loss(x, y, self.autocast)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -482,11 +485,7 @@ class Trainer:
         device-side sums.  No host synchronisation and no allocation that outlives it; the gradients are
         zeroed in place (they are the same tensors in every replay).  Returns the meter count to add."""
         cfg, data = self.s.cfg, self.s.bundle.train
-        x, y = self.prep(data.x.index_select(0, idx)), data.y.index_select(0, idx)
-        with self._autocast_graph():
-            out = self.model(x)
-            o, t = _flat(out, y, self.per_step)
-            loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+        loss, o, t = self._loss(data.x.index_select(0, idx), data.y.index_select(0, idx), self._autocast_graph)
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if cfg.clip_grad_norm:
@@ -496,11 +495,7 @@ class Trainer:
 
     @torch.no_grad()
     def eval_batch(self, x: torch.Tensor, y: torch.Tensor, meter: Meter) -> int:
-        autocast = self._autocast_graph if self.graphs is not None else self.autocast
-        with autocast():
-            out = self._forward(self.prep(x))
-            o, t = _flat(out, y, self.per_step)
-            loss = self.loss_fn(o.float(), _target(t, o, self.loss_fn))
+        loss, o, t = self._loss(x, y, self._autocast_graph if self.graphs is not None else self.autocast)
         return meter.add_sums(loss, o.float(), t)
 
     @torch.no_grad()
@@ -508,7 +503,8 @@ class Trainer:
         self.model.eval()
         bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
         if self.graphs is not None and self.on_device:
-            meter = self._eval_meters.setdefault(id(split.x), Meter(self.metrics, self.device, self.threshold))
+            meter = self._eval_meters.get(id(split.x)) or Meter(self.metrics, self.device, self.threshold)
+            self._eval_meters[id(split.x)] = meter  # the same sums every time: the eval graphs add into them
             meter.reset()
             if self.graphs.evaluate(split.x, split.y, bs, meter):
                 return meter.result()
