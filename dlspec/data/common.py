@@ -193,6 +193,26 @@ def normalize_arrays(name: str, x_train: Any, x_test: Any, spec: Any, standard: 
     return {"mean": [float(v) for v in means], "std": [float(v) for v in stds], "from": source}
 
 
+def uint8_pixels(name: str, normalize: Any, standard: Any, channels: int, scale: bool,
+                 shape: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any] | None]:
+    """The Pixels (and the `normalize` info) that turn uint8 images into what the float loader makes of them:
+    x * 1/255 when `scale`, then (x - mean) / std with the given or `standard` statistics.  Statistics to be
+    computed from the data (normalize: true without `standard`) are the caller's case: they need the floats."""
+    import numpy as np
+
+    from .base import Pixels
+
+    means_stds = None if normalize is None else (standard if normalize is True else normalize)
+    if means_stds is not None and len(means_stds[0]) not in (1, channels):  # the float loader's own error
+        normalize_arrays(name, np.zeros((1, channels, 1, 1), dtype=np.float32), None, normalize, standard)
+    pixels = Pixels(scale=float(np.float32(1 / 255)) if scale else None,
+                    mean=[float(v) for v in means_stds[0]] if means_stds else None,
+                    std=[float(v) for v in means_stds[1]] if means_stds else None, shape=shape)
+    norm = None if means_stds is None else {"mean": pixels.mean, "std": pixels.std,
+                                             "from": "standard" if normalize is True else "given"}
+    return pixels, norm
+
+
 def reshape_samples(name: str, x: Any, shape: Any, arg: str = "shape") -> Any:
     """Reshape each sample (the batch kept); the number of elements must stay the same."""
     if shape is None:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Int, IntList, Optional_
-from .base import Bundle, DataError, DatasetType, Pixels, register
+from .base import Bundle, DataError, DatasetType, register
 from .common import (
     Normalize,
     Text,
@@ -28,6 +28,7 @@ from .common import (
     reshape_samples,
     resolve,
     take_subset,
+    uint8_pixels,
 )
 
 # --- IDX files ----------------------------------------------------------------------------------------
@@ -170,18 +171,9 @@ class _MnistLike:
             shape = a["shape"]
             if shape is not None:  # checked (and -1 resolved) by the float loader's own rule, on one sample
                 shape = reshape_samples(self.name, np.zeros((1, 1) + xtr.shape[1:], dtype=np.float32), shape).shape[1:]
-            spec = a["normalize"]
-            means_stds = None if spec is None else (standard if spec is True else spec)
-            if means_stds is not None and len(means_stds[0]) != 1:
-                normalize_arrays(self.name, np.zeros((1, 1) + xtr.shape[1:], dtype=np.float32),
-                                 None, spec, standard)  # raises the float loader's DataError
-            pixels = Pixels(scale=float(np.float32(1 / 255)) if a["scale"] else None,
-                            mean=[float(v) for v in means_stds[0]] if means_stds else None,
-                            std=[float(v) for v in means_stds[1]] if means_stds else None,
-                            shape=tuple(int(d) for d in shape) if shape is not None else None)
+            pixels, norm = uint8_pixels(self.name, a["normalize"], standard, 1, a["scale"],
+                                        tuple(int(d) for d in shape) if shape is not None else None)
             sample = list(pixels.shape) if pixels.shape else [1, *xtr.shape[1:]]
-            norm = None if means_stds is None else {"mean": pixels.mean, "std": pixels.std,
-                                                     "from": "standard" if spec is True else "given"}
             xtr, xte = (x if x.flags.writeable else x.copy() for x in (xtr, xte))  # torch wants writable memory
             return Bundle(
                 name=self.name, train=make_split(xtr[:, None], ytr.astype(np.int64)),

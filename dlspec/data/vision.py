@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Float, Int, IntTuple, Optional_
-from .base import Bundle, DataError, DatasetType, Pixels, register
+from .base import Bundle, DataError, DatasetType, register
 from .common import (
     Normalize,
     Text,
@@ -25,6 +25,7 @@ from .common import (
     split_fraction,
     subset_indices,
     take_subset,
+    uint8_pixels,
 )
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -39,17 +40,8 @@ def _finish(name: str, a: dict[str, Any], xtr: Any, ytr: Any, xte: Any, yte: Any
     import numpy as np
 
     xtr, ytr, xte, yte = take_subset(name, xtr, ytr, xte, yte, a["subset"], a["seed"])
-    spec = a["normalize"]
-    if uint8 and not (spec is True and standard is None):
-        channels = int(xtr.shape[-1])
-        means_stds = None if spec is None else (standard if spec is True else spec)
-        if means_stds is not None and len(means_stds[0]) not in (1, channels):
-            normalize_arrays(name, np.zeros((1, channels, 1, 1), dtype=np.float32), None, spec, standard)
-        pixels = Pixels(scale=float(np.float32(1 / 255)),
-                        mean=[float(v) for v in means_stds[0]] if means_stds else None,
-                        std=[float(v) for v in means_stds[1]] if means_stds else None, shape=None)
-        norm = None if means_stds is None else {"mean": pixels.mean, "std": pixels.std,
-                                                 "from": "standard" if spec is True else "given"}
+    if uint8 and not (a["normalize"] is True and standard is None):
+        pixels, norm = uint8_pixels(name, a["normalize"], standard, int(xtr.shape[-1]), True)
         xs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) for x in (xtr, xte)]
         return xs[0], np.asarray(ytr, dtype=np.int64), xs[1], np.asarray(yte, dtype=np.int64), norm, pixels
     xs = []
