@@ -392,3 +392,13 @@ def test_graph_engine_with_a_recurrent_model(tmp_path, capsys, fake_graphs):
     assert losses(fast) == losses(plain)
     for k, v in plain["model"].items():
         assert torch.equal(fast["model"][k], v), k
+
+
+@pytest.mark.parametrize("native, model, precision, hint", [
+    (True, CONV, "fp32", True), (False, CONV, "fp32", False), (True, MLP, "fp32", False),
+    (True, CONV, "bf16", False), (True, CONV, "auto", False)])
+def test_plan_hints_at_bf16_where_it_pays(monkeypatch, native, model, precision, hint):
+    monkeypatch.setattr(steps, "native_bf16_cpu", lambda: native)
+    p = steps.plan(cfg(precision=precision), CPU, model, "SGD", None, False, True, 3 if model is CONV else 1)
+    assert ("--precision auto" in " ".join(p.why)) is hint
+    assert p.precision == ("bf16" if precision in ("bf16", "auto") and (native or precision == "bf16") else "fp32")
