@@ -248,17 +248,15 @@ class Meter:
         self.metrics = metrics
         self.device = device
         self.threshold = threshold  # binary losses: accuracy of (out > threshold), not of an argmax
-        self.reset()
+        self.sums: dict[str, torch.Tensor] = {k: torch.zeros((), dtype=torch.float64, device=device)
+                                              for k in ("loss", *metrics)}
+        self.count = 0  # samples (or steps for per-step targets)
 
     def reset(self) -> None:
         """Zero the sums in place (a captured CUDA graph keeps adding into the same tensors)."""
-        if hasattr(self, "sums"):
-            for t in self.sums.values():
-                t.zero_()
-        else:
-            z = torch.zeros((), dtype=torch.float64, device=self.device)
-            self.sums: dict[str, torch.Tensor] = {"loss": z.clone(), **{m: z.clone() for m in self.metrics}}
-        self.count = 0  # samples (or steps for per-step targets)
+        for t in self.sums.values():
+            t.zero_()
+        self.count = 0
 
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         self.count += self.add_sums(loss, out, y)

@@ -196,7 +196,7 @@ class Graphs:
         self.hypers: list[dict[str, Any]] | None = None
         self.captures = 0  # how many graphs were captured (re-captures included)
         self.recaptures_this_epoch = 0
-        self.failed: str | None = None  # why capture failed (the run goes on eagerly)
+        self.failed: str | None = None  # why the graph path ended (the run goes on eagerly)
         self.started = False
         self.original: list[dict[str, Any]] = []  # the param groups' own capturable flags
         self.lr_tensors: list[torch.Tensor] = []  # per param group, when the lr is read from the device

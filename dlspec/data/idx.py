@@ -167,6 +167,7 @@ class _MnistLike:
         (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
         xtr, ytr, xte, yte = take_subset(self.name, xtr, ytr, xte, yte, a["subset"], a["seed"])
         standard = self.stats if a["scale"] else tuple(tuple(v * 255 for v in s) for s in self.stats)
+        pixels = None
         if uint8:
             shape = a["shape"]
             if shape is not None:  # checked (and -1 resolved) by the float loader's own rule, on one sample
@@ -174,32 +175,26 @@ class _MnistLike:
             pixels, norm = uint8_pixels(self.name, a["normalize"], standard, 1, a["scale"],
                                         tuple(int(d) for d in shape) if shape is not None else None)
             sample = list(pixels.shape) if pixels.shape else [1, *xtr.shape[1:]]
-            xtr, xte = (x if x.flags.writeable else x.copy() for x in (xtr, xte))  # torch wants writable memory
-            return Bundle(
-                name=self.name, train=make_split(xtr[:, None], ytr.astype(np.int64)),
-                test=make_split(xte[:, None], yte.astype(np.int64)), task="classification",
-                num_classes=len(self.classes), classes=list(self.classes), pixels=pixels,
-                info={"folder": os.path.abspath(folder), "files": [os.path.abspath(paths[n]) for p in
-                                                                   _IDX_FILES.values() for n in p],
-                      "sample_shape": sample, "scale": 255 if a["scale"] else 1, "normalize": norm,
-                      "subset": a["subset"], "seconds": round(time.perf_counter() - t0, 3),
-                      "uint8": True})
-        xs = []
-        for x in (xtr, xte):
-            f = x.astype(np.float32)[:, None]  # (N, 1, H, W) as torchvision's ToTensor
-            if a["scale"]:
-                f *= np.float32(1 / 255)
-            xs.append(f)
-        norm = normalize_arrays(self.name, xs[0], xs[1], a["normalize"], standard)
-        xs = [reshape_samples(self.name, x, a["shape"]) for x in xs]
+            # (N, 1, H, W) uint8; torch wants writable memory
+            xs = [(x if x.flags.writeable else x.copy())[:, None] for x in (xtr, xte)]
+        else:
+            xs = []
+            for x in (xtr, xte):
+                f = x.astype(np.float32)[:, None]  # (N, 1, H, W) as torchvision's ToTensor
+                if a["scale"]:
+                    f *= np.float32(1 / 255)
+                xs.append(f)
+            norm = normalize_arrays(self.name, xs[0], xs[1], a["normalize"], standard)
+            xs = [reshape_samples(self.name, x, a["shape"]) for x in xs]
+            sample = list(xs[0].shape[1:])
         return Bundle(
             name=self.name, train=make_split(xs[0], ytr.astype(np.int64)), test=make_split(xs[1], yte.astype(np.int64)),
-            task="classification", num_classes=len(self.classes), classes=list(self.classes),
+            task="classification", num_classes=len(self.classes), classes=list(self.classes), pixels=pixels,
             info={"folder": os.path.abspath(folder), "files": [os.path.abspath(paths[n]) for p in _IDX_FILES.values()
                                                                for n in p],
-                  "sample_shape": list(xs[0].shape[1:]),
+                  "sample_shape": sample,
                   "scale": 255 if a["scale"] else 1, "normalize": norm, "subset": a["subset"],
-                  "seconds": round(time.perf_counter() - t0, 3)})
+                  "seconds": round(time.perf_counter() - t0, 3), **({"uint8": True} if pixels else {})})
 
     def _missing(self, base: str, raw: str, tried_download: bool, failed: str | None) -> DataError:
         names = [n for pair in _IDX_FILES.values() for n in pair]
