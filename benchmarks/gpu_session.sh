@@ -6,7 +6,8 @@
 # On the GPU machine, from the repo root, with .data carried:
 #   bash benchmarks/gpu_session.sh
 # It prints the versions, runs tests/test_cuda.py (graph path == eager path on the GPU), the throughput table
-# (source-style / dlspec / hand-tuned CUDA graph, with the targets), the end-to-end runs of the recipes, and
+# (source-style / dlspec / hand-tuned CUDA graph, with the targets), the optimizer step for-loop / foreach /
+# fused (whether train.fused: auto should take fused on CUDA too), the end-to-end runs of the recipes, and
 # specs/mnist_speedrun.yaml on 5 seeds (time to 99 %).  Nothing is installed: the machine's python3 has torch,
 # pyyaml, numpy and tqdm; dlspec runs from the checkout.
 set -uo pipefail
@@ -22,6 +23,7 @@ PY=${PYTHON:-python3}
 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_steps.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
 $PY benchmarks/train_speed.py --device cuda --workers 4 --budget-s 1 --repeats 5 --json "$OUT/speed.json" 2>&1 \
   | tee "$OUT/speed.txt"
+$PY benchmarks/optimizer_step.py --device cuda 2>&1 | tee "$OUT/optimizer_step.txt"   # does fused pay on CUDA?
 $PY benchmarks/train_speed.py --end-to-end --specs lenet mnist_cnn simple_cnn lstm_rows mnist_speedrun \
   --json "$OUT/e2e.json" 2>&1 | tee "$OUT/e2e.txt"
 for seed in 0 1 2 3 4; do

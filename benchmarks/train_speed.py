@@ -508,6 +508,8 @@ def end_to_end(args: argparse.Namespace) -> list[dict[str, Any]]:
     extra = (["--threads", str(args.threads)] if args.threads else [])
     dev = [] if args.device in ("auto", "all") else ["--device", args.device]
     print(f"\nend to end: `python -m dlspec run SPEC --quiet` as a subprocess, full epochs; {machine_line(torch.device('cpu'))}")
+    if args.set:
+        print(f"dlspec with the overrides {' '.join(args.set)}")
     head = f"{'spec':22} {'what':14} {'wall':>9} {'train':>9} {'epochs':>6}  test"
     print(head)
     print("-" * len(head))
@@ -515,7 +517,8 @@ def end_to_end(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="dlspec-e2e-") as tmp:
         for i, path in enumerate(specs):
             name = os.path.splitext(os.path.basename(path))[0]
-            jobs: list[tuple[str, list[str]]] = [("dlspec run", [sys.executable, "-m", "dlspec", "run", path, "--out",
+            jobs: list[tuple[str, list[str]]] = [("dlspec run", [sys.executable, "-m", "dlspec", "run", path,
+                                                                 *(args.set or []), "--out",
                                                                  os.path.join(tmp, f"runs{i}"), "--quiet",
                                                                  "--no-progress", "--data-root", args.data_root,
                                                                  *extra, *dev])]

@@ -96,11 +96,11 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _speed_overrides(args: argparse.Namespace) -> list[str]:
-    """--precision, --channels-last, --compile, --cuda-graph and --eager as train.* overrides."""
+    """--precision, --channels-last, --compile, --cuda-graph, --fused and --eager as train.* overrides."""
     word = {"on": "true", "off": "false", "auto": "auto"}
     items = []
     if args.eager:
-        items += ["train.channels_last=false", "train.compile=false", "train.cuda_graph=false"]
+        items += ["train.channels_last=false", "train.compile=false", "train.cuda_graph=false", "train.fused=false"]
     if args.precision:
         items.append(f"train.precision={args.precision}")
     if args.channels_last:
@@ -109,6 +109,8 @@ def _speed_overrides(args: argparse.Namespace) -> list[str]:
         items.append(f"train.compile={'false' if args.compile == 'off' else args.compile}")
     if args.cuda_graph:
         items.append(f"train.cuda_graph={word[args.cuda_graph]}")
+    if args.fused:
+        items.append(f"train.fused={word[args.fused]}")
     return items
 
 
@@ -328,8 +330,10 @@ def parser() -> argparse.ArgumentParser:
                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "off"),
                    help="torch.compile the model (MODE: default, reduce-overhead, max-autotune, ...; off)")
     f.add_argument("--cuda-graph", choices=("auto", "on", "off"), help="capture the training step in a CUDA graph")
+    f.add_argument("--fused", choices=("auto", "on", "off"), help="the optimizer's fused step (torch's fused=True)")
     f.add_argument("--eager", action="store_true",
-                   help="the plain path: no channels_last, compile or CUDA graph (for debugging and comparison)")
+                   help="the plain path: no channels_last, compile, CUDA graph or fused optimizer step (for debugging "
+                   "and comparison)")
     common(r)
     r.set_defaults(func=cmd_run)
     for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),

@@ -136,9 +136,10 @@ def _check_metrics(doc: Document, cfg: TrainConfig, task: str, loss: str | None)
     return diags
 
 
-def make_optimizer(resolved: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(resolved: dict[str, Any], model: nn.Module, **impl: Any) -> torch.optim.Optimizer:
+    """The spec's optimizer; `impl` adds the implementation the run's plan chose (fused=True)."""
     name, cls, kw = resolved["optimizer"]
-    return cls(model.parameters(), **kw)
+    return cls(model.parameters(), **kw, **impl)
 
 
 def make_scheduler(resolved: dict[str, Any], opt: torch.optim.Optimizer, epochs: int, steps_per_epoch: int) -> Any:

@@ -21,7 +21,8 @@ import yaml
 # Options that do not change the training trajectory: a run may be resumed with them changed.
 NOT_HASHED = (("name",), ("description",), ("train", "epochs"), ("train", "device"), ("train", "eval_every"),
               ("train", "checkpoint_every"), ("train", "eval_batch_size"), ("train", "early_stopping"),
-              ("train", "channels_last"), ("train", "compile"), ("train", "cuda_graph"))
+              ("train", "channels_last"), ("train", "compile"), ("train", "cuda_graph"),
+              ("train", "fused"))
 
 
 def _strip(data: Any) -> Any:

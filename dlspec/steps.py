@@ -34,6 +34,10 @@ from torch import nn
 TENSOR_LR = ("Adam", "AdamW")
 # schedulers that also change momentum / beta1 every batch unless cycle_momentum is false
 CYCLES_MOMENTUM = ("OneCycleLR", "CyclicLR")
+# where torch's fused optimizer step pays (benchmarks/optimizer_step.py; benchmarks/README.md): on the CPU,
+# Adam's step for SimpleCNN's 805 k parameters takes 1.17 ms for-loop, 1.09 ms foreach, 0.40 ms fused (2
+# threads); SGD's fused step is slower (0.85×).  On CUDA torch's own default (foreach) is kept: not measured.
+FUSED_PAYS = {"cpu": ("Adam", "AdamW")}
 
 
 @dataclass
@@ -46,18 +50,20 @@ class Plan:
     compile: str | None  # a torch.compile mode, or None
     graph: bool
     tensor_lr: bool = False
+    fused: bool = False  # the optimizer is made with fused=True
     why: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         """e.g. 'cuda-graph+channels_last+bf16', 'compile(default)', 'eager'."""
         base = "cuda-graph" if self.graph else f"compile({self.compile})" if self.compile else "eager"
-        extras = (["channels_last"] if self.channels_last else []) + ([self.precision] if self.precision != "fp32" else [])
+        extras = (["channels_last"] if self.channels_last else []) + ([self.precision] if self.precision != "fp32" else []) \
+            + (["fused"] if self.fused else [])
         return "+".join([base] + extras)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "channels_last": self.channels_last, "compile": self.compile,
-                "cuda_graph": self.graph, "tensor_lr": self.tensor_lr, "why": list(self.why)}
+                "cuda_graph": self.graph, "tensor_lr": self.tensor_lr, "fused": self.fused, "why": list(self.why)}
 
 
 def has_conv2d(model: nn.Module) -> bool:
@@ -65,9 +71,12 @@ def has_conv2d(model: nn.Module) -> bool:
 
 
 def plan(cfg: Any, device: torch.device, model: nn.Module, optimizer: str | None, scheduler: tuple[str, dict] | None,
-         sched_per_batch: bool, data_on_device: bool, input_rank: int) -> Plan:
-    """The path for this run.  `cfg` is the TrainConfig; `input_rank` the rank of one sample."""
+         sched_per_batch: bool, data_on_device: bool, input_rank: int,
+         optimizer_kw: dict[str, Any] | None = None) -> Plan:
+    """The path for this run.  `cfg` is the TrainConfig; `input_rank` the rank of one sample; `optimizer_kw`
+    the optimizer's arguments as the spec writes them."""
     why: list[str] = []
+    fused = plan_fused(cfg.fused, device, optimizer, optimizer_kw or {}, why)
     precision = cfg.precision
     if precision == "auto":
         # measured on a CPU with AMX (benchmarks/README.md): bf16 autocast ~1.25× fp32 for LeNet, same accuracy
@@ -121,7 +130,45 @@ def plan(cfg: Any, device: torch.device, model: nn.Module, optimizer: str | None
         elif reason is not None:
             why.append(f"cuda graph: off, {reason}")
     return Plan(device=device.type, precision=precision, channels_last=cl, compile=comp, graph=graph,
-                tensor_lr=tensor_lr and graph, why=why)
+                tensor_lr=tensor_lr and graph, fused=fused, why=why)
+
+
+def plan_fused(option: Any, device: torch.device, optimizer: str | None, kw: dict[str, Any], why: list[str]) -> bool:
+    """Whether to make the optimizer with fused=True: the `fused` option (auto|true|false), unless the
+    optimizer's own arguments already choose an implementation."""
+    if optimizer is None or option is False:
+        return False
+    own = [k for k in ("fused", "foreach") if kw.get(k) is not None]
+    if own:
+        if option is True:
+            why.append(f"fused: as the optimizer's own {own[0]}: {kw[own[0]]} says")
+        return False
+    if option == "auto" and optimizer not in FUSED_PAYS.get(device.type, ()):
+        return False
+    if not fused_step_works(optimizer, device.type):
+        if option is True:
+            why.append(f"fused: off, this torch has no fused {optimizer} step on {device.type}")
+        return False
+    why.append(f"fused: {optimizer}'s fused step" + (" (auto: faster on the CPU)" if option == "auto" else ""))
+    return True
+
+
+_FUSED_WORKS: dict[tuple[str, str], bool] = {}
+
+
+def fused_step_works(optimizer: str, device: str) -> bool:
+    """Whether torch.optim.<optimizer>(fused=True) takes a step on this device type (tried once, on one number)."""
+    key = (optimizer, device)
+    if key not in _FUSED_WORKS:
+        cls = getattr(torch.optim, optimizer, None)
+        try:
+            p = torch.zeros(1, device=device, requires_grad=True)
+            p.grad = torch.ones_like(p)
+            cls([p], fused=True).step()  # type: ignore[misc]
+            _FUSED_WORKS[key] = True
+        except Exception:  # noqa: BLE001 - no fused argument, or no fused kernel for this device: not fused
+            _FUSED_WORKS[key] = False
+    return _FUSED_WORKS[key]
 
 
 def native_bf16_cpu() -> bool:

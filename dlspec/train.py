@@ -271,10 +271,6 @@ class Trainer:
         # eval/predict (training=False) need neither optimizer nor scheduler (and skip their imports)
         self._opt: torch.optim.Optimizer | None = None
         self.sched: Any = None
-        if training:
-            opt = make_optimizer(s.resolved, self.model)
-            self._opt = opt
-            self.sched = make_scheduler(s.resolved, opt, cfg.epochs, max(1, self.steps_per_epoch))
         self.sched_per_batch = scheduler_per_batch(s.resolved, cfg)
         task = s.bundle.task
         self.metrics = [m for m in (cfg.metrics or default_metrics(task))]
@@ -297,10 +293,19 @@ class Trainer:
                 s.val = Split(s.val.x.to(self.device), s.val.y.to(self.device))
         self.say: Any = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, flush=True))
         sched = s.resolved.get("scheduler")
+        _, _, opt_kw = s.resolved["optimizer"]
         self.plan = steps.plan(cfg, self.device, self.model, s.resolved["optimizer"][0] if training else None,
                                (sched[0], sched[2]) if sched else None, self.sched_per_batch, self.on_device,
-                               len(s.bundle.sample_shape))
-        if not training:
+                               len(s.bundle.sample_shape), opt_kw)
+        # the optimizer implementation this run chose (not the spec's): re-applied after loading a checkpoint,
+        # and left out of the checkpoint, which keeps the spec's own values
+        self._impl = {"fused": True} if self.plan.fused else {}
+        self._spec_impl = {k: opt_kw.get(k) for k in self._impl}
+        if training:
+            opt = make_optimizer(s.resolved, self.model, **self._impl)
+            self._opt = opt
+            self.sched = make_scheduler(s.resolved, opt, cfg.epochs, max(1, self.steps_per_epoch))
+        else:
             self.plan.graph = self.plan.tensor_lr = False  # eval/predict: a few batches, not worth a capture
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.plan.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else contextlib.nullcontext
@@ -358,6 +363,7 @@ class Trainer:
         for g, d in zip(sd["param_groups"], self.graphs.original if self.graphs else [], strict=False):
             g.update(d)
         for g in sd["param_groups"]:
+            g.update(self._spec_impl)
             if isinstance(g.get("lr"), torch.Tensor):
                 g["lr"] = float(g["lr"])
         return sd
@@ -378,7 +384,9 @@ class Trainer:
                           f"{self.sched.total_steps}; resuming would change its schedule (keep train.epochs, or "
                           "start a new run)")
         self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
+        sd = st["optimizer"]
+        # this run's implementation in the groups torch reads while loading (it places a fused step's counter)
+        self.opt.load_state_dict({**sd, "param_groups": [{**g, **self._impl} for g in sd["param_groups"]]})
         if self.sched is not None and st.get("scheduler") is not None:
             self.sched.load_state_dict(st["scheduler"])
         self.epoch, self.batch = int(st["epoch"]), int(st["batch"])

@@ -126,6 +126,8 @@ TRAIN_ARGS: dict[str, Arg] = {
                    doc="torch.compile the model: true (mode default) or a mode name"),
     "cuda_graph": Arg(OneOf(Choice("auto"), Bool()), "auto",
                       doc="capture the training step in a CUDA graph; auto: when the run allows it"),
+    "fused": Arg(OneOf(Choice("auto"), Bool()), "auto",
+                 doc="the optimizer's fused step (torch's fused=True); auto: for Adam/AdamW on a CPU"),
     "clip_grad_norm": Arg(Optional_(Float(0.0, open_min=True)), None, doc="clip the gradients' total norm to this"),
     "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
                      doc="hold out this fraction of the training data for validation"),
@@ -156,6 +158,7 @@ class TrainConfig:
     channels_last: Any = "auto"
     compile: Any = False
     cuda_graph: Any = "auto"
+    fused: Any = "auto"
     clip_grad_norm: float | None = None
     val_split: float | None = None
     eval_every: int = 1

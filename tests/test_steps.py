@@ -186,9 +186,28 @@ def test_checkpoint_of_a_graph_run_resumes_eagerly(tmp_path, capsys, fake_graphs
     assert losses(resumed) == losses(plain)
 
 
+def test_resume_changes_the_optimizer_implementation(tmp_path, capsys):
+    """A checkpoint of a for-loop Adam run resumed with the fused step (and saved again) goes on as the for-loop
+    run would have, to rounding."""
+    text = CNN.replace("  - Dropout: 0.2\n", "").replace("{SGD: {lr: 0.1, momentum: 0.9}}", "{Adam: {lr: 0.01}}") \
+        .replace("padding: 1}", "padding: 1, bias: false}").replace("  cuda_graph: false\n", "  fused: false\n")
+    first, _, _ = run(tmp_path, capsys, text, "train.epochs=2", out="first")
+    (d,) = [p for p in (tmp_path / "first").glob("*/*") if p.is_dir()]
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(d), "train.fused=auto", "--epochs", "3", "--no-progress"]) == 0
+    assert "fused: Adam's fused step" in capsys.readouterr().out
+    resumed = torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=True)
+    plain, _, _ = run(tmp_path, capsys, text, out="plain")
+    assert losses(resumed)[:2] == losses(plain)[:2]
+    (a, b, _), (a0, b0, _) = losses(resumed)[2], losses(plain)[2]
+    assert a == pytest.approx(a0, rel=1e-5) and b == pytest.approx(b0, rel=1e-5)
+    assert [g["fused"] for g in resumed["optimizer"]["param_groups"]] == [None]
+
+
 # (no conv bias in front of BatchNorm here: its gradient is rounding noise, which Adam scales up to full steps)
 ADAM_ONECYCLE = CNN.replace("padding: 1}", "padding: 1, bias: false}").replace("{SGD: {lr: 0.1, momentum: 0.9}}", "{Adam: {lr: 0.01}}").replace(
-    "{StepLR: {step_size: 1, gamma: 0.5}}", "{OneCycleLR: {max_lr: 0.02, cycle_momentum: false}}")
+    "{StepLR: {step_size: 1, gamma: 0.5}}", "{OneCycleLR: {max_lr: 0.02, cycle_momentum: false}}").replace(
+    "  cuda_graph: false\n", "  cuda_graph: false\n  fused: false\n")  # the eager reference: torch's for-loop step
 
 
 def test_per_batch_schedule_through_a_tensor_learning_rate(tmp_path, capsys, fake_graphs):
@@ -244,7 +263,7 @@ def test_a_capture_that_fails_falls_back_to_eager(tmp_path, capsys, fake_graphs,
 
 
 def cfg(**kw: Any) -> Any:
-    base = {"channels_last": "auto", "compile": False, "cuda_graph": "auto", "precision": "fp32"}
+    base = {"channels_last": "auto", "compile": False, "cuda_graph": "auto", "precision": "fp32", "fused": "auto"}
     return types.SimpleNamespace(**{**base, **kw})
 
 
@@ -331,6 +350,7 @@ def test_a_compiler_failure_falls_back_to_eager(tmp_path, capsys, monkeypatch):
     (["--eager"], "eager"),
     (["--channels-last", "off"], "eager"),
     (["--precision", "bf16"], "eager+channels_last+bf16"),
+    (["--fused", "on"], "eager+channels_last+fused"),   # SGD has a fused step, not chosen by auto
 ])
 def test_speed_flags_on_the_command_line(tmp_path, capsys, flags, path):
     text = CNN.replace("  channels_last: false\n", "").replace("epochs: 3", "epochs: 1")
@@ -342,6 +362,7 @@ def test_speed_flags_on_the_command_line(tmp_path, capsys, flags, path):
     ("channels_last: maybe", "train.channels_last must be auto or true or false"),
     ("compile: fastest", "train.compile must be true or false or one of default, reduce-overhead"),
     ("cuda_graph: 1", "train.cuda_graph must be auto or true or false"),
+    ("fused: sometimes", "train.fused must be auto or true or false"),
 ])
 def test_speed_options_are_checked(tmp_path, capsys, option, words):
     spec = tmp_path / "s.yaml"
@@ -365,6 +386,40 @@ def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
     _, s, stdout = run(tmp_path, capsys, text, out="r")
     chosen = "bf16" if steps.native_bf16_cpu() else "fp32"
     assert s["precision"] == chosen and f"precision: auto → {chosen}" in stdout
+
+
+@pytest.mark.parametrize("option, device, opt, kw, want, why", [
+    ("auto", CPU, "Adam", {}, True, "Adam's fused step (auto"),       # measured: the fused Adam step pays on a CPU
+    ("auto", CPU, "AdamW", {}, True, "AdamW's fused step"),
+    ("auto", CPU, "SGD", {}, False, None),                             # measured: SGD's step is as fast either way
+    ("auto", CUDA, "Adam", {}, False, None),                           # CUDA: torch's default (foreach) is kept
+    ("auto", CPU, "Adam", {"foreach": False}, False, None),            # the spec chose an implementation
+    (True, CPU, "Adam", {"fused": False}, False, "as the optimizer's own fused: False says"),
+    (False, CPU, "Adam", {}, False, None),
+    (True, CPU, "LBFGS", {}, False, "no fused LBFGS step on cpu"),
+])
+def test_plan_fused_optimizer_step(option, device, opt, kw, want, why):
+    p = steps.plan(cfg(fused=option), device, CONV, opt, None, False, True, 3, kw)
+    assert p.fused is want and ("fused" in p.name) is want
+    text = " ".join(p.why)
+    assert (why in text) if why else "fused" not in text
+
+
+def test_fused_step_keeps_the_trajectory(tmp_path, capsys):
+    """Adam's fused step against torch's for-loop step (`fused: false`): the same run, to rounding."""
+    # no conv bias before the BatchNorm: its gradient is rounding noise, which Adam scales up to lr-sized steps
+    text = CNN.replace("  - Dropout: 0.2\n", "").replace("{SGD: {lr: 0.1, momentum: 0.9}}", "{Adam: {lr: 0.01}}") \
+        .replace("padding: 1}", "padding: 1, bias: false}")
+    plain, s0, _ = run(tmp_path, capsys, text, "train.fused=false", out="plain")
+    fast, s, _ = run(tmp_path, capsys, text, out="fast")
+    assert s0["path"] == "eager" and s["path"] == "eager+fused" and s["plan"]["fused"] is True
+    for (a, b, _), (a0, b0, _) in zip(losses(fast), losses(plain), strict=True):  # rounding only
+        assert a == pytest.approx(a0, rel=1e-5) and b == pytest.approx(b0, rel=1e-5)
+    for k, v in plain["model"].items():
+        assert torch.allclose(fast["model"][k].float(), v.float(), rtol=1e-4, atol=1e-6), k
+    # the checkpoint keeps the spec's own optimizer arguments: an eager run (or another device) loads it as is
+    assert [g["fused"] for g in fast["optimizer"]["param_groups"]] == [None]
+    assert fast["optimizer"]["state"][0]["step"].device.type == "cpu"
 
 
 LSTM_ROWS = """\
