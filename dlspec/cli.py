@@ -192,28 +192,34 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     return s, opts
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .train import Refused, Trainer, fmt_metrics
+def _with_checkpoint(command: Any) -> Any:
+    """eval / predict / generate: `command(args, session, opts)` once the spec's model holds the checkpoint;
+    a refused spec, data set or checkpoint is reported instead."""
+    def run_command(args: argparse.Namespace) -> int:
+        from .train import Refused
 
-    try:
-        s, opts = _session_with_checkpoint(args)
-    except Refused as e:
-        return _refused(e)
+        try:
+            s, opts = _session_with_checkpoint(args)
+        except Refused as e:
+            return _refused(e)
+        return command(args, s, opts)
+    return run_command
+
+
+@_with_checkpoint
+def cmd_eval(args: argparse.Namespace, s: Any, opts: Any) -> int:
+    from .train import Trainer, fmt_metrics
+
     tr = Trainer(s, opts, training=False)
     vals = tr.evaluate(s.bundle.test)
     print(f"{s.bundle.name} test ({len(s.bundle.test):,} samples): " + fmt_metrics("", vals))
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+@_with_checkpoint
+def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
     import torch
 
-    from .train import Refused
-
-    try:
-        s, opts = _session_with_checkpoint(args)
-    except Refused as e:
-        return _refused(e)
     test = s.bundle.test
     n = min(args.n, len(test))
     with torch.no_grad():
@@ -244,14 +250,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+@_with_checkpoint
+def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
     from .generate import generate
-    from .train import Refused
 
-    try:
-        s, opts = _session_with_checkpoint(args)
-    except Refused as e:
-        return _refused(e)
     try:
         text = generate(s, args.prime, args.length, args.temperature, args.seed)
     except ValueError as e:
