@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
+import importlib.util
 import json
 import os
 import platform
@@ -39,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+HAVE_PIL = importlib.util.find_spec("PIL") is not None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.environ.get("DLSPEC_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -112,7 +115,9 @@ class IdxImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    pil = True  # as torchvision's MNIST.__getitem__: Image.fromarray(img, mode="L") before the transform
+    # as torchvision's MNIST.__getitem__: Image.fromarray(img, mode="L") before the transform; without Pillow
+    # the transform gets the uint8 array (lighter, so the source-style loop is faster, not slower)
+    pil = HAVE_PIL
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = self.images[i]
@@ -321,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     epochs = args.epochs or recipe.epochs
     t0 = time.perf_counter()
-    IdxImages.pil = not args.no_pil
+    IdxImages.pil = HAVE_PIL and not args.no_pil
+    if not HAVE_PIL and not args.no_pil:
+        print("(no Pillow here: the transform gets uint8 arrays, as with --no-pil)", flush=True)
     train_set = IdxImages(args.data_root, recipe.dataset, True, recipe.transform(), args.subset)
     test_set = IdxImages(args.data_root, recipe.dataset, False, recipe.transform(), args.subset)
     load_s = time.perf_counter() - t0

@@ -389,6 +389,9 @@ def report(rows: list[Row], device: torch.device, args: argparse.Namespace, load
     print(f"\ntraining samples/s on {device.type}: {machine_line(device)}")
     if args.set:
         print(f"dlspec with the overrides {' '.join(args.set)} (not the specs as written: the targets are for those)")
+    if not ref.HAVE_PIL:
+        print("no Pillow here: the source-style Dataset hands the transform uint8 arrays (lighter than "
+              "torchvision's PIL step, so the ratios to it are conservative)")
     print(f"measured in one process, loops interleaved; median of {args.repeats} rounds (samples/s, higher is "
           f"better); load average (1/5/15 min) before → after: {load} → {load_average()}")
     print(head)

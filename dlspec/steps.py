@@ -114,6 +114,8 @@ def plan(cfg: Any, device: torch.device, model: nn.Module, optimizer: str | None
             reason = "fp16's grad scaler reads the overflow flag on the host every step"
         elif not data_on_device:
             reason = "the data does not fit in device memory"
+        elif (blocker := graph_blocker(model)) is not None:
+            reason = blocker
         elif optimizer is not None and not graph_safe_optimizer(optimizer):
             reason = f"{optimizer}'s step is not capturable (use SGD, Adam, AdamW, RMSprop, ...)"
         elif scheduler is not None and sched_per_batch:
@@ -171,6 +173,18 @@ def fused_step_works(optimizer: str, device: str) -> bool:
     return _FUSED_WORKS[key]
 
 
+def graph_blocker(model: nn.Module) -> str | None:
+    """A layer whose training step reads a value back to the host, which a CUDA graph cannot capture."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.RNNBase) and m.dropout > 0:
+            # cuDNN draws a new dropout seed (on the host) after the random state was set, as the engine does
+            # around each capture
+            return f"{name or type(m).__name__} ({type(m).__name__} with dropout) seeds cuDNN's dropout on the host"
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None and m.track_running_stats:
+            return f"{name} ({type(m).__name__} with momentum: null) reads its batch count on the host"
+    return None
+
+
 def native_bf16_cpu() -> bool:
     """Whether this CPU has bf16 arithmetic (AVX512-BF16 / AMX), where bf16 autocast pays."""
     try:
@@ -192,27 +206,59 @@ def graph_safe_optimizer(name: str) -> bool:
 # --- the graph engine ------------------------------------------------------------------------------------
 
 class CudaGraphAPI:
-    """torch.cuda's graph functions, as the engine uses them."""
+    """torch.cuda's graph functions, as the engine uses them, on the run's device (cuda:N included: streams,
+    captures, replays and the random-number state all belong to the current device otherwise)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
 
     def warmup(self, fn: Callable[[], None], times: int) -> None:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(times):
-                fn()
-        torch.cuda.current_stream().wait_stream(s)
+        """`fn` on a side stream, as torch requires before a capture.  Runs with CUDA's sync debug mode set to
+        error: a step that reads a value back to the host (which a capture cannot hold) fails here, before
+        any capture began, and the engine carries on eagerly from a clean state."""
+        with torch.cuda.device(self.device):
+            current = torch.cuda.current_stream()
+            s = torch.cuda.Stream()
+            s.wait_stream(current)
+            mode = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                with torch.cuda.stream(s):
+                    for _ in range(times):
+                        fn()
+            finally:
+                torch.cuda.set_sync_debug_mode(mode)
+                current.wait_stream(s)  # also after a failure: the restore that follows must come after fn's work
 
     def capture(self, fn: Callable[[], None]) -> Any:
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        return g
+        with torch.cuda.device(self.device):
+            current = torch.cuda.current_stream()
+            g = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(g):
+                    fn()
+            except BaseException:
+                # when the capture ends in an error, torch's graph context exits without giving the stream back
+                torch.cuda.set_stream(current)
+                raise
+            return _Graph(g, self.device)
 
     def rng_state(self) -> Any:
-        return torch.cuda.get_rng_state()
+        return torch.cuda.get_rng_state(self.device)
 
     def set_rng_state(self, st: Any) -> None:
-        torch.cuda.set_rng_state(st)
+        torch.cuda.set_rng_state(st, self.device)
+
+
+class _Graph:
+    """A captured graph, replayed on its own device."""
+
+    def __init__(self, graph: Any, device: torch.device):
+        self.graph, self.device = graph, device
+
+    def replay(self) -> None:
+        with torch.cuda.device(self.device):
+            self.graph.replay()
 
 
 class Snapshot:
@@ -237,7 +283,7 @@ class Graphs:
 
     def __init__(self, tr: Any, api: Any = None):
         self.tr = tr
-        self.api = api or CudaGraphAPI()
+        self.api = api or CudaGraphAPI(tr.device)
         self.train: dict[int, tuple[Any, torch.Tensor, int]] = {}  # batch size -> (graph, static index, count)
         self.eval: dict[tuple[int, int], tuple[Any, torch.Tensor, Any]] = {}
         self.hypers: list[dict[str, Any]] | None = None
@@ -285,9 +331,10 @@ class Graphs:
         self.hypers = self._hypers()
         opt._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]  # the warm-up steps are
         # uncaptured on purpose; torch would warn about capturable=True outside a capture
-        for p, st in opt.state.items():  # a non-capturable step keeps its counter on the host
-            if isinstance(st.get("step"), torch.Tensor) and st["step"].device != p.device:
-                st["step"] = st["step"].to(p.device)
+        for p, st in opt.state.items():  # a non-capturable step keeps its counters (step; NAdam's mu_product)
+            for k, v in st.items():      # on the host: a capturable one reads them on the device
+                if isinstance(v, torch.Tensor) and v.dim() == 0 and v.device != p.device:
+                    st[k] = v.to(p.device)
         self.started = True
 
     def after_schedule(self) -> None:
@@ -402,10 +449,12 @@ class Graphs:
             counts.append(tr.eval_batch(x.index_select(0, idx), y.index_select(0, idx), meter))
 
         sums = [t.clone() for t in meter.sums.values()]
-        self.api.warmup(body, 1)
-        graph = self.api.capture(body)
-        with torch.no_grad():
-            for t, c in zip(meter.sums.values(), sums, strict=True):
-                t.copy_(c)
+        try:
+            self.api.warmup(body, 1)
+            graph = self.api.capture(body)
+        finally:
+            with torch.no_grad():
+                for t, c in zip(meter.sums.values(), sums, strict=True):
+                    t.copy_(c)
         self.captures += 1
         return graph, idx, counts[-1]

@@ -294,6 +294,33 @@ def test_plan_captures_only_what_a_graph_can_replay(config, device, model, opt, 
     assert (why in text) if why else "cuda graph" not in text
 
 
+@pytest.mark.parametrize("model, words", [
+    (torch.nn.LSTM(4, 8, num_layers=2, dropout=0.1), "LSTM with dropout"),
+    (torch.nn.GRU(4, 8, dropout=0.2), "GRU with dropout"),
+    (torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2, momentum=None)), "momentum: null"),
+])
+def test_plan_leaves_layers_that_read_back_to_the_host_eager(model, words):
+    """cuDNN re-seeds an RNN's dropout with a host read once the random state was set (as around a capture);
+    BatchNorm with momentum None divides by its batch count on the host: neither can be captured."""
+    p = steps.plan(cfg(), CUDA, model, "SGD", None, False, True, 3)
+    assert not p.graph and words in " ".join(p.why)
+    for fine in (torch.nn.LSTM(4, 8, num_layers=2), torch.nn.BatchNorm2d(2)):
+        assert steps.plan(cfg(), CUDA, fine, "SGD", None, False, True, 3).graph
+
+
+def test_start_puts_every_step_counter_on_the_device():
+    """A step that is not capturable keeps its counters on the host (NAdam: `step` and `mu_product`); the
+    capturable step of the graph reads them on the weights' device.  ('meta' stands in for a GPU here.)"""
+    p = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    opt = torch.optim.NAdam([p])
+    opt.state[p] = {"step": torch.tensor(4.0), "mu_product": torch.tensor(0.9),
+                    "exp_avg": torch.zeros(3, device="meta")}
+    tr = types.SimpleNamespace(opt=opt, device=torch.device("cpu"), plan=types.SimpleNamespace(tensor_lr=False))
+    steps.Graphs(tr, api=object()).start()
+    assert {k: v.device.type for k, v in opt.state[p].items()} == {"step": "meta", "mu_product": "meta",
+                                                                   "exp_avg": "meta"}
+
+
 def test_plan_without_the_data_on_the_device():
     p = steps.plan(cfg(), CUDA, CONV, "SGD", None, False, False, 3)
     assert not p.graph and "does not fit" in " ".join(p.why)
