@@ -75,6 +75,12 @@ train:
 """
 
 
+# CNN with Adam.  No conv bias in front of the BatchNorm: its gradient is rounding noise, which Adam scales up
+# to lr-sized steps, so two implementations of the same step would part ways on it.
+ADAM = CNN.replace("padding: 1}", "padding: 1, bias: false}").replace("{SGD: {lr: 0.1, momentum: 0.9}}",
+                                                                      "{Adam: {lr: 0.01}}")
+
+
 class FakeGraph:
     def __init__(self, fn: Any, graphs: steps.Graphs, log: list[str]):
         self.fn, self.graphs, self.log = fn, graphs, log
@@ -189,8 +195,7 @@ def test_checkpoint_of_a_graph_run_resumes_eagerly(tmp_path, capsys, fake_graphs
 def test_resume_changes_the_optimizer_implementation(tmp_path, capsys):
     """A checkpoint of a for-loop Adam run resumed with the fused step (and saved again) goes on as the for-loop
     run would have, to rounding."""
-    text = CNN.replace("  - Dropout: 0.2\n", "").replace("{SGD: {lr: 0.1, momentum: 0.9}}", "{Adam: {lr: 0.01}}") \
-        .replace("padding: 1}", "padding: 1, bias: false}").replace("  cuda_graph: false\n", "  fused: false\n")
+    text = ADAM.replace("  - Dropout: 0.2\n", "").replace("  cuda_graph: false\n", "  fused: false\n")
     first, _, _ = run(tmp_path, capsys, text, "train.epochs=2", out="first")
     (d,) = [p for p in (tmp_path / "first").glob("*/*") if p.is_dir()]
     capsys.readouterr()
@@ -204,8 +209,7 @@ def test_resume_changes_the_optimizer_implementation(tmp_path, capsys):
     assert [g["fused"] for g in resumed["optimizer"]["param_groups"]] == [None]
 
 
-# (no conv bias in front of BatchNorm here: its gradient is rounding noise, which Adam scales up to full steps)
-ADAM_ONECYCLE = CNN.replace("padding: 1}", "padding: 1, bias: false}").replace("{SGD: {lr: 0.1, momentum: 0.9}}", "{Adam: {lr: 0.01}}").replace(
+ADAM_ONECYCLE = ADAM.replace(
     "{StepLR: {step_size: 1, gamma: 0.5}}", "{OneCycleLR: {max_lr: 0.02, cycle_momentum: false}}").replace(
     "  cuda_graph: false\n", "  cuda_graph: false\n  fused: false\n")  # the eager reference: torch's for-loop step
 
@@ -434,9 +438,7 @@ def test_plan_fused_optimizer_step(option, device, opt, kw, want, why):
 
 def test_fused_step_keeps_the_trajectory(tmp_path, capsys):
     """Adam's fused step against torch's for-loop step (`fused: false`): the same run, to rounding."""
-    # no conv bias before the BatchNorm: its gradient is rounding noise, which Adam scales up to lr-sized steps
-    text = CNN.replace("  - Dropout: 0.2\n", "").replace("{SGD: {lr: 0.1, momentum: 0.9}}", "{Adam: {lr: 0.01}}") \
-        .replace("padding: 1}", "padding: 1, bias: false}")
+    text = ADAM.replace("  - Dropout: 0.2\n", "")
     plain, s0, _ = run(tmp_path, capsys, text, "train.fused=false", out="plain")
     fast, s, _ = run(tmp_path, capsys, text, out="fast")
     assert s0["path"] == "eager" and s["path"] == "eager+fused" and s["plan"]["fused"] is True
