@@ -34,13 +34,19 @@ def loads(text: str, path: str = "<string>") -> Spec:
 
 def check(spec: SpecLike) -> Checked:
     """Infer every layer's shape, parameters and MACs; collect all diagnostics.  Never imports torch."""
+    from .diagnostics import locate, sort_key
     from .infer import check as _check
+    from .traincheck import check_train
 
     if isinstance(spec, Checked):
         return spec
     if not isinstance(spec, Spec):
         spec = load(spec)
-    return _check(spec)
+    checked = _check(spec)  # the shapes
+    extra = check_train(checked)  # the train: section against torch's names, the data and the model
+    if extra:
+        checked.diagnostics = sorted(checked.diagnostics + [locate(d, spec.doc) for d in extra], key=sort_key)
+    return checked
 
 
 def build(spec: SpecLike) -> Any:

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from . import codes
+
 _STARTED = time.perf_counter()  # the command's start, for summary.json's timings (after Python's own start-up)
 
 
@@ -28,7 +30,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     unreadable = False
     for path in args.specs:
         spec = load(path)
-        unreadable |= any(d.code == "io" for d in spec.diagnostics)
+        unreadable |= any(d.code == codes.IO for d in spec.diagnostics)
         results.append(check(spec))
     if args.format == "json":
         docs = [to_json(c) for c in results]
@@ -71,18 +73,19 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def _refused(e: Any) -> int:
-    from .diagnostics import render
+    from .diagnostics import locate, render, sort_key
 
     if e.message:
         print(f"dlspec: {e.message}", file=sys.stderr)
-    lines = e.doc.lines if e.doc is not None else None
     color = _color("auto") and sys.stderr.isatty()
-    for d in sorted(e.diagnostics, key=lambda d: (d.severity != "error", d.line or 0)):
-        print(render(d, lines, color) + "\n", file=sys.stderr)
+    for d in e.diagnostics:
+        locate(d, e.doc)
+    for d in sorted(e.diagnostics, key=lambda d: (d.severity != "error", sort_key(d))):
+        print(render(d, color=color, doc=e.doc) + "\n", file=sys.stderr)
     n = sum(1 for d in e.diagnostics if d.severity == "error")
     if n:
         print(f"dlspec: not started: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
-    if any(d.code == "io" for d in e.diagnostics):
+    if any(d.code == codes.IO for d in e.diagnostics):
         return 2  # the spec file itself cannot be read: a usage error, as for `dlspec check`
     return int(e.status)
 
@@ -167,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .diagnostics import render
 
     for w in s.warnings:
-        print(render(w, s.doc.lines) + "\n", file=sys.stderr)
+        print(render(w, doc=s.doc) + "\n", file=sys.stderr)
     return run(s, opts, run_dir, spec_path)
 
 

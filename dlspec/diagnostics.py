@@ -1,100 +1,144 @@
-"""Diagnostics are data: collected while a spec is read and checked, rendered last (text or JSON).
+"""Diagnostics are data: collected while a spec is read and checked, located and rendered last.
 
-Codes are a stable table (``CODES``); tests and the error specs in ``specs/errors/`` refer to them.
+A stage reports *what* is wrong and *where in the document* (a path such as
+``("train", "optimizer", "SGD", "momentun")``), never a line or column: ``locate`` gives a diagnostic its
+position from the document once every stage is done (a value set by a command-line override is located
+on the command line, not on the file's line it replaced), then ``render`` writes it as text and
+``Diagnostic.to_json`` as JSON.  Codes are the constants of ``dlspec.codes``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# code -> one line saying what it means (printed by `dlspec codes`, documented in the README)
-CODES: dict[str, str] = {
-    "yaml-syntax": "the file is not valid YAML",
-    "io": "the file cannot be read",
-    "duplicate-key": "a mapping has the same key twice (YAML would silently keep the last)",
-    "spec-structure": "a top-level key is missing, unknown or of the wrong type",
-    "missing-input": "the spec has no `input` shape",
-    "invalid-input": "the `input` shape is malformed",
-    "unknown-layer": "no layer type of that name",
-    "unknown-argument": "the layer type has no argument of that name",
-    "missing-argument": "a required argument is not given",
-    "invalid-argument": "an argument has the wrong type or an impossible value",
-    "invalid-layer": "a layer entry is not written as `- Name` or `- Name: {args}`",
-    "recursive-block": "a block uses itself",
-    "shape-mismatch": "a written input size disagrees with the size the layer receives",
-    "rank": "the layer receives a tensor with the wrong number of dimensions",
-    "kernel-too-large": "the (dilated) kernel is larger than the padded input",
-    "output-too-small": "the layer would produce an empty output",
-    "padding": "padding is larger than torch allows for this layer",
-    "groups": "groups (or heads) do not divide the channels",
-    "output-padding": "output_padding must be smaller than stride or dilation",
-    "symbolic-size": "a symbolic (variable) size reaches a layer that needs a fixed size",
-    "dtype": "the layer receives the wrong kind of values (integer ids vs float features)",
-    "expect-mismatch": "a layer's output differs from its `expect:`",
-    "merge-shape": "Residual / Concat branches produce shapes that cannot be merged",
-    "reshape": "Reshape / Unflatten sizes do not multiply to the input size",
-    "batch-first": "a recurrent or attention layer reads (N, T, F) data with batch_first false",
-    "forgotten-flatten": "a Linear is applied to a feature map (a Flatten is probably missing)",
-    "no-effect": "an argument that has no effect in this position",
-    "implicit-dim": "Softmax-like layer without `dim`",
-    "unknown-size": "a size the layer needs cannot be inferred (a guard: no known spec reaches it)",
-    # `train:` and `dlspec run`
-    "train": "a `train:` option is unknown, misspelled or of the wrong type (torch names checked at run time)",
-    "unknown-dataset": "no dataset of that name",
-    "data": "the data cannot be read (missing or corrupted files, wrong arrays)",
-    "data-shape": "the dataset's samples do not have the spec's input shape",
-    "loss": "the loss cannot compare the model's output with the dataset's targets",
-    "classes": "the last layer's size differs from the number of classes",
-    "double-softmax": "Softmax before CrossEntropyLoss (which applies log-softmax itself)",
-    "nll-without-log-softmax": "NLLLoss on a model that does not end with LogSoftmax",
-    "bce-without-sigmoid": "BCELoss on a model that does not end with Sigmoid",
-    "device": "the requested device is not available",
-    "precision": "the requested precision is not available on the device",
-}
+from .codes import CODES, ErrorCode
+
+if TYPE_CHECKING:
+    from .source import Document
+
+__all__ = ["CODES", "Diagnostic", "diag", "error", "warning", "locate", "render", "sort_key", "did_you_mean",
+           "dotted"]
+
+Path = tuple[Any, ...]
 
 
 @dataclass
 class Diagnostic:
     severity: str  # "error" | "warning"
-    code: str
+    code: str  # an ErrorCode (a str)
     message: str
+    path: Path | None = None  # where in the document: ("layers", 3, "Linear", "in_features")
+    key: bool = False  # about the mapping key at path (a name), not its value
+    layer: int | None = None  # 0-based index in the top-level layer list
+    notes: list[str] = field(default_factory=list)
+    help: str | None = None
+    # the position, given by locate() (or, for a YAML syntax error, by the reader itself)
     file: str | None = None
     line: int | None = None  # 1-based
     column: int | None = None  # 1-based
     end_column: int | None = None  # exclusive, 1-based, same line
-    layer: int | None = None  # 0-based index in the top-level layer list
-    notes: list[str] = field(default_factory=list)
-    help: str | None = None
+    override: str | None = None  # the command-line PATH=VALUE the diagnostic is about
+    override_span: tuple[int, int] | None = None  # its characters in `override` (0-based, end exclusive)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "severity": self.severity,
-            "code": self.code,
+            "code": str(self.code),
             "message": self.message,
             "file": self.file,
             "line": self.line,
             "column": self.column,
+            "path": dotted(self.path) if self.path is not None else None,
+            "override": self.override,
             "layer": self.layer,
             "notes": list(self.notes),
             "help": self.help,
         }
 
 
-def sort_key(d: Diagnostic) -> tuple[int, int]:
-    return (d.line or 0, d.column or 0)
+def diag(severity: str, code: ErrorCode, message: str, path: Path = (), key: bool = False, layer: int | None = None,
+         notes: list[str] | None = None, help: str | None = None) -> Diagnostic:
+    return Diagnostic(severity, code, message, path=tuple(path), key=key, layer=layer, notes=list(notes or []),
+                      help=help)
 
 
-def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = False) -> str:
+def error(code: ErrorCode, message: str, path: Path = (), **kw: Any) -> Diagnostic:
+    return diag("error", code, message, path, **kw)
+
+
+def warning(code: ErrorCode, message: str, path: Path = (), **kw: Any) -> Diagnostic:
+    return diag("warning", code, message, path, **kw)
+
+
+def dotted(path: Path) -> str:
+    return ".".join(map(str, path))
+
+
+def _override_of(path: Path, overrides: list[str]) -> str | None:
+    """The last override that set the value at path, or a mapping or list holding it."""
+    p = dotted(path)
+    for item in reversed(overrides):
+        opath = item.split("=", 1)[0]
+        if p == opath or p.startswith(opath + "."):
+            return item
+    return None
+
+
+def locate(d: Diagnostic, doc: Document | None) -> Diagnostic:
+    """Give d its position (idempotent): the line and columns of its path in doc, or the command-line
+    override that set the value.  A diagnostic about a mapping that an override changed inside gets a note."""
+    if doc is None:
+        return d
+    if d.file is None:
+        d.file = doc.path
+    if d.path is None or d.line is not None or d.override is not None:
+        return d
+    item = _override_of(d.path, doc.overrides)
+    if item is not None:
+        d.override = item
+        key, _, value = item.partition("=")
+        if d.key and dotted(d.path) == key:  # about the name set: the last part of the path
+            start = len(key) - len(str(d.path[-1])) if d.path else 0
+            d.override_span = (start, len(key))
+        else:
+            d.override_span = (len(key) + 1, max(len(item), len(key) + 2))
+        return d
+    p = dotted(d.path)
+    for item in doc.overrides:  # an override inside what the diagnostic is about: say so beside the file line
+        opath = item.split("=", 1)[0]
+        if p and opath.startswith(p + "."):
+            note = f"set on the command line: {item}"
+            if note not in d.notes:
+                d.notes.append(note)
+    s = doc.span(d.path, d.key)
+    if s is not None:
+        d.line, d.column = s.line, s.col
+        d.end_column = s.end_col if s.end_line == s.line else None
+    return d
+
+
+def sort_key(d: Diagnostic) -> tuple[int, int, int]:
+    """File order; the command line's diagnostics after the file's, since overrides apply after it."""
+    return (1 if d.override is not None else 0, d.line or 0, d.column or 0)
+
+
+def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = False,
+           doc: Document | None = None) -> str:
     """mypy/rustc-style text: header, the source line with a caret, then notes and help."""
+    if doc is not None:
+        locate(d, doc)
+        source_lines = doc.lines
+    sev = d.severity
+    if color:
+        sev = ("\x1b[1;31m" if sev == "error" else "\x1b[1;33m") + sev + "\x1b[0m"
+    if d.override is not None:
+        return _render_override(d, sev)
     loc = d.file or "<spec>"
     if d.line is not None:
         loc += f":{d.line}"
         if d.column is not None:
             loc += f":{d.column}"
-    sev = d.severity
-    if color:
-        sev = ("\x1b[1;31m" if sev == "error" else "\x1b[1;33m") + sev + "\x1b[0m"
     out = [f"{loc}: {sev}[{d.code}]: {d.message}"]
     if source_lines is not None and d.line is not None and 0 < d.line <= len(source_lines):
         text = source_lines[d.line - 1].rstrip("\n")
@@ -106,16 +150,27 @@ def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = F
             end = d.end_column - 1 if d.end_column and d.end_column > d.column else start + 1
             end = max(start + 1, min(end, len(text))) if len(text) > start else start + 1
             out.append(f"{gutter} | " + " " * start + "^" * (end - start))
-        for n in d.notes:
-            out.append(f"{gutter} = note: {n}")
-        if d.help:
-            out.append(f"{gutter} = help: {d.help}")
+        out += _tail(d, gutter)
     else:
-        for n in d.notes:
-            out.append(f"  = note: {n}")
-        if d.help:
-            out.append(f"  = help: {d.help}")
+        out += _tail(d, " ")
     return "\n".join(out)
+
+
+def _render_override(d: Diagnostic, sev: str) -> str:
+    """A value from the command line: the override is the source line, the caret under its value."""
+    item = d.override or ""
+    start, end = d.override_span or (0, len(item))
+    out = [f"command line: {sev}[{d.code}]: {d.message}", "  |", f"  | {item}",
+           "  | " + " " * start + "^" * max(1, end - start)]
+    notes = [f"set on the command line for {d.file}"] if d.file else []
+    return "\n".join(out + _tail(d, " ", notes))
+
+
+def _tail(d: Diagnostic, gutter: str, extra: list[str] | None = None) -> list[str]:
+    out = [f"{gutter} = note: {n}" for n in (extra or []) + d.notes]
+    if d.help:
+        out.append(f"{gutter} = help: {d.help}")
+    return out
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...], n: int = 1, cutoff: float = 0.6) -> str | None:

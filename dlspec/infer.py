@@ -11,15 +11,16 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import dims
-from .diagnostics import Diagnostic, sort_key
+from . import codes, dims
+from .codes import ErrorCode
+from .diagnostics import Diagnostic, diag, error, locate, sort_key
 from .dims import Dim, Shape
 from .registry import REQUIRED, TT, lookup
 from .schema import Item, Spec
 
 
 class ShapeError(Exception):
-    def __init__(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+    def __init__(self, code: ErrorCode, message: str, arg: str | None = None, notes: list[str] | None = None,
                  help: str | None = None, recover: TT | None = None):
         super().__init__(message)
         self.code, self.message, self.arg = code, message, arg
@@ -213,13 +214,13 @@ class Ctx:
             return
         w = self.a[name]
         if isinstance(actual, int) and w != actual:
-            self.error("shape-mismatch",
+            self.error(codes.SHAPE_MISMATCH,
                        f"{self.item.entry.name} expects {name} {w} but receives {actual}", arg=name,
                        notes=[self.origin()],
                        help=help or f"write {name}: {actual}, or leave it out and it is inferred")
             self.a[name] = actual
         elif isinstance(actual, str) and actual != dims.UNKNOWN:
-            raise self.fail("symbolic-size",
+            raise self.fail(codes.SYMBOLIC_SIZE,
                             f"{self.item.entry.name} needs a fixed number of {what} but receives {actual}",
                             arg=name, notes=[self.origin()],
                             help="fix the size before this layer (e.g. take the last step with `Last`, "
@@ -230,24 +231,24 @@ class Ctx:
         if isinstance(d, int):
             return d
         if d == dims.UNKNOWN:
-            raise ShapeError("unknown", "unknown size")
-        raise self.fail("symbolic-size",
+            raise ShapeError(codes.NOT_KNOWN, "unknown size")
+        raise self.fail(codes.SYMBOLIC_SIZE,
                         f"{self.item.entry.name} needs a fixed number of {what} but receives {d}",
                         arg=name if self.written(name) else None, notes=[self.origin()],
                         help=help or "fix the size before this layer (take the last step with `Last`, pool it "
                                      "with AdaptiveAvgPool, or give the symbol a fixed value in `input`)")
 
     # reporting
-    def fail(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+    def fail(self, code: ErrorCode, message: str, arg: str | None = None, notes: list[str] | None = None,
              help: str | None = None, recover: TT | None = None) -> ShapeError:
         return ShapeError(code, message, arg, notes, help, recover)
 
-    def error(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+    def error(self, code: ErrorCode, message: str, arg: str | None = None, notes: list[str] | None = None,
               help: str | None = None) -> None:
         self.row.error = True
         self.checker.report("error", code, message, self.item, arg, notes, help)
 
-    def warn(self, code: str, message: str, arg: str | None = None, notes: list[str] | None = None,
+    def warn(self, code: ErrorCode, message: str, arg: str | None = None, notes: list[str] | None = None,
              help: str | None = None, once: bool = False) -> None:
         """once: say it once along a chain of layers, until a shape layer (Flatten, Reshape, ...) runs: one
         missing Flatten is one warning, not one per Linear after it."""
@@ -278,7 +279,7 @@ class Ctx:
         else:
             noun = "sequence" if what == "sequence" else "input"
             want = " or ".join(f"a {n + 1}-D {noun} (N, {_dim_names(n, what)})" for n in allowed)
-        raise self.fail("rank", f"{name}{qual} expects {want} but receives {r + 1}-D {dims.fmt_shape(self.x.shape)}",
+        raise self.fail(codes.RANK, f"{name}{qual} expects {want} but receives {r + 1}-D {dims.fmt_shape(self.x.shape)}",
                         notes=[self.origin()], help=help or self.rank_help(allowed, what))
 
     def rank_help(self, allowed: tuple[int, ...], what: str) -> str | None:
@@ -312,7 +313,7 @@ class Ctx:
 
     def float_input(self) -> None:
         if self.x.dtype != "float":
-            raise self.fail("dtype", f"{self.item.entry.name} needs float features but receives integer ids "
+            raise self.fail(codes.DTYPE, f"{self.item.entry.name} needs float features but receives integer ids "
                             f"{dims.fmt_shape(self.x.shape)}", notes=[self.origin()],
                             help="turn ids into vectors first, e.g. `- Embedding: {num_embeddings: V, embedding_dim: D}`")
 
@@ -391,7 +392,7 @@ class Checker:
         self.chain: list[Row] = []  # rows in evaluation order, for arithmetic notes
         self.quiet: set[str] = set()  # `once` warnings already said along this chain (see Ctx.warn)
 
-    def report(self, severity: str, code: str, message: str, item: Item, arg: str | None,
+    def report(self, severity: str, code: ErrorCode, message: str, item: Item, arg: str | None,
                notes: list[str] | None, help: str | None) -> None:
         if arg is not None and (arg in item.written or arg in item.children):
             path = item.args_path if item.entry.main_arg == arg and arg not in _mapping_args(self.doc, item) \
@@ -400,7 +401,7 @@ class Checker:
         else:
             path, key = item.args_path, True
         notes = [n for n in (notes or []) if n]
-        self.diags.append(self.doc.diag(severity, code, message, path, key=key, layer=item.index, notes=notes,
+        self.diags.append(diag(severity, code, message, path, key=key, layer=item.index, notes=notes,
                                         help=help))
 
     def origin(self, x: TT) -> str:
@@ -446,12 +447,12 @@ class Checker:
         try:
             out = entry.infer(ctx, x)
         except ShapeError as e:
-            if e.code != "unknown":
+            if e.code != codes.NOT_KNOWN:
                 self.report("error", e.code, e.message, item, e.arg, e.notes, e.help)
                 row.error = True
             elif not any(d.severity == "error" for d in self.diags + self.spec.diagnostics):
                 # an unknown size with no error before it would let a spec through that cannot be built
-                self.report("error", "unknown-size", f"{entry.name}: a size it needs cannot be inferred from "
+                self.report("error", codes.UNKNOWN_SIZE, f"{entry.name}: a size it needs cannot be inferred from "
                             f"{dims.fmt_shape(x.shape)}", item, None, [self.origin(x)],
                             "write the sizes of the layers before it explicitly")
                 row.error = True
@@ -509,8 +510,7 @@ class Checker:
         t = trail(self.chain, self.spec.input) if as_map and self.spec.input else ""
         if t:
             notes.append("spatial size: " + t)
-        self.diags.append(self.doc.diag(
-            "error", "expect-mismatch", f"layer {item.index} {item.entry.name} gives {g_txt}, not {e_txt} as `expect` says",
+        self.diags.append(error(codes.EXPECT_MISMATCH, f"layer {item.index} {item.entry.name} gives {g_txt}, not {e_txt} as `expect` says",
             item.path + ("expect",), layer=item.index, notes=notes,
             help=f"write expect: {dims.fmt_map(got).replace('×', 'x') if as_map else list(got)}, "
                  "or change the layers above so they give what you expect"))
@@ -542,6 +542,6 @@ def check(spec: Spec) -> Checked:
     out: TT | None = None
     if spec.input is not None:
         rows, out = checker.run_list(spec.items, spec.input)
-    diags = list(spec.diagnostics) + checker.diags
+    diags = [locate(d, spec.doc) for d in list(spec.diagnostics) + checker.diags]  # positions come last
     diags.sort(key=sort_key)
     return Checked(spec=spec, rows=rows, output=out, diagnostics=diags)

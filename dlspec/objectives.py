@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .diagnostics import Diagnostic, did_you_mean
+from . import codes
+from .diagnostics import Diagnostic, did_you_mean, error
+from .schema import yaml_text
 from .source import Document
+from .torchnames import FILLED_IN, UNSUPPORTED_OPTIMIZERS
 from .trainspec import TrainConfig
 
 PER_BATCH_SCHEDULERS = ("OneCycleLR", "CyclicLR", "CosineAnnealingWarmRestarts")
-UNSUPPORTED_OPTIMIZERS = {"LBFGS": "it needs a closure that re-evaluates the loss",
-                          "SparseAdam": "it only takes sparse gradients"}
 
 
 def _classes(module: Any, base: type) -> dict[str, type]:
@@ -56,8 +57,9 @@ def _keywords(cls: type, skip: int) -> tuple[list[str], list[str]]:
     return names, required
 
 
-def resolve(doc: Document, cfg: TrainConfig, task: str) -> tuple[dict[str, Any], list[Diagnostic]]:
-    """Look up the torch classes of loss/optimizer/scheduler; diagnostics for unknown names or keywords."""
+def resolve(cfg: TrainConfig, task: str) -> tuple[dict[str, Any], list[Diagnostic]]:
+    """The torch classes of loss/optimizer/scheduler, looked up in the torch that runs (`dlspec check` used the
+    table generated from the pinned release): diagnostics for unknown names or keywords."""
     diags: list[Diagnostic] = []
     out: dict[str, Any] = {}
     specs = [("loss", cfg.loss or (("CrossEntropyLoss" if task == "classification" else "MSELoss"), {}), losses(), 0),
@@ -65,75 +67,35 @@ def resolve(doc: Document, cfg: TrainConfig, task: str) -> tuple[dict[str, Any],
     if cfg.scheduler:
         specs.append(("scheduler", cfg.scheduler, schedulers(), 1))
     for key, (name, kwargs), table, skip in specs:
-        path: tuple[Any, ...] = ("train", key)
+        path: tuple[Any, ...] = ("train", key, name)
         lower = {n.lower(): n for n in table}
         real = lower.get(name.lower())
         if real is None:
             hint = did_you_mean(name, list(table))
-            diags.append(doc.diag("error", "train", f"torch has no {key} '{name}'", path + (name,), key=True,
-                                  help=f"did you mean '{hint}'?" if hint else f"{key}s: " + ", ".join(sorted(table))))
+            diags.append(error(codes.TORCH_NAME, f"torch has no {key} '{name}'", path, key=True,
+                               help=f"did you mean '{hint}'?" if hint else f"{key}s: " + ", ".join(sorted(table))))
             continue
         if key == "optimizer" and real in UNSUPPORTED_OPTIMIZERS:
-            diags.append(doc.diag("error", "train", f"dlspec run does not support {real}: {UNSUPPORTED_OPTIMIZERS[real]}",
-                                  path + (name,), key=True, help="use SGD, Adam or AdamW"))
+            diags.append(error(codes.TRAIN, f"dlspec run does not support {real}: {UNSUPPORTED_OPTIMIZERS[real]}",
+                               path, key=True, help="use SGD, Adam or AdamW"))
             continue
         accepted, required = _keywords(table[real], skip)
         bad = False
         for kw in kwargs:
             if kw not in accepted:
                 hint = did_you_mean(str(kw), accepted)
-                diags.append(doc.diag("error", "train", f"{real} has no argument '{kw}'", path + (name, kw), key=True,
-                                      help=f"did you mean '{hint}'?" if hint else f"{real} takes " + ", ".join(accepted)))
+                diags.append(error(codes.TORCH_NAME, f"{real} has no argument '{kw}'", path + (kw,), key=True,
+                                   help=f"did you mean '{hint}'?" if hint else f"{real} takes " + ", ".join(accepted)))
                 bad = True
-        auto = {"OneCycleLR": ("max_lr",), "CyclicLR": ("base_lr", "max_lr")}.get(real, ())
-        missing = [r for r in required if r not in kwargs and r not in ("total_steps",) and r not in auto]
-        for r in missing:
-            diags.append(doc.diag("error", "train", f"{real} needs `{r}`", path + (name,), key=True,
-                                  help=f"write {key}: {{{real}: {{{r}: ...}}}}"))
-            bad = True
-        for r in auto:
-            if r not in kwargs:
-                diags.append(doc.diag("error", "train", f"{real} needs `{r}`", path + (name,), key=True,
-                                      help=f"write {key}: {{{real}: {{{r}: ...}}}}"))
+        filled = FILLED_IN.get(real, ())
+        for r in required:
+            if r not in kwargs and r not in filled:
+                diags.append(error(codes.TRAIN, f"{real} needs `{r}`", path, key=True,
+                                   help=f"write {key}: {{{real}: {{{r}: ...}}}}"))
                 bad = True
         if not bad:
             out[key] = (real, table[real], dict(kwargs))
-    diags += _check_metrics(doc, cfg, task, out.get("loss", (None,))[0])
     return out, diags
-
-
-CLASS_METRICS = ("accuracy", "top5_accuracy", "perplexity")
-REGRESSION_METRICS = ("mse", "mae", "rmse")
-BINARY_LOSSES = ("BCELoss", "BCEWithLogitsLoss")
-
-
-def _check_metrics(doc: Document, cfg: TrainConfig, task: str, loss: str | None) -> list[Diagnostic]:
-    """Metrics that make no sense for the task, and an early-stopping metric that is never computed."""
-    diags: list[Diagnostic] = []
-    metrics = cfg.metrics or default_metrics(task)
-    fits: tuple[str, ...] = CLASS_METRICS if task == "classification" else REGRESSION_METRICS
-    if loss in BINARY_LOSSES and task == "classification":
-        fits = ("accuracy",)  # one logit (or probability) per label: no top-5, no perplexity
-    for i, m in enumerate(cfg.metrics or []):
-        if m not in fits:
-            what = f"{task} with {loss}" if loss in BINARY_LOSSES else task
-            diags.append(doc.diag("error", "train", f"metric {m} does not apply to {what}",
-                                  ("train", "metrics", i) if ("train", "metrics", i) in doc.spans else ("train", "metrics"),
-                                  help="metrics for this task: " + ", ".join(fits)))
-    es = cfg.early_stopping
-    if es:
-        splits = ["train", "test"] + (["val"] if cfg.val_split else [])
-        names = [f"{s}_{m}" for s in splits for m in ["loss", *metrics]]
-        watched = str(es.get("metric"))
-        if watched not in names:
-            hint = did_you_mean(watched, names)
-            why = " (there is no validation split: set train.val_split)" if watched.startswith("val_") and \
-                not cfg.val_split else ""
-            diags.append(doc.diag("error", "train", f"early_stopping watches '{watched}', which this run never computes{why}",
-                                  ("train", "early_stopping", "metric"),
-                                  help=(f"did you mean '{hint}'? " if hint else "") + "metrics of this run: "
-                                  + ", ".join(names)))
-    return diags
 
 
 def make_optimizer(resolved: dict[str, Any], model: nn.Module, **impl: Any) -> torch.optim.Optimizer:
@@ -157,41 +119,60 @@ def make_scheduler(resolved: dict[str, Any], opt: torch.optim.Optimizer, epochs:
 
 def check_objects(doc: Document, cfg: TrainConfig, resolved: dict[str, Any], model: nn.Module, steps_per_epoch: int,
                   classes: Any) -> list[Diagnostic]:
-    """Construct loss, optimizer and scheduler once (torch checks their values); errors become diagnostics.
+    """Construct loss, optimizer and scheduler once (torch checks their values); errors become diagnostics at
+    the argument torch refused (the one without which the construction succeeds), else at the class name.
 
     Nothing here touches the model's parameters or the random number generator.
     """
     diags: list[Diagnostic] = []
 
-    def fail(key: str, e: Exception) -> None:
+    def fail(key: str, e: Exception, blame: str | None) -> None:
         written = getattr(cfg, key)
         name = written[0] if written else resolved[key][0]
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         path: tuple[Any, ...] = ("train", key, name) if written else ("train",)
-        diags.append(doc.diag("error", "train", f"{resolved[key][0]}: {msg}", path, key=not written,
-                              help=f"check the arguments of {resolved[key][0]} (torch refused them)"))
+        if blame is not None:
+            diags.append(error(codes.TRAIN, f"{resolved[key][0]} {blame}: {msg}", path + (blame,),
+                               help=f"torch refused {blame}: {yaml_text(resolved[key][2][blame])}"))
+        else:
+            diags.append(error(codes.TRAIN, f"{resolved[key][0]}: {msg}", path, key=True,
+                               help=f"check the arguments of {resolved[key][0]} (torch refused them)"))
+
+    def attempt(key: str, make: Any) -> Any:
+        """make(kwargs) with the written arguments; on a refusal, the diagnostic and None."""
+        name, cls, kw = resolved[key]
+        try:
+            return make(kw)
+        except Exception as e:  # noqa: BLE001 - any refusal by torch is the spec's mistake
+            fail(key, e, _culprit(make, kw))
+            return None
 
     if "loss" in resolved:
-        try:
-            loss = make_loss(resolved)
-            w = getattr(loss, "weight", None)
+        def loss(kw: dict[str, Any]) -> Any:
+            made = make_loss({"loss": (resolved["loss"][0], resolved["loss"][1], kw)})
+            w = getattr(made, "weight", None)
             if resolved["loss"][0] in ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss") and \
                     isinstance(w, torch.Tensor) and isinstance(classes, int) and w.numel() != classes:
                 raise ValueError(f"weight has {w.numel()} values but the model gives {classes} class scores")
-        except Exception as e:  # noqa: BLE001 - any refusal by torch is the spec's mistake
-            fail("loss", e)
+            return made
+        attempt("loss", loss)
     if "optimizer" in resolved:
-        try:
-            opt = make_optimizer(resolved, model)
-        except Exception as e:  # noqa: BLE001
-            fail("optimizer", e)
-            return diags
-        if "scheduler" in resolved:
-            try:
-                make_scheduler(resolved, opt, cfg.epochs, max(1, steps_per_epoch))
-            except Exception as e:  # noqa: BLE001
-                fail("scheduler", e)
+        opt = attempt("optimizer", lambda kw: make_optimizer({"optimizer": (*resolved["optimizer"][:2], kw)}, model))
+        if opt is not None and "scheduler" in resolved:
+            attempt("scheduler", lambda kw: make_scheduler({"scheduler": (*resolved["scheduler"][:2], kw)}, opt,
+                                                           cfg.epochs, max(1, steps_per_epoch)))
     return diags
+
+
+def _culprit(make: Any, kwargs: dict[str, Any]) -> str | None:
+    """The one argument without which torch accepts the rest (its default stands in), if there is one."""
+    for k in kwargs:
+        try:
+            make({a: v for a, v in kwargs.items() if a != k})
+        except Exception:  # noqa: BLE001, S112 - still refused: not this one
+            continue
+        return k
+    return None
 
 
 def scheduler_per_batch(resolved: dict[str, Any], cfg: TrainConfig) -> bool:
@@ -236,10 +217,6 @@ def binary_threshold(resolved: dict[str, Any]) -> float | None:
     """Where a binary loss puts the decision: 0 for logits, 0.5 for probabilities; None for other losses."""
     name = resolved["loss"][0] if "loss" in resolved else None
     return {"BCEWithLogitsLoss": 0.0, "BCELoss": 0.5}.get(name or "")
-
-
-def default_metrics(task: str) -> list[str]:
-    return ["accuracy"] if task == "classification" else ["mse"]
 
 
 class Meter:

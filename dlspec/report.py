@@ -141,8 +141,8 @@ def totals_line(checked: Checked) -> str:
 
 
 def render_diagnostics(checked: Checked, color: bool = False) -> str:
-    lines = checked.spec.doc.lines
-    return "\n\n".join(render(d, lines, color) for d in checked.diagnostics)
+    doc = checked.spec.doc
+    return "\n\n".join(render(d, color=color, doc=doc) for d in checked.diagnostics)
 
 
 def summary_line(checked: Checked) -> str:

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import dims
-from .diagnostics import Diagnostic, did_you_mean
+from . import codes, dims
+from .codes import ErrorCode
+from .diagnostics import Diagnostic, diag, did_you_mean, error, locate
 from .registry import REGISTRY, TT, Float, Int, Layers, LayerType, lookup
 from .source import Document, Path
 
@@ -274,7 +275,7 @@ def _top_level(doc: Document) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     data = doc.data
     if not isinstance(data, dict):
-        out.append(doc.diag("error", "spec-structure",
+        out.append(error(codes.SPEC_STRUCTURE,
                             "a spec is a mapping with at least `input:` and `layers:`", (),
                             help="start from a spec in specs/, e.g. `input: [1, 28, 28]` and `layers: [...]`"))
         return out
@@ -290,33 +291,33 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                 # layers receive what?".  The document start is the header comment in most specs (a caret on a
                 # comment reads as if the comment were wrong) and the last line is some unrelated layer.
                 where: Path = ("layers",) if "layers" in data else ()
-                out.append(doc.diag("error", "missing-input", "the spec has no `input` shape", where, key=True,
+                out.append(error(codes.MISSING_INPUT, "the spec has no `input` shape", where, key=True,
                                     help="add `input:` above `layers:` with the shape of one sample, batch left "
                                          "out, e.g. `input: [1, 28, 28]`"))
             else:
-                out.append(doc.diag("error", "spec-structure", f"the spec has no `{missing}:`", path))
+                out.append(error(codes.SPEC_STRUCTURE, f"the spec has no `{missing}:`", path))
         elif v == "additionalProperties":
             known = list(err.schema.get("properties", {}))
             parent = err.instance if isinstance(err.instance, dict) else {}
             for k in parent:
                 if k not in known:
                     hint = did_you_mean(str(k), known)
-                    out.append(doc.diag("error", "spec-structure", f"unknown top-level key '{k}'", path + (k,),
+                    out.append(error(codes.SPEC_STRUCTURE, f"unknown top-level key '{k}'", path + (k,),
                                         key=True, help=f"did you mean '{hint}'?" if hint else
                                         "top-level keys are " + ", ".join(known)))
         elif path and path[0] == "input":
-            out.append(doc.diag("error", "invalid-input",
+            out.append(error(codes.INVALID_INPUT,
                                 f"`input` must be the shape of one sample, e.g. [1, 28, 28] or [T, 28]; got {data['input']!r}",
                                 ("input",), help="sizes are positive integers or symbol names (the batch N is implicit)"))
         else:
             what = {"type": f"must be of type {err.validator_value}", "minItems": "must not be empty"}.get(
                 str(v), err.message)
-            out.append(doc.diag("error", "spec-structure", f"`{'.'.join(map(str, path))}` {what}", path))
+            out.append(error(codes.SPEC_STRUCTURE, f"`{'.'.join(map(str, path))}` {what}", path))
     # one diagnostic per input problem is enough
     seen = set()
     uniq = []
     for d in out:
-        k = (d.code, d.line, d.column)
+        k = (d.code, d.path, d.key)
         if k not in seen:
             seen.add(k)
             uniq.append(d)
@@ -334,7 +335,7 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
     if isinstance(raw, str):
         shape = dims.parse_map(raw)
         if shape is None:
-            return None, [doc.diag("error", "invalid-input", f"cannot read input shape {raw!r}", path,
+            return None, [error(codes.INVALID_INPUT, f"cannot read input shape {raw!r}", path,
                                    help="write a list such as [1, 28, 28], or 1@28x28")]
     elif isinstance(raw, list):
         shape = tuple(raw)
@@ -342,7 +343,7 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
         return None, []
     bad = [d for d in shape if isinstance(d, str) and d == "N"]
     if bad:
-        return None, [doc.diag("error", "invalid-input", "`N` is the batch and is implicit: leave it out of `input`",
+        return None, [error(codes.INVALID_INPUT, "`N` is the batch and is implicit: leave it out of `input`",
                                path, help=f"write input: {list(d for d in shape if d != 'N')}")]
     # (C, H, W...) is a feature map; (T, F) with a symbolic T a sequence (a variable length is time)
     layout = "channels" if len(shape) >= 3 else "sequence" if len(shape) == 2 and isinstance(shape[0], str) else None
@@ -356,9 +357,9 @@ class _Parser:
         self.diags: list[Diagnostic] = []
         self.block_stack: list[str] = []
 
-    def err(self, code: str, msg: str, path: Path, key: bool = False, help: str | None = None,
+    def err(self, code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None,
             index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> None:
-        self.diags.append(self.doc.diag("error", code, msg, path, key=key, layer=index, help=help, notes=notes))
+        self.diags.append(diag("error", code, msg, path, key=key, layer=index, help=help, notes=notes))
         if item is not None:
             item.error = True
 
@@ -371,7 +372,7 @@ class _Parser:
     def items(self, raw: Any, path: Path, index: int | None) -> list[Item]:
         out: list[Item] = []
         if not isinstance(raw, list):
-            self.err("invalid-layer", "expected a list of layers", path, index=index)
+            self.err(codes.INVALID_LAYER, "expected a list of layers", path, index=index)
             return out
         for i, entry in enumerate(raw):
             top = i if index is None else index
@@ -386,18 +387,18 @@ class _Parser:
             meta = {k: raw[k] for k in raw if k in META_KEYS}
             if len(type_keys) != 1:
                 what = "no layer name" if not type_keys else "several layer names: " + ", ".join(map(str, type_keys))
-                self.err("invalid-layer", f"a layer entry needs exactly one layer name, found {what}", path,
+                self.err(codes.INVALID_LAYER, f"a layer entry needs exactly one layer name, found {what}", path,
                          index=index, help="write one layer per list entry: `- Conv2d: {...}`; "
                          f"besides the name only {', '.join(META_KEYS)} may appear")
                 return self.unreadable(path, index)
             key = type_keys[0]
             args = raw[key]
         else:
-            self.err("invalid-layer", f"a layer entry is `- Name` or `- Name: {{args}}`, got {raw!r}", path,
+            self.err(codes.INVALID_LAYER, f"a layer entry is `- Name` or `- Name: {{args}}`, got {raw!r}", path,
                      index=index)
             return self.unreadable(path, index)
         if not isinstance(key, str):
-            self.err("invalid-layer", f"a layer name must be text, got {key!r}", path, index=index)
+            self.err(codes.INVALID_LAYER, f"a layer name must be text, got {key!r}", path, index=index)
             return self.unreadable(path, index)
         kpath = path + (key,) if isinstance(raw, dict) else path
         meta_ok = self.meta(meta, path, index)
@@ -416,7 +417,7 @@ class _Parser:
         closest spelling), so later mistakes are found in this run too, or else stop the pass at it."""
         keras = keras_layer(key, args)
         if keras is not None:
-            self.err("unknown-layer", f"unknown layer type '{key}'", kpath, key=as_key, index=index, help=keras.help)
+            self.err(codes.UNKNOWN_LAYER, f"unknown layer type '{key}'", kpath, key=as_key, index=index, help=keras.help)
             items = []
             for i, (name, a, written_as) in enumerate(keras.layers):
                 it = Item(entry=REGISTRY[name], written={}, path=path, index=index, key=key, error=True,
@@ -430,7 +431,7 @@ class _Parser:
         # a stricter match than for arguments: the pass carries on as this layer ('Flaten' is Flatten at 0.92,
         # 'Frobnicate' is not Concat at 0.62)
         hint = did_you_mean(key, list(REGISTRY) + list(self.blocks), cutoff=0.7)
-        self.err("unknown-layer", f"unknown layer type '{key}'", kpath, key=as_key, index=index,
+        self.err(codes.UNKNOWN_LAYER, f"unknown layer type '{key}'", kpath, key=as_key, index=index,
                  help=f"did you mean '{hint}'?" if hint else "`dlspec layers` lists the layer types")
         if hint is None:
             return self.unreadable(path, index, key, meta)
@@ -448,14 +449,14 @@ class _Parser:
             shape = dims.parse_map(e) if isinstance(e, str) else tuple(e) if isinstance(e, list) else None
             if shape is None or not all((isinstance(d, int) and not isinstance(d, bool) and d >= 0)
                                         or (isinstance(d, str) and dims.SYMBOL.match(d)) for d in shape):
-                self.err("invalid-argument", f"cannot read expect: {e!r}", path + ("expect",), index=index,
+                self.err(codes.INVALID_ARGUMENT, f"cannot read expect: {e!r}", path + ("expect",), index=index,
                          help="write the layer's output for one sample: 16@5x5 or [16, 5, 5]")
             else:
                 out["expect"] = tuple(shape)
         if "name" in meta:
             n = meta["name"]
             if not isinstance(n, str) or not n.isidentifier():
-                self.err("invalid-argument", f"name must be a Python identifier, got {n!r}", path + ("name",),
+                self.err(codes.INVALID_ARGUMENT, f"name must be a Python identifier, got {n!r}", path + ("name",),
                          index=index, help="a name is letters, digits and _, not starting with a digit, e.g. "
                          "`name: conv1`; it names the module in the built model")
             else:
@@ -463,7 +464,7 @@ class _Parser:
         if "repeat" in meta:
             r = meta["repeat"]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-                self.err("invalid-argument", f"repeat must be a positive integer, got {r!r}", path + ("repeat",),
+                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {r!r}", path + ("repeat",),
                          index=index, help="`repeat: 2` puts the layer twice in a row; leave it out for once")
             else:
                 out["repeat"] = r
@@ -471,10 +472,10 @@ class _Parser:
 
     def block_ref(self, key: str, args: Any, kpath: Path, path: Path, index: int, meta: dict[str, Any]) -> Item:
         if args not in (None, {}):
-            self.err("invalid-argument", f"block '{key}' takes no arguments", kpath, index=index,
+            self.err(codes.INVALID_ARGUMENT, f"block '{key}' takes no arguments", kpath, index=index,
                      help="use `repeat:` beside the name to repeat it")
         if key in self.block_stack:
-            self.err("recursive-block", f"block '{key}' uses itself ({' → '.join(self.block_stack + [key])})",
+            self.err(codes.RECURSIVE_BLOCK, f"block '{key}' uses itself ({' → '.join(self.block_stack + [key])})",
                      kpath, index=index)
             return self.unreadable(path, index, key, meta)
         self.block_stack.append(key)
@@ -498,7 +499,7 @@ class _Parser:
         else:
             positional = False
         if not isinstance(args, dict):
-            self.err("invalid-argument", f"{entry.name} arguments must be a mapping, got {args!r}", kpath,
+            self.err(codes.INVALID_ARGUMENT, f"{entry.name} arguments must be a mapping, got {args!r}", kpath,
                      index=item.index, item=item, help=f"write `- {entry.name}: {{name: value, ...}}`"
                      + ("" if main is None else f" (a single value stands for {main})"))
             return
@@ -512,7 +513,7 @@ class _Parser:
                 other = name in META_KEYS or (name == "activation" and isinstance(value, str)
                                               and value in _KERAS_ACTIVATIONS)
                 hint = keras or (None if other else did_you_mean(str(name), list(entry.args)))
-                self.err("unknown-argument", f"{entry.name} has no argument '{name}'", apath, key=True,
+                self.err(codes.UNKNOWN_ARGUMENT, f"{entry.name} has no argument '{name}'", apath, key=True,
                          index=item.index, item=item, help=self.argument_help(item, str(name), value, hint, keras))
                 if hint is None or hint in args or hint in fixed:
                     continue
@@ -523,7 +524,7 @@ class _Parser:
                 continue
             problem = spec.kind.check(value)
             if problem:
-                self.err("invalid-argument", f"{entry.name} {name} cannot be {yaml_text(value)}", apath,
+                self.err(codes.INVALID_ARGUMENT, f"{entry.name} {name} cannot be {yaml_text(value)}", apath,
                          index=item.index, item=item, help=_accepted(name, spec, value, problem))
                 item.dropped = True
                 continue
@@ -534,7 +535,7 @@ class _Parser:
         for name, spec in entry.args.items():
             if spec.required and name not in item.written and name not in item.children and name not in args \
                     and name not in fixed:
-                self.err("missing-argument", f"{entry.name} needs `{name}` ({spec.kind.text})", kpath,
+                self.err(codes.MISSING_ARGUMENT, f"{entry.name} needs `{name}` ({spec.kind.text})", kpath,
                          key=True, index=item.index, item=item, help=f"write `- {entry.name}: {{{name}: ...}}`")
 
     def argument_help(self, item: Item, name: str, value: Any, hint: str | None, keras: str | None) -> str:
@@ -554,7 +555,7 @@ class _Parser:
     def nested(self, entry: LayerType, name: str, value: Any, path: Path, index: int) -> Any:
         if name == "branches":
             if not isinstance(value, list) or len(value) < 2 or not all(isinstance(b, list) and b for b in value):
-                self.err("invalid-argument", f"{entry.name} branches must be a list of at least two layer lists",
+                self.err(codes.INVALID_ARGUMENT, f"{entry.name} branches must be a list of at least two layer lists",
                          path, index=index, help="e.g. `- Concat: [[Conv2d: {...}], [MaxPool2d: {...}]]`")
                 return []
             return [self.items(b, path + (i,), index) for i, b in enumerate(value)]
@@ -576,7 +577,7 @@ def _bare_name_help(doc: Document, d: Diagnostic) -> Diagnostic:
     """A YAML syntax error on a key under a bare list entry (`- Last` then `expect: ...` below it): YAML reads
     `- Last` as a plain string, which cannot have keys.  Say how to write it."""
     lines = doc.text.splitlines()
-    if d.code != "yaml-syntax" or d.line is None or not 0 < d.line <= len(lines):
+    if d.code != codes.YAML_SYNTAX or d.line is None or not 0 < d.line <= len(lines):
         return d
     m = re.match(r"(\s*)([A-Za-z_]\w*)\s*:", lines[d.line - 1])
     j = d.line - 2
@@ -597,8 +598,16 @@ def parse_spec(doc: Document) -> Spec:
     diags = [_bare_name_help(doc, d) for d in doc.diagnostics]
     stem = os.path.splitext(os.path.basename(doc.path))[0]
     spec = Spec(doc=doc, name=stem, input=None, items=[], blocks={}, train=None, diagnostics=diags)
-    if any(d.code in ("yaml-syntax", "io") for d in diags):
+    if any(d.code in (codes.YAML_SYNTAX, codes.IO) for d in diags):
         return spec
+    _check_structure(doc, spec, diags)
+    for d in diags:  # the stage's diagnostics get their positions last
+        locate(d, doc)
+    return spec
+
+
+def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None:
+    stem = spec.name
     diags.extend(_top_level(doc))
     data = doc.data if isinstance(doc.data, dict) else {}
     spec.name = str(data.get("name") or stem)
@@ -611,7 +620,7 @@ def parse_spec(doc: Document) -> Spec:
     for bname in blocks:
         hidden = lookup(str(bname))
         if hidden is not None:
-            diags.append(doc.diag("error", "spec-structure",
+            diags.append(error(codes.SPEC_STRUCTURE,
                                   f"block name '{bname}' hides the layer type {hidden.name}",
                                   ("blocks", bname), key=True, help="give the block another name"))
     if isinstance(data.get("layers"), list):
@@ -625,4 +634,3 @@ def parse_spec(doc: Document) -> Spec:
 
         spec.train_config, d = validate_train(doc, spec.train)
         diags.extend(d)
-    return spec

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .diagnostics import Diagnostic
+from . import codes
+from .diagnostics import Diagnostic, error
 
 Path = tuple[Any, ...]
 
@@ -69,21 +70,6 @@ class Document:
             p = p[:-1]
             key = False
 
-    def diag(self, severity: str, code: str, message: str, path: Path = (), key: bool = False,
-             layer: int | None = None, notes: list[str] | None = None, help: str | None = None) -> Diagnostic:
-        s = self.span(path, key)
-        notes = list(notes or [])
-        dotted = ".".join(map(str, path))
-        for o in self.overrides:  # a value set on the command line has no line of its own: say so
-            opath = o.split("=", 1)[0]
-            if dotted == opath or dotted.startswith(opath + ".") or opath.startswith(dotted + ".") and dotted:
-                notes.append(f"set on the command line: {o}")
-        d = Diagnostic(severity, code, message, file=self.path,
-                       line=s.line if s else None, column=s.col if s else None,
-                       end_column=(s.end_col if s and s.end_line == s.line else None),
-                       layer=layer, notes=list(notes or []), help=help)
-        return d
-
 
 def _span(node: yaml.Node) -> Span:
     a, b = node.start_mark, node.end_mark
@@ -107,17 +93,10 @@ def _parse(text: str, path: str) -> Document:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        msg = (e.problem or str(e)).strip()
-        if e.context:
-            msg = f"{msg} ({e.context.strip()})"
-        doc.diagnostics.append(Diagnostic(
-            "error", "yaml-syntax", f"invalid YAML: {msg}", file=path,
-            line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
-            help="check indentation, colons and brackets on this line or the one before"))
+        doc.diagnostics.append(_syntax_error(e, text, path))
         return doc
     except yaml.YAMLError as e:  # e.g. a reader error on bad bytes
-        doc.diagnostics.append(Diagnostic("error", "yaml-syntax", f"invalid YAML: {e}", file=path))
+        doc.diagnostics.append(Diagnostic("error", codes.YAML_SYNTAX, f"invalid YAML: {e}", file=path))
         return doc
     if root is None:
         doc.data = None
@@ -125,6 +104,52 @@ def _parse(text: str, path: str) -> Document:
     constructor = SafeConstructor()
     doc.data = _build(root, (), doc, constructor)
     return doc
+
+
+_OPENERS = {"flow mapping": ("{", "}"), "flow sequence": ("[", "]"), "quoted scalar": ("quote", "quote")}
+
+
+def _syntax_error(e: yaml.MarkedYAMLError, text: str, path: str) -> Diagnostic:
+    """A YAML syntax error where the mistake is: an unclosed `{`, `[` or quote at the character that opens it
+    (libyaml only notices at a later line, often the end of the file), a tab at the tab; a position past the
+    last line moved onto it, so the source line and caret can be shown."""
+    lines = text.splitlines() or [""]
+    problem = (e.problem or str(e)).strip()
+    context = (e.context or "").strip()
+    mark = e.problem_mark or e.context_mark
+    line, col = (mark.line, mark.column) if mark else (len(lines) - 1, 0)
+    notes: list[str] = []
+    help = "check indentation, colons and brackets on this line or the one before"
+    msg = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    opened = next((o for k, o in _OPENERS.items() if context.endswith(k)), None)
+    cm = e.context_mark
+    if opened and cm is not None and (mark is None or mark.line != cm.line):
+        what = "quote" if opened[0] == "quote" else f"`{opened[0]}`"
+        closer = "the closing quote" if opened[0] == "quote" else f"`{opened[1]}`"
+        line, col = cm.line, cm.column
+        end = "the end of the file" if mark is None or mark.line >= len(lines) else f"line {mark.line + 1}"
+        msg = f"invalid YAML: this {what} is never closed"
+        notes.append(f"YAML read on to {end} looking for {closer}" + (f" ({problem})" if "expected" in problem else ""))
+        help = f"close it with {closer} on this line" + ("" if opened[0] == "quote" else
+                                                         f", entries separated by commas: {opened[0]}a: 1, b: 2{opened[1]}"
+                                                         if opened[0] == "{" else ", entries separated by commas: [1, 28, 28]")
+    elif "cannot start any token" in problem and 0 <= line < len(lines) and col < len(lines[line]) \
+            and lines[line][col] == "\t":
+        msg = "invalid YAML: a tab character; YAML indents with spaces only"
+        help = "replace the tab with spaces"
+    elif "mapping values are not allowed" in problem:
+        help = ("a second `:` on one line: write the arguments as a mapping, e.g. "
+                "`- Conv2d: {out_channels: 8}`, or on their own lines indented under the name")
+    elif "expected '-' indicator" in problem or "expected <block end>" in problem:
+        help = "this line's indentation does not match the list above: list entries start with `- ` at the same " \
+               "column; keys beside a layer name (expect:, name:, repeat:) line up with the name"
+    if line >= len(lines):  # the end of the file: show its last line
+        line = len(lines) - 1
+        while line > 0 and not lines[line].strip():
+            line -= 1
+        col = len(lines[line])
+    return Diagnostic("error", codes.YAML_SYNTAX, msg, file=path, line=line + 1, column=col + 1, notes=notes,
+                      help=help)
 
 
 def _build(node: yaml.Node, path: Path, doc: Document, c: SafeConstructor) -> Any:
@@ -141,9 +166,9 @@ def _build(node: yaml.Node, path: Path, doc: Document, c: SafeConstructor) -> An
             kpath = path + (key,)
             doc.key_spans[kpath] = _span(knode)
             if key in out:
-                doc.diagnostics.append(doc.diag(
-                    "error", "duplicate-key", f"duplicate key '{key}' (YAML would keep only the last one)",
-                    kpath, key=True, help="write each key once"))
+                doc.diagnostics.append(error(codes.DUPLICATE_KEY,
+                                             f"duplicate key '{key}' (YAML would keep only the last one)",
+                                             kpath, key=True, help="write each key once"))
             out[key] = _build(vnode, kpath, doc, c)
         return out
     if isinstance(node, yaml.SequenceNode):
@@ -159,6 +184,6 @@ def read(path: str) -> Document:
     except (OSError, UnicodeDecodeError) as e:
         doc = Document(path=path, text="")
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        doc.diagnostics.append(Diagnostic("error", "io", f"cannot read {path}: {reason}", file=path))
+        doc.diagnostics.append(Diagnostic("error", codes.IO, f"cannot read {path}: {reason}", file=path))
         return doc
     return parse(text, path)

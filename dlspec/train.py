@@ -22,19 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import codes, runs, steps
 from . import overrides as ov
-from . import runs, steps
-from .contract import CLASS_LOSSES, DataFacts, check_contract
+from .contract import CLASS_LOSSES, DataFacts, check_contract, check_metrics, default_metrics
 from .data import DATASETS, Bundle, DataError, Split, data_root
 from .data.base import float_bytes, materialize
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, error, locate
 from .infer import Checked
-from .infer import check as infer_check
 from .objectives import (
     Meter,
     binary_threshold,
     check_objects,
-    default_metrics,
     init_weights,
     make_loss,
     make_optimizer,
@@ -65,6 +63,8 @@ class Refused(Exception):
     def __init__(self, diagnostics: list[Diagnostic], doc: Document | None = None, message: str = "", status: int = 1):
         super().__init__(message)
         self.diagnostics, self.doc, self.message, self.status = diagnostics, doc, message, status
+        for d in diagnostics:  # preparing is over: the diagnostics get their positions
+            locate(d, doc)
 
 
 @dataclass
@@ -103,14 +103,14 @@ def pick_device(doc: Document, wanted: str) -> tuple[torch.device | None, list[D
         return torch.device("cpu"), []
     if wanted.startswith("cuda"):
         if not torch.cuda.is_available():
-            return None, [doc.diag("error", "device", f"device {wanted}: CUDA is not available on this machine",
+            return None, [error(codes.DEVICE, f"device {wanted}: CUDA is not available on this machine",
                                    ("train", "device"), help="use device: auto (or cpu), or --device cpu")]
         idx = int(wanted.split(":")[1]) if ":" in wanted else 0
         if idx >= torch.cuda.device_count():
-            return None, [doc.diag("error", "device", f"device {wanted}: this machine has "
+            return None, [error(codes.DEVICE, f"device {wanted}: this machine has "
                                    f"{torch.cuda.device_count()} CUDA device(s)", ("train", "device"))]
     if wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        return None, [doc.diag("error", "device", "device mps is not available on this machine", ("train", "device"))]
+        return None, [error(codes.DEVICE, "device mps is not available on this machine", ("train", "device"))]
     return torch.device(wanted), []
 
 
@@ -137,11 +137,13 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     if opts.device is not None:
         items.append(f"train.device={opts.device}")
     doc = doc or load_document(path, items)
+    from . import check
+
     spec = parse_spec(doc)
-    checked = infer_check(spec)
+    checked = check(spec)  # the shapes, and the train: section as far as it is known without torch and data
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if not errors and spec.train is None:
-        raise Refused([doc.diag("error", "train", "the spec has no `train:` section, so there is nothing to run", (),
+        raise Refused([error(codes.TRAIN, "the spec has no `train:` section, so there is nothing to run", (),
                                 help="add e.g. `train: {data: {name: mnist}, epochs: 5, optimizer: {Adam: {lr: 0.001}}}`")],
                       doc)
     cfg = spec.train_config
@@ -150,7 +152,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     warnings = [d for d in checked.diagnostics if d.severity == "warning"]
     device, d = pick_device(doc, cfg.device)
     if cfg.precision == "fp16" and device is not None and device.type != "cuda":
-        d.append(doc.diag("error", "precision", f"precision fp16 needs a CUDA device (this run is on {device.type})",
+        d.append(error(codes.PRECISION, f"precision fp16 needs a CUDA device (this run is on {device.type})",
                           ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
     if d:
         raise Refused(warnings + d, doc)
@@ -164,18 +166,21 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
             materialize(bundle, device if fits_on(device, float_bytes(bundle)) else torch.device("cpu"))
     except DataError as e:
         path_ = ("train", "data") + ((e.arg,) if e.arg else ())
-        raise Refused(warnings + [doc.diag("error", "data", e.message, path_, notes=e.notes, help=e.help)], doc) from None
+        raise Refused(warnings + [error(codes.DATA, e.message, path_, notes=e.notes, help=e.help)], doc) from None
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as e:  # what a loader did not foresee
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise Refused(warnings + [doc.diag("error", "data", f"cannot load {cfg.data_name}: {type(e).__name__}"
+        raise Refused(warnings + [error(codes.DATA, f"cannot load {cfg.data_name}: {type(e).__name__}"
                                            + (f": {msg}" if msg else ""), ("train", "data"),
                                            help="the files are damaged or not what this dataset reads")],
                       doc) from None
-    resolved, d = resolve(doc, cfg, bundle.task)
+    # again with the torch that runs and the data as loaded: what the static check could not know (a CSV's
+    # columns, a text's vocabulary), without repeating what it said
+    resolved, d = resolve(cfg, bundle.task)
     loss_name = resolved["loss"][0] if "loss" in resolved else None
     loss_path = ("train", "loss") if cfg.loss else None
-    c, symbols = check_contract(checked, facts_of(bundle, cfg.data_name), loss_name, loss_path, ("train", "data"))
-    d += c
+    c, symbols = check_contract(checked, facts_of(bundle, cfg.data_name), loss_name, loss_path)
+    said = {(x.code, x.path) for x in checked.diagnostics}
+    d += [x for x in c + check_metrics(cfg, bundle.task, loss_name) if (x.code, x.path) not in said]
     if any(x.severity == "error" for x in d):
         raise Refused(warnings + d, doc)
     warnings += d
@@ -192,7 +197,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     n = len(s.bundle.train)
     if training and steps_per_epoch(n, cfg) == 0:
         what = f"batch_size {cfg.batch_size} with drop_last" if n else "an empty training split"
-        raise Refused(warnings + [doc.diag("error", "train", f"{what}: an epoch of the {n} training samples has no "
+        raise Refused(warnings + [error(codes.TRAIN, f"{what}: an epoch of the {n} training samples has no "
                                            "batches", ("train", "batch_size" if n else "data"),
                                            help=f"use a batch_size of at most {n}, or drop_last: false" if n else
                                            "check the data (and val_split)")], doc)
@@ -201,6 +206,8 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
                       s.model, steps_per_epoch(len(s.bundle.train), cfg), out)
     if d:
         raise Refused(warnings + d, doc)
+    for w in s.warnings:  # preparing is over: the warnings get their positions
+        locate(w, doc)
     s.prepare_s = time.perf_counter() - t0
     return s
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .diagnostics import Diagnostic, did_you_mean
+from . import codes
+from .codes import ErrorCode
+from .diagnostics import Diagnostic, diag, did_you_mean
 from .registry import REQUIRED, Arg, Bool, Choice, Float, Int, Kind, OneOf, Optional_
 from .source import Document, Path
 
@@ -176,11 +178,11 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
     diags: list[Diagnostic] = []
     base: Path = ("train",)
 
-    def err(code: str, msg: str, path: Path, key: bool = False, help: str | None = None) -> None:
-        diags.append(doc.diag("error", code, msg, path, key=key, help=help))
+    def err(code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None) -> None:
+        diags.append(diag("error", code, msg, path, key=key, help=help))
 
     if not isinstance(train, dict):
-        err("train", "`train:` must be a mapping of training options", base)
+        err(codes.TRAIN, "`train:` must be a mapping of training options", base)
         return None, diags
     def options(given: dict[Any, Any], table: dict[str, Arg], path: Path, unknown: str, what: str, prefix: str,
                 skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -192,19 +194,19 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
             spec = table.get(k) if isinstance(k, str) else None
             if spec is None:
                 hint = did_you_mean(str(k), list(table))
-                err("train", f"{unknown} '{k}'", path + (k,), key=True,
+                err(codes.TRAIN, f"{unknown} '{k}'", path + (k,), key=True,
                     help=f"did you mean '{hint}'?" if hint else f"{what} takes " + (", ".join(table) or "no options"))
                 continue
             problem = spec.kind.check(v)
             if problem:
-                err("train", f"{prefix}{k} {problem}, got {v!r}", path + (k,))
+                err(codes.TRAIN, f"{prefix}{k} {problem}, got {v!r}", path + (k,))
                 continue
             out[k] = spec.kind.normalize(v)
         return out
 
     values = options(train, TRAIN_ARGS, base, "unknown training option", "train", "train.")
     if "data" not in train:
-        err("train", "`train:` needs `data:` (the dataset to train on)", base, key=True,
+        err(codes.TRAIN, "`train:` needs `data:` (the dataset to train on)", base, key=True,
             help="e.g. `data: {name: mnist}`; `dlspec datasets` lists them")
         return None, diags
     if "data" not in values:
@@ -215,7 +217,7 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
     entry = DATASETS.get(name)
     if entry is None:
         hint = did_you_mean(name, list(DATASETS))
-        err("unknown-dataset", f"unknown dataset '{name}'", dpath + ("name",) if isinstance(raw, dict) else dpath,
+        err(codes.UNKNOWN_DATASET, f"unknown dataset '{name}'", dpath + ("name",) if isinstance(raw, dict) else dpath,
             help=f"did you mean '{hint}'?" if hint else "datasets: " + ", ".join(sorted(DATASETS)))
         if hint is None:
             return None, diags
@@ -226,11 +228,9 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
         if k not in dargs and spec.default is not REQUIRED:
             dargs[k] = spec.default
         elif k not in dargs and not (isinstance(raw, dict) and k in raw):
-            err("train", f"dataset {name} needs `{k}` ({spec.kind.text})", dpath, help=f"add {k}: ... under data")
+            err(codes.TRAIN, f"dataset {name} needs `{k}` ({spec.kind.text})", dpath, help=f"add {k}: ... under data")
     cfg = TrainConfig(data_name=name, data_args=dargs, written=set(values))
     for k, v in values.items():
         if k != "data":
             setattr(cfg, k, v)
-    if any(d.severity == "error" for d in diags):
-        return None, diags
-    return cfg, diags
+    return cfg, diags  # with the valid options only, when diags has errors: the checks after it carry on

@@ -132,7 +132,7 @@ def test_train_section_accepts_the_arguments(tmp_path):
     assert len(load("shapes", cfg.data_args, ".").train) == 20
     doc = parse("train:\n  data: {name: shapes, normalize: [[0.5], [0.5], [1]]}\n")
     cfg, diags = validate_train(doc, doc.data["train"])
-    assert cfg is None and "normalize" in diags[0].message
+    assert "normalize" in diags[0].message and diags[0].severity == "error"
 
 
 # --- IDX: MNIST / Fashion-MNIST -----------------------------------------------------------------------

@@ -548,23 +548,29 @@ def test_bad_override_path_exits_2(tmp_path, capsys, item, words):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("item, code, needle", [
-    ("train.epochs=0", "train", "epochs: 2"),
-    ("layers.0.Linear.out_features=-3", "invalid-argument", "out_features: 16"),
-    ("train.optimizer.SGD.lr=-1", "train", "optimizer:"),
-    ("train.optimzer=Adam", "train", None),
+@pytest.mark.parametrize("item, code, caret", [
+    ("train.epochs=0", "train", "0"),
+    ("layers.0.Linear.out_features=-3", "invalid-argument", "-3"),
+    ("train.optimizer.SGD.lr=-1", "train", "-1"),
+    ("train.optimzer=Adam", "train", "optimzer"),
 ])
-def test_invalid_override_values_say_set_on_the_command_line(tmp_path, capsys, item, code, needle):
+def test_invalid_override_values_point_at_the_command_line(tmp_path, capsys, item, code, caret):
+    """A value set on the command line has no line in the file: the diagnostic shows the override as its
+    source line with the caret under the characters it is about (not the file's line it replaced)."""
     path = write(tmp_path, BLOBS)
     rc, out, err = dlspec_main(capsys, "run", path, item, "--out", tmp_path / "runs")
     assert rc == 1 and "Traceback" not in err
-    assert f"set on the command line: {item}" in err and f"error[{code}]" in err
-    if needle:
-        assert f"spec.yaml:{line_of(BLOBS, needle)}:" in err
-    else:
+    assert f"command line: error[{code}]" in err, err
+    lines = err.splitlines()
+    src = lines.index(f"  | {item}")
+    start = item.rindex(caret) if caret != "optimzer" else item.index(caret)
+    assert lines[src + 1] == "  | " + " " * start + "^" * len(caret), err
+    assert f"set on the command line for {path}" in err
+    assert "spec.yaml:" not in err.split("dlspec: not started")[0]  # no file line for it
+    if item.startswith("train.optimzer"):
         assert "did you mean 'optimizer'" in err
     rc, out, err = dlspec_main(capsys, "run", path, "--epochs", "0", "--out", tmp_path / "runs")
-    assert rc == 1 and "set on the command line: train.epochs=0" in err
+    assert rc == 1 and "  | train.epochs=0" in err
 
 
 # --- 5. the contract ---------------------------------------------------------------------------------------
@@ -679,13 +685,15 @@ train:
     StepLR: {step_size: 1, gama: 0.5}
   device: cpu
 """
-    diags = refusal(write(tmp_path, text))
-    found = {(d.line, d.help) for d in diags if d.code == "train"}
-    assert (7, "did you mean 'CrossEntropyLoss'?") in found
-    assert (9, "did you mean 'lr'?") in found
-    assert (11, "did you mean 'gamma'?") in found
+    import dlspec
+
+    want = {(7, "did you mean 'CrossEntropyLoss'?"), (9, "did you mean 'lr'?"), (11, "did you mean 'gamma'?")}
+    static = {(d.line, d.help) for d in dlspec.check(dlspec.loads(text)).diagnostics if d.code == "torch-name"}
+    assert static == want  # `dlspec check` finds them, torch-free
+    found = {(d.line, d.help) for d in refusal(write(tmp_path, text)) if d.code == "torch-name"}
+    assert found == want  # and `dlspec run` refuses to start
     names = text.replace("SGD: {lrr", "SGDD: {lr").replace("StepLR: {step_size: 1, gama", "StepLRR: {step_size: 1, gamma")
-    found = {(d.line, d.help) for d in refusal(write(tmp_path, names, "names.yaml")) if d.code == "train"}
+    found = {(d.line, d.help) for d in refusal(write(tmp_path, names, "names.yaml")) if d.code == "torch-name"}
     assert (9, "did you mean 'SGD'?") in found and (11, "did you mean 'StepLR'?") in found
 
 
@@ -715,20 +723,37 @@ def test_loss_weights_from_yaml_lists(tmp_path, capsys):
 
 def test_metric_that_does_not_fit_the_task(tmp_path):
     text = BLOBS.replace("  device: cpu\n", "  device: cpu\n  metrics: [accuracy, mse]\n")
-    d = one(refusal(write(tmp_path, text)), "train")
+    d = one(refusal(write(tmp_path, text)), "metric")
     assert "mse does not apply to classification" in d.message and d.line == line_of(text, "metrics")
     text = REG.replace("  device: cpu\n", "  device: cpu\n  metrics: [mae, accuracy]\n")
-    d = one(refusal(write(tmp_path, text, "reg.yaml")), "train")
+    d = one(refusal(write(tmp_path, text, "reg.yaml")), "metric")
     assert "accuracy does not apply to regression" in d.message
 
 
 def test_early_stopping_metric_must_exist(tmp_path):
     text = BLOBS.replace("  device: cpu\n", "  device: cpu\n  early_stopping: {metric: val_loss}\n")
-    d = one(refusal(write(tmp_path, text)), "train")
+    d = one(refusal(write(tmp_path, text)), "metric")
     assert "val_split" in d.message and d.line == line_of(text, "early_stopping")
-    typo = text.replace("val_loss", "test_acc")
-    d = one(refusal(write(tmp_path, typo, "typo.yaml")), "train")
-    assert "did you mean 'test_accuracy'?" in d.help
+    typo = text.replace("val_loss", "train_acc")
+    d = one(refusal(write(tmp_path, typo, "typo.yaml")), "metric")
+    assert "did you mean 'train_accuracy'?" in d.help
+    # selecting the epoch on the test set: refused, whatever the data
+    test = text.replace("val_loss", "test_accuracy")
+    d = one(refusal(write(tmp_path, test, "test.yaml")), "metric")
+    assert "may not watch test_accuracy" in d.message and "val_split" in d.help
+
+
+def test_early_stopping_metric_checked_statically():
+    """With a dataset whose task is known from its options, `dlspec check` finds a misspelt metric (`val_acc`)."""
+    import dlspec
+
+    text = ("input: [1, 28, 28]\nlayers: [Flatten, {Linear: 10}]\ntrain:\n  data: {name: shapes}\n"
+            "  val_split: 0.1\n  early_stopping: {metric: val_acc}\n")
+    (d,) = dlspec.check(dlspec.loads(text)).diagnostics
+    assert (d.code, d.line, d.path) == ("metric", 6, ("train", "early_stopping", "metric"))
+    assert d.help is not None and d.help.startswith("did you mean 'val_accuracy'?")
+    fixed = text.replace("val_acc}", "val_accuracy}")
+    assert dlspec.check(dlspec.loads(fixed)).ok
 
 
 def test_precision(tmp_path, capsys, monkeypatch):
@@ -781,8 +806,8 @@ def test_eval_every(tmp_path, capsys):
 
 
 def test_early_stopping(tmp_path, capsys):
-    d, out = train(tmp_path, capsys, BLOBS, "train.epochs=10",
-                   "train.early_stopping={metric: test_loss, patience: 2, min_delta: 10}")
+    d, out = train(tmp_path, capsys, BLOBS, "train.epochs=10", "train.val_split=0.25",
+                   "train.early_stopping={metric: val_loss, patience: 2, min_delta: 10}")
     import json
 
     summary = json.loads((d / "summary.json").read_text())
@@ -1036,7 +1061,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     rc, out, err = dlspec_main(capsys, "run", write(tmp_path, BLOBS.split("train:")[0], "notrain.yaml"))
     assert rc == 1 and "no `train:` section" in err
     rc, out, err = dlspec_main(capsys, "run", write(tmp_path, BLOBS, "b.yaml"), "train.data.fail=true")
-    assert rc == 1 and "error[data]" in err and f"b.yaml:{line_of(BLOBS, 'data:')}:" in err
+    assert rc == 1 and "command line: error[data]" in err and "  | train.data.fail=true" in err
     rc, out, err = dlspec_main(capsys, "run", write(tmp_path, BLOBS, "b.yaml"), "train.data.crash=true")
     assert rc == 1 and "error[data]: cannot load tiny_blobs: OSError: [Errno 5] Input/output error" in err
 
@@ -1199,6 +1224,7 @@ def test_misspelled_dataset_still_checks_its_options():
     c = dlspec.check(dlspec.loads(
         "input: [4]\nlayers: [{Linear: 2}]\ntrain:\n  data: {name: fashion_mnst, normalise: true}\n", "t.yaml"))
     assert [(d.line, d.code, d.help) for d in c.diagnostics] == [
+        (1, "data-shape", "write input: [1, 28, 28]"),  # checked as fashion_mnist, whose samples are known
         (4, "unknown-dataset", "did you mean 'fashion_mnist'?"),
         (4, "train", "did you mean 'normalize'?"),
     ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import DATASETS, Bundle, DataError, DatasetType, Split, data_root, register
+from .base import DATASETS, Bundle, DataError, DataFacts, DatasetType, Split, data_root, register
 
 for _mod in ("idx", "synthetic", "files", "text", "vision"):
     try:
@@ -16,7 +16,7 @@ for _mod in ("idx", "synthetic", "files", "text", "vision"):
         if e.name != f"{__name__}.{_mod}":
             raise
 
-__all__ = ["DATASETS", "Bundle", "DataError", "DatasetType", "Split", "data_root", "register", "load"]
+__all__ = ["DATASETS", "Bundle", "DataError", "DataFacts", "DatasetType", "Split", "data_root", "register", "load"]
 
 
 def load(name: str, args: dict, root: str) -> Bundle:

@@ -75,6 +75,24 @@ class Bundle:
 
 
 @dataclass
+class DataFacts:
+    """What the data↔model↔loss contract needs to know about a dataset (no tensors).
+
+    Known statically, from the dataset's options alone (`DatasetType.facts`, used by `dlspec check`), or from
+    the loaded data (`dlspec run`).  None is "not known without reading the data": a size (a CSV's column
+    count, a text's vocabulary), the task, the class count; the contract checks what is known."""
+
+    name: str
+    sample_shape: tuple[int | None, ...] | None
+    x_dtype: str | None  # "float" | "long"
+    target_shape: tuple[int | None, ...] | None  # per sample: () for class ids
+    target_dtype: str | None  # "long" | "float"
+    task: str | None  # "classification" | "regression"
+    num_classes: int | None
+    can_reshape: bool = True  # the dataset has a `shape:` option that reshapes its samples
+
+
+@dataclass
 class DatasetType:
     name: str
     args: dict[str, Arg]
@@ -82,6 +100,7 @@ class DatasetType:
     doc: str = ""
     needs: str | None = None  # an optional package it needs ("torchvision")
     raw: Callable[[dict[str, Any], str], Bundle] | None = None  # the same data with uint8 images (Bundle.pixels)
+    facts: Callable[[dict[str, Any]], DataFacts] | None = None  # (resolved args) -> what is known without loading
 
 
 DATASETS: dict[str, DatasetType] = {}
@@ -115,7 +134,26 @@ def data_root(cli_root: str | None = None) -> str:
     return cli_root or os.environ.get("DLSPEC_DATA") or "data"
 
 
-__all__ = ["Arg", "Bool", "Int", "Bundle", "Split", "DataError", "DatasetType", "DATASETS", "register", "data_root"]
+__all__ = ["Arg", "Bool", "Int", "Bundle", "Split", "DataError", "DataFacts", "DatasetType", "DATASETS", "register",
+           "data_root", "reshaped"]
+
+
+def reshaped(shape: tuple[int, ...], to: Any) -> tuple[int | None, ...]:
+    """`shape` reshaped as a dataset's `shape:` option says (one size may be -1); unknown sizes when the
+    element count does not allow it (the loader reports that, with the data at hand)."""
+    if to is None:
+        return shape
+    to = [int(d) for d in to]
+    total = 1
+    for d in shape:
+        total *= d
+    known = 1
+    for d in to:
+        if d != -1:
+            known *= d
+    if to.count(-1) == 1 and known and total % known == 0:
+        return tuple(total // known if d == -1 else d for d in to)
+    return tuple(None if d == -1 else d for d in to)
 
 
 def float_bytes(b: Bundle) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..diagnostics import did_you_mean
 from ..registry import Arg, Bool, Choice, Float, Int, IntList, Kind, OneOf, Optional_
-from .base import Bundle, DataError, DatasetType, register
+from .base import Bundle, DataError, DataFacts, DatasetType, register
 from .common import (
     Normalize,
     Text,
@@ -168,6 +168,9 @@ register(DatasetType(
                                             "change it)"),
     },
     _load_npz,
+    # the arrays' shapes are known once the file is read; what the options fix is known before
+    facts=lambda a: DataFacts("npz", tuple(a["shape"]) if a["shape"] and -1 not in a["shape"] else None, a["dtype"],
+                              None, None, a["task"], None),
     doc="arrays from a .npz file by key (x_train, y_train, x_test, y_test)"))
 
 
@@ -367,6 +370,14 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
                   num_classes=len(classes) if classes is not None else None, classes=classes, info=info)
 
 
+def _csv_facts(a: dict[str, Any]) -> DataFacts:
+    """The feature count when the columns are listed; the task (and the targets' form) when it is written."""
+    task = None if a["task"] == "auto" else a["task"]
+    target = {"classification": ((), "long"), "regression": ((1,), "float")}.get(task or "", (None, None))
+    return DataFacts("csv", (len(a["features"]),) if a["features"] else None, "float", target[0], target[1], task, None,
+                     False)
+
+
 register(DatasetType(
     "csv",
     {
@@ -388,4 +399,5 @@ register(DatasetType(
                                             "change it)"),
     },
     _load_csv,
+    facts=_csv_facts,
     doc="a table: numeric feature columns and a target column (class labels or numbers); x (N, F)"))

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Int, IntList, Optional_
-from .base import Bundle, DataError, DatasetType, register
+from .base import Bundle, DataError, DataFacts, DatasetType, register, reshaped
 from .common import (
     Normalize,
     Text,
@@ -253,13 +253,19 @@ _MNIST = _MnistLike("mnist", "MNIST", "MNIST", MNIST_CLASSES, MNIST_STATS,
 _FASHION = _MnistLike("fashion_mnist", "FashionMNIST", "Fashion-MNIST", FASHION_CLASSES, FASHION_STATS,
                       "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")
 
+def _facts(name: str) -> Any:
+    def facts(args: dict[str, Any]) -> DataFacts:
+        return DataFacts(name, reshaped((1, 28, 28), args.get("shape")), "float", (), "long", "classification", 10)
+    return facts
+
+
 register(DatasetType(
     "mnist", _mnist_args("null: pixels only scaled; true: MNIST's mean/std (0.1307, 0.3081); or [[means], [stds]]"),
-    _MNIST, raw=_MNIST.raw,
+    _MNIST, raw=_MNIST.raw, facts=_facts("mnist"),
     doc="MNIST handwritten digits: 60000 + 10000 grayscale 28×28 images, 10 classes; x (N, 1, 28, 28)"))
 
 register(DatasetType(
     "fashion_mnist",
     _mnist_args("null: pixels only scaled; true: Fashion-MNIST's mean/std (0.2860, 0.3530); or [[means], [stds]]"),
-    _FASHION, raw=_FASHION.raw,
+    _FASHION, raw=_FASHION.raw, facts=_facts("fashion_mnist"),
     doc="Fashion-MNIST (Zalando): 60000 + 10000 grayscale 28×28 clothing images, 10 classes; x (N, 1, 28, 28)"))

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Float, Int
-from .base import Bundle, DatasetType, register
+from .base import Bundle, DataFacts, DatasetType, register
 from .common import Normalize, make_split, normalize_arrays, resolve, take_subset
 
 # --- sine_series --------------------------------------------------------------------------------------
@@ -88,6 +88,7 @@ register(DatasetType(
                                              "seed; train.seed does not change it)"),
     },
     _load_sine,
+    facts=lambda a: DataFacts("sine_series", (a["n_steps"], 1), "float", (1,), "float", "regression", None, False),
     doc="noisy sum of two sines, 50 steps → next value (regression); x (N, 50, 1), y (N, 1); "
         "info has the naive last-value MSE of the test split"))
 
@@ -205,5 +206,6 @@ register(DatasetType(
                                    "does not change it)"),
     },
     _load_shapes,
+    facts=lambda a: DataFacts("shapes", (1, a["size"], a["size"]), "float", (), "long", "classification", 10, False),
     doc="generated 28×28 grayscale glyphs, 10 classes (" + ", ".join(SHAPE_CLASSES) + "): an offline MNIST "
         "stand-in; x (N, 1, 28, 28)"))

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Choice, Float, Int, Optional_
-from .base import Bundle, DataError, DatasetType, register
+from .base import Bundle, DataError, DataFacts, DatasetType, register
 from .common import Text, find_path, make_split, resolve, take_subset
 
 ONE_HOT_LIMIT = 2 << 30  # bytes: above this, one-hot windows are refused (use ids and an Embedding)
@@ -88,4 +88,8 @@ register(DatasetType(
         "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_char_text,
+    # the vocabulary (one-hot width, class count) is known only once the text is read
+    facts=lambda a: DataFacts("char_text", (a["seq_len"],) if a["encoding"] == "ids" else (a["seq_len"], None),
+                              "long" if a["encoding"] == "ids" else "float", (a["seq_len"],), "long", "classification",
+                              None, False),
     doc="character-level language modelling: next character at every step; y (N, T) ids, vocab in the bundle"))

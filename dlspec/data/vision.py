@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Float, Int, IntTuple, Optional_
-from .base import Bundle, DataError, DatasetType, register
+from .base import Bundle, DataError, DataFacts, DatasetType, register
 from .common import (
     Normalize,
     Text,
@@ -97,6 +97,7 @@ register(DatasetType(
         "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_cifar10, raw=lambda args, root: _load_cifar10(args, root, uint8=True),
+    facts=lambda a: DataFacts("cifar10", (3, 32, 32), "float", (), "long", "classification", 10, False),
     doc="CIFAR-10 (via torchvision): 50000 + 10000 colour 32×32 images, 10 classes; x (N, 3, 32, 32)",
     needs="torchvision"))
 
@@ -187,6 +188,14 @@ def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, graysc
     return out, np.array([c for _, c in samples], dtype=np.int64)
 
 
+def _image_folder_facts(a: dict[str, Any]) -> DataFacts:
+    """The channels and, with `size`, the image size; the class count is the number of folders."""
+    size = a["size"]
+    hw: tuple[int | None, ...] = (None, None) if size is None else tuple(size) if isinstance(size, tuple) else (size, size)
+    return DataFacts("image_folder", (1 if a["grayscale"] else 3,) + hw, "float", (), "long", "classification", None,
+                     False)
+
+
 def _load_image_folder(args: dict[str, Any], root: str, uint8: bool = False) -> Bundle:
     t0 = time.perf_counter()
     a = resolve("image_folder", args)
@@ -251,5 +260,6 @@ register(DatasetType(
                                             "change it)"),
     },
     _load_image_folder, raw=lambda args, root: _load_image_folder(args, root, uint8=True),
+    facts=_image_folder_facts,
     doc="images in class folders (torchvision's ImageFolder layout), decoded with Pillow; x (N, C, H, W)",
     needs="Pillow"))

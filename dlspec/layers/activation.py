@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, Optional_, register
 
@@ -49,7 +49,7 @@ def _prelu(c: Ctx, x: TT) -> TT:
     if n != 1:
         ch = x.shape[0] if x.shape else 1
         if isinstance(ch, int) and ch != n:
-            c.error("shape-mismatch", f"PReLU num_parameters {n} must be 1 or the number of channels ({ch})",
+            c.error(codes.SHAPE_MISMATCH, f"PReLU num_parameters {n} must be 1 or the number of channels ({ch})",
                     arg="num_parameters", notes=[c.origin()], help=f"write num_parameters: {ch}, or 1")
     return x
 
@@ -69,15 +69,15 @@ def _dim_arg(c: Ctx, x: TT, default_for_none: bool = True) -> int:
     if d is None:
         implicit = 0 if r in (0, 1, 3) else 1
         batch = " — the batch!" if implicit == 0 else ""
-        c.warn("implicit-dim", f"{name} without dim: torch picks dim {implicit} for a {r}-D input "
+        c.warn(codes.IMPLICIT_DIM, f"{name} without dim: torch picks dim {implicit} for a {r}-D input "
                f"{dims.fmt_shape(x.shape)}{batch}", help=f"write `- {name}: {{dim: -1}}` (or the dim you mean)")
         return implicit
     nd = d + r if d < 0 else d
     if not 0 <= nd < r:
-        raise c.fail("rank", f"{name} dim {d} is out of range for a {r}-D input {dims.fmt_shape(x.shape)}", arg="dim",
+        raise c.fail(codes.RANK, f"{name} dim {d} is out of range for a {r}-D input {dims.fmt_shape(x.shape)}", arg="dim",
                      help=f"use a dim in [1, {r - 1}] or [-{r - 1}, -1]")
     if nd == 0:
-        c.warn("rank", f"{name} dim {d} runs across the batch dimension N", arg="dim",
+        c.warn(codes.RANK, f"{name} dim {d} runs across the batch dimension N", arg="dim",
                help="use dim: -1 (the features) or dim: 1")
     return nd
 
@@ -110,10 +110,10 @@ def _glu(c: Ctx, x: TT) -> TT:
     r = len(x.shape) + 1
     nd = d + r if d < 0 else d
     if not 1 <= nd < r:
-        raise c.fail("rank", f"GLU dim {d} is out of range for {dims.fmt_shape(x.shape)}", arg="dim")
+        raise c.fail(codes.RANK, f"GLU dim {d} is out of range for {dims.fmt_shape(x.shape)}", arg="dim")
     size = x.shape[nd - 1]
     if isinstance(size, int) and size % 2:
-        raise c.fail("shape-mismatch", f"GLU halves dimension {d}, which has odd size {size}", arg="dim",
+        raise c.fail(codes.SHAPE_MISMATCH, f"GLU halves dimension {d}, which has odd size {size}", arg="dim",
                      notes=[c.origin()], help="give that dimension an even size")
     shp = list(x.shape)
     shp[nd - 1] = dims.floordiv(size, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, register
@@ -20,7 +20,7 @@ def attention(dim_arg: str, heads_arg: str) -> Any:
         batch_first_warning(c, x)
         h = c.a[heads_arg]
         if c.a[dim_arg] % h:
-            raise c.fail("groups", f"{c.item.entry.name} {heads_arg} {h} does not divide {dim_arg} {c.a[dim_arg]}",
+            raise c.fail(codes.GROUPS, f"{c.item.entry.name} {heads_arg} {h} does not divide {dim_arg} {c.a[dim_arg]}",
                          arg=heads_arg, help=f"pick {heads_arg} among the divisors of {c.a[dim_arg]}: "
                          + ", ".join(str(d) for d in range(1, c.a[dim_arg] + 1) if c.a[dim_arg] % d == 0),
                          recover=x)

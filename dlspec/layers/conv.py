@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, Example, Int, IntTuple, LayerType, prod, register
@@ -48,7 +48,7 @@ def _channels(c: Ctx, x: TT, n: int) -> int:
     g = c.a["groups"]
     for name in ("in_channels", "out_channels"):
         if c.a[name] % g:
-            c.error("groups", f"{c.item.entry.name} groups {g} does not divide {name} {c.a[name]}", arg="groups",
+            c.error(codes.GROUPS, f"{c.item.entry.name} groups {g} does not divide {name} {c.a[name]}", arg="groups",
                     help=f"groups must divide both in_channels ({c.a['in_channels']}) and out_channels "
                          f"({c.a['out_channels']})")
             break
@@ -59,7 +59,7 @@ def _mode_padding(c: Ctx, L: Dim, p: int, recover: TT) -> None:
     """reflect padding must be smaller than the input size, circular at most the input size (torch's F.pad)."""
     mode = c.a["padding_mode"]
     if isinstance(L, int) and mode in ("reflect", "circular") and p > L - (mode == "reflect"):
-        raise c.fail("padding", f"{c.item.entry.name} {mode} padding {p} is too large for an input of size {L}",
+        raise c.fail(codes.PADDING, f"{c.item.entry.name} {mode} padding {p} is too large for an input of size {L}",
                      arg="padding", notes=[c.origin()],
                      help=f"{mode} padding must be {'smaller than' if mode == 'reflect' else 'at most'} the input "
                           "size; use padding_mode: zeros or replicate, or a smaller padding", recover=recover)
@@ -75,7 +75,7 @@ def conv(n: int) -> Any:
         pad = a["padding"]
         if pad == "same":
             if s != (1,) * n:
-                raise c.fail("padding", f"{c.item.entry.name} padding 'same' is not supported with stride {a['stride']}",
+                raise c.fail(codes.PADDING, f"{c.item.entry.name} padding 'same' is not supported with stride {a['stride']}",
                              arg="padding", help="use stride 1 with 'same', or give padding as a number", recover=recover)
             for i, L in enumerate(x.shape[1:]):
                 # torch pads d·(k-1) in all, the larger half on the right, with F.pad(mode=padding_mode)
@@ -89,7 +89,7 @@ def conv(n: int) -> Any:
                 _mode_padding(c, L, p[i], recover)
                 if L + 2 * p[i] < eff:
                     dil = f" (dilated to {eff})" if d[i] != 1 else ""
-                    raise c.fail("kernel-too-large",
+                    raise c.fail(codes.KERNEL_TOO_LARGE,
                                  f"{c.item.entry.name} kernel {k[i]}{dil} is larger than the "
                                  + (f"padded input {L + 2 * p[i]} ({L} + 2·{p[i]})" if p[i] else f"input size {L}"),
                                  arg="kernel_size", notes=[c.origin()],
@@ -157,7 +157,7 @@ def conv_t(n: int) -> Any:
         recover = TT((a["out_channels"],) + (dims.UNKNOWN,) * n, "float", "channels")
         for i in range(n):
             if not (op[i] < s[i] or op[i] < d[i]):
-                raise c.fail("output-padding", f"{c.item.entry.name} output_padding {op[i]} must be smaller than "
+                raise c.fail(codes.OUTPUT_PADDING, f"{c.item.entry.name} output_padding {op[i]} must be smaller than "
                              f"stride {s[i]} or dilation {d[i]}", arg="output_padding", recover=recover,
                              help=f"remove output_padding (a larger kernel_size gives a larger output), or use "
                                   f"stride ≥ {op[i] + 1} as in an upsampling layer")
@@ -165,7 +165,7 @@ def conv_t(n: int) -> Any:
         for i, L in enumerate(x.shape[1:]):
             o = dims.add(dims.mul(dims.add(L, -1), s[i]), -2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1)
             if isinstance(o, int) and o <= 0:
-                raise c.fail("output-too-small", f"{c.item.entry.name} would give size {o} from {L}: padding "
+                raise c.fail(codes.OUTPUT_TOO_SMALL, f"{c.item.entry.name} would give size {o} from {L}: padding "
                              f"{p[i]} is too large", arg="padding", recover=recover)
             spatial.append(o)
         return TT((a["out_channels"],) + tuple(spatial), "float", "channels")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, Optional_, register
 
@@ -14,11 +14,11 @@ from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, O
 def _linear(c: Ctx, x: TT) -> TT:
     c.float_input()
     if not x.shape:
-        raise c.fail("rank", "Linear needs at least one feature dimension")
+        raise c.fail(codes.RANK, "Linear needs at least one feature dimension")
     flat: Any = None
     if len(x.shape) >= 3 or (len(x.shape) == 2 and x.layout == "channels"):
         flat = dims.product(x.shape)
-        c.warn("forgotten-flatten",
+        c.warn(codes.FORGOTTEN_FLATTEN,
                f"Linear is applied to the {dims.fmt_map(x.shape)} feature map {dims.fmt_shape(x.shape)}: it mixes "
                f"only the last dimension ({dims.fmt(x.shape[-1])} features) and keeps the other "
                f"{len(x.shape) - 1} dimensions",
@@ -58,10 +58,10 @@ register(LayerType(name="Identity", family="core", args={}, infer=_identity, exa
 def _norm_dim(c: Ctx, d: int, full_rank: int, name: str) -> int:
     nd = d + full_rank if d < 0 else d
     if not 0 <= nd < full_rank:
-        raise c.fail("rank", f"{c.item.entry.name} {name} {d} is out of range for a {full_rank}-D input "
+        raise c.fail(codes.RANK, f"{c.item.entry.name} {name} {d} is out of range for a {full_rank}-D input "
                      f"{dims.fmt_shape(c.x.shape)}", arg=name, help=f"use a dim in [1, {full_rank - 1}] (0 is the batch)")
     if nd == 0:
-        raise c.fail("rank", f"{c.item.entry.name} {name} {d} would include the batch dimension", arg=name,
+        raise c.fail(codes.RANK, f"{c.item.entry.name} {name} {d} would include the batch dimension", arg=name,
                      help="dimension 0 is the batch N; start at 1")
     return nd
 
@@ -71,7 +71,7 @@ def _flatten(c: Ctx, x: TT) -> TT:
     s = _norm_dim(c, c.a["start_dim"], r, "start_dim")
     e = _norm_dim(c, c.a["end_dim"], r, "end_dim")
     if s > e:
-        raise c.fail("invalid-argument", f"Flatten start_dim {c.a['start_dim']} comes after end_dim {c.a['end_dim']}",
+        raise c.fail(codes.INVALID_ARGUMENT, f"Flatten start_dim {c.a['start_dim']} comes after end_dim {c.a['end_dim']}",
                      arg="start_dim", help="start_dim must be at most end_dim (the defaults 1 and -1 flatten "
                                            "everything but the batch)")
     shp = x.shape[: s - 1] + (dims.product(x.shape[s - 1: e]),) + x.shape[e:]
@@ -94,15 +94,15 @@ def _unflatten(c: Ctx, x: TT) -> TT:
     sizes = list(c.a["unflattened_size"])
     have = x.shape[d - 1]
     if sizes.count(-1) > 1:
-        raise c.fail("reshape", "Unflatten allows at most one -1", arg="unflattened_size")
+        raise c.fail(codes.RESHAPE, "Unflatten allows at most one -1", arg="unflattened_size")
     known_prod = dims.product(tuple(s for s in sizes if s != -1))
     if isinstance(have, int) and isinstance(known_prod, int):
         if -1 in sizes:
             if known_prod == 0 or have % known_prod:
-                raise c.fail("reshape", f"Unflatten cannot split {have} into {sizes}", arg="unflattened_size")
+                raise c.fail(codes.RESHAPE, f"Unflatten cannot split {have} into {sizes}", arg="unflattened_size")
             sizes[sizes.index(-1)] = have // known_prod
         elif known_prod != have:
-            raise c.fail("reshape", f"Unflatten sizes {sizes} multiply to {known_prod}, but dimension {d} has {have}",
+            raise c.fail(codes.RESHAPE, f"Unflatten sizes {sizes} multiply to {known_prod}, but dimension {d} has {have}",
                          arg="unflattened_size", notes=[c.origin()],
                          help=f"sizes must multiply to {have}")
     elif -1 in sizes:
@@ -150,7 +150,7 @@ for _name, _rank, _what, _ex in [
 
 def _embedding(c: Ctx, x: TT) -> TT:
     if x.dtype != "long":
-        raise c.fail("dtype", f"Embedding looks up integer ids but receives float features {dims.fmt_shape(x.shape)}",
+        raise c.fail(codes.DTYPE, f"Embedding looks up integer ids but receives float features {dims.fmt_shape(x.shape)}",
                      notes=[c.origin()],
                      help="declare integer input, e.g. `input: {shape: [T], dtype: long}`; to project float "
                           "features use Linear",
@@ -158,7 +158,7 @@ def _embedding(c: Ctx, x: TT) -> TT:
     v = c.a["num_embeddings"]
     pi = c.a["padding_idx"]
     if pi is not None and not -v <= pi < v:
-        raise c.fail("invalid-argument", f"Embedding padding_idx {pi} must be in [-{v}, {v})", arg="padding_idx",
+        raise c.fail(codes.INVALID_ARGUMENT, f"Embedding padding_idx {pi} must be in [-{v}, {v})", arg="padding_idx",
                      help=f"padding_idx must be one of the {v} ids (0 to {v - 1}, or negative from the end), or null")
     return TT(x.shape + (c.a["embedding_dim"],), "float", "sequence" if len(x.shape) == 1 else None)
 

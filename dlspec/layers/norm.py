@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, OneOf, Optional_, prod, register
 
@@ -23,7 +23,7 @@ def batchnorm(ranks: tuple[int, ...], what: str) -> Any:
             t, f = dims.fmt(x.shape[0]), dims.fmt(x.shape[1])
             fix = (f"to normalise the {f} features of each step use `- LayerNorm`, or `- Permute: [0, 2, 1]` to "
                    f"(N, {f}, {t}) before it (and back after)")
-            c.warn("rank", f"BatchNorm1d reads {dims.fmt_shape(x.shape)} as (N, C, L): it normalises each of the "
+            c.warn(codes.RANK, f"BatchNorm1d reads {dims.fmt_shape(x.shape)} as (N, C, L): it normalises each of the "
                    f"{t} time steps as a channel, not each feature", help=fix)
             c.need_known(x.shape[0], "num_features", "channels", help=fix)
         _channels(c, x)
@@ -60,7 +60,7 @@ def instancenorm(n: int) -> Any:
         ch = c.need_known(x.shape[0], "num_features", "channels")
         if c.written("num_features") and a["num_features"] != ch and not a["affine"] and not a["track_running_stats"]:
             # torch only warns here: without weights or running statistics num_features is never used
-            c.warn("shape-mismatch", f"{c.item.entry.name} num_features {a['num_features']} differs from the "
+            c.warn(codes.SHAPE_MISMATCH, f"{c.item.entry.name} num_features {a['num_features']} differs from the "
                    f"{ch} channels it receives; torch ignores it (affine and track_running_stats are false)",
                    arg="num_features", notes=[c.origin()], help="leave num_features out, and it is inferred")
         else:
@@ -69,9 +69,9 @@ def instancenorm(n: int) -> Any:
             what = f"{c.item.entry.name} normalises each sample over its {dims.fmt_shape(x.shape[1:], batch=False)} " \
                    "spatial values: one value per channel"
             if not a["track_running_stats"]:
-                raise c.fail("rank", f"{what} gives no statistics (torch: expected more than 1 spatial element)",
+                raise c.fail(codes.RANK, f"{what} gives no statistics (torch: expected more than 1 spatial element)",
                              notes=[c.origin()], help="normalise a larger feature map, or use BatchNorm", recover=x)
-            c.warn("rank", f"{what} cannot be trained (torch: expected more than 1 spatial element when training)",
+            c.warn(codes.RANK, f"{what} cannot be trained (torch: expected more than 1 spatial element when training)",
                    notes=[c.origin()], help="normalise a larger feature map, or use BatchNorm")
         return x
     return infer
@@ -93,7 +93,7 @@ def _layernorm(c: Ctx, x: TT) -> TT:
         tail = tuple(x.shape[-len(ns):]) if len(ns) <= len(x.shape) else None
         if tail is None or any(isinstance(t, int) and t != w for t, w in zip(tail, ns, strict=False)):
             actual = list(x.shape[-len(ns):]) if tail is not None else list(x.shape)
-            c.error("shape-mismatch", f"{c.item.entry.name} normalized_shape {list(ns)} does not match the last "
+            c.error(codes.SHAPE_MISMATCH, f"{c.item.entry.name} normalized_shape {list(ns)} does not match the last "
                     f"dimensions {actual} of its input {dims.fmt_shape(x.shape)}", arg="normalized_shape",
                     notes=[c.origin()], help=f"write normalized_shape: {actual}, or leave it out "
                     "(then the last dimension is normalised)")
@@ -129,7 +129,7 @@ def _groupnorm(c: Ctx, x: TT) -> TT:
     _channels(c, x, "num_channels")
     g, ch = c.a["num_groups"], c.a["num_channels"]
     if ch % g:
-        raise c.fail("groups", f"GroupNorm num_groups {g} does not divide num_channels {ch}", arg="num_groups",
+        raise c.fail(codes.GROUPS, f"GroupNorm num_groups {g} does not divide num_channels {ch}", arg="num_groups",
                      help="pick num_groups among the divisors of " + str(ch) + ": "
                      + ", ".join(str(d) for d in range(1, ch + 1) if ch % d == 0), recover=x)
     return x

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Example, Float, Int, IntTuple, LayerType, OneOf, Optional_, register
@@ -51,7 +51,7 @@ def pool(n: int, kind: str) -> Any:
         c.rank((n + 1,), f"channels-first {n}d")
         a = c.a
         if a.get("return_indices"):
-            raise c.fail("invalid-argument", f"{c.item.entry.name} return_indices gives (values, indices), which a "
+            raise c.fail(codes.INVALID_ARGUMENT, f"{c.item.entry.name} return_indices gives (values, indices), which a "
                          "layer list cannot carry", arg="return_indices", help="leave return_indices out")
         k = _k(a["kernel_size"], n)
         s = _k(a["stride"], n) if a.get("stride") is not None else k
@@ -60,18 +60,18 @@ def pool(n: int, kind: str) -> Any:
         recover = TT((x.shape[0],) + (dims.UNKNOWN,) * n, "float", "channels")
         for i in range(n):
             if p[i] > k[i] // 2:
-                raise c.fail("padding", f"{c.item.entry.name} padding {p[i]} is more than half the kernel {k[i]}",
+                raise c.fail(codes.PADDING, f"{c.item.entry.name} padding {p[i]} is more than half the kernel {k[i]}",
                              arg="padding", help=f"use padding ≤ {k[i] // 2}", recover=recover)
         out: list[Dim] = []
         for i, L in enumerate(x.shape[1:]):
             if kind == "avg" and n == 3 and isinstance(L, int) and L < k[i]:  # torch's avg_pool3d checks this
-                raise c.fail("kernel-too-large", f"{c.item.entry.name} kernel {k[i]} is larger than the input size "
+                raise c.fail(codes.KERNEL_TOO_LARGE, f"{c.item.entry.name} kernel {k[i]} is larger than the input size "
                              f"{L} (avg_pool3d does not count the padding here)", arg="kernel_size",
                              notes=[c.origin()], help=f"use kernel_size ≤ {L}, or remove a pooling layer before it",
                              recover=recover)
             o = pool_out(L, k[i], s[i], p[i], d[i], bool(a.get("ceil_mode")))
             if isinstance(o, int) and o < 1:
-                raise c.fail("output-too-small",
+                raise c.fail(codes.OUTPUT_TOO_SMALL,
                              f"{c.item.entry.name} kernel {k[i]} does not fit in an input of size {L}"
                              + (f" (padded {dims.add(L, 2 * p[i])})" if p[i] else ""),
                              arg="kernel_size", notes=[c.origin()],
@@ -154,7 +154,7 @@ def adaptive(n: int) -> Any:
         c.float_input()
         c.rank((n + 1,), f"channels-first {n}d")
         if c.a.get("return_indices"):
-            raise c.fail("invalid-argument", f"{c.item.entry.name} return_indices gives (values, indices), which a "
+            raise c.fail(codes.INVALID_ARGUMENT, f"{c.item.entry.name} return_indices gives (values, indices), which a "
                          "layer list cannot carry", arg="return_indices", help="leave return_indices out")
         os = c.a["output_size"]
         os = tuple(os) if isinstance(os, (list, tuple)) else (os,) * n

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, register
@@ -17,7 +17,7 @@ def batch_first_warning(c: Ctx, x: TT) -> None:
     if not c.a.get("batch_first"):
         name = c.item.entry.name
         t, f = (dims.fmt(d) for d in x.shape[:2])
-        c.warn("batch-first", f"{name} without batch_first: true reads the batch-first input (N, {t}, {f}) as "
+        c.warn(codes.BATCH_FIRST, f"{name} without batch_first: true reads the batch-first input (N, {t}, {f}) as "
                f"(T, N, F): the batch becomes the time axis and the {t} steps become the batch",
                arg="batch_first" if c.written("batch_first") else None,
                help=f"add batch_first: true to {name} (dlspec specs are batch-first: (N, T, F))")
@@ -38,10 +38,10 @@ def recurrent(name: str) -> Any:
         batch_first_warning(c, x)
         a = c.a
         if a["dropout"] > 0 and a["num_layers"] == 1:
-            c.warn("no-effect", f"{name} dropout {a['dropout']} has no effect with num_layers 1 (it acts between layers)",
+            c.warn(codes.NO_EFFECT, f"{name} dropout {a['dropout']} has no effect with num_layers 1 (it acts between layers)",
                    arg="dropout", help="use num_layers ≥ 2, or put a Dropout layer after it")
         if a.get("proj_size", 0) and a["proj_size"] >= a["hidden_size"]:
-            raise c.fail("invalid-argument", f"LSTM proj_size {a['proj_size']} must be smaller than hidden_size "
+            raise c.fail(codes.INVALID_ARGUMENT, f"LSTM proj_size {a['proj_size']} must be smaller than hidden_size "
                          f"{a['hidden_size']}", arg="proj_size",
                          help=f"proj_size must be less than {a['hidden_size']}, or 0 (no projection)")
         return TT((x.shape[0], _out_size(a)), "float", "sequence")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import (
@@ -36,28 +36,28 @@ def _upsample(c: Ctx, x: TT) -> TT:
     c.rank(_MODE_RANK[mode], f"{mode}-mode")
     n = len(x.shape) - 1
     if (a["size"] is None) == (a["scale_factor"] is None):
-        raise c.fail("invalid-argument", "Upsample needs exactly one of size and scale_factor",
+        raise c.fail(codes.INVALID_ARGUMENT, "Upsample needs exactly one of size and scale_factor",
                      arg="size" if a["size"] is not None else None, help="write `size: 32` or `scale_factor: 2`")
     if a["align_corners"] is not None and mode not in _INTERP:
-        raise c.fail("invalid-argument", f"Upsample align_corners only applies to the interpolating modes "
+        raise c.fail(codes.INVALID_ARGUMENT, f"Upsample align_corners only applies to the interpolating modes "
                      f"({', '.join(_INTERP)}), not '{mode}'", arg="align_corners", help="leave align_corners out")
     if a["size"] is not None:
         s = a["size"]
         out: tuple[Dim, ...] = tuple(s) if isinstance(s, (list, tuple)) else (s,) * n
         if len(out) != n:
-            raise c.fail("invalid-argument", f"Upsample size has {len(out)} entries for {n} spatial dimensions",
+            raise c.fail(codes.INVALID_ARGUMENT, f"Upsample size has {len(out)} entries for {n} spatial dimensions",
                          arg="size", help=f"give one size per spatial dimension ({n}), or a single number for all")
     else:
         f = a["scale_factor"]
         fs = tuple(f) if isinstance(f, (list, tuple)) else (f,) * n
         if len(fs) != n:
-            raise c.fail("invalid-argument", f"Upsample scale_factor has {len(fs)} entries for {n} spatial "
+            raise c.fail(codes.INVALID_ARGUMENT, f"Upsample scale_factor has {len(fs)} entries for {n} spatial "
                          "dimensions", arg="scale_factor",
                          help=f"give one factor per spatial dimension ({n}), or a single number for all")
         out = tuple(dims.scale(L, s) for L, s in zip(x.shape[1:], fs, strict=True))
         for L, s, o in zip(x.shape[1:], fs, out, strict=True):
             if isinstance(o, int) and o < 1:
-                raise c.fail("output-too-small", f"Upsample scale_factor {s} gives size {o} from {L}",
+                raise c.fail(codes.OUTPUT_TOO_SMALL, f"Upsample scale_factor {s} gives size {o} from {L}",
                              arg="scale_factor", notes=[c.origin()], help="use a larger scale_factor, or give size",
                              recover=x.with_shape((x.shape[0],) + (dims.UNKNOWN,) * n, "channels"))
     return x.with_shape((x.shape[0],) + out, "channels")
@@ -99,7 +99,7 @@ def _pixel_shuffle(c: Ctx, x: TT) -> TT:
     r = c.a["upscale_factor"]
     ch, h, w = x.shape[-3:]
     if isinstance(ch, int) and ch % (r * r):
-        raise c.fail("shape-mismatch", f"PixelShuffle upscale_factor {r} needs channels divisible by {r * r}, got {ch}",
+        raise c.fail(codes.SHAPE_MISMATCH, f"PixelShuffle upscale_factor {r} needs channels divisible by {r * r}, got {ch}",
                      arg="upscale_factor", notes=[c.origin()])
     return x.with_shape(x.shape[:-3] + (dims.floordiv(ch, r * r), dims.mul(h, r), dims.mul(w, r)), "channels")
 
@@ -110,7 +110,7 @@ def _pixel_unshuffle(c: Ctx, x: TT) -> TT:
     ch, h, w = x.shape[-3:]
     for d in (h, w):
         if isinstance(d, int) and d % r:
-            raise c.fail("shape-mismatch", f"PixelUnshuffle downscale_factor {r} needs height and width divisible by "
+            raise c.fail(codes.SHAPE_MISMATCH, f"PixelUnshuffle downscale_factor {r} needs height and width divisible by "
                          f"{r}, got {dims.fmt_map(x.shape[-3:])}", arg="downscale_factor", notes=[c.origin()])
     return x.with_shape(x.shape[:-3] + (dims.mul(ch, r * r), dims.floordiv(h, r), dims.floordiv(w, r)), "channels")
 
@@ -142,17 +142,17 @@ def pad(n: int, kind: str) -> Any:
             L = shp[d]
             if isinstance(L, int):
                 if kind == "Reflection" and (lo >= L or hi >= L):
-                    raise c.fail("padding", f"{c.item.entry.name} padding ({lo}, {hi}) must be smaller than the input "
+                    raise c.fail(codes.PADDING, f"{c.item.entry.name} padding ({lo}, {hi}) must be smaller than the input "
                                  f"size {L}", arg="padding", notes=[c.origin()], help=f"use padding < {L}")
                 if kind == "Circular" and (lo > L or hi > L):
-                    raise c.fail("padding", f"{c.item.entry.name} padding ({lo}, {hi}) must be at most the input size "
+                    raise c.fail(codes.PADDING, f"{c.item.entry.name} padding ({lo}, {hi}) must be at most the input size "
                                  f"{L}", arg="padding", notes=[c.origin()])
                 if L + min(lo, 0) + min(hi, 0) < 0:  # torch crops (narrow) before it pads
-                    raise c.fail("padding", f"{c.item.entry.name} negative padding ({lo}, {hi}) crops more than the "
+                    raise c.fail(codes.PADDING, f"{c.item.entry.name} negative padding ({lo}, {hi}) crops more than the "
                                  f"input size {L}", arg="padding", notes=[c.origin()],
                                  help=f"the negative entries may remove at most {L} in all")
                 if L + lo + hi <= 0:
-                    raise c.fail("output-too-small", f"{c.item.entry.name} padding ({lo}, {hi}) leaves nothing of "
+                    raise c.fail(codes.OUTPUT_TOO_SMALL, f"{c.item.entry.name} padding ({lo}, {hi}) leaves nothing of "
                                  f"size {L}", arg="padding")
             shp[d] = dims.add(L, lo + hi)
         return x.with_shape(tuple(shp))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import dims
+from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Example, Int, IntList, Layers, LayerType, Optional_, register
@@ -22,7 +22,7 @@ def _module(cls: str) -> Any:
 def _sequential(c: Ctx, x: TT) -> TT:
     out = c.run("layers", x)
     if out is None:
-        raise c.fail("unknown", "")
+        raise c.fail(codes.NOT_KNOWN, "")
     return out
 
 
@@ -44,11 +44,11 @@ def _residual(c: Ctx, x: TT) -> TT:
     y = c.run("body", x)
     s = c.run("shortcut", x) if c.item.children.get("shortcut") else x
     if y is None or s is None:
-        raise c.fail("unknown", "")
+        raise c.fail(codes.NOT_KNOWN, "")
     if not _same_shape(c, y, s, "body"):
         def show(t: TT) -> str:
             return dims.fmt_map(t.shape) if t.layout == "channels" and len(t.shape) >= 2 else dims.fmt_shape(t.shape)
-        raise c.fail("merge-shape", f"Residual adds its body's output {show(y)} to its "
+        raise c.fail(codes.MERGE_SHAPE, f"Residual adds its body's output {show(y)} to its "
                      f"{'shortcut' if c.item.children.get('shortcut') else 'input'} {show(s)}: the shapes differ",
                      notes=[f"the body maps {show(x)} to {show(y)}"],
                      help="keep the body shape-preserving (padding, stride 1, same channels), or give a `shortcut:` "
@@ -110,13 +110,13 @@ def _concat(c: Ctx, x: TT) -> TT:
     n = len(c.item.children.get("branches", []))
     outs = [c.run("branches", x, branch=i) for i in range(n)]
     if any(o is None for o in outs):
-        raise c.fail("unknown", "")
+        raise c.fail(codes.NOT_KNOWN, "")
     outs_t: list[TT] = [o for o in outs if o is not None]
     r = len(outs_t[0].shape) + 1
     d = c.a["dim"]
     nd = d + r if d < 0 else d
     if not 1 <= nd < r:
-        raise c.fail("rank", f"Concat dim {d} is out of range for {r}-D branch outputs", arg="dim",
+        raise c.fail(codes.RANK, f"Concat dim {d} is out of range for {r}-D branch outputs", arg="dim",
                      help=f"use a dim in [1, {r - 1}] (0 is the batch)")
     first = outs_t[0]
     groups = _agreeing(outs_t, nd - 1)
@@ -131,7 +131,7 @@ def _concat(c: Ctx, x: TT) -> TT:
                  f"from the {_others(base, nd - 1)} of {refs}" for g in groups if g is not ref for i in g]
         shp = list(base.shape)
         shp[nd - 1] = dims.UNKNOWN
-        raise c.fail("merge-shape", f"Concat along dim {d} cannot join its branches' outputs "
+        raise c.fail(codes.MERGE_SHAPE, f"Concat along dim {d} cannot join its branches' outputs "
                      + ", ".join(_show(o) for o in outs_t) + f": every dimension but dim {d} must agree",
                      notes=notes, help="make the branches agree on every dimension except the concatenated one "
                      "(e.g. the same stride and padding in each)", recover=base.with_shape(tuple(shp)))
@@ -159,7 +159,7 @@ register(LayerType(
 
 def _last(c: Ctx, x: TT) -> TT:
     if len(x.shape) < 2:
-        raise c.fail("rank", f"Last takes the last step of a sequence (N, T, F) but receives {dims.fmt_shape(x.shape)}",
+        raise c.fail(codes.RANK, f"Last takes the last step of a sequence (N, T, F) but receives {dims.fmt_shape(x.shape)}",
                      notes=[c.origin()])
     return x.with_shape(tuple(x.shape[1:]), "sequence" if len(x.shape) > 2 else None)
 
@@ -174,24 +174,24 @@ register(LayerType(
 def _reshape(c: Ctx, x: TT) -> TT:
     target = list(c.a["shape"])
     if target.count(-1) > 1:
-        raise c.fail("reshape", "Reshape allows at most one -1", arg="shape")
+        raise c.fail(codes.RESHAPE, "Reshape allows at most one -1", arg="shape")
     have = dims.product(x.shape)
     known_prod = dims.product(tuple(t for t in target if t != -1))
     if -1 in target:
         if isinstance(have, int) and isinstance(known_prod, int):
             if known_prod == 0 or have % known_prod:
-                raise c.fail("reshape", f"Reshape cannot fit {have} values ({dims.fmt_shape(x.shape)}) into {target}",
+                raise c.fail(codes.RESHAPE, f"Reshape cannot fit {have} values ({dims.fmt_shape(x.shape)}) into {target}",
                              arg="shape", notes=[c.origin()])
             target[target.index(-1)] = have // known_prod
         else:
             target[target.index(-1)] = dims.floordiv(have, known_prod) if isinstance(known_prod, int) else dims.UNKNOWN
     elif isinstance(have, int):
         if have != known_prod:
-            raise c.fail("reshape", f"Reshape to {target} needs {known_prod} values per sample but receives {have} "
+            raise c.fail(codes.RESHAPE, f"Reshape to {target} needs {known_prod} values per sample but receives {have} "
                          f"{dims.fmt_shape(x.shape)}", arg="shape", notes=[c.origin()],
                          help="the sizes must multiply to " + str(have) + " (one of them may be -1)")
     elif have != known_prod and have != dims.UNKNOWN:
-        raise c.fail("symbolic-size", f"Reshape to a fixed {target} but the input {dims.fmt_shape(x.shape)} has a "
+        raise c.fail(codes.SYMBOLIC_SIZE, f"Reshape to a fixed {target} but the input {dims.fmt_shape(x.shape)} has a "
                      "symbolic size", arg="shape", help="use -1 for the size that varies")
     shp = tuple(target)
     return x.with_shape(shp, "channels" if len(shp) >= 3 else None)
@@ -210,10 +210,10 @@ def _permute(c: Ctx, x: TT) -> TT:
     p = list(c.a["dims"])
     r = len(x.shape) + 1
     if sorted(p) != list(range(r)):
-        raise c.fail("rank", f"Permute dims {p} must be a permutation of 0..{r - 1} for the {r}-D input "
+        raise c.fail(codes.RANK, f"Permute dims {p} must be a permutation of 0..{r - 1} for the {r}-D input "
                      f"{dims.fmt_shape(x.shape)}", arg="dims", help="dims count the batch: 0 stays first")
     if p[0] != 0:
-        raise c.fail("rank", f"Permute dims {p} would move the batch dimension", arg="dims",
+        raise c.fail(codes.RANK, f"Permute dims {p} would move the batch dimension", arg="dims",
                      help="keep 0 first, e.g. [0, 2, 1]")
     full = ("N",) + tuple(x.shape)
     shp = tuple(full[i] for i in p[1:])

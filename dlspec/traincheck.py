@@ -1,0 +1,130 @@
+"""Stage 4, train check: the `train:` section against torch's names and the model, without torch or data.
+
+What `dlspec run` would refuse, found by `dlspec check` in the same fraction of a second as the shapes:
+the loss, optimizer and scheduler names and their keyword arguments (kinds and required ones) from the
+table generated from torch (`torchnames`), the dataset's sample shape, dtype and class count as far as its
+options fix them (`DatasetType.facts`), the data↔model↔loss contract and the metrics (`contract`).
+Misspelt names get a did-you-mean and the check carries on as the name meant, so one run reports all.
+`dlspec run` checks all of it again against the torch it runs with and the data it loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import codes, torchnames
+from .contract import SUPPORTED_LOSSES, check_contract, check_metrics, default_loss
+from .data import DATASETS
+from .diagnostics import Diagnostic, did_you_mean, error, warning
+from .infer import Checked
+from .schema import yaml_text
+
+# what dlspec run cannot drive, and why (the optimizers: objectives.UNSUPPORTED_OPTIMIZERS is the same table)
+UNSUPPORTED_SCHEDULERS = {"ChainedScheduler": "it chains scheduler objects, which a spec cannot hold",
+                          "SequentialLR": "it chains scheduler objects, which a spec cannot hold"}
+WRITABLE_SCHEDULERS = "StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, OneCycleLR, LinearLR, ReduceLROnPlateau"
+
+
+def check_train(checked: Checked) -> list[Diagnostic]:
+    cfg = checked.spec.train_config
+    if cfg is None:
+        return []
+    diags: list[Diagnostic] = []
+    names: dict[str, str | None] = {}
+    for kind in torchnames.KINDS:
+        written = getattr(cfg, kind)
+        if written is not None:
+            names[kind], d = check_call(kind, written)
+            diags += d
+    entry = DATASETS.get(cfg.data_name)
+    facts = entry.facts(cfg.data_args) if entry is not None and entry.facts is not None else None
+    loss = names.get("loss") if cfg.loss else None
+    if facts is not None and (cfg.loss is None or loss is not None):
+        c, _ = check_contract(checked, facts, loss, ("train", "loss") if cfg.loss else None)
+        diags += c
+    task = facts.task if facts is not None else None
+    if cfg.loss is None or loss is not None:
+        diags += check_metrics(cfg, task, loss or default_loss(task))
+    return diags
+
+
+def check_call(kind: str, written: tuple[str, dict[str, Any]]) -> tuple[str | None, list[Diagnostic]]:
+    """A `{Name: {keyword: value}}` of train.loss / optimizer / scheduler against the table: the class name
+    to carry on with (the did-you-mean one for a misspelling; None when nothing is close) and diagnostics."""
+    name, kwargs = written
+    path: tuple[Any, ...] = ("train", kind, name)
+    diags: list[Diagnostic] = []
+    classes = torchnames.table()[kind]
+    real = torchnames.lookup(kind, name)
+    if real is None:
+        hint = did_you_mean(name, list(classes))
+        stale = _stale_table()
+        report = warning if stale else error
+        diags.append(report(codes.TORCH_NAME, f"torch has no {kind} '{name}'" + (f" (in {stale})" if stale else ""),
+                            path, key=True, help=(f"did you mean '{hint}'?" if hint else f"{kind}s: "
+                                                  + ", ".join(sorted(classes)))))
+        if hint is None or stale:
+            return None, diags
+        real = hint  # carry on as the class it probably means: its arguments are checked in this run too
+    why = _unsupported(kind, real)
+    if why:
+        diags.append(error(codes.TRAIN, f"dlspec run does not support {real}: {why}", path, key=True,
+                           help=_instead(kind)))
+        return None, diags
+    params = {p.name: p for p in classes[real]}
+    for kw, value in kwargs.items():
+        p = params.get(kw) if isinstance(kw, str) else None
+        if p is None:
+            hint = did_you_mean(str(kw), list(params))
+            diags.append(error(codes.TORCH_NAME, f"{real} has no argument '{kw}'", path + (kw,), key=True,
+                               help=f"did you mean '{hint}'?" if hint else f"{real} takes " + ", ".join(params)))
+        elif p.kind.rstrip("?") == "python":
+            diags.append(error(codes.TRAIN, f"{real} {kw} takes a Python object, which a spec cannot hold",
+                               path + (kw,), key=True, help=f"leave {kw} out (torch's default: {p.default!r})"))
+        elif not torchnames.accepts(p.kind, value):
+            diags.append(error(codes.TRAIN, f"{real} {kw} must be {torchnames.describe(p.kind)}, got "
+                               f"{yaml_text(value)}", path + (kw,),
+                               help=f"torch's default is {yaml_text(p.default)}" if not p.required else None))
+    filled = torchnames.FILLED_IN.get(real, ())
+    for p in classes[real]:
+        if p.required and p.name not in kwargs and p.name not in filled:
+            example = "0.1" if "number" in p.kind else "2" if p.kind.startswith("integer") else "..."
+            diags.append(error(codes.TRAIN, f"{real} needs `{p.name}` ({torchnames.describe(p.kind)})", path,
+                               key=True, help=f"write {kind}: {{{real}: {{{p.name}: {example}}}}}"))
+    return real, diags
+
+
+def _unsupported(kind: str, name: str) -> str | None:
+    if kind == "optimizer":
+        return torchnames.UNSUPPORTED_OPTIMIZERS.get(name)
+    if kind == "loss" and name not in SUPPORTED_LOSSES:
+        return "it needs inputs other than (output, target)"
+    if kind == "scheduler":
+        if name in UNSUPPORTED_SCHEDULERS:
+            return UNSUPPORTED_SCHEDULERS[name]
+        python = [p.name for p in torchnames.table()["scheduler"][name] if p.required and p.kind == "python"]
+        if python:
+            return f"its {python[0]} is a Python function, which a spec cannot hold"
+    return None
+
+
+def _instead(kind: str) -> str:
+    return {"optimizer": "use SGD, Adam or AdamW", "loss": "supported losses: " + ", ".join(SUPPORTED_LOSSES),
+            "scheduler": "schedulers written with numbers only: " + WRITABLE_SCHEDULERS}[kind]
+
+
+def _stale_table() -> str | None:
+    """When the installed torch is another release than the table's: that release's words, else None.
+
+    A name missing from the table may then be torch's newer one, so it is a warning (`dlspec run` decides).
+    Asked only when a name is not found: reading the installed version costs a few milliseconds."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("torch").split("+")[0]
+    except metadata.PackageNotFoundError:
+        return None
+    mine = torchnames.version()
+    if installed.split(".")[:2] == mine.split(".")[:2]:
+        return None
+    return f"dlspec's table, from torch {mine}; torch {installed} is installed and `dlspec run` checks against it"
