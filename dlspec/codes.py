@@ -42,6 +42,7 @@ RECURSIVE_BLOCK = ErrorCode("recursive-block", "a block uses itself")
 # --- the shape pass --------------------------------------------------------------------------------------
 SHAPE_MISMATCH = ErrorCode("shape-mismatch", "a written input size disagrees with the size the layer receives")
 RANK = ErrorCode("rank", "the layer receives a tensor with the wrong number of dimensions")
+CHANNELS_LAST = ErrorCode("channels-last", "an image input written channels-last (H, W, C), where torch reads (C, H, W)")
 KERNEL_TOO_LARGE = ErrorCode("kernel-too-large", "the (dilated) kernel is larger than the padded input")
 OUTPUT_TOO_SMALL = ErrorCode("output-too-small", "the layer would produce an empty output")
 PADDING = ErrorCode("padding", "padding is larger than torch allows for this layer")

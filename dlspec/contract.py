@@ -242,7 +242,8 @@ def check_metrics(cfg: Any, task: str | None, loss: str | None) -> list[Diagnost
         return diags
     if watched in names or (task is None and not cfg.metrics and watched.split("_", 1)[-1] != "loss"):
         return diags  # fine, or a metric whose default is not known before the data is loaded
-    hint = did_you_mean(watched, names)
+    with_val = names + ([f"val_{m}" for m in ["loss", *metrics]] if not cfg.val_split else [])
+    hint = did_you_mean(watched, with_val)
     why = " (there is no validation split: set train.val_split)" if watched.startswith("val_") and \
         not cfg.val_split else ""
     diags.append(diag("error", codes.METRIC, f"early_stopping watches '{watched}', which this run never computes{why}",

@@ -16,7 +16,7 @@ from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, error, locate, sort_key
 from .dims import Dim, Shape
 from .registry import REQUIRED, TT, lookup
-from .schema import Item, Spec
+from .schema import Item, Spec, layer_text
 
 
 class ShapeError(Exception):
@@ -391,6 +391,7 @@ class Checker:
         self.diags: list[Diagnostic] = []
         self.chain: list[Row] = []  # rows in evaluation order, for arithmetic notes
         self.quiet: set[str] = set()  # `once` warnings already said along this chain (see Ctx.warn)
+        self.channels_first = _channels_first(spec.input)  # the input as torch reads it, if written channels-last
 
     def report(self, severity: str, code: ErrorCode, message: str, item: Item, arg: str | None,
                notes: list[str] | None, help: str | None) -> None:
@@ -426,7 +427,12 @@ class Checker:
 
     def run_item(self, item: Item, x: TT | None, depth: int, rep: int) -> tuple[Row, TT | None]:
         if item.by_rank and x is not None and len(x.shape) in item.by_rank:
-            item = replace(item, entry=item.by_rank[len(x.shape)])  # e.g. Keras' BatchNormalization
+            item = replace(item, entry=item.by_rank[len(x.shape)])  # `BatchNorm`, Keras' BatchNormalization
+            if item.rank_diag is not None:  # its unknown-layer help: the type for the input it receives here
+                shown = {k: v for k, v in item.written.items()}
+                item.rank_diag.help = (f"{item.rank_what} {item.entry.name} for the {len(x.shape) + 1}-D input "
+                                       f"{dims.fmt_shape(x.shape)} it receives here: write "
+                                       f"{layer_text(item.entry.name, shown)}")
         entry = item.entry
         args: dict[str, Any] = {}
         for name, spec in entry.args.items():
@@ -444,10 +450,17 @@ class Checker:
             return row, None
         ctx = Ctx(self, item, row, x)
         out: TT | None
+        # the first layer reads an image channels-last (input: [28, 28, 1]): say so, whatever else goes wrong
+        layout = self.channels_first if (depth == 0 and not self.chain and entry.family in ("conv", "pool")) else None
         try:
             out = entry.infer(ctx, x)
+            if layout is not None:
+                self.diags.append(self.channels_last_diag("warning", layout, x, entry.name))
         except ShapeError as e:
-            if e.code != codes.NOT_KNOWN:
+            if layout is not None and e.code != codes.NOT_KNOWN:
+                self.diags.append(self.channels_last_diag("error", layout, x, entry.name, e))
+                row.error = True
+            elif e.code != codes.NOT_KNOWN:
                 self.report("error", e.code, e.message, item, e.arg, e.notes, e.help)
                 row.error = True
             elif not any(d.severity == "error" for d in self.diags + self.spec.diagnostics):
@@ -468,6 +481,16 @@ class Checker:
         if item.expect is not None and out is not None:
             self.check_expect(item, row, out)
         return row, out
+
+    def channels_last_diag(self, severity: str, fixed: list[int], x: TT, name: str,
+                           e: ShapeError | None = None) -> Diagnostic:
+        """An image input written channels-last: the diagnostic at `input`, with the error it caused, if any."""
+        what = f"torch's {name} reads (N, C, H, W), channels first; input {list(x.shape)} reads as "
+        what += f"{x.shape[0]} channels of {dims.fmt(x.shape[1])}×{dims.fmt(x.shape[2])}" if len(x.shape) == 3 else \
+            f"{x.shape[0]} channels"
+        notes = [f"{name}: {e.message}"] if e is not None else []
+        return diag(severity, codes.CHANNELS_LAST, f"the input looks channels-last (H, W, C), as Keras, PIL and numpy "
+                    f"write images: {what}", ("input",), notes=notes, help=f"write input: {fixed} (channels first)")
 
     def count(self, row: Row, x: TT, out: TT | None) -> None:
         """Parameters and MACs of a row: none for a layer with an error (they would be made up); a container
@@ -526,6 +549,17 @@ def _mapping_args(doc: Any, item: Item) -> set[str]:
         return set(node) if isinstance(node, dict) else set()
     except (KeyError, IndexError, TypeError):
         return set()
+
+
+def _channels_first(x: TT | None) -> list[int] | None:
+    """[1, 28, 28] for an input written [28, 28, 1]: an image channels-last (1, 3 or 4 channels at the end,
+    at least 8 pixels each way before it), else None."""
+    if x is None or x.dtype != "float" or len(x.shape) not in (3, 4) or not all(isinstance(d, int) for d in x.shape):
+        return None
+    *space, c = x.shape
+    if c in (1, 3, 4) and all(isinstance(d, int) and d >= 8 for d in space):
+        return [int(c), *(int(d) for d in space)]
+    return None
 
 
 def describe(x: TT) -> str:

@@ -14,7 +14,12 @@ import yaml
 
 
 class OverrideError(ValueError):
-    pass
+    """An override that cannot be applied: the item, why, and which characters of the item it is about."""
+
+    def __init__(self, item: str, reason: str, span: tuple[int, int] | None = None):
+        super().__init__(f"override '{item}': {reason}")
+        self.item, self.reason = item, reason
+        self.span = span or (0, len(item))
 
 
 _SCIENTIFIC = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
@@ -33,14 +38,14 @@ def numbers(value: Any) -> Any:
 
 def parse(item: str) -> tuple[list[str | int], Any]:
     if "=" not in item:
-        raise OverrideError(f"override '{item}' is not PATH=VALUE (e.g. train.epochs=3)")
+        raise OverrideError(item, "not PATH=VALUE (e.g. train.epochs=3)")
     key, _, text = item.partition("=")
     if not key or any(not p for p in key.split(".")):
-        raise OverrideError(f"override '{item}': empty part in the path '{key}'")
+        raise OverrideError(item, f"empty part in the path '{key}'", (0, len(key)))
     try:
         value = numbers(yaml.safe_load(text)) if text.strip() else None
     except yaml.YAMLError as e:
-        raise OverrideError(f"override '{item}': the value is not valid YAML ({e})") from None
+        raise OverrideError(item, f"the value is not valid YAML ({_first_line(e)})", (len(key) + 1, len(item))) from None
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in key.split(".")]
     return path, value
 
@@ -50,7 +55,7 @@ def apply(data: Any, items: list[str]) -> Any:
     if not items:
         return data
     if not isinstance(data, dict):
-        raise OverrideError("overrides need a spec that is a mapping")
+        raise OverrideError(items[0], "overrides need a spec that is a mapping")
     for item in items:
         path, value = parse(item)
         node: Any = data
@@ -61,6 +66,8 @@ def apply(data: Any, items: list[str]) -> Any:
                     node[p] = [] if isinstance(nxt, int) else {}
                 elif isinstance(node[p], str) and node[p] == nxt:  # `optimizer: SGD` -> `optimizer: {SGD: {}}`
                     node[p] = {node[p]: {}}
+                elif not isinstance(node[p], (dict, list)) and isinstance(nxt, str) and _main_arg(p):
+                    node[p] = {_main_arg(p): node[p]}  # `- Linear: 16` -> `- Linear: {out_features: 16}`
                 node = node[p]
             elif isinstance(node, list) and isinstance(p, int) and -len(node) <= p < len(node):
                 if isinstance(node[p], str) and node[p] == nxt:  # `- ReLU` -> `- ReLU: {...}`
@@ -74,16 +81,30 @@ def apply(data: Any, items: list[str]) -> Any:
                     why = f"'{where.rpartition('.')[0]}' is a list: use an index"
                 else:
                     why = f"'{'.'.join(map(str, path[:i]))}' is {node!r}, not a mapping or list"
-                raise OverrideError(f"override '{item}': there is no '{where}' in the spec ({why})")
+                raise OverrideError(item, f"there is no '{where}' in the spec ({why})", (0, len(where)))
         last = path[-1]
         if isinstance(node, dict):
             node[last] = value
         elif isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node):
             node[last] = value
         elif isinstance(node, list) and isinstance(last, int):
-            raise OverrideError(f"override '{item}': there is no item {last}: the list has {len(node)} item(s)")
+            raise OverrideError(item, f"there is no item {last}: the list has {len(node)} item(s)",
+                                (0, len(item.partition("=")[0])))
         else:
             where = ".".join(map(str, path[:-1]))
-            raise OverrideError(f"override '{item}': cannot set '{last}': '{where}' is "
-                                + ("a list (use an index)" if isinstance(node, list) else f"{node!r}, not a mapping"))
+            raise OverrideError(item, f"cannot set '{last}': '{where}' is "
+                                + ("a list (use an index)" if isinstance(node, list) else f"{node!r}, not a mapping"),
+                                (0, len(item.partition("=")[0])))
     return data
+
+
+def _main_arg(name: Any) -> str | None:
+    """The argument a layer's bare value stands for (`- Linear: 16`: out_features), for a layer type name."""
+    from .registry import lookup
+
+    entry = lookup(name) if isinstance(name, str) else None
+    return entry.main_arg if entry is not None else None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -68,6 +68,10 @@ class Item:
     by_rank: dict[int, LayerType] = field(default_factory=dict)  # per-sample rank -> entry, picked by the pass
     stand_in: bool = False  # checked in place of an unknown name (did-you-mean, a Keras name's torch layers)
     dropped: bool = False  # an invalid argument was left out (its default stands in, the table must not show it)
+    # the unknown-layer diagnostic of a name that stands for one type per rank (`BatchNorm`, Keras'
+    # BatchNormalization): the shape pass names the one for the rank it receives in its help
+    rank_diag: Any = None
+    rank_what: str = ""
 
 
 # an entry that could not be read: an unknown layer name with no did-you-mean, or a malformed list entry
@@ -358,10 +362,12 @@ class _Parser:
         self.block_stack: list[str] = []
 
     def err(self, code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None,
-            index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> None:
-        self.diags.append(diag("error", code, msg, path, key=key, layer=index, help=help, notes=notes))
+            index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> Diagnostic:
+        d = diag("error", code, msg, path, key=key, layer=index, help=help, notes=notes)
+        self.diags.append(d)
         if item is not None:
             item.error = True
+        return d
 
     def unreadable(self, path: Path, index: int, key: Any = "", meta: dict[str, Any] | None = None) -> Item:
         """A placeholder for an entry with no layer to carry on as: it keeps its place in the table (index, name
@@ -385,6 +391,16 @@ class _Parser:
         elif isinstance(raw, dict) and raw:
             type_keys = [k for k in raw if k not in META_KEYS]
             meta = {k: raw[k] for k in raw if k in META_KEYS}
+            flat = _flat_arguments(raw, type_keys)
+            if flat is not None:  # `- Conv2d:` with its arguments at the name's indent: YAML reads them as names
+                name, flat_args = flat
+                shown = yaml_text(flat_args)
+                self.err(codes.INVALID_LAYER, f"the arguments of {name} are not indented under it, so YAML reads "
+                         f"{', '.join(map(str, flat_args))} as more layer names", path + (type_keys[1],), key=True,
+                         index=index, help=f"indent them further than `{name}` (they belong to it), or write "
+                         f"`- {name}: {shown}`")
+                raw = {name: flat_args, **meta}
+                type_keys = [name]
             if len(type_keys) != 1:
                 what = "no layer name" if not type_keys else "several layer names: " + ", ".join(map(str, type_keys))
                 self.err(codes.INVALID_LAYER, f"a layer entry needs exactly one layer name, found {what}", path,
@@ -417,17 +433,34 @@ class _Parser:
         closest spelling), so later mistakes are found in this run too, or else stop the pass at it."""
         keras = keras_layer(key, args)
         if keras is not None:
-            self.err(codes.UNKNOWN_LAYER, f"unknown layer type '{key}'", kpath, key=as_key, index=index, help=keras.help)
+            d = self.err(codes.UNKNOWN_LAYER, f"unknown layer type '{key}'", kpath, key=as_key, index=index,
+                         help=keras.help)
             items = []
             for i, (name, a, written_as) in enumerate(keras.layers):
                 it = Item(entry=REGISTRY[name], written={}, path=path, index=index, key=key, error=True,
                           by_rank={r: REGISTRY[n] for r, n in keras.by_rank.items()} if i == 0 else {})
+                if it.by_rank:
+                    it.rank_diag, it.rank_what = d, f"Keras' {key} is torch's"
                 self.arguments(it, a, kpath, written_as)
                 items.append(it)
             if len(items) == 1:
                 return replace(items[0], stand_in=True, **meta)
             return Item(entry=REGISTRY["Sequential"], written={}, path=path, index=index, key=key,
                         children={"layers": items}, error=True, stand_in=True, **meta)
+        sized = _sized(key)
+        if sized:  # `BatchNorm`, `Conv`, `MaxPool`: the type for the rank it receives (BatchNorm2d for a map)
+            names = sorted(set(sized.values()))
+            forms = "; ".join(f"{n} for {' or '.join(_rank_text(r) for r in sorted(sized) if sized[r] == n)}"
+                              for n in names)
+            d = self.err(codes.UNKNOWN_LAYER, f"unknown layer type '{key}': torch names it by the input's rank",
+                         kpath, key=as_key, index=index, help=f"write {', '.join(names[:-1])} or {names[-1]}: "
+                         + forms)
+            first = REGISTRY[sized[min(sized)]]
+            item = Item(entry=first, written={}, path=path, index=index, key=key, error=True, stand_in=True,
+                        by_rank={r: REGISTRY[n] for r, n in sized.items()}, rank_diag=d,
+                        rank_what=f"`{key}` is torch's", **meta)
+            self.arguments(item, args, kpath)
+            return item
         # a stricter match than for arguments: the pass carries on as this layer ('Flaten' is Flatten at 0.92,
         # 'Frobnicate' is not Concat at 0.62)
         hint = did_you_mean(key, list(REGISTRY) + list(self.blocks), cutoff=0.7)
@@ -532,11 +565,16 @@ class _Parser:
                 item.children[name] = self.nested(entry, name, value, apath, item.index)
             else:
                 item.written[name] = spec.kind.normalize(value)
-        for name, spec in entry.args.items():
-            if spec.required and name not in item.written and name not in item.children and name not in args \
-                    and name not in fixed:
-                self.err(codes.MISSING_ARGUMENT, f"{entry.name} needs `{name}` ({spec.kind.text})", kpath,
-                         key=True, index=item.index, item=item, help=f"write `- {entry.name}: {{{name}: ...}}`")
+        missing = [n for n, spec in entry.args.items() if spec.required and n not in item.written
+                   and n not in item.children and n not in args and n not in fixed]
+        if missing:  # the whole entry as it must be written: what is there, and each missing argument
+            whole = {**{k: v for k, v in args.items() if isinstance(k, str)}, **{n: _EXAMPLE.get(n, "...")
+                                                                             for n in missing}}
+            note = [f"a bare value fills {main}, the first required argument"] if positional else []
+            for name in missing:
+                self.err(codes.MISSING_ARGUMENT, f"{entry.name} needs `{name}` ({entry.args[name].kind.text})", kpath,
+                         key=True, index=item.index, item=item, notes=note,
+                         help=f"write {layer_text(entry.name, whole)}")
 
     def argument_help(self, item: Item, name: str, value: Any, hint: str | None, keras: str | None) -> str:
         entry = item.entry
@@ -560,6 +598,40 @@ class _Parser:
                 return []
             return [self.items(b, path + (i,), index) for i, b in enumerate(value)]
         return self.items(value, path, index)
+
+
+# example values of required arguments, for a missing-argument help that reads as a spec line
+_EXAMPLE: dict[str, Any] = {"kernel_size": 3, "out_channels": 16, "out_features": 10, "hidden_size": 64,
+                            "num_embeddings": 1000, "embedding_dim": 64, "num_heads": 4, "nhead": 4, "num_groups": 4,
+                            "output_size": 1, "size": 2}
+
+
+def _flat_arguments(raw: dict[Any, Any], type_keys: list[Any]) -> tuple[str, dict[str, Any]] | None:
+    """(name, arguments) when an entry's first key is a layer type with no value and the others are its
+    arguments: block-style arguments indented like the name instead of under it."""
+    if len(type_keys) < 2 or not isinstance(type_keys[0], str) or raw[type_keys[0]] is not None:
+        return None
+    entry = lookup(type_keys[0])
+    rest = type_keys[1:]
+    if entry is None or not all(isinstance(k, str) and (k in entry.args or k in KERAS_ARGS) for k in rest):
+        return None
+    return type_keys[0], {k: raw[k] for k in rest}
+
+
+def _sized(key: str) -> dict[int, str]:
+    """The rank-suffixed layer types a generic name stands for, by per-sample input rank:
+    'BatchNorm' -> {1: BatchNorm1d, 2: BatchNorm1d, 3: BatchNorm2d, 4: BatchNorm3d}; {} for other names."""
+    found = {n: e.name for n in (1, 2, 3) if (e := lookup(f"{key}{n}d")) is not None}
+    if len(found) < 2:
+        return {}
+    by_rank = {n + 1: name for n, name in found.items()}
+    if 1 in found and found[1].startswith("BatchNorm"):  # BatchNorm1d also normalises features (N, F)
+        by_rank[1] = found[1]
+    return by_rank
+
+
+def _rank_text(r: int) -> str:
+    return {1: "(N, F)", 2: "(N, C, L)", 3: "(N, C, H, W)", 4: "(N, C, D, H, W)"}.get(r, f"{r + 1}-D inputs")
 
 
 def _accepted(name: str, spec: Any, value: Any, problem: str) -> str:

@@ -90,8 +90,11 @@ def load_document(path: str, items: list[str]) -> Document:
     if doc.data is not None and items and not doc.diagnostics:
         try:
             ov.apply(doc.data, items)
-        except ov.OverrideError as e:
-            raise Refused([], message=str(e), status=2) from None
+        except ov.OverrideError as e:  # a usage error (status 2), shown on the command line it came from
+            d = error(codes.OVERRIDE, e.reason, help="overrides are PATH=VALUE, the path into the spec's keys and "
+                      "list indices: train.epochs=3, layers.0.Linear.out_features=64")
+            d.file, d.override, d.override_span = doc.path, e.item, e.span
+            raise Refused([d], doc, status=2) from None
         doc.overrides = list(items)
     return doc
 

@@ -343,9 +343,9 @@ def test_keras_layer_names_say_what_to_write_and_carry_on_as_it():
                                             "`- AvgPool2d: {kernel_size: 2}`",
         "GlobalAveragePooling2D": "Keras' GlobalAveragePooling2D is torch's AdaptiveAvgPool2d + Flatten: write "
                                   "`- AdaptiveAvgPool2d: {output_size: 1}` and `- Flatten`",
-        "BatchNormalization": "Keras' BatchNormalization is torch's BatchNorm1d for features (N, F) or (N, C, L) "
-                              "and BatchNorm2d for feature maps (N, C, H, W): write `- BatchNorm1d` or "
-                              "`- BatchNorm2d`",
+        # the help names the BatchNorm for the rank the layer receives here
+        "BatchNormalization": "Keras' BatchNormalization is torch's BatchNorm2d for the 4-D input (N, 3, 8, 8) it "
+                              "receives here: write `- BatchNorm2d`",
         "Activation: relu": "Keras' Activation relu is torch's ReLU: write `- ReLU`",
         "Conv2DTranspose: {filters: 4, kernel_size: 2, strides: 2}":
             "Keras' Conv2DTranspose is torch's ConvTranspose2d: write "

@@ -528,6 +528,10 @@ def test_overrides_paths_and_values(tmp_path, capsys):
     path = write(tmp_path, BLOBS.replace("{SGD: {lr: 0.1}}", "SGD"))
     s = prepare(path, ["train.optimizer.SGD.lr=0.3"], Options(progress=False))
     assert s.resolved["optimizer"][2] == {"lr": 0.3}
+    # a layer written with its bare main value (`- Linear: 16`) takes an override of that argument by name
+    short = BLOBS.replace("Linear: {out_features: 16}", "Linear: 16")
+    s = prepare(write(tmp_path, short, "short.yaml"), ["layers.0.Linear.out_features=24"], Options(progress=False))
+    assert s.model.fc1.out_features == 24 and s.model.fc2.in_features == 24
 
 
 @pytest.mark.parametrize("item, words", [
@@ -542,7 +546,8 @@ def test_bad_override_path_exits_2(tmp_path, capsys, item, words):
     path = write(tmp_path, BLOBS)
     rc, out, err = dlspec_main(capsys, "run", path, item, "--out", tmp_path / "runs")
     assert rc == 2, err
-    assert err.startswith("dlspec: override") and "Traceback" not in err
+    assert err.startswith("command line: error[override]") and "Traceback" not in err
+    assert f"  | {item}" in err
     for w in words:
         assert w in err
     assert not (tmp_path / "runs").exists()

@@ -43,6 +43,15 @@ def conv_out(L: Dim, k: int, s: int, p: int, d: int) -> Dim:
 def _channels(c: Ctx, x: TT, n: int) -> int:
     c.float_input()
     c.rank((n + 1,), f"channels-first {n}d")
+    if n == 1 and not isinstance(x.shape[0], int) and x.shape[0] != dims.UNKNOWN and isinstance(x.shape[1], int):
+        # (T, F): a sequence, not (C, L); to convolve over time the features must be the channels
+        start = "" if c.checker.chain else f", or declare input: [{x.shape[1]}, {x.shape[0]}]"
+        raise c.fail(codes.SYMBOLIC_SIZE, f"{c.item.entry.name} reads (N, C, L), channels then length, but receives "
+                     f"{dims.fmt_shape(x.shape)}: it would take the {x.shape[0]} steps as channels",
+                     notes=[c.origin()],
+                     help=f"to convolve over the {x.shape[0]} steps with the {x.shape[1]} features as channels, put "
+                          f"`- Permute: [0, 2, 1]` before it (it then receives {dims.fmt_shape(x.shape[::-1])})"
+                          + start)
     cin = c.need_known(x.shape[0], "in_channels", "input channels")
     c.infer_size("in_channels", cin, "channels")
     g = c.a["groups"]
