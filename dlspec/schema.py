@@ -298,8 +298,11 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                 out.append(error(codes.MISSING_INPUT, "the spec has no `input` shape", where, key=True,
                                     help="add `input:` above `layers:` with the shape of one sample, batch left "
                                          "out, e.g. `input: [1, 28, 28]`"))
-            else:
-                out.append(error(codes.SPEC_STRUCTURE, f"the spec has no `{missing}:`", path))
+            elif not any(did_you_mean(str(k), [missing]) for k in data if k not in SPEC_SCHEMA["properties"]):
+                # (a misspelt `layer:` is said once, as an unknown key with its did-you-mean)
+                out.append(error(codes.SPEC_STRUCTURE, f"the spec has no `{missing}:`", path,
+                                 help="add `layers:` with the list of layers, e.g. `layers: [Flatten, {Linear: 10}]`"
+                                 if missing == "layers" else None))
         elif v == "additionalProperties":
             known = list(err.schema.get("properties", {}))
             parent = err.instance if isinstance(err.instance, dict) else {}
@@ -509,7 +512,8 @@ class _Parser:
                      help="use `repeat:` beside the name to repeat it")
         if key in self.block_stack:
             self.err(codes.RECURSIVE_BLOCK, f"block '{key}' uses itself ({' → '.join(self.block_stack + [key])})",
-                     kpath, index=index)
+                     kpath, index=index, help=f"a block cannot contain itself; to use '{key}' several times in a row, "
+                     f"write `repeat:` beside its name where it is used (`- {key}:` then `repeat: 3`)")
             return self.unreadable(path, index, key, meta)
         self.block_stack.append(key)
         children = self.items(self.blocks[key], ("blocks", key), index)

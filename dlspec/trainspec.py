@@ -14,6 +14,7 @@ from . import codes
 from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, did_you_mean
 from .registry import REQUIRED, Arg, Bool, Choice, Float, Int, Kind, OneOf, Optional_
+from .schema import yaml_text
 from .source import Document, Path
 
 INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "trunc_normal",
@@ -199,7 +200,10 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
                 continue
             problem = spec.kind.check(v)
             if problem:
-                err(codes.TRAIN, f"{prefix}{k} {problem}, got {v!r}", path + (k,))
+                default = spec.default not in (REQUIRED, None) and spec.kind.check(spec.default) is None
+                err(codes.TRAIN, f"{prefix}{k} {problem}, got {yaml_text(v)}", path + (k,),
+                    help=f"write {k}: {yaml_text(spec.default)} (the default), or {spec.kind.text}" if default
+                    else f"{k} takes {spec.kind.text}")
                 continue
             out[k] = spec.kind.normalize(v)
         return out

@@ -177,7 +177,7 @@ def test_embedding_needs_ids():
 @pytest.mark.parametrize("text, expected", [
     ("input: [1, 28\nlayers: []\n", [(1, "error", "yaml-syntax")]),  # the `[` never closed
     ("layers: [ReLU]\n", [(1, "error", "missing-input")]),
-    ("input: [4]\nlayer: [ReLU]\n", [(1, "error", "spec-structure"), (2, "error", "spec-structure")]),
+    ("input: [4]\nlayer: [ReLU]\n", [(2, "error", "spec-structure")]),  # said once: unknown `layer`, did you mean
     ("input: [4]\nlayers: [ReLU]\ninput: [5]\n", [(3, "error", "duplicate-key")]),
     ("input: [0, 4]\nlayers: [ReLU]\n", [(1, "error", "invalid-input")]),
     ("input: [N, 4]\nlayers: [ReLU]\n", [(1, "error", "invalid-input")]),

@@ -98,3 +98,28 @@ def test_color_always_adds_escapes(capsys: pytest.CaptureFixture[str], monkeypat
     plain, _ = render(spec, capsys, monkeypatch)
     assert "\x1b[" in coloured
     assert coloured.replace("\x1b[1;31m", "").replace("\x1b[1;33m", "").replace("\x1b[0m", "") == plain
+
+
+JSON_GOLDEN = GOLDEN / "diagnostics.json"
+
+
+def test_golden_json_diagnostics(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field of every diagnostic of `dlspec check --format json` for every error spec, in one file:
+    a field that vanishes or changes (a help, a path, a column) fails here."""
+    import json
+
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    main(["check", "--format", "json", *BAD])
+    docs = json.loads(capsys.readouterr().out)
+    got = json.dumps({d["file"]: d["diagnostics"] for d in docs}, indent=2, ensure_ascii=False) + "\n"
+    if UPDATE:
+        if not JSON_GOLDEN.exists() or JSON_GOLDEN.read_text(encoding="utf-8") != got:
+            JSON_GOLDEN.write_text(got, encoding="utf-8")
+        return
+    assert JSON_GOLDEN.exists(), "create it with DLSPEC_UPDATE_GOLDEN=1 pytest tests/test_golden.py"
+    want = JSON_GOLDEN.read_text(encoding="utf-8")
+    if got != want:
+        diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), "diagnostics.json (golden)",
+                                            "dlspec check --format json (now)"))
+        pytest.fail(f"the JSON diagnostics changed; if intended, regenerate with DLSPEC_UPDATE_GOLDEN=1\n{diff}")

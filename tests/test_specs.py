@@ -33,7 +33,8 @@ BINDINGS = {"T": 7}  # values for the symbolic sizes the specs use
 REQUIRED_ERROR_CODES = {
     "shape-mismatch", "expect-mismatch", "batch-first", "kernel-too-large", "padding", "groups", "output-padding",
     "dtype", "symbolic-size", "rank", "forgotten-flatten", "unknown-layer", "unknown-argument", "invalid-argument",
-    "missing-input", "yaml-syntax", "merge-shape", "reshape",
+    "missing-input", "yaml-syntax", "merge-shape", "reshape", "channels-last", "torch-name", "classes", "data-shape",
+    "loss", "metric", "missing-argument", "invalid-layer",
 }
 
 _ANNOTATION = re.compile(r"#\s*((?:error|warning)\s*:.*)$")

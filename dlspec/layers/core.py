@@ -152,8 +152,9 @@ def _embedding(c: Ctx, x: TT) -> TT:
     if x.dtype != "long":
         raise c.fail(codes.DTYPE, f"Embedding looks up integer ids but receives float features {dims.fmt_shape(x.shape)}",
                      notes=[c.origin()],
-                     help="declare integer input, e.g. `input: {shape: [T], dtype: long}`; to project float "
-                          "features use Linear",
+                     help=(f"write input: {{shape: {list(x.shape)}, dtype: long}} (integer ids)"
+                           if not c.checker.chain else "give it integer ids: the spec's input with dtype: long")
+                          + "; to project float features use Linear",
                      recover=TT(x.shape + (c.a["embedding_dim"],), "float", "sequence"))
     v = c.a["num_embeddings"]
     pi = c.a["padding_idx"]

@@ -61,7 +61,8 @@ def pool(n: int, kind: str) -> Any:
         for i in range(n):
             if p[i] > k[i] // 2:
                 raise c.fail(codes.PADDING, f"{c.item.entry.name} padding {p[i]} is more than half the kernel {k[i]}",
-                             arg="padding", help=f"use padding ≤ {k[i] // 2}", recover=recover)
+                             arg="padding", help=f"write padding: {k[i] // 2} (at most half the kernel, {k[i]})",
+                             recover=recover)
         out: list[Dim] = []
         for i, L in enumerate(x.shape[1:]):
             if kind == "avg" and n == 3 and isinstance(L, int) and L < k[i]:  # torch's avg_pool3d checks this
