@@ -534,7 +534,6 @@ def test_overrides_paths_and_values(tmp_path, capsys):
     ("layers.9.Linear.out_features=7", ["layers.9", "3 item"]),
     ("layers.1.Linear.out_features=7", ["'ReLU'"]),
     ("train.epochs.x=1", ["train.epochs", "not a mapping"]),
-    ("train.epochs", ["PATH=VALUE"]),
     ("train..epochs=1", ["empty part"]),
     ("train.epochs=[1", ["not valid YAML"]),
 ])
@@ -1039,6 +1038,74 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert rc == 1 and "error[data]" in err and f"b.yaml:{line_of(BLOBS, 'data:')}:" in err
     rc, out, err = dlspec_main(capsys, "run", write(tmp_path, BLOBS, "b.yaml"), "train.data.crash=true")
     assert rc == 1 and "error[data]: cannot load tiny_blobs: OSError: [Errno 5] Input/output error" in err
+
+
+def usage_error(capsys: Any, *argv: Any) -> str:
+    """stderr of a command line argparse refuses (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in argv])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_overrides_after_options(tmp_path, capsys, monkeypatch):
+    import json
+
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(kw) or model)  # no real compiler
+    path = write(tmp_path, BLOBS)
+    rc, out, err = dlspec_main(capsys, "run", path, "--out", tmp_path / "runs", "train.epochs=1", "--quiet",
+                               "layers.0.Linear.out_features=7", "--compile", "train.seed=3", "--no-progress",
+                               "train.batch_size=16")
+    assert rc == 0, err
+    d = run_dir(tmp_path / "runs")
+    spec = yaml.safe_load((d / "spec.yaml").read_text())
+    assert (spec["train"]["epochs"], spec["train"]["seed"], spec["train"]["batch_size"]) == (1, 3, 16)
+    assert spec["layers"][0] == {"Linear": {"out_features": 7}} and spec["train"]["compile"] == "default"
+    assert compiled and json.loads((d / "summary.json").read_text())["path"].startswith("compile(default)")
+    assert next(iter(checkpoint(d)["model"].values())).shape == (7, 4)  # the override reached the model
+    assert len(csv_rows(d)) == 1
+
+    ck = ("--checkpoint", d / "checkpoint.pt")
+    rc, out, err = dlspec_main(capsys, "eval", d / "spec.yaml", *ck, "train.data.n_test=10")
+    assert rc == 0 and out.startswith("tiny_blobs test (10 samples):"), err
+    rc, out, err = dlspec_main(capsys, "predict", d / "spec.yaml", "-n", "3", *ck, "train.data.n_test=2")
+    assert rc == 0 and len(out.splitlines()) == 2, err  # only 2 test samples to predict
+    chars, _ = train(tmp_path, capsys, CHARS, "train.epochs=1", "--quiet", out="chars")
+    rc, out, err = dlspec_main(capsys, "generate", chars / "spec.yaml", "--checkpoint", chars / "checkpoint.pt",
+                               "--length", "5", "train.data.encoding=one_hot")
+    assert rc == 1 and "error[data-shape]" in err and "(N, 8, 28) float" in err  # one-hot data: the override ran
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--bogus"], ["unrecognized arguments: --bogus"]),
+    (["--qiet"], ["unrecognized arguments: --qiet (did you mean --quiet?)"]),
+    (["--epochs", "2", "train.epochs"], ["unrecognized arguments: train.epochs", "PATH=VALUE, e.g. train.epochs=3"]),
+    (["train.epochs"], ["unrecognized arguments: train.epochs", "PATH=VALUE"]),
+    (["train.seed=1", "--quiet", "stray", "train.epochs=1"], ["unrecognized arguments: stray"]),
+])
+def test_command_line_mistakes_are_usage_errors_of_the_subcommand(tmp_path, capsys, argv, words):
+    err = usage_error(capsys, "run", write(tmp_path, BLOBS), *argv, "--out", tmp_path / "runs")
+    assert err.startswith("usage: dlspec run ") and "dlspec run: error: " in err and "Traceback" not in err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "runs").exists()
+    err = usage_error(capsys, "eval", write(tmp_path, BLOBS), "--checkpoint", "c.pt", *argv)
+    assert err.startswith("usage: dlspec eval ") and "dlspec eval: error: unrecognized arguments: " in err
+    assert "usage: dlspec check " in usage_error(capsys, "check", write(tmp_path, BLOBS), "--bogus")
+
+
+def test_compile_takes_a_mode_but_not_a_spec_or_an_override():
+    def parsed(*argv: str) -> tuple[Any, list[str]]:
+        return cli.parser().parse_known_args(cli._compile_mode_apart(["run", *argv]))
+
+    assert parsed("s.yaml", "--compile")[0].compile == "default"
+    assert parsed("s.yaml", "--compile", "max-autotune")[0].compile == "max-autotune"
+    args, extras = parsed("--compile", "s.yaml", "train.epochs=1")
+    assert (args.compile, args.spec, args.overrides, extras) == ("default", "s.yaml", ["train.epochs=1"], [])
+    args, extras = parsed("s.yaml", "--compile", "train.epochs=1")
+    assert (args.compile, args.spec, extras) == ("default", "s.yaml", ["train.epochs=1"])
 
 
 def test_cli_datasets(capsys):
