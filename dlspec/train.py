@@ -526,8 +526,8 @@ class Trainer:
 # --- running ---------------------------------------------------------------------------------------------
 
 def fmt_metrics(prefix: str, vals: dict[str, float]) -> str:
-    names = {"accuracy": "acc", "top5_accuracy": "top5", "perplexity": "ppl"}
-    parts = [f"{names.get(k, k)} {v:.4f}" for k, v in vals.items()]
+    """`loss 0.1234  accuracy 0.9876`: the metric names as options and metrics.csv spell them."""
+    parts = [f"{k} {v:.4f}" for k, v in vals.items()]
     return (prefix + " " if prefix else "") + "  ".join(parts)
 
 

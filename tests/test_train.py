@@ -973,7 +973,7 @@ def test_cli_eval_predict(tmp_path, capsys):
     p = command("eval", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("tiny_blobs test (64 samples):")
-    assert f"acc {final['test_accuracy']:.4f}" in p.stdout and f"loss {final['test_loss']:.4f}" in p.stdout
+    assert f"loss {final['test_loss']:.4f}  accuracy {final['test_accuracy']:.4f}" in p.stdout
 
     p = command("predict", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt", "-n", "5", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
