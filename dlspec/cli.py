@@ -149,9 +149,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 for c in changes[:20]:
                     print(f"  {c}", file=sys.stderr)
-                print("  (epochs, device, eval_every, checkpoint_every and early_stopping may change; start a new "
-                      "run for anything else)", file=sys.stderr)
+                print(f"  ({runs.may_change()} may change; start a new run for anything else)", file=sys.stderr)
                 return 1
+            why = _nothing_to_resume(ckpt, doc)
+            if why:  # before any data is loaded; the run folder stays as it is
+                if not opts.quiet:
+                    print(f"dlspec: {args.resume} is finished: {why}; nothing to resume\n  to train it further: "
+                          f"dlspec run --resume {args.resume} --epochs M, with M larger than {int(ckpt['epoch'])}")
+                return 0
             opts.epochs = opts.device = None  # already applied
             s = prepare(src, [], opts, doc=doc)
             if runs.plain(doc.data) != ckpt.get("spec"):  # e.g. more epochs: spec.yaml says what now runs
@@ -170,6 +175,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for w in s.warnings:
         print(render(w, s.doc.lines) + "\n", file=sys.stderr)
     return run(s, opts, run_dir, spec_path)
+
+
+def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
+    """Why a run is finished under the spec it is resumed with (None also when that spec has errors:
+    preparing the run reports them)."""
+    from .schema import parse_spec
+    from .train import nothing_to_resume
+
+    cfg = parse_spec(doc).train_config if doc.data is not None and not doc.diagnostics else None
+    return nothing_to_resume(ckpt, cfg) if cfg is not None else None
 
 
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
