@@ -3,7 +3,9 @@
 Everything before the first step is checked and reported as diagnostics (the spec, the train section,
 torch names, the data, the data↔model↔loss contract).  The loop keeps loss/metric sums on the device and
 reads them once per epoch; shuffling is derived from (seed, epoch) (`epoch_permutation`), so a run stopped
-by Ctrl-C and resumed from its checkpoint ends exactly where an uninterrupted run ends.
+by Ctrl-C and resumed from its checkpoint ends exactly where an uninterrupted run ends (and its timings go
+on from the checkpoint's).  Early stopping writes the best epoch's weights to best.pt, and the run's final
+test numbers come from them (restore_best); with a validation split the test set stays out of the loop.
 """
 
 from __future__ import annotations
