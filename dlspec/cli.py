@@ -11,6 +11,7 @@ from typing import Any
 
 from . import codes
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "off")  # --compile MODE
 _STARTED = time.perf_counter()  # the command's start, for summary.json's timings (after Python's own start-up)
 
 
@@ -151,9 +152,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 for c in changes[:20]:
                     print(f"  {c}", file=sys.stderr)
-                print("  (epochs, device, eval_every, checkpoint_every and early_stopping may change; start a new "
-                      "run for anything else)", file=sys.stderr)
+                print(f"  ({runs.may_change()} may change; start a new run for anything else)", file=sys.stderr)
                 return 1
+            why = _nothing_to_resume(ckpt, doc)
+            if why:  # before any data is loaded; the run folder stays as it is
+                if not opts.quiet:
+                    print(f"dlspec: {args.resume} is finished: {why}; nothing to resume\n  to train it further: "
+                          f"dlspec run --resume {args.resume} --epochs M, with M larger than {int(ckpt['epoch'])}")
+                return 0
             opts.epochs = opts.device = None  # already applied
             s = prepare(src, [], opts, doc=doc)
             if runs.plain(doc.data) != ckpt.get("spec"):  # e.g. more epochs: spec.yaml says what now runs
@@ -172,6 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for w in s.warnings:
         print(render(w, doc=s.doc) + "\n", file=sys.stderr)
     return run(s, opts, run_dir, spec_path)
+
+
+def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
+    """Why a run is finished under the spec it is resumed with (None also when that spec has errors:
+    preparing the run reports them)."""
+    from .schema import parse_spec
+    from .train import nothing_to_resume
+
+    cfg = parse_spec(doc).train_config if doc.data is not None and not doc.diagnostics else None
+    return nothing_to_resume(ckpt, cfg) if cfg is not None else None
 
 
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
@@ -304,14 +320,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     c.add_argument("--format", choices=("text", "json"), default="text")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    c.set_defaults(func=cmd_check)
+    c.set_defaults(func=cmd_check, command_parser=c)
     ly = sub.add_parser("layers", help="list the layer types, or one type's arguments")
     ly.add_argument("name", nargs="?")
-    ly.set_defaults(func=cmd_layers)
+    ly.set_defaults(func=cmd_layers, command_parser=ly)
     co = sub.add_parser("codes", help="list the diagnostic codes")
-    co.set_defaults(func=cmd_codes)
+    co.set_defaults(func=cmd_codes, command_parser=co)
     ds = sub.add_parser("datasets", help="list the datasets `train.data` can name")
-    ds.set_defaults(func=cmd_datasets)
+    ds.set_defaults(func=cmd_datasets, command_parser=ds)
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $DLSPEC_DATA, else ./data)")
@@ -331,8 +347,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"),
                    help="bf16/fp16 autocast (fp16: CUDA only); auto: bf16 where the CPU has it natively")
     f.add_argument("--channels-last", choices=("auto", "on", "off"), help="channels-last memory format for conv nets")
-    f.add_argument("--compile", nargs="?", const="default", metavar="MODE",
-                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "off"),
+    f.add_argument("--compile", nargs="?", const="default", metavar="MODE", choices=COMPILE_MODES,
                    help="torch.compile the model (MODE: default, reduce-overhead, max-autotune, ...; off)")
     f.add_argument("--cuda-graph", choices=("auto", "on", "off"), help="capture the training step in a CUDA graph")
     f.add_argument("--fused", choices=("auto", "on", "off"), help="the optimizer's fused step (torch's fused=True)")
@@ -340,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the plain path: no channels_last, compile, CUDA graph or fused optimizer step (for debugging "
                    "and comparison)")
     common(r)
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, command_parser=r)
     for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),
                           ("predict", cmd_predict, "predictions for a few test samples"),
                           ("generate", cmd_generate, "sample text from a char_text model")):
@@ -356,16 +371,60 @@ def parser() -> argparse.ArgumentParser:
             q.add_argument("--length", type=int, default=200, help="characters to generate")
             q.add_argument("--temperature", type=float, default=0.8)
             q.add_argument("--seed", type=int, default=0)
-        q.set_defaults(func=fn)
+        q.set_defaults(func=fn, command_parser=q)
     return p
+
+
+def _compile_mode_apart(argv: list[str]) -> list[str]:
+    """`--compile` takes an optional MODE, and argparse would take the next word for it whatever it is: a
+    spec file or a PATH=VALUE after `--compile` is left to be what it is (`--compile=default` instead)."""
+    out = list(argv)
+    for i, a in enumerate(argv[:-1]):
+        nxt = argv[i + 1]
+        if a == "--compile" and nxt not in COMPILE_MODES and not nxt.startswith("-") and \
+                ("=" in nxt or nxt.endswith((".yaml", ".yml")) or os.path.isfile(nxt)):
+            out[i] = "--compile=default"
+    return out
+
+
+def _is_override(word: str) -> bool:
+    return "=" in word and not word.startswith("-")
+
+
+def _take_overrides(args: argparse.Namespace, extras: list[str]) -> None:
+    """PATH=VALUE words after an option join `overrides` (argparse fills a positional list from one run of
+    words only); anything else left over (an unknown --flag, a word that is not PATH=VALUE) is a usage
+    error of the subcommand, exit status 2."""
+    takes = isinstance(getattr(args, "overrides", None), list)
+    if takes:
+        args.overrides += [a for a in extras if _is_override(a)]
+    stray = [a for a in extras if not (takes and _is_override(a))]
+    stray += [a for a in getattr(args, "overrides", None) or [] if not _is_override(a)]
+    if not stray:
+        return
+    if takes:
+        args.overrides = [a for a in args.overrides if _is_override(a)]
+    sub: argparse.ArgumentParser = args.command_parser
+    msg = "unrecognized arguments: " + " ".join(stray)
+    flags = [s[2:] for a in sub._actions for s in a.option_strings if s.startswith("--")]
+    from .diagnostics import did_you_mean
+
+    hints = [f"did you mean --{h}?" for w in stray if w.startswith("--")
+             for h in [did_you_mean(w[2:].split("=", 1)[0], flags)] if h]
+    if takes and any(not w.startswith("-") for w in stray):
+        hints.append("an override is PATH=VALUE, e.g. train.epochs=3")
+    sub.error(msg + (f" ({'; '.join(hints)})" if hints else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args = p.parse_args(argv)
+    args, extras = p.parse_known_args(_compile_mode_apart(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
+        if extras:
+            p.error("unrecognized arguments: " + " ".join(extras))
         p.print_help(sys.stderr)
         return 2
+    _take_overrides(args, extras)
     try:
         rc: Any = args.func(args)
     except KeyboardInterrupt:

@@ -21,8 +21,14 @@ import yaml
 # Options that do not change the training trajectory: a run may be resumed with them changed.
 NOT_HASHED = (("name",), ("description",), ("train", "epochs"), ("train", "device"), ("train", "eval_every"),
               ("train", "checkpoint_every"), ("train", "eval_batch_size"), ("train", "early_stopping"),
-              ("train", "channels_last"), ("train", "compile"), ("train", "cuda_graph"),
-              ("train", "fused"))
+              ("train", "restore_best"), ("train", "test_every"), ("train", "channels_last"), ("train", "compile"),
+              ("train", "cuda_graph"), ("train", "fused"))
+
+
+def may_change() -> str:
+    """The train options a resume may change, as a phrase: `epochs, device, ... and fused`."""
+    names = [p[-1] for p in NOT_HASHED if p[0] == "train"]
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _strip(data: Any) -> Any:
@@ -137,33 +143,70 @@ class MetricsLog:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def plot_curves(run_dir: str, rows: list[dict[str, Any]]) -> str | None:
-    """curves.png: loss and metrics per epoch.  Returns a note when matplotlib is missing."""
-    try:  # the object API with the Agg canvas: no pyplot (whose import alone took 0.5 s of a 4 s quick start)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+def plot_curves(run_dir: str, rows: list[dict[str, Any]], name: str | None = None,
+                best: dict[str, Any] | None = None) -> str | None:
+    """curves.png (see curves_figure).  Returns a note when matplotlib is missing."""
+    try:
+        fig = curves_figure(rows, title=run_title(name, run_dir), best=best)
     except ImportError:
         return "curves.png not written: matplotlib is not installed (pip install 'dlspec[plot]')"
+    if fig is not None:
+        fig.savefig(os.path.join(run_dir, "curves.png"), dpi=110)
+    return None
+
+
+def run_title(name: str | None, run_dir: str) -> str:
+    """`LeNet · 2026-11-25 03:09:56`: the spec's name and the date-time of its run folder."""
+    stamp = os.path.basename(os.path.normpath(run_dir))
+    m = re.fullmatch(r"(\d{4})(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)(-\d+)?", stamp)
+    when = f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]}:{m[6]}" + (f" ({m[7][1:]})" if m[7] else "") if m else stamp
+    return f"{name} · {when}" if name else when
+
+
+def curves_figure(rows: list[dict[str, Any]], title: str = "", best: dict[str, Any] | None = None) -> Any:
+    """Loss and each metric per epoch (train, val, test), a learning-rate panel when the lr changed, and a
+    line at the best epoch of early stopping; None without rows.  ImportError without matplotlib."""
+    # the object API with the Agg canvas: no pyplot (whose import alone took 0.5 s of a 4 s quick start)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     if not rows:
         return None
     epochs = [r["epoch"] for r in rows]
     metrics = sorted({k.split("_", 1)[1] for r in rows for k in r if k.startswith(("train_", "val_", "test_"))})
     metrics = ["loss"] + [m for m in metrics if m != "loss"]
-    fig = Figure(figsize=(4.5 * len(metrics), 3.6))
+    lrs = [(r["epoch"], float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
+    with_lr = len({v for _, v in lrs}) > 1  # a scheduler changed it: one more panel
+    panels = len(metrics) + with_lr
+    fig = Figure(figsize=(4.5 * panels, 3.8))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(metrics), squeeze=False)
-    for ax, m in zip(axes[0], metrics, strict=True):
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax, m in zip(axes, metrics, strict=False):
         for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
             pts = [(e, r[f"{split}_{m}"]) for e, r in zip(epochs, rows, strict=True) if r.get(f"{split}_{m}") not in (None, "")]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=split, markersize=3)
         ax.set_title(m)
+    if with_lr:
+        ax = axes[-1]
+        ax.plot([e for e, _ in lrs], [v for _, v in lrs], "-o", color="tab:gray", markersize=3, label="lr")
+        lo, hi = min(v for _, v in lrs), max(v for _, v in lrs)
+        if lo > 0 and hi / lo > 20:  # a one-cycle or a long step decay: orders of magnitude
+            ax.set_yscale("log")
+        ax.set_title("learning rate")
+    for ax in axes:
+        if best is not None:
+            ax.axvline(best["epoch"], color="tab:red", linestyle="--", linewidth=1,
+                       label=f"best epoch {best['epoch']} ({best['metric']})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "curves.png"), dpi=110)
-    return None
+    return fig
 
 
 def cpu_model() -> str:

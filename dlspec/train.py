@@ -3,7 +3,9 @@
 Everything before the first step is checked and reported as diagnostics (the spec, the train section,
 torch names, the data, the data↔model↔loss contract).  The loop keeps loss/metric sums on the device and
 reads them once per epoch; shuffling is derived from (seed, epoch) (`epoch_permutation`), so a run stopped
-by Ctrl-C and resumed from its checkpoint ends exactly where an uninterrupted run ends.
+by Ctrl-C and resumed from its checkpoint ends exactly where an uninterrupted run ends (and its timings go
+on from the checkpoint's).  Early stopping writes the best epoch's weights to best.pt, and the run's final
+test numbers come from them (restore_best); with a validation split the test set stays out of the loop.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .objectives import (
 )
 from .schema import parse_spec
 from .source import Document, read
-from .trainspec import TrainConfig
+from .trainspec import TRAIN_ARGS, TrainConfig
 
 
 @dataclass
@@ -81,6 +83,24 @@ class Session:
     warnings: list[Diagnostic] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     prepare_s: float = 0.0  # reading, checking, loading the data, building: everything before the Trainer
+
+
+@dataclass
+class Clock:
+    """The run's time so far, carried across a resume in checkpoint["timing"] (a checkpoint from before
+    these fields starts them at 0): metrics.csv's elapsed_s goes on growing, and the epoch a mid-epoch
+    checkpoint cut in two gets its samples/s over the whole epoch."""
+
+    run_s: float = 0.0  # the run's elapsed seconds (elapsed_s, summary.json's wall and run times)
+    train_s: float = 0.0  # seconds in training epochs (train_time_s)
+    epoch_s: float = 0.0  # a mid-epoch checkpoint: training seconds already spent in its unfinished epoch
+    epoch_samples: int = 0  # ... and the samples already trained in it
+
+    @classmethod
+    def of(cls, st: dict[str, Any]) -> Clock:
+        t = st.get("timing") or {}
+        return cls(float(t.get("run_s", 0.0)), float(t.get("train_s", 0.0)), float(t.get("epoch_s", 0.0)),
+                   int(t.get("epoch_samples", 0)))
 
 
 # --- preparing a run ---------------------------------------------------------------------------------
@@ -293,6 +313,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.bad_evals = 0
+        self.stopped_early = False  # early stopping ended the run (a resume with more epochs trains on)
+        self.clock = Clock()
         self.stop_requested = False
         self.on_device = self._fits_on_device()
         if self.on_device:
@@ -361,6 +383,8 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "bad_evals": self.bad_evals,
+            "stopped_early": self.stopped_early,
+            "timing": vars(self.clock).copy(),
         }
         if self.scaler is not None:
             st["scaler"] = self.scaler.state_dict()
@@ -408,6 +432,8 @@ class Trainer:
         self.history = list(st.get("history") or [])
         self.best = st.get("best")
         self.bad_evals = int(st.get("bad_evals", 0))
+        self.stopped_early = ended_early(st)
+        self.clock = Clock.of(st)
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
 
@@ -536,8 +562,8 @@ class Trainer:
 # --- running ---------------------------------------------------------------------------------------------
 
 def fmt_metrics(prefix: str, vals: dict[str, float]) -> str:
-    names = {"accuracy": "acc", "top5_accuracy": "top5", "perplexity": "ppl"}
-    parts = [f"{names.get(k, k)} {v:.4f}" for k, v in vals.items()]
+    """`loss 0.1234  accuracy 0.9876`: the metric names as options and metrics.csv spell them."""
+    parts = [f"{k} {v:.4f}" for k, v in vals.items()]
     return (prefix + " " if prefix else "") + "  ".join(parts)
 
 
@@ -560,6 +586,13 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     say(f"path {tr.plan.name}" + "".join(f"\n  {w}" for w in tr.plan.why))
     if resume is not None:
         say(f"resumed at epoch {tr.epoch + 1}" + (f", batch {tr.batch}" if tr.batch else ""))
+        if tr.stopped_early:
+            train_on(tr, cfg, say)
+    watched = str((cfg.early_stopping or {}).get("metric", ""))
+    if watched.startswith("test_"):
+        say(f"note: early stopping ignores {watched}: the test set must not choose the model (watch a val_ metric, "
+            "with val_split)")
+    restoring = restores_best(cfg)
 
     def on_sigint(signum: int, frame: Any) -> None:
         if tr.stop_requested:
@@ -568,16 +601,24 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         print("\ninterrupted: finishing this batch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    base = tr.clock  # the run's time before this command (zero for a new run)
+    t_start = time.perf_counter()
+    train_time = 0.0  # this command's
+    carried_s, carried_n = base.epoch_s, base.epoch_samples  # of the epoch a mid-epoch checkpoint cut in two
 
-    def stop_with_checkpoint(where: str) -> int:
+    def save(epoch_s: float = 0.0, epoch_samples: int = 0) -> None:
+        tr.clock = Clock(base.run_s + time.perf_counter() - t_start, base.train_s + train_time, epoch_s, epoch_samples)
         runs.atomic_save(tr.state(), checkpoint)
+
+    def stop_with_checkpoint(where: str, epoch_s: float = 0.0, epoch_samples: int = 0) -> int:
+        save(epoch_s, epoch_samples)
         say(f"saved {checkpoint} {where}; continue with: dlspec run --resume {run_dir}")
         return 130
 
+    def samples(batches: int) -> int:  # in the first `batches` batches of an epoch
+        return min(batches * cfg.batch_size, len(b.train))
+
     old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    t_start = time.perf_counter()
-    train_time = 0.0
-    stopped_early = False
     try:
         while tr.epoch < cfg.epochs:
             ep = tr.epoch
@@ -593,9 +634,11 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             train_time += dt
             if bar is not None:
                 bar.close()
+            spent = carried_s + dt  # this epoch's training time and samples, before and after a resume
+            trained = carried_n + samples(tr.steps_per_epoch if finished else tr.batch) - samples(start_batch)
+            carried_s, carried_n = 0.0, 0
             if not finished:
-                return stop_with_checkpoint(f"at epoch {ep + 1}, batch {tr.batch}")
-            samples = (tr.steps_per_epoch - start_batch) * cfg.batch_size
+                return stop_with_checkpoint(f"at epoch {ep + 1}, batch {tr.batch}", spent, trained)
             row: dict[str, Any] = {"epoch": ep + 1}
             row.update({f"train_{k}": v for k, v in tr.meter.result().items()})
             last = tr.epoch == cfg.epochs
@@ -603,11 +646,11 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             evaluate = (ep + 1) % cfg.eval_every == 0 or last
             if s.val is not None and (evaluate or plateau):  # the plateau scheduler watches val_loss every epoch
                 row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
-            if evaluate:
+            if test_due(cfg, ep + 1, last, s.val is not None, restoring):
                 row.update({f"test_{k}": v for k, v in tr.evaluate(b.test).items()})
             row["lr"] = float(tr.opt.param_groups[0]["lr"])
-            row["samples_per_s"] = min(samples, len(b.train)) / dt if dt > 0 else 0.0
-            row["elapsed_s"] = time.perf_counter() - t_start
+            row["samples_per_s"] = trained / spent if spent > 0 else 0.0
+            row["elapsed_s"] = base.run_s + time.perf_counter() - t_start
             if tr.sched is not None and not tr.sched_per_batch:
                 with warnings.catch_warnings():  # resumed after the epoch's last batch: no optimizer.step() yet
                     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
@@ -618,29 +661,29 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             tr.history.append(row)
             log.add(row)
             say(epoch_line(row, cfg.epochs))
-            stop = early_stop(tr, row, cfg)
-            if (ep + 1) % cfg.checkpoint_every == 0 or last or stop:
-                runs.atomic_save(tr.state(), checkpoint)
-            if stop:
-                stopped_early = True
-                say(f"early stopping: {cfg.early_stopping['metric']} has not improved for "  # type: ignore[index]
-                    f"{tr.bad_evals} evaluation(s)")
+            improved, tr.stopped_early = early_stop(tr, row, cfg)
+            if improved:
+                save_best(tr, run_dir)
+            if (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early:
+                save()
+            if tr.stopped_early:
+                say(f"early stopping: {watched} has not improved for {tr.bad_evals} evaluation(s)")
                 break
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
-    final = {k: v for k, v in (tr.history[-1] if tr.history else {}).items() if k.startswith("test_")}
-    if not final:
-        final = {f"test_{k}": v for k, v in tr.evaluate(b.test).items()}
-    note = runs.plot_curves(run_dir, tr.history)
+    final, final_epoch, final_from = final_metrics(tr, run_dir, restoring, say)
+    note = runs.plot_curves(run_dir, tr.history, name=s.checked.spec.name,
+                            best=tr.best if cfg.early_stopping else None)
     if note:
         say(note)
+    run_s = base.run_s + time.perf_counter() - t_start  # over every command that trained this run
     summary = {
         "spec": source_path, "name": s.checked.spec.name, "run_dir": run_dir, "epochs": tr.epoch,
-        "stopped_early": stopped_early, "final": final, "best": tr.best, "train_time_s": round(train_time, 3),
-        "wall_time_s": round(time.perf_counter() - t_start, 3),
+        "stopped_early": tr.stopped_early, "final": final, "final_epoch": final_epoch, "final_from": final_from,
+        "best": tr.best, "train_time_s": round(base.train_s + train_time, 3), "wall_time_s": round(run_s, 3),
         "times_s": {"prepare": round(s.prepare_s, 3), "setup": round(t_start - t_setup, 3),
-                    "train": round(train_time, 3), "run": round(time.perf_counter() - t_start, 3),
+                    "train": round(base.train_s + train_time, 3), "run": round(run_s, 3),
                     **({"since_command_start": round(time.perf_counter() - opts.started, 3)}
                        if opts.started is not None else {})},
         "device": str(s.device),
@@ -652,7 +695,8 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         "spec_hash": runs.spec_hash(s.doc.data), "overrides": s.overrides, "versions": runs.versions(),
     }
     runs.write_summary(run_dir, summary)
-    say("test " + fmt_metrics("", {k[5:]: v for k, v in final.items()}))
+    say("test " + fmt_metrics("", {k[5:]: v for k, v in final.items()})
+        + (f" │ weights of the {final_from}" if cfg.early_stopping else ""))
     return 0
 
 
@@ -667,13 +711,39 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     return " │ ".join(parts)
 
 
-def early_stop(tr: Trainer, row: dict[str, Any], cfg: TrainConfig) -> bool:
+# --- early stopping, the best epoch and the final numbers ----------------------------------------------
+
+def restores_best(cfg: TrainConfig) -> bool:
+    """Whether the run ends on the best epoch's weights (early stopping with restore_best)."""
+    es = cfg.early_stopping
+    return bool(es and cfg.restore_best and not str(es["metric"]).startswith("test_"))
+
+
+def test_due(cfg: TrainConfig, epoch: int, last: bool, has_val: bool, restoring: bool) -> bool:
+    """Whether epoch `epoch` (1-based) evaluates the test set.
+
+    test_every asks for every k epochs.  Left null, a run without a validation split tests every eval_every
+    epochs (the source material's recipes print a test line per epoch); with one, the test set is kept out
+    of the run until the end: evaluating it every epoch puts it into the choice of the model (and costs a
+    pass over it per epoch).  The last epoch is tested for the final numbers, unless those come from the
+    best epoch's weights (restore_best), which are tested after the loop instead.
+    """
+    if cfg.test_every is not None:
+        every = epoch % cfg.test_every == 0
+    else:
+        every = not has_val and epoch % cfg.eval_every == 0
+    return every or (last and not restoring)
+
+
+def early_stop(tr: Trainer, row: dict[str, Any], cfg: TrainConfig) -> tuple[bool, bool]:
+    """Early stopping's look at an epoch's row: (the watched metric improved, so tr.best is this epoch now;
+    the run should stop).  A test_ metric is never watched: the test set must not choose the model."""
     es = cfg.early_stopping
     if not es:
-        return False
+        return False, False
     m = es["metric"]
-    if m not in row:
-        return False
+    if m not in row or m.startswith("test_"):
+        return False, False
     mode = es.get("mode") or ("max" if "acc" in m else "min")
     delta = float(es.get("min_delta", 0.0))
     v = float(row[m])
@@ -681,9 +751,91 @@ def early_stop(tr: Trainer, row: dict[str, Any], cfg: TrainConfig) -> bool:
     if better:
         tr.best = {"metric": m, "value": v, "epoch": row["epoch"]}
         tr.bad_evals = 0
-        return False
+        return True, False
     tr.bad_evals += 1
-    return tr.bad_evals >= int(es.get("patience", 3))
+    return False, tr.bad_evals >= int(es.get("patience", 3))
+
+
+def save_best(tr: Trainer, run_dir: str) -> None:
+    """best.pt: the weights of the epoch the watched metric was best at, with that epoch, metric and value
+    (`dlspec eval --checkpoint RUN/best.pt` reads its "model" as it reads checkpoint.pt's)."""
+    best = dict(tr.best or {})
+    runs.atomic_save({"format": 1, "model": tr.model.state_dict(), **best,
+                      "spec_hash": runs.spec_hash(tr.s.doc.data)}, os.path.join(run_dir, "best.pt"))
+
+
+def final_metrics(tr: Trainer, run_dir: str, restoring: bool, say: Any) -> tuple[dict[str, float], int, str]:
+    """The run's final test metrics, the epoch whose weights gave them, and a phrase saying which that is.
+
+    With restore_best the best epoch's weights are loaded back from best.pt and the test set is evaluated
+    on them, once.  Otherwise, or when there is no best.pt to load, they are the last epoch's weights: its
+    test metrics when it has them, else one evaluation now.  checkpoint.pt keeps the last epoch either way.
+    """
+    test = tr.s.bundle.test
+    best, path = tr.best, os.path.join(run_dir, "best.pt")
+    if restoring and best is not None:
+        try:
+            weights = runs.load_checkpoint(path)["model"]
+            tr.model.load_state_dict(weights)
+        except Exception as e:  # noqa: BLE001 - deleted, damaged, or a run folder from before best.pt
+            why = "there is none" if not os.path.exists(path) else f"{type(e).__name__}: {str(e).strip()[:200]}"
+            say(f"note: cannot restore the best epoch's weights from {path} ({why}); the final numbers are the "
+                "last epoch's")
+        else:
+            final = {f"test_{k}": v for k, v in tr.evaluate(test).items()}
+            return final, int(best["epoch"]), f"best epoch {best['epoch']} ({best['metric']} {best['value']:.4f})"
+    last = tr.history[-1] if tr.history else {}
+    final = {k: v for k, v in last.items() if k.startswith("test_")}
+    if not final:
+        final = {f"test_{k}": v for k, v in tr.evaluate(test).items()}
+    epoch = int(last.get("epoch", tr.epoch))
+    return final, epoch, f"last epoch {epoch}"
+
+
+# --- resuming ----------------------------------------------------------------------------------------------
+
+def ended_early(st: dict[str, Any]) -> bool:
+    """Whether early stopping ended the run of checkpoint `st` (one from before the flag: whether its bad
+    evaluations had reached the patience of its spec's early_stopping)."""
+    if "stopped_early" in st:
+        return bool(st["stopped_early"])
+    train = (st.get("spec") or {}).get("train")
+    es = train.get("early_stopping") if isinstance(train, dict) else None
+    return isinstance(es, dict) and not st.get("batch") and int(st.get("bad_evals", 0)) >= int(es.get("patience", 3))
+
+
+def nothing_to_resume(st: dict[str, Any], cfg: TrainConfig) -> str | None:
+    """Why the run of checkpoint `st` has nothing left to train under `cfg` (the spec it is resumed with),
+    or None.  A run early stopping ended trains on when the resume asks for more epochs than it has done
+    (or its early_stopping, changed, would not have stopped it)."""
+    if st.get("batch"):
+        return None  # stopped within an epoch
+    done = int(st["epoch"])
+    train = (st.get("spec") or {}).get("train")
+    before = train.get("epochs", TRAIN_ARGS["epochs"].default) if isinstance(train, dict) else None
+    es = cfg.early_stopping
+    if ended_early(st) and es and int(st.get("bad_evals", 0)) >= int(es.get("patience", 3)) and \
+            not (cfg.epochs != before and cfg.epochs > done):
+        best = st.get("best") or {}
+        return (f"early stopping ended it after epoch {done} of {cfg.epochs} ({best.get('metric', es['metric'])} had "
+                f"not improved for {st.get('bad_evals')} evaluation(s)"
+                + (f"; best {best['value']:.4f} at epoch {best['epoch']}" if "value" in best else "") + ")")
+    if done >= cfg.epochs:
+        return f"{done} of {cfg.epochs} epochs done" if done == cfg.epochs else \
+            f"{done} epochs done (train.epochs is {cfg.epochs})"
+    return None
+
+
+def train_on(tr: Trainer, cfg: TrainConfig, say: Any) -> None:
+    """A run early stopping had ended, resumed with more epochs: it trains on, and early stopping counts its
+    patience afresh from the best so far (else the first epoch without an improvement would stop it again)."""
+    es = cfg.early_stopping
+    if es and tr.bad_evals >= int(es.get("patience", 3)):
+        best = tr.best
+        say(f"early stopping had ended this run after epoch {tr.epoch}; it watches {es['metric']} again, patience "
+            f"{int(es.get('patience', 3))} from its best" + (f" ({best['value']:.4f} at epoch {best['epoch']})" if best else ""))
+        tr.bad_evals = 0
+    tr.stopped_early = False
 
 
 def _progress(opts: Options, total: int, desc: str, initial: int = 0) -> Any:

@@ -134,8 +134,11 @@ TRAIN_ARGS: dict[str, Arg] = {
     "clip_grad_norm": Arg(Optional_(Float(0.0, open_min=True)), None, doc="clip the gradients' total norm to this"),
     "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
                      doc="hold out this fraction of the training data for validation"),
-    "eval_every": Arg(Int(1), 1, doc="evaluate every k epochs (and after the last)"),
+    "eval_every": Arg(Int(1), 1, doc="evaluate every k epochs (and after the last); test_every says when the test set"),
     "early_stopping": Arg(Optional_(EarlyStopping()), None, doc="stop when a metrics.csv column stops improving"),
+    "restore_best": Arg(Bool(), True, doc="with early_stopping: end with the best epoch's weights (best.pt) and test those"),
+    "test_every": Arg(Optional_(Int(1)), None,
+                      doc="evaluate the test set every k epochs; null: as eval_every without val_split, else only at the end"),
     "shuffle": Arg(Bool(), True, doc="a new batch order every epoch"),
     "drop_last": Arg(Bool(), False, doc="skip the last, smaller batch of each epoch"),
     "eval_batch_size": Arg(Optional_(Int(1)), None, doc="default: 4 × batch_size, at least 256"),
@@ -166,6 +169,8 @@ class TrainConfig:
     val_split: float | None = None
     eval_every: int = 1
     early_stopping: dict[str, Any] | None = None
+    restore_best: bool = True
+    test_every: int | None = None
     shuffle: bool = True
     drop_last: bool = False
     eval_batch_size: int | None = None

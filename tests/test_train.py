@@ -406,7 +406,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, capsys, monkeyp
     monkeypatch.undo()
     d = run_dir(tmp_path / "runs")
     assert "interrupted" in err and f"--resume {d}" in out
-    assert set(os.listdir(d)) <= RUN_FILES and "checkpoint.pt" in os.listdir(d)  # no temp files
+    files = RUN_FILES | ({"best.pt"} if "early_stopping" in text else set())
+    assert set(os.listdir(d)) <= files and "checkpoint.pt" in os.listdir(d)  # no temp files
     mid = checkpoint(d)
     assert (mid["epoch"], mid["batch"]) == {"mid-epoch": (1, 3), "last batch": (0, steps), "evaluation": (1, 0)}[where]
     assert len(mid["history"]) == mid["epoch"]
@@ -424,7 +425,16 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, capsys, monkeyp
     assert a["scheduler"] == b["scheduler"]
     assert without_timing(a["history"]) == without_timing(b["history"])
     assert without_timing(csv_rows(reference)) == without_timing(csv_rows(d))
-    assert set(os.listdir(d)) == RUN_FILES
+    assert set(os.listdir(d)) == files
+    if "best.pt" in files:  # the best epoch's weights too
+        best_a, best_b = (torch.load(x / "best.pt", weights_only=True) for x in (reference, d))
+        assert (best_a["epoch"], best_a["value"]) == (best_b["epoch"], best_b["value"])
+        for name, t in best_a["model"].items():
+            assert torch.equal(t, best_b["model"][name]), name
+    import json
+
+    summaries = [json.loads((x / "summary.json").read_text()) for x in (reference, d)]
+    assert [(x["final"], x["final_from"]) for x in summaries] == [(summaries[0]["final"], summaries[0]["final_from"])] * 2
 
 
 def test_resume_refuses_a_changed_spec_but_allows_more_epochs(tmp_path, capsys):
@@ -457,6 +467,157 @@ def test_resume_with_onecycle_and_more_epochs_is_refused(tmp_path, capsys):
     assert rc == 1 and "OneCycleLR" in err and "Traceback" not in err
 
 
+class FakeClock:
+    """time.perf_counter for dlspec.train that advances one second per training batch, and nowhere else: a
+    run's timings then follow from its batches alone (an uninterrupted run's elapsed_s after epoch e is
+    e × batches per epoch).  Sends SIGINT (Ctrl-C) in batch `interrupt_at` when set."""
+
+    def __init__(self, monkeypatch: Any):
+        import types
+
+        import dlspec.builder as builder
+        import dlspec.train as train_mod
+
+        self.now, self.batches, self.interrupt_at = 1000.0, 0, None
+        monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=lambda: self.now))
+        build = builder.build_checked
+
+        def build_with_clock(checked: Any) -> Any:
+            model = build(checked)
+            model.register_forward_hook(self.tick)
+            return model
+
+        monkeypatch.setattr(builder, "build_checked", build_with_clock)
+
+    def tick(self, module: Any, args: Any, out: Any) -> None:
+        if module.training:
+            self.now += 1.0
+            self.batches += 1
+            if self.batches == self.interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "last batch"])
+def test_elapsed_time_and_samples_per_s_go_on_across_a_resume(tmp_path, capsys, monkeypatch, where):
+    import json
+
+    clock = FakeClock(monkeypatch)
+    path = write(tmp_path, RESUME)  # 3 epochs of 8 batches of 24 samples
+    assert cli.main(["run", path, "--out", str(tmp_path / "ref"), "--quiet"]) == 0
+    ref = csv_rows(run_dir(tmp_path / "ref"))
+    assert [float(r["elapsed_s"]) for r in ref] == [8.0, 16.0, 24.0]  # the clock's own arithmetic
+    assert [float(r["samples_per_s"]) for r in ref] == [24.0] * 3  # 192 samples in 8 s
+
+    clock.batches, clock.interrupt_at = 0, {"mid-epoch": 8 + 3, "last batch": 8}[where]
+    rc, out, err = dlspec_main(capsys, "run", path, "--out", tmp_path / "runs", "--quiet")
+    assert rc == 130, err
+    d = run_dir(tmp_path / "runs")
+    cut = checkpoint(d)
+    assert (cut["epoch"], cut["batch"]) == {"mid-epoch": (1, 3), "last batch": (0, 8)}[where]
+    assert cut["timing"]["run_s"] == {"mid-epoch": 11.0, "last batch": 8.0}[where]
+    assert (cut["timing"]["epoch_s"], cut["timing"]["epoch_samples"]) == \
+        {"mid-epoch": (3.0, 3 * 24), "last batch": (8.0, 192)}[where]
+    clock.now += 500.0  # the time between the two commands is not the run's
+    clock.interrupt_at = None
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d, "--quiet")
+    assert rc == 0, err
+    assert csv_rows(d) == ref  # timing columns included
+    summary = json.loads((d / "summary.json").read_text())
+    assert (summary["train_time_s"], summary["wall_time_s"], summary["times_s"]["train"]) == (24.0, 24.0, 24.0)
+
+
+def test_checkpoint_without_timing_still_resumes(tmp_path, capsys, monkeypatch):
+    FakeClock(monkeypatch)
+    d, _ = train(tmp_path, capsys, RESUME, "train.epochs=2", "--quiet")
+    old = checkpoint(d)
+    for key in ("timing", "stopped_early"):  # what a checkpoint of an earlier dlspec lacks
+        del old[key]
+    torch.save(old, d / "checkpoint.pt")
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d, "--epochs", "3", "--quiet")
+    assert rc == 0, err
+    rows = csv_rows(d)
+    assert [r["elapsed_s"] for r in rows] == ["8", "16", "8"]  # no time carried: the third epoch's counts from 0
+    assert rows[2]["samples_per_s"] == "24"
+
+
+def files_of(d: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in d.iterdir()}
+
+
+ES = BLOBS.replace("epochs: 2", "epochs: 12") + "  val_split: 0.25\n  early_stopping: {metric: val_accuracy, patience: 2}\n"
+
+
+def stop_epoch(values: list[float], patience: int, fresh_at: int | None = None) -> tuple[int, int]:
+    """(best epoch, epoch early stopping ends the run at) for a metric to maximise, by the documented rule:
+    an epoch improves when it beats the best so far; `patience` epochs in a row that do not stop the run.
+    `fresh_at`: the epoch after which the count starts again (a resume with more epochs)."""
+    best, best_epoch, bad = -math.inf, 0, 0
+    for e, v in enumerate(values, 1):
+        if v > best:
+            best, best_epoch, bad = v, e, 0
+        else:
+            bad += 1
+            if bad >= patience and e != fresh_at:
+                return best_epoch, e
+        if e == fresh_at:
+            bad = 0
+    return best_epoch, len(values)
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    d, _ = train(tmp_path, capsys, BLOBS, "--quiet")
+    before = files_of(d)
+    for extra in ([], ["--epochs", "2"], ["--epochs", "1"]):
+        rc, out, err = dlspec_main(capsys, "run", "--resume", d, *extra)
+        assert rc == 0 and not err
+        done = "2 of 2 epochs done" if extra != ["--epochs", "1"] else "2 epochs done (train.epochs is 1)"
+        assert out == (f"dlspec: {d} is finished: {done}; nothing to resume\n"
+                       f"  to train it further: dlspec run --resume {d} --epochs M, with M larger than 2\n")
+        assert files_of(d) == before  # not a byte, not a time stamp
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d, "--epochs", "3", "--quiet")
+    assert rc == 0 and len(checkpoint(d)["history"]) == 3
+
+
+def test_resume_of_a_run_early_stopping_ended(tmp_path, capsys):
+    import json
+    import shutil
+
+    d, _ = train(tmp_path, capsys, ES, "--quiet")
+    hist = checkpoint(d)["history"]
+    best, stop = stop_epoch([r["val_accuracy"] for r in hist] + [-1.0] * 12, patience=2)
+    assert (best, stop) == (6, 8) and len(hist) == stop  # the rule, replayed on the run's own numbers
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["epochs"] == 8
+    before = files_of(d)
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d)
+    assert rc == 0 and not err
+    assert out.startswith(f"dlspec: {d} is finished: early stopping ended it after epoch 8 of 12 (val_accuracy had "
+                          f"not improved for 2 evaluation(s); best {hist[5]['val_accuracy']:.4f} at epoch 6); "
+                          "nothing to resume\n")
+    assert f"dlspec run --resume {d} --epochs M, with M larger than 8" in out
+    assert files_of(d) == before
+    old = tmp_path / "old"  # a checkpoint from before the stopped_early flag: told from its bad evaluations
+    shutil.copytree(d, old)
+    ck = checkpoint(old)
+    del ck["stopped_early"]
+    torch.save(ck, old / "checkpoint.pt")
+    rc, out, err = dlspec_main(capsys, "run", "--resume", old)
+    assert rc == 0 and "is finished: early stopping ended it after epoch 8 of 12" in out
+
+    # more epochs: it trains on, early stopping counting its patience afresh; the same numbers as a run that
+    # never stopped (early stopping changes when a run ends, never its trajectory)
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d, "--epochs", "14")
+    assert rc == 0, err
+    assert "early stopping had ended this run after epoch 8; it watches val_accuracy again, patience 2" in out
+    ref, _ = train(tmp_path, capsys, ES, "train.early_stopping=null", "train.epochs=14", "--quiet", out="ref")
+    want = checkpoint(ref)["history"]
+    got = checkpoint(d)["history"]
+    _, again = stop_epoch([r["val_accuracy"] for r in want], patience=2, fresh_at=8)
+    assert again > 9 and len(got) == again  # without the fresh count it would have stopped after epoch 9
+    assert without_timing(got) == [{k: v for k, v in r.items() if not k.startswith("test_") and k not in TIMING}
+                                   for r in want[:again]]
+
+
 def test_resume_usage_errors(tmp_path, capsys):
     rc, out, err = dlspec_main(capsys, "run", "--resume", tmp_path)
     assert rc == 2 and "no checkpoint.pt" in err
@@ -482,9 +643,10 @@ def test_run_folder(tmp_path, capsys):
     import json
 
     summary = json.loads((d / "summary.json").read_text())
-    for key in ("final", "wall_time_s", "train_time_s", "device", "device_name", "versions", "path", "epochs",
-                "stopped_early", "params", "data", "spec_hash", "overrides"):
+    for key in ("final", "final_epoch", "final_from", "wall_time_s", "train_time_s", "device", "device_name",
+                "versions", "path", "epochs", "stopped_early", "params", "data", "spec_hash", "overrides"):
         assert key in summary, key
+    assert (summary["final_epoch"], summary["final_from"]) == (1, "last epoch 1")
     assert summary["device"] == "cpu" and summary["epochs"] == 1 and summary["stopped_early"] is False
     assert summary["versions"]["torch"] == torch.__version__
     assert summary["overrides"] == ["train.epochs=1", "layers.0.Linear.out_features=7"]
@@ -494,6 +656,59 @@ def test_run_folder(tmp_path, capsys):
     assert summary["final"]["test_loss"] == pytest.approx(float(rows[0]["test_loss"]), rel=1e-5)
     assert next(iter(ck["model"].values())).shape == (7, 4)
     assert f"run {d}" in out and "test loss" in out
+
+
+def test_curves_figure():
+    from matplotlib.figure import Figure
+
+    from dlspec.runs import curves_figure, run_title
+
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5 + e / 10, "lr": 0.1,
+             "samples_per_s": 1.0, "elapsed_s": float(e)} for e in (1, 2, 3)]
+    fig = curves_figure(rows, title="Blobs · 2026-11-25 03:09:56")
+    fig.canvas.draw()
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]  # a constant lr: no panel for it
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    default = Figure()  # what matplotlib's own locator does with three epochs: half epochs
+    ax = default.subplots()
+    ax.plot([1, 2, 3], [1, 2, 3])
+    assert not all(float(t).is_integer() for t in ax.get_xticks())
+    suptitle = fig.get_suptitle() if hasattr(fig, "get_suptitle") else fig._suptitle.get_text()
+    assert suptitle == "Blobs · 2026-11-25 03:09:56"
+    assert run_title("Blobs", "runs/Blobs/20261125-030956") == "Blobs · 2026-11-25 03:09:56"
+    assert run_title("Blobs", "runs/Blobs/20261125-030956-2/") == "Blobs · 2026-11-25 03:09:56 (2)"
+    assert run_title("Blobs", "/tmp/elsewhere") == "Blobs · elsewhere"
+
+    for r, lr in zip(rows, (0.1, 0.05, 0.025), strict=True):
+        r["lr"] = lr
+    fig = curves_figure(rows, best={"epoch": 2, "metric": "val_loss", "value": 0.6})
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+    lr_line = fig.axes[2].get_lines()[0]
+    assert list(lr_line.get_xdata()) == [1, 2, 3] and list(lr_line.get_ydata()) == [0.1, 0.05, 0.025]
+    for ax in fig.axes:
+        marks = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [2, 2]]
+        assert len(marks) == 1 and marks[0].get_label() == "best epoch 2 (val_loss)"
+        assert "best epoch 2 (val_loss)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert curves_figure([]) is None
+
+
+def test_curves_png_of_a_run_with_a_scheduler_and_early_stopping(tmp_path, capsys, monkeypatch):
+    import dlspec.runs as runs_mod
+
+    made: list[Any] = []
+    figure = runs_mod.curves_figure
+    monkeypatch.setattr(runs_mod, "curves_figure", lambda *a, **k: made.append(figure(*a, **k)) or made[-1])
+    d, _ = train(tmp_path, capsys, ES, "train.scheduler={StepLR: {step_size: 2, gamma: 0.5}}", "--quiet")
+    assert (d / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig, = made
+    best = checkpoint(d)["best"]["epoch"]
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+    assert all([best, best] in [list(ln.get_xdata()) for ln in ax.get_lines()] for ax in fig.axes)
+    suptitle = fig.get_suptitle() if hasattr(fig, "get_suptitle") else fig._suptitle.get_text()
+    assert suptitle == runs_mod.run_title("Blobs", str(d)) and suptitle.startswith("Blobs · 20")
 
 
 def test_run_folder_name_is_one_safe_folder(tmp_path, capsys):
@@ -538,7 +753,6 @@ def test_overrides_paths_and_values(tmp_path, capsys):
     ("layers.9.Linear.out_features=7", ["layers.9", "3 item"]),
     ("layers.1.Linear.out_features=7", ["'ReLU'"]),
     ("train.epochs.x=1", ["train.epochs", "not a mapping"]),
-    ("train.epochs", ["PATH=VALUE"]),
     ("train..epochs=1", ["empty part"]),
     ("train.epochs=[1", ["not valid YAML"]),
 ])
@@ -811,13 +1025,88 @@ def test_eval_every(tmp_path, capsys):
 
 
 def test_early_stopping(tmp_path, capsys):
-    d, out = train(tmp_path, capsys, BLOBS, "train.epochs=10", "train.val_split=0.25",
+    d, out = train(tmp_path, capsys, BLOBS + "  val_split: 0.25\n", "train.epochs=10",
                    "train.early_stopping={metric: val_loss, patience: 2, min_delta: 10}")
     import json
 
     summary = json.loads((d / "summary.json").read_text())
     assert summary["stopped_early"] is True and summary["epochs"] == 3 and len(csv_rows(d)) == 3
     assert summary["best"]["epoch"] == 1 and "early stopping" in out
+
+
+def eval_numbers(text: str) -> dict[str, float]:
+    """`dlspec eval`'s line `NAME test (N samples): loss 0.1234  accuracy 0.5678` as numbers."""
+    words = text.split(":", 1)[1].split()
+    return {f"test_{k}": float(v) for k, v in zip(words[::2], words[1::2], strict=True)}
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, capsys):
+    import json
+
+    d, out = train(tmp_path, capsys, ES)
+    hist = checkpoint(d)["history"]
+    best, stop = stop_epoch([r["val_accuracy"] for r in hist], patience=2)
+    assert (best, stop, len(hist)) == (6, 8, 8)  # a best epoch before the last (7 ties it, 8 is worse)
+    assert not any(k.startswith("test_") for r in hist for k in r)  # with val_split: no test set in the loop
+    # the reference: the same recipe run uninterrupted, without early stopping, for 6 and for 8 epochs
+    at_best, _ = train(tmp_path, capsys, ES, "train.early_stopping=null", "train.epochs=6", "--quiet", out="six")
+    at_stop, _ = train(tmp_path, capsys, ES, "train.early_stopping=null", "train.epochs=8", "--quiet", out="eight")
+    saved = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
+    assert (saved["epoch"], saved["metric"], saved["value"]) == (6, "val_accuracy", hist[5]["val_accuracy"])
+    for name, t in checkpoint(at_best)["model"].items():
+        assert torch.equal(saved["model"][name], t), name  # best.pt: epoch 6's weights, bit for bit
+    for name, t in checkpoint(at_stop)["model"].items():
+        assert torch.equal(checkpoint(d)["model"][name], t), name  # checkpoint.pt: still the last epoch's
+
+    summary = json.loads((d / "summary.json").read_text())
+    six = json.loads((at_best / "summary.json").read_text())
+    assert summary["final"] == six["final"] and set(summary["final"]) == {"test_loss", "test_accuracy"}
+    assert (summary["final_epoch"], summary["final_from"]) == (6, f"best epoch 6 (val_accuracy {hist[5]['val_accuracy']:.4f})")
+    rc, text, err = dlspec_main(capsys, "eval", d / "spec.yaml", "--checkpoint", d / "best.pt")
+    assert rc == 0, err
+    assert eval_numbers(text) == pytest.approx(summary["final"], abs=6e-5)  # printed to 4 decimals
+    rc, text, err = dlspec_main(capsys, "predict", d / "spec.yaml", "--checkpoint", d / "best.pt", "-n", "2")
+    assert rc == 0 and len(text.splitlines()) == 2, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("test loss ") and last.endswith(f"│ weights of the {summary['final_from']}")
+
+    # restore_best: false: the last epoch's weights, tested once at the end
+    kept, out = train(tmp_path, capsys, ES, "train.restore_best=false", "--quiet", out="kept")
+    summary = json.loads((kept / "summary.json").read_text())
+    assert summary["final"] == json.loads((at_stop / "summary.json").read_text())["final"]
+    assert (summary["final_epoch"], summary["final_from"]) == (8, "last epoch 8")
+    assert (kept / "best.pt").exists()  # still written: the best weights are there to take
+
+
+def test_early_stopping_never_selects_on_the_test_set():
+    from types import SimpleNamespace
+
+    from dlspec.train import early_stop
+    from dlspec.trainspec import TrainConfig
+
+    cfg = TrainConfig(data_name="tiny_blobs", data_args={}, early_stopping={"metric": "test_loss", "patience": 1})
+    tr = SimpleNamespace(best=None, bad_evals=0)
+    for e, v in enumerate([0.9, 0.8, 0.95, 0.97], 1):
+        assert early_stop(tr, {"epoch": e, "test_loss": v, "val_loss": v}, cfg) == (False, False)
+    assert tr.best is None
+    cfg.early_stopping = {"metric": "val_loss", "patience": 1}  # the same rows through a val metric: it does select
+    assert [early_stop(tr, {"epoch": e, "val_loss": v}, cfg) for e, v in enumerate([0.9, 0.8, 0.95], 1)] == \
+        [(True, False), (True, False), (False, True)]
+    assert tr.best == {"metric": "val_loss", "value": 0.8, "epoch": 2}
+
+
+@pytest.mark.parametrize("extra, tested", [
+    ("", [False, False, False, True]),  # with val_split: the test set only at the end
+    ("  test_every: 2\n", [False, True, False, True]),
+    ("  test_every: 3\n", [False, False, True, True]),
+])
+def test_when_the_test_set_is_evaluated(tmp_path, capsys, extra, tested):
+    d, out = train(tmp_path, capsys, BLOBS + "  val_split: 0.25\n" + extra, "train.epochs=4")
+    rows = csv_rows(d)
+    assert [r["test_loss"] != "" for r in rows] == tested and all(r["val_loss"] != "" for r in rows)
+    assert [("│ test loss" in line) for line in out.splitlines() if line.startswith("epoch ")] == tested
+    plain, _ = train(tmp_path, capsys, BLOBS, "train.epochs=3", "train.eval_every=2", "--quiet", out="plain")
+    assert [r["test_loss"] != "" for r in csv_rows(plain)] == [False, True, True]  # no val_split: as eval_every
 
 
 def grad_norm(model: Any) -> float:
@@ -904,7 +1193,7 @@ def test_reduce_lr_on_plateau_sees_val_loss_every_epoch_with_eval_every(tmp_path
     d, _ = train(tmp_path, capsys, BLOBS + "  val_split: 0.25\n  eval_every: 2\n", "train.epochs=4",
                  "train.scheduler={ReduceLROnPlateau: {mode: max, patience: 0, factor: 0.5}}", "--quiet")
     rows = csv_rows(d)
-    assert [r["test_loss"] != "" for r in rows] == [False, True, False, True]
+    assert [r["test_loss"] != "" for r in rows] == [False, False, False, True]  # with val_split: at the end
     assert all(r["val_loss"] != "" for r in rows)  # the scheduler's input: every epoch, one metric
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0, factor=0.5)
@@ -1004,7 +1293,7 @@ def test_cli_eval_predict(tmp_path, capsys):
     p = command("eval", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("tiny_blobs test (64 samples):")
-    assert f"acc {final['test_accuracy']:.4f}" in p.stdout and f"loss {final['test_loss']:.4f}" in p.stdout
+    assert f"loss {final['test_loss']:.4f}  accuracy {final['test_accuracy']:.4f}" in p.stdout
 
     p = command("predict", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt", "-n", "5", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -1069,6 +1358,74 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert rc == 1 and "command line: error[data]" in err and "  | train.data.fail=true" in err
     rc, out, err = dlspec_main(capsys, "run", write(tmp_path, BLOBS, "b.yaml"), "train.data.crash=true")
     assert rc == 1 and "error[data]: cannot load tiny_blobs: OSError: [Errno 5] Input/output error" in err
+
+
+def usage_error(capsys: Any, *argv: Any) -> str:
+    """stderr of a command line argparse refuses (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in argv])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_overrides_after_options(tmp_path, capsys, monkeypatch):
+    import json
+
+    compiled: list[Any] = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(kw) or model)  # no real compiler
+    path = write(tmp_path, BLOBS)
+    rc, out, err = dlspec_main(capsys, "run", path, "--out", tmp_path / "runs", "train.epochs=1", "--quiet",
+                               "layers.0.Linear.out_features=7", "--compile", "train.seed=3", "--no-progress",
+                               "train.batch_size=16")
+    assert rc == 0, err
+    d = run_dir(tmp_path / "runs")
+    spec = yaml.safe_load((d / "spec.yaml").read_text())
+    assert (spec["train"]["epochs"], spec["train"]["seed"], spec["train"]["batch_size"]) == (1, 3, 16)
+    assert spec["layers"][0] == {"Linear": {"out_features": 7}} and spec["train"]["compile"] == "default"
+    assert compiled and json.loads((d / "summary.json").read_text())["path"].startswith("compile(default)")
+    assert next(iter(checkpoint(d)["model"].values())).shape == (7, 4)  # the override reached the model
+    assert len(csv_rows(d)) == 1
+
+    ck = ("--checkpoint", d / "checkpoint.pt")
+    rc, out, err = dlspec_main(capsys, "eval", d / "spec.yaml", *ck, "train.data.n_test=10")
+    assert rc == 0 and out.startswith("tiny_blobs test (10 samples):"), err
+    rc, out, err = dlspec_main(capsys, "predict", d / "spec.yaml", "-n", "3", *ck, "train.data.n_test=2")
+    assert rc == 0 and len(out.splitlines()) == 2, err  # only 2 test samples to predict
+    chars, _ = train(tmp_path, capsys, CHARS, "train.epochs=1", "--quiet", out="chars")
+    rc, out, err = dlspec_main(capsys, "generate", chars / "spec.yaml", "--checkpoint", chars / "checkpoint.pt",
+                               "--length", "5", "train.data.encoding=one_hot")
+    assert rc == 1 and "error[data-shape]" in err and "(N, 8, 28) float" in err  # one-hot data: the override ran
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--bogus"], ["unrecognized arguments: --bogus"]),
+    (["--qiet"], ["unrecognized arguments: --qiet (did you mean --quiet?)"]),
+    (["--epochs", "2", "train.epochs"], ["unrecognized arguments: train.epochs", "PATH=VALUE, e.g. train.epochs=3"]),
+    (["train.epochs"], ["unrecognized arguments: train.epochs", "PATH=VALUE"]),
+    (["train.seed=1", "--quiet", "stray", "train.epochs=1"], ["unrecognized arguments: stray"]),
+])
+def test_command_line_mistakes_are_usage_errors_of_the_subcommand(tmp_path, capsys, argv, words):
+    err = usage_error(capsys, "run", write(tmp_path, BLOBS), *argv, "--out", tmp_path / "runs")
+    assert err.startswith("usage: dlspec run ") and "dlspec run: error: " in err and "Traceback" not in err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "runs").exists()
+    err = usage_error(capsys, "eval", write(tmp_path, BLOBS), "--checkpoint", "c.pt", *argv)
+    assert err.startswith("usage: dlspec eval ") and "dlspec eval: error: unrecognized arguments: " in err
+    assert "usage: dlspec check " in usage_error(capsys, "check", write(tmp_path, BLOBS), "--bogus")
+
+
+def test_compile_takes_a_mode_but_not_a_spec_or_an_override():
+    def parsed(*argv: str) -> tuple[Any, list[str]]:
+        return cli.parser().parse_known_args(cli._compile_mode_apart(["run", *argv]))
+
+    assert parsed("s.yaml", "--compile")[0].compile == "default"
+    assert parsed("s.yaml", "--compile", "max-autotune")[0].compile == "max-autotune"
+    args, extras = parsed("--compile", "s.yaml", "train.epochs=1")
+    assert (args.compile, args.spec, args.overrides, extras) == ("default", "s.yaml", ["train.epochs=1"], [])
+    args, extras = parsed("s.yaml", "--compile", "train.epochs=1")
+    assert (args.compile, args.spec, extras) == ("default", "s.yaml", ["train.epochs=1"])
 
 
 def test_cli_datasets(capsys):
