@@ -5,7 +5,8 @@
     python benchmarks/check_speed.py --quick    # fewer repetitions (a smoke test, not a measurement)
 
 (a) start-up: the whole process `python -m dlspec check specs/lenet.yaml` against `python -c "import torch"`,
-    run alternately (so both see the same machine state), best and median of --runs runs each.
+    run alternately (so both see the same machine state), best and median of --runs runs each; dlspec's
+    bytecode is compiled first, as torch's is by pip.
     Target: the check takes under a tenth of the torch import (median / median < 0.10).
 (b) scale: generated specs of 1,000 / 2,500 / 5,000 / 10,000 layers, each layer its own list entry (no
     `repeat:`), timed in-process (`dlspec.check(dlspec.load(path))`) and as a whole process.
@@ -205,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     runs = 2 if args.quick else args.runs
     print("dlspec check speed on", machine(), "\n")
+    # torch is imported from a pip install, whose bytecode is compiled; dlspec's is compiled here too, so that
+    # both sides start the same way (with PYTHONDONTWRITEBYTECODE set, as on some machines, an editable
+    # checkout would otherwise compile all of dlspec in every timed process: 85 ms became 135 ms here)
+    import compileall
+
+    compileall.compile_dir(os.path.join(ROOT, "dlspec"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="dlspec-bench-") as tmp:
         ok_ratio, start = startup(tmp, runs)
         ok_big, ok_lin = scale(tmp, 2 if args.quick else 5, 2 if args.quick else 3, start)

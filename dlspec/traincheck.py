@@ -114,10 +114,11 @@ def _instead(kind: str) -> str:
 
 
 def _stale_table() -> str | None:
-    """When the installed torch is another release than the table's: that release's words, else None.
+    """When the installed torch is a newer release than the table's: words saying so, else None.
 
-    A name missing from the table may then be torch's newer one, so it is a warning (`dlspec run` decides).
-    Asked only when a name is not found: reading the installed version costs a few milliseconds."""
+    A name missing from the table may then be one that torch added, so it is a warning (`dlspec run`
+    decides); an older torch lacks what the table lacks.  Asked only when a name is not found: reading the
+    installed version costs a few milliseconds."""
     from importlib import metadata
 
     try:
@@ -125,6 +126,14 @@ def _stale_table() -> str | None:
     except metadata.PackageNotFoundError:
         return None
     mine = torchnames.version()
-    if installed.split(".")[:2] == mine.split(".")[:2]:
+    if _release(installed) <= _release(mine):
         return None
     return f"dlspec's table, from torch {mine}; torch {installed} is installed and `dlspec run` checks against it"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'2.13.0' -> (2, 13); a version it cannot read counts as old."""
+    try:
+        return tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return (0,)
