@@ -316,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dlspec", description="Declarative model specs for PyTorch.")
     p.add_argument("--version", action="version", version=f"dlspec {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    c = sub.add_parser("check", help="infer shapes, params and MACs; report mistakes (never imports torch)")
+    c = sub.add_parser("check", help="infer shapes, params and MACs, check the train: section; report mistakes (never imports torch)")
     c.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     c.add_argument("--format", choices=("text", "json"), default="text")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
