@@ -24,12 +24,11 @@ ELEMENTWISE_LOSSES = ("MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss
 SUPPORTED_LOSSES = CLASS_LOSSES + ELEMENTWISE_LOSSES
 BINARY_LOSSES = ("BCELoss", "BCEWithLogitsLoss")
 
-METRICS = ("accuracy", "top5_accuracy", "mse", "mae", "rmse", "perplexity")
 CLASS_METRICS = ("accuracy", "top5_accuracy", "perplexity")
 REGRESSION_METRICS = ("mse", "mae", "rmse")
 
 __all__ = ["DataFacts", "check_contract", "check_metrics", "default_loss", "default_metrics", "CLASS_LOSSES",
-           "SUPPORTED_LOSSES", "METRICS"]
+           "SUPPORTED_LOSSES"]
 
 
 def default_loss(task: str | None) -> str | None:

@@ -403,7 +403,7 @@ class Checker:
             path, key = item.args_path, True
         notes = [n for n in (notes or []) if n]
         self.diags.append(diag(severity, code, message, path, key=key, layer=item.index, notes=notes,
-                                        help=help))
+                               help=help))
 
     def origin(self, x: TT) -> str:
         if not self.chain:
@@ -429,10 +429,9 @@ class Checker:
         if item.by_rank and x is not None and len(x.shape) in item.by_rank:
             item = replace(item, entry=item.by_rank[len(x.shape)])  # `BatchNorm`, Keras' BatchNormalization
             if item.rank_diag is not None:  # its unknown-layer help: the type for the input it receives here
-                shown = {k: v for k, v in item.written.items()}
                 item.rank_diag.help = (f"{item.rank_what} {item.entry.name} for the {len(x.shape) + 1}-D input "
                                        f"{dims.fmt_shape(x.shape)} it receives here: write "
-                                       f"{layer_text(item.entry.name, shown)}")
+                                       f"{layer_text(item.entry.name, item.written)}")
         entry = item.entry
         args: dict[str, Any] = {}
         for name, spec in entry.args.items():

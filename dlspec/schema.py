@@ -280,8 +280,8 @@ def _top_level(doc: Document) -> list[Diagnostic]:
     data = doc.data
     if not isinstance(data, dict):
         out.append(error(codes.SPEC_STRUCTURE,
-                            "a spec is a mapping with at least `input:` and `layers:`", (),
-                            help="start from a spec in specs/, e.g. `input: [1, 28, 28]` and `layers: [...]`"))
+                         "a spec is a mapping with at least `input:` and `layers:`", (),
+                         help="start from a spec in specs/, e.g. `input: [1, 28, 28]` and `layers: [...]`"))
         return out
     if quick_valid(data):
         return out
@@ -296,8 +296,8 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                 # comment reads as if the comment were wrong) and the last line is some unrelated layer.
                 where: Path = ("layers",) if "layers" in data else ()
                 out.append(error(codes.MISSING_INPUT, "the spec has no `input` shape", where, key=True,
-                                    help="add `input:` above `layers:` with the shape of one sample, batch left "
-                                         "out, e.g. `input: [1, 28, 28]`"))
+                                 help="add `input:` above `layers:` with the shape of one sample, batch left "
+                                      "out, e.g. `input: [1, 28, 28]`"))
             elif not any(did_you_mean(str(k), [missing]) for k in data if k not in SPEC_SCHEMA["properties"]):
                 # (a misspelt `layer:` is said once, as an unknown key with its did-you-mean)
                 out.append(error(codes.SPEC_STRUCTURE, f"the spec has no `{missing}:`", path,
@@ -310,12 +310,12 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                 if k not in known:
                     hint = did_you_mean(str(k), known)
                     out.append(error(codes.SPEC_STRUCTURE, f"unknown top-level key '{k}'", path + (k,),
-                                        key=True, help=f"did you mean '{hint}'?" if hint else
-                                        "top-level keys are " + ", ".join(known)))
+                                     key=True, help=f"did you mean '{hint}'?" if hint else
+                                     "top-level keys are " + ", ".join(known)))
         elif path and path[0] == "input":
             out.append(error(codes.INVALID_INPUT,
-                                f"`input` must be the shape of one sample, e.g. [1, 28, 28] or [T, 28]; got {data['input']!r}",
-                                ("input",), help="sizes are positive integers or symbol names (the batch N is implicit)"))
+                             f"`input` must be the shape of one sample, e.g. [1, 28, 28] or [T, 28]; got {data['input']!r}",
+                             ("input",), help="sizes are positive integers or symbol names (the batch N is implicit)"))
         else:
             what = {"type": f"must be of type {err.validator_value}", "minItems": "must not be empty"}.get(
                 str(v), err.message)
@@ -343,7 +343,7 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
         shape = dims.parse_map(raw)
         if shape is None:
             return None, [error(codes.INVALID_INPUT, f"cannot read input shape {raw!r}", path,
-                                   help="write a list such as [1, 28, 28], or 1@28x28")]
+                                help="write a list such as [1, 28, 28], or 1@28x28")]
     elif isinstance(raw, list):
         shape = tuple(raw)
     else:
@@ -351,7 +351,7 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
     bad = [d for d in shape if isinstance(d, str) and d == "N"]
     if bad:
         return None, [error(codes.INVALID_INPUT, "`N` is the batch and is implicit: leave it out of `input`",
-                               path, help=f"write input: {list(d for d in shape if d != 'N')}")]
+                            path, help=f"write input: {list(d for d in shape if d != 'N')}")]
     # (C, H, W...) is a feature map; (T, F) with a symbolic T a sequence (a variable length is time)
     layout = "channels" if len(shape) >= 3 else "sequence" if len(shape) == 2 and isinstance(shape[0], str) else None
     return TT(shape, dtype, layout), []
@@ -697,8 +697,8 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
         hidden = lookup(str(bname))
         if hidden is not None:
             diags.append(error(codes.SPEC_STRUCTURE,
-                                  f"block name '{bname}' hides the layer type {hidden.name}",
-                                  ("blocks", bname), key=True, help="give the block another name"))
+                               f"block name '{bname}' hides the layer type {hidden.name}",
+                               ("blocks", bname), key=True, help="give the block another name"))
     if isinstance(data.get("layers"), list):
         p = _Parser(doc, blocks)
         spec.items = p.items(data["layers"], ("layers",), None)

@@ -127,11 +127,11 @@ def pick_device(doc: Document, wanted: str) -> tuple[torch.device | None, list[D
     if wanted.startswith("cuda"):
         if not torch.cuda.is_available():
             return None, [error(codes.DEVICE, f"device {wanted}: CUDA is not available on this machine",
-                                   ("train", "device"), help="use device: auto (or cpu), or --device cpu")]
+                                ("train", "device"), help="use device: auto (or cpu), or --device cpu")]
         idx = int(wanted.split(":")[1]) if ":" in wanted else 0
         if idx >= torch.cuda.device_count():
             return None, [error(codes.DEVICE, f"device {wanted}: this machine has "
-                                   f"{torch.cuda.device_count()} CUDA device(s)", ("train", "device"))]
+                                f"{torch.cuda.device_count()} CUDA device(s)", ("train", "device"))]
     if wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         return None, [error(codes.DEVICE, "device mps is not available on this machine", ("train", "device"))]
     return torch.device(wanted), []
@@ -167,7 +167,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if not errors and spec.train is None:
         raise Refused([error(codes.TRAIN, "the spec has no `train:` section, so there is nothing to run", (),
-                                help="add e.g. `train: {data: {name: mnist}, epochs: 5, optimizer: {Adam: {lr: 0.001}}}`")],
+                             help="add e.g. `train: {data: {name: mnist}, epochs: 5, optimizer: {Adam: {lr: 0.001}}}`")],
                       doc)
     cfg = spec.train_config
     if errors or cfg is None:
@@ -176,7 +176,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     device, d = pick_device(doc, cfg.device)
     if cfg.precision == "fp16" and device is not None and device.type != "cuda":
         d.append(error(codes.PRECISION, f"precision fp16 needs a CUDA device (this run is on {device.type})",
-                          ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
+                       ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
     if d:
         raise Refused(warnings + d, doc)
     entry = DATASETS[cfg.data_name]
@@ -193,8 +193,8 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as e:  # what a loader did not foresee
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise Refused(warnings + [error(codes.DATA, f"cannot load {cfg.data_name}: {type(e).__name__}"
-                                           + (f": {msg}" if msg else ""), ("train", "data"),
-                                           help="the files are damaged or not what this dataset reads")],
+                                        + (f": {msg}" if msg else ""), ("train", "data"),
+                                        help="the files are damaged or not what this dataset reads")],
                       doc) from None
     # again with the torch that runs and the data as loaded: what the static check could not know (a CSV's
     # columns, a text's vocabulary), without repeating what it said
@@ -221,9 +221,9 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     if training and steps_per_epoch(n, cfg) == 0:
         what = f"batch_size {cfg.batch_size} with drop_last" if n else "an empty training split"
         raise Refused(warnings + [error(codes.TRAIN, f"{what}: an epoch of the {n} training samples has no "
-                                           "batches", ("train", "batch_size" if n else "data"),
-                                           help=f"use a batch_size of at most {n}, or drop_last: false" if n else
-                                           "check the data (and val_split)")], doc)
+                                        "batches", ("train", "batch_size" if n else "data"),
+                                        help=f"use a batch_size of at most {n}, or drop_last: false" if n else
+                                        "check the data (and val_split)")], doc)
     out = checked.output.shape[-1] if checked.output is not None and checked.output.shape else None
     d = check_objects(doc, cfg, resolved if training else {k: resolved[k] for k in ("loss",) if k in resolved},
                       s.model, steps_per_epoch(len(s.bundle.train), cfg), out)

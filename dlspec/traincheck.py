@@ -19,7 +19,7 @@ from .diagnostics import Diagnostic, did_you_mean, error, warning
 from .infer import Checked
 from .schema import yaml_text
 
-# what dlspec run cannot drive, and why (the optimizers: objectives.UNSUPPORTED_OPTIMIZERS is the same table)
+# what dlspec run cannot drive, and why (the optimizers': torchnames.UNSUPPORTED_OPTIMIZERS, which run uses too)
 UNSUPPORTED_SCHEDULERS = {"ChainedScheduler": "it chains scheduler objects, which a spec cannot hold",
                           "SequentialLR": "it chains scheduler objects, which a spec cannot hold"}
 WRITABLE_SCHEDULERS = "StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, OneCycleLR, LinearLR, ReduceLROnPlateau"
