@@ -35,7 +35,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         results.append(check(spec))
     if args.format == "json":
         docs = [to_json(c) for c in results]
-        print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
+        print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2, default=str))  # (a spec holds plain values)
     else:
         color = _color(args.color)
         print("\n\n".join(render_text(c, color) for c in results))
@@ -431,4 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug of dlspec's, not the user's mistake: one line, and how to see more
+        if os.environ.get("DLSPEC_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"dlspec: internal error ({type(e).__name__}: {first}); this is a bug in dlspec, not in your spec: "
+              "please report it with the spec (DLSPEC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
     return int(rc)

@@ -27,6 +27,7 @@ YAML_SYNTAX = ErrorCode("yaml-syntax", "the file is not valid YAML")
 IO = ErrorCode("io", "the file cannot be read")
 DUPLICATE_KEY = ErrorCode("duplicate-key", "a mapping has the same key twice (YAML would silently keep the last)")
 OVERRIDE = ErrorCode("override", "a command-line PATH=VALUE override cannot be applied to the spec")
+LIMIT = ErrorCode("limit", "the spec goes beyond a documented bound (file size, YAML nodes or nesting, layers)")
 
 # --- the spec's structure and layer entries ------------------------------------------------------------
 SPEC_STRUCTURE = ErrorCode("spec-structure", "a top-level key is missing, unknown or of the wrong type")
@@ -57,6 +58,7 @@ BATCH_FIRST = ErrorCode("batch-first", "a recurrent or attention layer reads (N,
 FORGOTTEN_FLATTEN = ErrorCode("forgotten-flatten", "a Linear is applied to a feature map (a Flatten is probably missing)")
 NO_EFFECT = ErrorCode("no-effect", "an argument that has no effect in this position")
 IMPLICIT_DIM = ErrorCode("implicit-dim", "Softmax-like layer without `dim`")
+MODEL_SIZE = ErrorCode("model-size", "the model is larger than most machines can hold (parameters or activations)")
 UNKNOWN_SIZE = ErrorCode("unknown-size", "a size the layer needs cannot be inferred (a guard: no known spec reaches it)")
 # a shape rule's signal that a size is unknown after an earlier error: the pass stops quietly, nothing is reported
 NOT_KNOWN = ErrorCode("not-known", "internal: a size is unknown after an earlier error", public=False)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import codes, dims
+from . import codes, dims, limits
 from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, error, locate, sort_key
 from .dims import Dim, Shape
@@ -575,6 +575,42 @@ def check(spec: Spec) -> Checked:
     out: TT | None = None
     if spec.input is not None:
         rows, out = checker.run_list(spec.items, spec.input)
-    diags = [locate(d, spec.doc) for d in list(spec.diagnostics) + checker.diags]  # positions come last
+    diags = list(spec.diagnostics) + checker.diags + _size_warnings(rows)
+    diags = [locate(d, spec.doc) for d in diags]  # positions come last
     diags.sort(key=sort_key)
     return Checked(spec=spec, rows=rows, output=out, diagnostics=diags)
+
+
+def _size_warnings(rows: list[Row]) -> list[Diagnostic]:
+    """`model-size` warnings: more parameters, or more values in one sample's layer outputs, than the bounds
+    of dlspec.limits (a valid spec, but few machines can train it; `dlspec run` refuses what does not fit)."""
+    bounds = limits.current()
+    flat = [r for top in rows for r in top.walk()]
+    out: list[Diagnostic] = []
+    params = sum(r.params for r in rows if isinstance(r.params, int))
+    if params > bounds.warn_params:
+        own = [r for r in flat if isinstance(r.params, int) and not r.children]
+        big = max(own, key=lambda r: r.params or 0, default=None)
+        where = f"; layer {big.item.index} {big.type} alone has {big.params:,}" if big is not None else ""
+        out.append(diag("warning", codes.MODEL_SIZE, f"the model has {params:,} parameters ({_bytes(4 * params)} as "
+                        f"float32{where}): more than most machines can hold", big.item.args_path if big else ("layers",),
+                        key=True, layer=big.item.index if big else None,
+                        help="check the sizes for a typo (out_features: 100000?); " + limits.raise_with("warn_params")))
+    sizes = [(r, dims.product(r.output.shape)) for r in flat if r.output is not None and not r.children]
+    counted = [(r, n) for r, n in sizes if isinstance(n, int)]
+    total = sum(n for _, n in counted)
+    if total > bounds.warn_activations:
+        r, n = max(counted, key=lambda rn: rn[1])
+        out.append(diag("warning", codes.MODEL_SIZE, f"one sample's layer outputs hold {total:,} values "
+                        f"({_bytes(4 * total)} as float32, before the batch); layer {r.item.index} {r.type} gives "
+                        f"{dims.fmt_shape(r.output.shape) if r.output else '?'} alone", r.item.args_path, key=True,
+                        layer=r.item.index,
+                        help="check the sizes (the input, an Upsample factor); " + limits.raise_with("warn_activations")))
+    return out
+
+
+def _bytes(n: int) -> str:
+    for scale, unit in ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB")):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"

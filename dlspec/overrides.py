@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
 
 class OverrideError(ValueError):
     """An override that cannot be applied: the item, why, and which characters of the item it is about."""
@@ -42,10 +40,15 @@ def parse(item: str) -> tuple[list[str | int], Any]:
     key, _, text = item.partition("=")
     if not key or any(not p for p in key.split(".")):
         raise OverrideError(item, f"empty part in the path '{key}'", (0, len(key)))
-    try:
-        value = numbers(yaml.safe_load(text)) if text.strip() else None
-    except yaml.YAMLError as e:
-        raise OverrideError(item, f"the value is not valid YAML ({_first_line(e)})", (len(key) + 1, len(item))) from None
+    value = None
+    if text.strip():  # read as the spec file is read: the same YAML rules, tags and bounds
+        from .source import parse as read_yaml
+
+        doc = read_yaml(text, "<override>")
+        if doc.diagnostics:
+            problem = doc.diagnostics[0].message.removeprefix("invalid YAML: ")
+            raise OverrideError(item, f"the value is not valid YAML ({problem})", (len(key) + 1, len(item)))
+        value = numbers(doc.data)
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in key.split(".")]
     return path, value
 
@@ -104,7 +107,3 @@ def _main_arg(name: Any) -> str | None:
 
     entry = lookup(name) if isinstance(name, str) else None
     return entry.main_arg if entry is not None else None
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

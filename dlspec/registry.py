@@ -71,6 +71,8 @@ class Float(Kind):
     def check(self, v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"must be {self.text}"
+        if not math.isfinite(v):  # .inf and .nan are YAML floats, and no size, rate or factor
+            return f"must be a finite number ({self.text[2:]})"
         if self.min is not None and (v < self.min or (self.open_min and v == self.min)):
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
@@ -269,7 +271,8 @@ class FloatList(Kind):
     text = "a list of positive numbers"
 
     def check(self, v: Any) -> str | None:
-        if isinstance(v, list) and v and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in v):
+        if isinstance(v, list) and v and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0
+                                             and math.isfinite(e) for e in v):
             return None
         return f"must be {self.text}"
 

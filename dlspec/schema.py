@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import codes, dims
+from . import codes, dims, limits
 from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, did_you_mean, error, locate
 from .registry import REGISTRY, TT, Float, Int, Layers, LayerType, lookup
@@ -313,9 +313,7 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                                      key=True, help=f"did you mean '{hint}'?" if hint else
                                      "top-level keys are " + ", ".join(known)))
         elif path and path[0] == "input":
-            out.append(error(codes.INVALID_INPUT,
-                             f"`input` must be the shape of one sample, e.g. [1, 28, 28] or [T, 28]; got {data['input']!r}",
-                             ("input",), help="sizes are positive integers or symbol names (the batch N is implicit)"))
+            continue  # _parse_input says exactly what is wrong with it
         else:
             what = {"type": f"must be of type {err.validator_value}", "minItems": "must not be empty"}.get(
                 str(v), err.message)
@@ -332,11 +330,23 @@ def _top_level(doc: Document) -> list[Diagnostic]:
 
 
 def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
+    """The per-sample shape, every size checked: positive integers or symbol names, nothing else."""
     dtype = "float"
     path: Path = ("input",)
+    eg = "e.g. [1, 28, 28] or [T, 28]"
     if isinstance(raw, dict):
+        extra = [k for k in raw if k not in ("shape", "dtype")]
+        if extra:
+            return None, [error(codes.INVALID_INPUT, f"`input` has no key '{extra[0]}'", ("input", extra[0]), key=True,
+                                help="the mapping form is `input: {shape: [T], dtype: long}`")]
+        if "dtype" in raw and (not isinstance(raw["dtype"], str) or raw["dtype"] not in DTYPES):
+            return None, [error(codes.INVALID_INPUT, f"input dtype must be one of {', '.join(DTYPES)}, got "
+                                f"{yaml_text(raw['dtype'])}", ("input", "dtype"), help="write dtype: long for ids")]
+        if "shape" not in raw:
+            return None, [error(codes.INVALID_INPUT, "`input` needs `shape:`", ("input",), key=True,
+                                help="write `input: {shape: [T], dtype: long}`")]
         dtype = DTYPES.get(str(raw.get("dtype", "float")), "float")
-        raw = raw.get("shape")
+        raw = raw["shape"]
         path = ("input", "shape")
     shape: tuple[Any, ...] | None
     if isinstance(raw, str):
@@ -347,7 +357,15 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
     elif isinstance(raw, list):
         shape = tuple(raw)
     else:
-        return None, []
+        return None, [error(codes.INVALID_INPUT, f"`input` must be the shape of one sample, {eg}; got "
+                            f"{yaml_text(raw)}", path, help="sizes are positive integers or symbol names (the batch "
+                            "N is implicit)")]
+    if not shape:
+        return None, [error(codes.INVALID_INPUT, "`input` needs the size of at least one dimension", path,
+                            help=f"write the shape of one sample, {eg}")]
+    diags = [d for i, v in enumerate(shape) if (d := _bad_size(v, path + (i,) if isinstance(raw, list) else path))]
+    if diags:
+        return None, diags[:1]
     bad = [d for d in shape if isinstance(d, str) and d == "N"]
     if bad:
         return None, [error(codes.INVALID_INPUT, "`N` is the batch and is implicit: leave it out of `input`",
@@ -357,12 +375,33 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
     return TT(shape, dtype, layout), []
 
 
+def _bad_size(v: Any, path: Path) -> Diagnostic | None:
+    """The diagnostic for one input size that is not a positive integer or a symbol name, else None."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v >= 1:
+            return None
+        return error(codes.INVALID_INPUT, f"input sizes are positive, got {v}", path,
+                     help="for a size that varies, write a symbol such as T (-1 does not mean 'any size' here)")
+    if isinstance(v, str) and dims.SYMBOL.match(v):
+        return None
+    if isinstance(v, float) and v.is_integer() and 1 <= v < 2**63:
+        return error(codes.INVALID_INPUT, f"input sizes are integers, got the number {v!r}", path,
+                     help=f"write {int(v)}")
+    return error(codes.INVALID_INPUT, f"input sizes are positive integers or symbol names, got {yaml_text(v)}", path,
+                 help="write the size of each dimension, e.g. [1, 28, 28], or a name such as T for a size that varies")
+
+
 class _Parser:
     def __init__(self, doc: Document, blocks: dict[str, Any]):
         self.doc = doc
         self.blocks = blocks
         self.diags: list[Diagnostic] = []
         self.block_stack: list[str] = []
+        self.bounds = limits.current()
+        self.depth = 0  # nesting of layer lists (Sequential, Residual, Concat branches, blocks) being read
+        self.read = 0  # entries read: a block is read again at every use, so this bounds the work
+        self.over = False  # a bound was passed: said once, everything after it is unreadable
+        self.read_blocks: dict[tuple[str, int], list[Item]] = {}  # (block, top-level index) -> its entries
 
     def err(self, code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None,
             index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> Diagnostic:
@@ -383,10 +422,29 @@ class _Parser:
         if not isinstance(raw, list):
             self.err(codes.INVALID_LAYER, "expected a list of layers", path, index=index)
             return out
-        for i, entry in enumerate(raw):
-            top = i if index is None else index
-            out.append(self.item(entry, path + (i,), top))
+        if self.depth >= self.bounds.layer_depth:
+            self.limit(f"layer lists nest more than {self.bounds.layer_depth} deep (Sequential, Residual, Concat "
+                       "and blocks inside one another)", path, index, "layer_depth")
+            return [self.unreadable(path, index or 0)]
+        self.depth += 1
+        try:
+            for i, entry in enumerate(raw):
+                top = i if index is None else index
+                self.read += 1
+                if self.read > self.bounds.layers:
+                    self.limit(f"the spec has more than {self.bounds.layers:,} layer entries (blocks counted at "
+                               "every use)", path + (i,), top, "layers")
+                    out.append(self.unreadable(path + (i,), top))
+                    break
+                out.append(self.item(entry, path + (i,), top))
+        finally:
+            self.depth -= 1
         return out
+
+    def limit(self, message: str, path: Path, index: int | None, bound: str) -> None:
+        if not self.over:
+            self.over = True
+            self.err(codes.LIMIT, message, path, index=index, help=limits.raise_with(bound))
 
     def item(self, raw: Any, path: Path, index: int) -> Item:
         if isinstance(raw, str):
@@ -502,6 +560,9 @@ class _Parser:
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
                 self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {r!r}", path + ("repeat",),
                          index=index, help="`repeat: 2` puts the layer twice in a row; leave it out for once")
+            elif r > self.bounds.layers:
+                self.err(codes.LIMIT, f"repeat: {r:,} is more than the {self.bounds.layers:,} layers a spec may "
+                         "expand to", path + ("repeat",), index=index, help=limits.raise_with("layers"))
             else:
                 out["repeat"] = r
         return out
@@ -515,9 +576,12 @@ class _Parser:
                      kpath, index=index, help=f"a block cannot contain itself; to use '{key}' several times in a row, "
                      f"write `repeat:` beside its name where it is used (`- {key}:` then `repeat: 3`)")
             return self.unreadable(path, index, key, meta)
-        self.block_stack.append(key)
-        children = self.items(self.blocks[key], ("blocks", key), index)
-        self.block_stack.pop()
+        children = self.read_blocks.get((key, index))
+        if children is None:  # read once per top-level entry: a block used twice in a block used twice ... is
+            self.block_stack.append(key)  # read once, not 2^depth times (`expanded` counts what it stands for)
+            children = self.items(self.blocks[key], ("blocks", key), index)
+            self.block_stack.pop()
+            self.read_blocks[(key, index)] = children
         entry = REGISTRY["Sequential"]
         return Item(entry=entry, written={}, path=path, index=index, key=key,
                     children={"layers": children}, block=key, **meta)
@@ -622,6 +686,33 @@ def _flat_arguments(raw: dict[Any, Any], type_keys: list[Any]) -> tuple[str, dic
     return type_keys[0], {k: raw[k] for k in rest}
 
 
+def expanded(item: Item, cap: int) -> int:
+    """The rows an entry becomes: repeat × (itself and what it holds), counted up to just past cap."""
+    inner = 1
+    for v in item.children.values():
+        for sub in v:
+            for it in (sub if isinstance(sub, list) else [sub]):
+                inner += expanded(it, cap)
+                if inner > cap:
+                    return cap + 1
+    return min(item.repeat * inner, cap + 1)
+
+
+def _expansion_limit(items: list[Item], cap: int) -> Diagnostic | None:
+    """A `limit` diagnostic at the entry where the expanded layer list passes cap, or None."""
+    total = 0
+    for it in items:
+        n = expanded(it, cap)
+        total += n
+        if total > cap:
+            big = f"entry {it.index} alone expands to more than {cap:,}" if n > cap else \
+                f"{total:,} by entry {it.index}"
+            return error(codes.LIMIT, f"the layer list expands to more than the {cap:,} layers a spec may have "
+                         f"({big}: `repeat:` multiplies what it repeats, blocks included)", it.path, layer=it.index,
+                         help=limits.raise_with("layers"))
+    return None
+
+
 def _sized(key: str) -> dict[int, str]:
     """The rank-suffixed layer types a generic name stands for, by per-sample input rank:
     'BatchNorm' -> {1: BatchNorm1d, 2: BatchNorm1d, 3: BatchNorm2d, 4: BatchNorm3d}; {} for other names."""
@@ -674,7 +765,7 @@ def parse_spec(doc: Document) -> Spec:
     diags = [_bare_name_help(doc, d) for d in doc.diagnostics]
     stem = os.path.splitext(os.path.basename(doc.path))[0]
     spec = Spec(doc=doc, name=stem, input=None, items=[], blocks={}, train=None, diagnostics=diags)
-    if any(d.code in (codes.YAML_SYNTAX, codes.IO) for d in diags):
+    if any(d.code in (codes.YAML_SYNTAX, codes.IO, codes.LIMIT) for d in diags):
         return spec
     _check_structure(doc, spec, diags)
     for d in diags:  # the stage's diagnostics get their positions last
@@ -691,7 +782,13 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
         spec.input, d = _parse_input(doc, data["input"])
         diags.extend(d)
     raw_blocks = data.get("blocks")
-    blocks: dict[str, Any] = raw_blocks if isinstance(raw_blocks, dict) else {}
+    blocks: dict[str, Any] = dict(raw_blocks) if isinstance(raw_blocks, dict) else {}
+    for bname in list(blocks):
+        if not isinstance(bname, str) or not bname.isidentifier():
+            diags.append(error(codes.SPEC_STRUCTURE, f"block name {yaml_text(bname)} is not a name", ("blocks", bname),
+                               key=True, help="a block is named like a layer: letters, digits and _, not starting "
+                               "with a digit (e.g. `stage1`)"))
+            del blocks[bname]
     spec.blocks = blocks
     for bname in blocks:
         hidden = lookup(str(bname))
@@ -703,6 +800,10 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
         p = _Parser(doc, blocks)
         spec.items = p.items(data["layers"], ("layers",), None)
         diags.extend(p.diags)
+        too_many = _expansion_limit(spec.items, p.bounds.layers)
+        if too_many is not None and not p.over:  # what `repeat:` multiplies: the rows the shape pass would make
+            diags.append(too_many)
+            spec.items = []
     t = data.get("train")
     spec.train = t if isinstance(t, dict) else None
     if spec.train is not None:

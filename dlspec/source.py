@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from . import codes
+from . import codes, limits
+from .codes import ErrorCode
 from .diagnostics import Diagnostic, error
 
 Path = tuple[Any, ...]
@@ -90,20 +91,199 @@ def parse(text: str, path: str = "<spec>") -> Document:
 
 def _parse(text: str, path: str) -> Document:
     doc = Document(path=path, text=text)
+    bounds = limits.current()
+    if len(text) > bounds.spec_bytes:
+        doc.diagnostics.append(Diagnostic(
+            "error", codes.LIMIT, f"the spec is {len(text):,} characters long, more than the {bounds.spec_bytes:,} a "
+            "spec may have", file=path, line=1, column=1, help=limits.raise_with("spec_bytes")))
+        return doc
+    bad = _SURROGATE.search(text)
+    if bad:  # text from outside (dlspec.loads) may hold lone surrogates, which no YAML reader accepts
+        line = text.count("\n", 0, bad.start())
+        doc.diagnostics.append(Diagnostic(
+            "error", codes.YAML_SYNTAX, f"invalid text: a lone surrogate {bad.group()!a} (not a character)", file=path,
+            line=line + 1, column=bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1,
+            help="the text was decoded wrongly: read the file as UTF-8"))
+        return doc
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         doc.diagnostics.append(_syntax_error(e, text, path))
         return doc
-    except yaml.YAMLError as e:  # e.g. a reader error on bad bytes
+    except yaml.reader.ReaderError as e:  # a control character: its position is an offset into the text
+        line = text.count("\n", 0, e.position)
+        col = e.position - (text.rfind("\n", 0, e.position) + 1)
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        doc.diagnostics.append(Diagnostic(
+            "error", codes.YAML_SYNTAX, f"invalid YAML: the control character {char} ({e.reason})", file=path,
+            line=line + 1, column=col + 1, help="remove it: a spec is plain text (tabs and newlines only)"))
+        return doc
+    except yaml.YAMLError as e:
         doc.diagnostics.append(Diagnostic("error", codes.YAML_SYNTAX, f"invalid YAML: {e}", file=path))
+        return doc
+    except RecursionError:  # nesting deeper than the reader's own stack
+        doc.diagnostics.append(Diagnostic(
+            "error", codes.LIMIT, "the YAML is nested too deeply to read", file=path, line=1, column=1,
+            help=f"a spec nests mappings and lists at most {bounds.yaml_depth} deep"))
         return doc
     if root is None:
         doc.data = None
         return doc
-    constructor = SafeConstructor()
-    doc.data = _build(root, (), doc, constructor)
+    try:
+        _measure(root, doc, bounds)  # a bomb is refused before anything is built
+        doc.data = _Builder(doc, bounds).build(root, ())
+    except _Stop as stop:
+        doc.data = None
+        doc.spans.clear()
+        doc.key_spans.clear()
+        doc.diagnostics.append(stop.diagnostic)
     return doc
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# the tags a spec's values may have: YAML's core schema (what YAML 1.2 and JSON read); a timestamp-looking
+# plain scalar (`2001-12-14`) stays text
+_CORE = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_DATE = re.compile(r"\d{4}-\d\d?-\d\d?([Tt ].*)?$")  # what YAML 1.1 reads as a timestamp
+
+
+class _Stop(Exception):
+    """The document cannot be read further: its one diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
+def _kids(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
+    """How many values the document stands for, every use of an alias counted, without building it: an alias
+    bomb (`[*a, *a, ...]` nine levels deep) is refused in milliseconds, at the list that expands too far.
+    Also a cycle (an alias inside what it names) and nesting beyond the bound."""
+    cap = bounds.yaml_nodes
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    where = _Builder(doc, bounds)
+    while stack:
+        node, depth, done = stack.pop()
+        nid = id(node)
+        kids = _kids(node)
+        if done:
+            on_path.discard(nid)
+            size[nid] = min(1 + sum(size[id(k)] for k in kids), cap + 1)
+            continue
+        if nid in size:
+            continue
+        if nid in on_path:
+            raise where.stop(node, codes.YAML_SYNTAX, "invalid YAML: an alias names a list or mapping that "
+                             "contains the alias itself (it would be infinite)",
+                             "an alias (*name) may only repeat something defined before it, outside it")
+        if depth > bounds.yaml_depth:
+            raise where.stop(node, codes.LIMIT, f"the YAML nests deeper than {bounds.yaml_depth} levels",
+                             limits.raise_with("yaml_depth"))
+        if not kids:
+            size[nid] = 1
+            continue
+        on_path.add(nid)
+        stack.append((node, depth, True))
+        stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
+    if size[id(root)] <= cap:
+        return
+    node = root  # the deepest collection that alone stands for too much: where the expansion is written
+    while True:
+        big = next((k for k in _kids(node) if size.get(id(k), 0) > cap), None)
+        if big is None:
+            break
+        node = big
+    raise where.stop(node, codes.LIMIT, f"the YAML stands for more than {cap:,} values (every use of an alias "
+                     "repeats what it names: a few lines can stand for billions)", limits.raise_with("yaml_nodes"))
+
+
+class _Builder:
+    """YAML nodes -> plain data and positions, within the bounds: nodes read (every use of an alias again),
+    nesting depth, and no alias that contains itself."""
+
+    def __init__(self, doc: Document, bounds: limits.Limits):
+        self.doc, self.bounds = doc, bounds
+        self.c = SafeConstructor()
+        self.nodes = 0
+        self.open: set[int] = set()  # the collection nodes being built (an alias to one of them is a cycle)
+
+    def stop(self, node: yaml.Node, code: ErrorCode, message: str, help: str) -> _Stop:
+        m = node.start_mark
+        return _Stop(Diagnostic("error", code, message, file=self.doc.path, line=m.line + 1, column=m.column + 1,
+                                help=help))
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.nodes += 1
+        if self.nodes > self.bounds.yaml_nodes:
+            raise self.stop(node, codes.LIMIT, f"the YAML stands for more than {self.bounds.yaml_nodes:,} values "
+                            "(aliases repeat what they name: a few lines can stand for billions)",
+                            limits.raise_with("yaml_nodes"))
+        if len(path) > self.bounds.yaml_depth:
+            raise self.stop(node, codes.LIMIT, f"the YAML nests deeper than {self.bounds.yaml_depth} levels",
+                            limits.raise_with("yaml_depth"))
+        self.doc.spans[path] = _span(node)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if id(node) in self.open:
+                raise self.stop(node, codes.YAML_SYNTAX, "invalid YAML: an alias names a list or mapping that "
+                                "contains the alias itself (it would be infinite)",
+                                "an alias (*name) may only repeat something defined before it, outside it")
+            self.open.add(id(node))
+            try:
+                return self.mapping(node, path) if isinstance(node, yaml.MappingNode) else \
+                    [self.build(v, path + (i,)) for i, v in enumerate(node.value)]
+            finally:
+                self.open.discard(id(node))
+        return self.scalar(node)
+
+    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
+        try:
+            self.c.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        except yaml.YAMLError as e:
+            raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: {_problem(e)}",
+                            "a merge key `<<:` takes an alias of a mapping (`<<: *base`) or a list of them") from None
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise self.stop(knode, codes.YAML_SYNTAX, "invalid YAML: a mapping key must be text or a number, not "
+                                "a list or mapping", "write the key as plain text")
+            key = self.scalar(knode)
+            kpath = path + (key,)
+            self.doc.key_spans[kpath] = _span(knode)
+            if key in out:
+                self.doc.diagnostics.append(error(codes.DUPLICATE_KEY,
+                                                  f"duplicate key '{key}' (YAML would keep only the last one)",
+                                                  kpath, key=True, help="write each key once"))
+            out[key] = self.build(vnode, kpath)
+        return out
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _TIMESTAMP and _DATE.match(node.value):
+            return node.value  # a date-like text (`2001-12-14`) stays text: a spec has no dates
+        if node.tag not in _CORE:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            hint = "`=` alone is YAML's value key: quote it, '='" if tag == "!!value" else \
+                "write the value without a tag (numbers, text, true/false, null, lists and mappings)"
+            raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: the tag {tag} is not supported in a spec", hint)
+        try:
+            return self.c.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+            value = node.value if isinstance(node.value, str) else "this value"
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: {value!r} is not a valid {tag} value"
+                            + (f" ({_problem(e)})" if isinstance(e, yaml.YAMLError) else ""),
+                            f"write a plain value, without {tag}") from None
+
+
+def _problem(e: yaml.YAMLError) -> str:
+    return str(getattr(e, "problem", None) or e).strip().splitlines()[0]
 
 
 _OPENERS = {"flow mapping": ("{", "}"), "flow sequence": ("[", "]"), "quoted scalar": ("quote", "quote")}
@@ -152,35 +332,12 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, path: str) -> Diagnostic:
                       help=help)
 
 
-def _build(node: yaml.Node, path: Path, doc: Document, c: SafeConstructor) -> Any:
-    doc.spans[path] = _span(node)
-    if isinstance(node, yaml.MappingNode):
-        c.flatten_mapping(node)  # resolves YAML merge keys (<<)
-        out: dict[Any, Any] = {}
-        for knode, vnode in node.value:
-            key = c.construct_object(knode, deep=True)
-            try:
-                hash(key)
-            except TypeError:
-                key = str(key)
-            kpath = path + (key,)
-            doc.key_spans[kpath] = _span(knode)
-            if key in out:
-                doc.diagnostics.append(error(codes.DUPLICATE_KEY,
-                                             f"duplicate key '{key}' (YAML would keep only the last one)",
-                                             kpath, key=True, help="write each key once"))
-            out[key] = _build(vnode, kpath, doc, c)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(v, path + (i,), doc, c) for i, v in enumerate(node.value)]
-    return c.construct_object(node, deep=True)
-
-
 def read(path: str) -> Document:
     """Read a spec file; an unreadable file becomes an `io` diagnostic, never an exception."""
+    bound = limits.current().spec_bytes
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(bound + 1)  # no more than a spec may hold (a huge file, /dev/zero, a pipe)
     except (OSError, UnicodeDecodeError) as e:
         doc = Document(path=path, text="")
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

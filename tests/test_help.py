@@ -214,6 +214,12 @@ CASES: dict[str, tuple[str, str, tuple[str, str] | None]] = {
                             "task: classification}\n  loss: BCELoss\n",
                             "use BCEWithLogitsLoss on raw scores (numerically safer), or end with Sigmoid",
                             ("loss: BCELoss", "loss: BCEWithLogitsLoss")),
+    "limit": ("input: [4]\nlayers:\n  - ReLU:\n    repeat: 200000\n",
+              "raise the bound with DLSPEC_MAX_LAYERS=N if the spec really is meant to be this large",
+              ("repeat: 200000", "repeat: 2")),
+    "model-size": ("input: [100000]\nlayers:\n  - Linear: 100000\n",
+                   "check the sizes for a typo (out_features: 100000?); raise the bound with DLSPEC_WARN_PARAMS=N if "
+                   "the spec really is meant to be this large", ("Linear: 100000", "Linear: 100")),
 }
 
 

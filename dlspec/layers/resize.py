@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import codes, dims
@@ -36,6 +37,8 @@ def _upsample(c: Ctx, x: TT) -> TT:
     c.rank(_MODE_RANK[mode], f"{mode}-mode")
     n = len(x.shape) - 1
     if (a["size"] is None) == (a["scale_factor"] is None):
+        if c.item.dropped:  # the one written was invalid, and said so: not "missing" as well
+            raise c.fail(codes.NOT_KNOWN, "")
         raise c.fail(codes.INVALID_ARGUMENT, "Upsample needs exactly one of size and scale_factor",
                      arg="size" if a["size"] is not None else None, help="write `size: 32` or `scale_factor: 2`")
     if a["align_corners"] is not None and mode not in _INTERP:
@@ -54,6 +57,13 @@ def _upsample(c: Ctx, x: TT) -> TT:
             raise c.fail(codes.INVALID_ARGUMENT, f"Upsample scale_factor has {len(fs)} entries for {n} spatial "
                          "dimensions", arg="scale_factor",
                          help=f"give one factor per spatial dimension ({n}), or a single number for all")
+        for L, s in zip(x.shape[1:], fs, strict=True):
+            if isinstance(L, int) and L * float(s) > MAX_SIZE:
+                size = f"{L * float(s):.3g}" if math.isfinite(L * float(s)) else "beyond any number"
+                raise c.fail(codes.INVALID_ARGUMENT, f"Upsample scale_factor {s:g} gives size {size} from "
+                             f"{L}, more than any tensor can hold", arg="scale_factor", notes=[c.origin()],
+                             help="use a scale_factor of a few (2, 4), or give size",
+                             recover=x.with_shape((x.shape[0],) + (dims.UNKNOWN,) * n, "channels"))
         out = tuple(dims.scale(L, s) for L, s in zip(x.shape[1:], fs, strict=True))
         for L, s, o in zip(x.shape[1:], fs, out, strict=True):
             if isinstance(o, int) and o < 1:
@@ -61,6 +71,9 @@ def _upsample(c: Ctx, x: TT) -> TT:
                              arg="scale_factor", notes=[c.origin()], help="use a larger scale_factor, or give size",
                              recover=x.with_shape((x.shape[0],) + (dims.UNKNOWN,) * n, "channels"))
     return x.with_shape((x.shape[0],) + out, "channels")
+
+
+MAX_SIZE = 2**40  # elements along one dimension: beyond any memory
 
 
 def _scale_text(a: dict[str, Any]) -> str:
