@@ -48,16 +48,21 @@ def ctor_args(row: Row) -> dict[str, Any]:
     return out
 
 
-def build_list(rows: list[Row]) -> Any:
-    from .modules import SpecModel
+def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[str] | None = None) -> Any:
+    """The module of a layer list: an nn.Sequential (SpecModel) when each entry reads the previous one, a Graph
+    when an entry reads a named tensor (`from:`), or the spec has several inputs or outputs."""
+    from .modules import Graph, SpecModel
 
     counts: dict[str, int] = {}
     named: OrderedDict[str, Any] = OrderedDict()
+
     def numbered(base: str, n: int) -> str:
         # a separator when the name ends in a digit: block basic16's first use is basic16_1, not basic161
         return f"{base}_{n}" if base[-1:].isdigit() else f"{base}{n}"
 
-    for row in rows:
+    steps = []
+    positions = _positions(rows)
+    for row, pos in zip(rows, positions, strict=True):
         if row.item.name:
             base = row.item.name
             key = base if row.item.repeat == 1 else numbered(base, row.rep + 1)
@@ -68,7 +73,25 @@ def build_list(rows: list[Row]) -> Any:
         while key in named:
             key += "_"
         named[key] = build_row(row)
-    return SpecModel(named)
+        refs = None
+        if row.item.sources is not None and row.rep == 0:
+            refs = [s if isinstance(s, str) else (pos + s if s < 0 else s) for s in row.item.sources]
+        steps.append((key, refs, pos, row.rep == row.item.repeat - 1, row.item.name))
+    graph = any(step[1] is not None for step in steps) or len(inputs or []) > 1 or bool(outputs)
+    if not graph:
+        return SpecModel(named)
+    return Graph(named, steps, list(inputs or ["input"]), list(outputs or []))
+
+
+def _positions(rows: list[Row]) -> list[int]:
+    """Each row's entry position in its list (the repetitions of an entry share it)."""
+    out, pos, prev = [], -1, None
+    for row in rows:
+        if row.item is not prev or row.rep == 0:
+            pos += 1
+            prev = row.item
+        out.append(pos)
+    return out
 
 
 def build_row(row: Row) -> Any:
@@ -88,6 +111,7 @@ def build_row(row: Row) -> Any:
 def build_checked(checked: Checked) -> Any:
     if not checked.ok:
         raise SpecError(checked)
-    model = build_list(checked.rows)
+    spec = checked.spec
+    model = build_list(checked.rows, list(spec.inputs), spec.outputs)
     model.spec_name = checked.spec.name
     return model

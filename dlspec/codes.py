@@ -39,6 +39,8 @@ MISSING_ARGUMENT = ErrorCode("missing-argument", "a required argument is not giv
 INVALID_ARGUMENT = ErrorCode("invalid-argument", "an argument has the wrong type or an impossible value")
 INVALID_LAYER = ErrorCode("invalid-layer", "a layer entry is not written as `- Name` or `- Name: {args}`")
 RECURSIVE_BLOCK = ErrorCode("recursive-block", "a block uses itself")
+REFERENCE = ErrorCode("reference", "`from:` names no earlier layer or input, or a layer reads more (or fewer) "
+                      "inputs than it takes")
 
 # --- the shape pass --------------------------------------------------------------------------------------
 SHAPE_MISMATCH = ErrorCode("shape-mismatch", "a written input size disagrees with the size the layer receives")

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import codes, dims, limits
 from .codes import ErrorCode
-from .diagnostics import Diagnostic, diag, error, locate, sort_key
+from .diagnostics import Diagnostic, diag, did_you_mean, error, locate, sort_key
 from .dims import Dim, Shape
 from .registry import REQUIRED, TT, lookup
 from .schema import Item, Spec, layer_text
@@ -41,6 +41,7 @@ class Row:
     rep: int = 0
     depth: int = 0
     failed: bool = False  # the shape rule did not finish (the output, if any, is a recovery guess)
+    inputs: list[TT] = field(default_factory=list)  # all it read (several for a merge)
     error: bool = False  # an error diagnostic is about this layer itself
 
     @property
@@ -69,8 +70,9 @@ class Row:
 class Checked:
     spec: Spec
     rows: list[Row]
-    output: TT | None
+    output: TT | None  # the (first) output
     diagnostics: list[Diagnostic]
+    outputs: list[tuple[str, TT | None]] = field(default_factory=list)  # `outputs:` by name; [] for the last output
 
     @property
     def ok(self) -> bool:
@@ -195,8 +197,9 @@ def sum_dims(values: list[Dim]) -> Dim:
 class Ctx:
     """What a shape rule sees: its resolved arguments and ways to report."""
 
-    def __init__(self, checker: Checker, item: Item, row: Row, x: TT):
+    def __init__(self, checker: Checker, item: Item, row: Row, x: TT, inputs: list[TT] | None = None):
         self.checker, self.item, self.row, self.x = checker, item, row, x
+        self.inputs = inputs or [x]  # all it reads: two or more for a merge (Add, Concatenate, ...)
         self.a = row.args
         self.quiet_in = set(checker.quiet)  # each nested list starts from the warnings said before this layer
         self.quiet_out: set[str] | None = None
@@ -392,6 +395,8 @@ class Checker:
         self.chain: list[Row] = []  # rows in evaluation order, for arithmetic notes
         self.quiet: set[str] = set()  # `once` warnings already said along this chain (see Ctx.warn)
         self.channels_first = _channels_first(spec.input)  # the input as torch reads it, if written channels-last
+        self.made_by: dict[int, Row] = {}  # id(output) -> the row that gave it, for "layer 3 Conv2d gives ..."
+        self.env: dict[str, TT | None] = {}  # the top-level list's named outputs and inputs, when the pass is done
 
     def report(self, severity: str, code: ErrorCode, message: str, item: Item, arg: str | None,
                notes: list[str] | None, help: str | None) -> None:
@@ -406,9 +411,11 @@ class Checker:
                                help=help))
 
     def origin(self, x: TT) -> str:
-        if not self.chain:
-            return f"the input is {describe(x)}"
-        prev = self.chain[-1]
+        made = self.made_by.get(id(x))
+        if made is None and (not self.chain or any(x is t for t in self.spec.inputs.values())):
+            name = next((n for n, t in self.spec.inputs.items() if t is x), "input")
+            return f"the input is {describe(x)}" if name == "input" else f"input {name} is {describe(x)}"
+        prev = made or self.chain[-1]
         where = f"layer {prev.item.index}" if prev.depth == 0 else f"layer {prev.item.index} ({prev.type})"
         desc = describe(x)
         if prev.entry.name == "Flatten" and prev.input is not None and len(prev.input.shape) >= 2:
@@ -417,15 +424,35 @@ class Checker:
             desc = f"{fm} = {dims.fmt(x.shape[-1])} features" + (f" ({t})" if t else "")
         return f"{where} {prev.type} gives {desc}"
 
-    def run_list(self, items: list[Item], x: TT | None, depth: int = 0) -> tuple[list[Row], TT | None]:
+    def run_list(self, items: list[Item], x: TT | None, depth: int = 0,
+                 scope: dict[str, TT] | None = None) -> tuple[list[Row], TT | None]:
+        """The rows of a layer list and its output (the last entry's).  An entry reads the previous output, or
+        what `from:` names: `input` (the list's input), an input of the spec, a named entry, -k or an index."""
         rows: list[Row] = []
-        for item in items:
+        env: dict[str, TT | None] = {"input": x, **(scope or {})}
+        outs: list[TT | None] = []  # each entry's output (its last repetition's)
+        for pos, item in enumerate(items):
             for rep in range(item.repeat):
-                row, x = self.run_item(item, x, depth, rep)
+                xs = [self.source(s, env, outs, pos) for s in item.sources] if item.sources and rep == 0 else [x]
+                row, x = self.run_item(item, xs, depth, rep)
                 rows.append(row)
+            outs.append(x)
+            if item.name:
+                env[item.name] = x
+        if depth == 0:
+            self.env = env
         return rows, x
 
-    def run_item(self, item: Item, x: TT | None, depth: int, rep: int) -> tuple[Row, TT | None]:
+    @staticmethod
+    def source(s: str | int, env: dict[str, TT | None], outs: list[TT | None], pos: int) -> TT | None:
+        """What one `from:` entry names (None when it names nothing: the schema said so)."""
+        if isinstance(s, str):
+            return env.get(s)
+        at = pos + s if s < 0 else s
+        return outs[at] if 0 <= at < pos else None
+
+    def run_item(self, item: Item, xs: list[TT | None], depth: int, rep: int) -> tuple[Row, TT | None]:
+        x = xs[0] if xs else None
         if item.by_rank and x is not None and len(x.shape) in item.by_rank:
             item = replace(item, entry=item.by_rank[len(x.shape)])  # `BatchNorm`, Keras' BatchNormalization
             if item.rank_diag is not None:  # its unknown-layer help: the type for the input it receives here
@@ -441,13 +468,13 @@ class Checker:
                 args[name] = spec.default
         row = Row(item=item, args=args, input=x, rep=rep, depth=depth, error=item.error)
         missing = [n for n, s in entry.args.items() if s.required and n not in item.written and n not in item.children]
-        if item.unknown or x is None or missing:
+        if item.unknown or x is None or missing or any(t is None for t in xs):
             # an entry that could not be read (unknown layer, no did-you-mean) stops the pass: what follows is `?`
             row.failed = True
             row.params = row.macs = None
             self.chain.append(row)
             return row, None
-        ctx = Ctx(self, item, row, x)
+        ctx = Ctx(self, item, row, x, [t for t in xs if t is not None])
         out: TT | None
         # the first layer reads an image channels-last (input: [28, 28, 1]): say so, whatever else goes wrong
         layout = self.channels_first if (depth == 0 and not self.chain and entry.family in ("conv", "pool")) else None
@@ -475,6 +502,9 @@ class Checker:
         if entry.family == "shape":  # a Flatten / Reshape / Permute starts a new chain for `once` warnings
             self.quiet = set()
         row.output = out
+        row.inputs = [t for t in xs if t is not None]
+        if out is not None:
+            self.made_by[id(out)] = row
         self.count(row, x, out)
         self.chain.append(row)
         if item.expect is not None and out is not None:
@@ -573,12 +603,22 @@ def check(spec: Spec) -> Checked:
     checker = Checker(spec)
     rows: list[Row] = []
     out: TT | None = None
+    outputs: list[tuple[str, TT | None]] = []
     if spec.input is not None:
-        rows, out = checker.run_list(spec.items, spec.input)
+        rows, out = checker.run_list(spec.items, spec.input, scope=spec.inputs)
+        for i, name in enumerate(spec.outputs):
+            if name not in checker.env:
+                hint = did_you_mean(name, [n for n in checker.env if n != "input"])
+                checker.diags.append(diag("error", codes.REFERENCE, f"no layer or input named '{name}' to output",
+                                          ("outputs", i), help=f"did you mean '{hint}'?" if hint else
+                                          "an output is the `name:` of a top-level layer, or an input"))
+            outputs.append((name, checker.env.get(name)))
+        if outputs:
+            out = outputs[0][1]
     diags = list(spec.diagnostics) + checker.diags + _size_warnings(rows)
     diags = [locate(d, spec.doc) for d in diags]  # positions come last
     diags.sort(key=sort_key)
-    return Checked(spec=spec, rows=rows, output=out, diagnostics=diags)
+    return Checked(spec=spec, rows=rows, output=out, diagnostics=diags, outputs=outputs)
 
 
 def _size_warnings(rows: list[Row]) -> list[Diagnostic]:

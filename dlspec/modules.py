@@ -96,3 +96,86 @@ class Permute(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(map(str, self.dims))
+
+
+# --- merges and graphs: what `from:` draws -------------------------------------------------------------
+
+class Add(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class Multiply(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class Average(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.stack(torch.broadcast_tensors(*xs)).mean(0)
+
+
+class Maximum(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = torch.maximum(out, x)
+        return out
+
+
+class Concatenate(nn.Module):
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+Ref = Any  # a `from:` entry: a name (str) or an entry position (int, already made absolute)
+
+
+class Graph(nn.Module):
+    """A layer list whose entries read named tensors (`from:`), several inputs or several outputs.
+
+    Its modules are its attributes, named as in a plain list (conv1, relu1, ...: the same state_dict keys);
+    `steps` says, for each module in order, what it reads (None: the previous output), the entry it belongs
+    to and whether it is that entry's last repetition (whose output later entries can read), and the name
+    that output gets.  forward(*inputs) returns the output, or a tuple of the outputs in `outputs:` order.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], steps: list[tuple[str, list[Ref] | None, int, bool, str | None]],
+                 inputs: list[str], outputs: list[str]):
+        super().__init__()
+        for name, m in modules.items():
+            self.add_module(name, m)
+        self.steps = steps
+        self.input_names = inputs
+        self.output_names = outputs
+
+    def forward(self, *xs: torch.Tensor) -> Any:
+        env: dict[str, torch.Tensor] = dict(zip(self.input_names, xs, strict=False))
+        env["input"] = xs[0]
+        outs: dict[int, torch.Tensor] = {}
+        x = xs[0]
+        for name, refs, pos, last, named in self.steps:
+            args = [x] if refs is None else [env[r] if isinstance(r, str) else outs[r] for r in refs]
+            x = getattr(self, name)(*args)
+            if last:
+                outs[pos] = x
+                if named is not None:
+                    env[named] = x
+        if not self.output_names:
+            return x
+        if len(self.output_names) == 1:
+            return env[self.output_names[0]]
+        return tuple(env[n] for n in self.output_names)

@@ -232,6 +232,7 @@ class LayerType:
     positional: str | None = None  # `- Reshape: [1, 28, 28]` fills this argument (default: see main_arg)
     doc: str = ""
     torch_min: str | None = None  # oldest torch that has the class, when newer than our floor
+    arity: int = 1  # how many tensors it reads: 1, or 0 for "two or more" (the merges: Add, Concatenate, ...)
 
 
     @property

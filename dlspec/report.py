@@ -66,17 +66,29 @@ def _shape_cols(row: Row) -> tuple[str, str]:
     return shp, fm
 
 
+def _reads(row: Row) -> str:
+    """The `reads` column: what `from:` names, as written (a merge or a layer that skips back)."""
+    if row.item.sources is None or row.rep:
+        return ""
+    return ", ".join(map(str, row.item.sources))
+
+
+def is_graph(checked: Checked) -> bool:
+    return any(r.item.sources is not None for r in checked.all_rows()) or len(checked.spec.inputs) > 1
+
+
 def table_rows(checked: Checked) -> list[list[str]]:
     out: list[list[str]] = []
     spec = checked.spec
-    if spec.input is not None:
-        inp = spec.input
+    graph = is_graph(checked)
+    for name, inp in (spec.inputs.items() if spec.inputs else ()):
         fm = dims.fmt_map(inp.shape) if inp.layout == "channels" else ""
         dtype = "" if inp.dtype == "float" else f" ({inp.dtype} ids)"
-        out.append(["", "input" + dtype, dims.fmt_shape(inp.shape), fm, "", ""])
+        title = "input" if name == "input" else f"input {name}"
+        out.append(["", title + dtype, dims.fmt_shape(inp.shape), fm, "", ""] + ([""] if graph else []))
 
     def label(text: str, indent: int) -> None:
-        out.append(["", "  " * indent + text, "", "", "", ""])
+        out.append(["", "  " * indent + text, "", "", "", ""] + ([""] if graph else []))
 
     def visit(row: Row, indent: int) -> None:
         idx = ""
@@ -86,7 +98,7 @@ def table_rows(checked: Checked) -> list[list[str]]:
             idx = f"[{row.rep}]"
         shp, fm = _shape_cols(row)
         out.append([idx, "  " * indent + describe_row(row), shp, fm, _count_cell(row, row.params),
-                    _count_cell(row, row.macs)])
+                    _count_cell(row, row.macs)] + ([_reads(row)] if graph else []))
         # nested lists are labelled (`body:`, `shortcut:`, `branch 0:`, ...) unless there is only one kind of
         # them, as in a block or a Sequential; a stand-in's torch layers are in its own line already
         labelled = len(row.entry.children) > 1
@@ -110,7 +122,7 @@ def table_rows(checked: Checked) -> list[list[str]]:
 
 
 def render_table(checked: Checked) -> str:
-    head = ["#", "layer", "output", "map", "params", "MACs"]
+    head = ["#", "layer", "output", "map", "params", "MACs"] + (["reads"] if is_graph(checked) else [])
     rows = table_rows(checked)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     right = {0, 4, 5}
@@ -131,7 +143,12 @@ def totals_line(checked: Checked) -> str:
     macs = checked.macs
     m = fmt_count(macs) if isinstance(macs, int) else str(macs)
     out = dims.fmt_shape(checked.output.shape) if checked.output else "?"
-    line = f"output {out} · params {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
+    if len(checked.outputs) > 1:
+        out = ", ".join(f"{n} {dims.fmt_shape(t.shape) if t else '?'}" for n, t in checked.outputs)
+        line = f"outputs {out} · params"
+    else:
+        line = f"output {out} · params"
+    line += f" {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
     errors, unknown = checked.uncounted()
     left = [f"{n} layer{'s' if n != 1 else ''} with {what}" for n, what in
             ((errors, "errors"), (unknown, "unknown input")) if n]

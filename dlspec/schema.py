@@ -17,30 +17,24 @@ from .diagnostics import Diagnostic, diag, did_you_mean, error, locate
 from .registry import REGISTRY, TT, Float, Int, Layers, LayerType, lookup
 from .source import Document, Path
 
-META_KEYS = ("expect", "name", "repeat")
+META_KEYS = ("expect", "name", "repeat", "from")
 DTYPES = {"float": "float", "float32": "float", "long": "long", "int64": "long", "int": "long"}
 
-_DIM = {"anyOf": [{"type": "integer", "minimum": 1},
-                  {"type": "string", "pattern": r"^[A-Za-z_]\w*$"}]}
-_SHAPE = {"type": "array", "items": _DIM, "minItems": 1}
-
+# The top level's structure; what each value holds (a shape, a layer list) is checked by the stage that reads it,
+# with a diagnostic that says exactly what is wrong there.
 SPEC_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["input", "layers"],
+    "required": ["layers"],
     "properties": {
         "name": {"type": "string"},
         "description": {"type": "string"},
-        "input": {"anyOf": [
-            _SHAPE,
-            {"type": "string"},
-            {"type": "object", "required": ["shape"], "additionalProperties": False,
-             "properties": {"shape": {"anyOf": [_SHAPE, {"type": "string"}]},
-                            "dtype": {"enum": sorted(DTYPES)}}},
-        ]},
+        "input": {"type": ["array", "string", "object"]},
+        "inputs": {"type": "object", "minProperties": 1},
+        "outputs": {"type": ["array", "string"]},
         "layers": {"type": "array", "minItems": 1},
-        "blocks": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}},
-        "train": {"type": "object"},  # its own schema arrives with `dlspec run`
+        "blocks": {"type": "object", "additionalProperties": {"type": ["array", "object"]}},
+        "train": {"type": "object"},
     },
     "additionalProperties": False,
 }
@@ -54,8 +48,10 @@ class Item:
     index: int  # 0-based index in the top-level layer list
     children: dict[str, Any] = field(default_factory=dict)  # arg -> list[Item] or list[list[Item]]
     expect: Any = None
-    name: str | None = None
+    name: str | None = None  # names the module and the output (which later entries can read with `from:`)
     repeat: int = 1
+    sources: list[str | int] | None = None  # `from:`: the names (or -k / index) of what it reads; None: the previous
+    sources_path: Path = ()  # where `from:` is written
     block: str | None = None
 
     @property
@@ -214,6 +210,8 @@ class Spec:
     train: dict[str, Any] | None
     diagnostics: list[Diagnostic]
     train_config: Any = None  # trainspec.TrainConfig when `train:` is valid
+    inputs: dict[str, TT] = field(default_factory=dict)  # `inputs:` by name (one for `input:`, named "input")
+    outputs: list[str] = field(default_factory=list)  # `outputs:`: the names the model returns; []: the last output
 
     @property
     def path(self) -> str:
@@ -249,17 +247,13 @@ def quick_valid(data: dict[Any, Any]) -> bool:
     document this quick test rejects.
     """
     props = SPEC_SCHEMA["properties"]
-    if any(k not in props for k in data) or "input" not in data or "layers" not in data:
+    if any(k not in props for k in data) or "layers" not in data:
         return False
-    inp = data["input"]
-    if isinstance(inp, dict):
-        if "shape" not in inp or any(k not in ("shape", "dtype") for k in inp):
-            return False
-        if "dtype" in inp and (not isinstance(inp["dtype"], str) or inp["dtype"] not in DTYPES):
-            return False
-        if not (_is_shape(inp["shape"]) or isinstance(inp["shape"], str)):
-            return False
-    elif not (_is_shape(inp) or isinstance(inp, str)):
+    if "input" in data and not isinstance(data["input"], (list, str, dict)):
+        return False
+    if "inputs" in data and not (isinstance(data["inputs"], dict) and data["inputs"]):
+        return False
+    if "outputs" in data and not isinstance(data["outputs"], (list, str)):
         return False
     if not isinstance(data["layers"], list) or not data["layers"]:
         return False
@@ -268,7 +262,7 @@ def quick_valid(data: dict[Any, Any]) -> bool:
             return False
     if "blocks" in data:
         b = data["blocks"]
-        if not isinstance(b, dict) or not all(isinstance(v, list) and v for v in b.values()):
+        if not isinstance(b, dict) or not all(isinstance(v, (list, dict)) for v in b.values()):
             return False
     if "train" in data and not isinstance(data["train"], dict):
         return False
@@ -283,6 +277,17 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                          "a spec is a mapping with at least `input:` and `layers:`", (),
                          help="start from a spec in specs/, e.g. `input: [1, 28, 28]` and `layers: [...]`"))
         return out
+    if "input" not in data and "inputs" not in data:
+        # Point at `layers:`, where `input:` belongs (just above it, as in every spec): it reads as "these
+        # layers receive what?".  The document start is the header comment in most specs (a caret on a
+        # comment reads as if the comment were wrong) and the last line is some unrelated layer.
+        where: Path = ("layers",) if "layers" in data else ()
+        out.append(error(codes.MISSING_INPUT, "the spec has no `input` shape", where, key=True,
+                         help="add `input:` above `layers:` with the shape of one sample, batch left "
+                              "out, e.g. `input: [1, 28, 28]`"))
+    elif "input" in data and "inputs" in data:
+        out.append(error(codes.SPEC_STRUCTURE, "the spec has both `input:` and `inputs:`", ("inputs",), key=True,
+                         help="write `input:` for one input, or `inputs:` (name: shape, ...) for several"))
     if quick_valid(data):
         return out
     for err in sorted(_schema_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
@@ -290,15 +295,7 @@ def _top_level(doc: Document) -> list[Diagnostic]:
         v = err.validator
         if v == "required":
             missing = err.message.split("'")[1] if "'" in err.message else str(err.message)
-            if missing == "input":
-                # Point at `layers:`, where `input:` belongs (just above it, as in every spec): it reads as "these
-                # layers receive what?".  The document start is the header comment in most specs (a caret on a
-                # comment reads as if the comment were wrong) and the last line is some unrelated layer.
-                where: Path = ("layers",) if "layers" in data else ()
-                out.append(error(codes.MISSING_INPUT, "the spec has no `input` shape", where, key=True,
-                                 help="add `input:` above `layers:` with the shape of one sample, batch left "
-                                      "out, e.g. `input: [1, 28, 28]`"))
-            elif not any(did_you_mean(str(k), [missing]) for k in data if k not in SPEC_SCHEMA["properties"]):
+            if not any(did_you_mean(str(k), [missing]) for k in data if k not in SPEC_SCHEMA["properties"]):
                 # (a misspelt `layer:` is said once, as an unknown key with its did-you-mean)
                 out.append(error(codes.SPEC_STRUCTURE, f"the spec has no `{missing}:`", path,
                                  help="add `layers:` with the list of layers, e.g. `layers: [Flatten, {Linear: 10}]`"
@@ -329,25 +326,27 @@ def _top_level(doc: Document) -> list[Diagnostic]:
     return uniq
 
 
-def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
-    """The per-sample shape, every size checked: positive integers or symbol names, nothing else."""
+def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool = False
+                 ) -> tuple[TT | None, list[Diagnostic]]:
+    """The per-sample shape, every size checked: positive integers or symbol names, nothing else.  scalar: one
+    value per sample (`[]`, e.g. a class label among `inputs:`) is allowed too."""
     dtype = "float"
-    path: Path = ("input",)
+    path: Path = where
     eg = "e.g. [1, 28, 28] or [T, 28]"
     if isinstance(raw, dict):
         extra = [k for k in raw if k not in ("shape", "dtype")]
         if extra:
-            return None, [error(codes.INVALID_INPUT, f"`input` has no key '{extra[0]}'", ("input", extra[0]), key=True,
+            return None, [error(codes.INVALID_INPUT, f"`input` has no key '{extra[0]}'", where + (extra[0],), key=True,
                                 help="the mapping form is `input: {shape: [T], dtype: long}`")]
         if "dtype" in raw and (not isinstance(raw["dtype"], str) or raw["dtype"] not in DTYPES):
             return None, [error(codes.INVALID_INPUT, f"input dtype must be one of {', '.join(DTYPES)}, got "
-                                f"{yaml_text(raw['dtype'])}", ("input", "dtype"), help="write dtype: long for ids")]
+                                f"{yaml_text(raw['dtype'])}", where + ("dtype",), help="write dtype: long for ids")]
         if "shape" not in raw:
-            return None, [error(codes.INVALID_INPUT, "`input` needs `shape:`", ("input",), key=True,
+            return None, [error(codes.INVALID_INPUT, "`input` needs `shape:`", where, key=True,
                                 help="write `input: {shape: [T], dtype: long}`")]
         dtype = DTYPES.get(str(raw.get("dtype", "float")), "float")
         raw = raw["shape"]
-        path = ("input", "shape")
+        path = where + ("shape",)
     shape: tuple[Any, ...] | None
     if isinstance(raw, str):
         shape = dims.parse_map(raw)
@@ -360,7 +359,7 @@ def _parse_input(doc: Document, raw: Any) -> tuple[TT | None, list[Diagnostic]]:
         return None, [error(codes.INVALID_INPUT, f"`input` must be the shape of one sample, {eg}; got "
                             f"{yaml_text(raw)}", path, help="sizes are positive integers or symbol names (the batch "
                             "N is implicit)")]
-    if not shape:
+    if not shape and not scalar:
         return None, [error(codes.INVALID_INPUT, "`input` needs the size of at least one dimension", path,
                             help=f"write the shape of one sample, {eg}")]
     diags = [d for i, v in enumerate(shape) if (d := _bad_size(v, path + (i,) if isinstance(raw, list) else path))]
@@ -417,8 +416,12 @@ class _Parser:
         return Item(entry=UNREADABLE, written={}, path=path, index=index, key=key if isinstance(key, str) else "",
                     unknown=True, error=True, **(meta or {}))
 
-    def items(self, raw: Any, path: Path, index: int | None) -> list[Item]:
+    def items(self, raw: Any, path: Path, index: int | None, scope: set[str] | None = None) -> list[Item]:
+        """The entries of a layer list.  scope: the names its entries may read besides its own (a nested list
+        or block reads its own names and `input`, its input; the top-level list the spec's inputs too)."""
         out: list[Item] = []
+        scope = scope or {"input"}
+        named: dict[str, int] = {}  # the names of this list's entries read so far -> their position
         if not isinstance(raw, list):
             self.err(codes.INVALID_LAYER, "expected a list of layers", path, index=index)
             return out
@@ -436,10 +439,65 @@ class _Parser:
                                "every use)", path + (i,), top, "layers")
                     out.append(self.unreadable(path + (i,), top))
                     break
-                out.append(self.item(entry, path + (i,), top))
+                item = self.item(entry, path + (i,), top)
+                self.references(item, i, named, scope, raw)
+                if item.name is not None:
+                    if item.name in named or item.name in scope:
+                        self.err(codes.REFERENCE, f"name '{item.name}' is used twice in this list", item.path + ("name",),
+                                 index=top, help="give each layer of a list its own name (`from:` would not know "
+                                 "which one it means)")
+                    named[item.name] = i
+                out.append(item)
         finally:
             self.depth -= 1
         return out
+
+    def references(self, item: Item, pos: int, named: dict[str, int], scope: set[str], raw: list[Any]) -> None:
+        """`from:` names an input or an entry before this one (a name, -k for k entries back, or an index), as many as
+        the layer reads: one, or two or more for a merge (Add, Concatenate, ...)."""
+        many = item.entry.arity == 0
+        where = item.sources_path or item.path + ("from",)
+        if item.sources is None:
+            if many and not item.unknown:
+                self.err(codes.REFERENCE, f"{item.entry.name} merges two or more inputs: say which with `from:`",
+                         item.args_path, key=True, index=item.index,
+                         help=f"e.g. `- {item.entry.name}: [-1, skip]` (the previous output and the one named skip)")
+            return
+        if many and len(item.sources) < 2:
+            self.err(codes.REFERENCE, f"{item.entry.name} merges two or more inputs, `from:` names "
+                     f"{len(item.sources)}", where, index=item.index, help="list them all: `from: [-1, skip]`")
+        elif not many and len(item.sources) > 1 and not item.unknown:
+            self.err(codes.REFERENCE, f"{item.entry.name} reads one input, `from:` names {len(item.sources)}", where,
+                     index=item.index, help="merge them first (Add, Multiply, Concatenate, Average, Maximum), or "
+                     "name one")
+        later = {e.get("name"): j for j, e in enumerate(raw) if isinstance(e, dict) and j > pos}
+        for k, s in enumerate(item.sources):
+            spath = where + (k,) if self._listed(where) else where
+            if isinstance(s, int):
+                if (s < 0 and -s > pos) or (s >= 0 and s >= pos):
+                    self.err(codes.REFERENCE, f"`from: {s}` is no entry before this one (it is entry {pos} of its "
+                             "list)", spath, index=item.index, help="-1 is the previous entry, -2 the one before; 0 "
+                             "the first; or write the `name:` of the one meant")
+            elif s not in named and s not in scope:
+                if s in later:
+                    msg = f"'{s}' is defined after this layer (entry {later[s]} of the list)"
+                    help = "a layer reads only what comes before it"
+                else:
+                    msg = f"no layer or input named '{s}' before this one"
+                    hint = did_you_mean(s, list(named) + sorted(scope))
+                    help = f"did you mean '{hint}'?" if hint else (
+                        "names this list can read: " + ", ".join(list(named) + sorted(scope)))
+                self.err(codes.REFERENCE, msg, spath, index=item.index, help=help)
+
+    def _listed(self, path: Path) -> bool:
+        """Whether the document holds a list at path (`from: [a, b]`, not `from: a`)."""
+        node: Any = self.doc.data
+        try:
+            for p in path:
+                node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return False
+        return isinstance(node, list)
 
     def limit(self, message: str, path: Path, index: int | None, bound: str) -> None:
         if not self.over:
@@ -478,10 +536,20 @@ class _Parser:
             self.err(codes.INVALID_LAYER, f"a layer name must be text, got {key!r}", path, index=index)
             return self.unreadable(path, index)
         kpath = path + (key,) if isinstance(raw, dict) else path
+        from_path = path + ("from",)
+        if isinstance(args, dict) and "from" in args and "from" not in meta:  # `- Add: {from: [a, b]}`
+            meta = {**meta, "from": args["from"]}
+            args = {k: v for k, v in args.items() if k != "from"} or None
+            from_path = kpath + ("from",)
+        entry = lookup(key)
+        if entry is not None and entry.arity == 0 and isinstance(args, list) and "from" not in meta:
+            meta, args = {**meta, "from": args}, None  # `- Add: [-1, skip]`: a merge's bare value is what it reads
+            from_path = kpath
         meta_ok = self.meta(meta, path, index)
+        if "sources" in meta_ok:
+            meta_ok["sources_path"] = from_path
         if key in self.blocks:
             return self.block_ref(key, args, kpath, path, index, meta_ok)
-        entry = lookup(key)
         if entry is None:
             return self.unknown_layer(key, args, isinstance(raw, dict), kpath, path, index, meta_ok)
         item = Item(entry=entry, written={}, path=path, index=index, key=key, **meta_ok)
@@ -555,6 +623,14 @@ class _Parser:
                          "`name: conv1`; it names the module in the built model")
             else:
                 out["name"] = n
+        if "from" in meta:
+            src = _sources(meta["from"])
+            if src is None:
+                self.err(codes.REFERENCE, f"cannot read from: {yaml_text(meta['from'])}", path + ("from",), index=index,
+                         help="`from:` is the name of an earlier layer (or input), -1 for the previous one, or a list "
+                              "of them for a merge: `from: [-1, skip]`")
+            else:
+                out["sources"] = src
         if "repeat" in meta:
             r = meta["repeat"]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
@@ -674,6 +750,14 @@ _EXAMPLE: dict[str, Any] = {"kernel_size": 3, "out_channels": 16, "out_features"
                             "output_size": 1, "size": 2}
 
 
+def _sources(v: Any) -> list[str | int] | None:
+    """`from:` as a list of names and ints, or None when it is neither."""
+    vs = v if isinstance(v, list) else [v]
+    ok = vs and all((isinstance(x, str) and x.isidentifier()) or (isinstance(x, int) and not isinstance(x, bool))
+                    for x in vs)
+    return list(vs) if ok else None
+
+
 def _flat_arguments(raw: dict[Any, Any], type_keys: list[Any]) -> tuple[str, dict[str, Any]] | None:
     """(name, arguments) when an entry's first key is a layer type with no value and the others are its
     arguments: block-style arguments indented like the name instead of under it."""
@@ -781,6 +865,29 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
     if "input" in data:
         spec.input, d = _parse_input(doc, data["input"])
         diags.extend(d)
+        if spec.input is not None:
+            spec.inputs = {"input": spec.input}
+    elif isinstance(data.get("inputs"), dict):
+        for iname, raw in data["inputs"].items():
+            if not isinstance(iname, str) or not iname.isidentifier():
+                diags.append(error(codes.INVALID_INPUT, f"input name {yaml_text(iname)} is not a name",
+                                   ("inputs", iname), key=True, help="name each input like a variable: `image:`"))
+                continue
+            tt, d = _parse_input(doc, raw, ("inputs", iname), scalar=True)
+            diags.extend(d)
+            if tt is not None:
+                spec.inputs[iname] = tt
+        spec.input = next(iter(spec.inputs.values()), None)
+    outs = data.get("outputs")
+    if outs is not None:
+        outs = [outs] if isinstance(outs, str) else outs
+        for i, o in enumerate(outs if isinstance(outs, list) else []):
+            if isinstance(o, str) and o.isidentifier():
+                spec.outputs.append(o)
+            else:
+                diags.append(error(codes.SPEC_STRUCTURE, f"an output is the name of a layer or input, got "
+                                   f"{yaml_text(o)}", ("outputs", i), help="write `outputs: [logits, aux]`, the "
+                                   "`name:`s of the layers whose outputs the model returns"))
     raw_blocks = data.get("blocks")
     blocks: dict[str, Any] = dict(raw_blocks) if isinstance(raw_blocks, dict) else {}
     for bname in list(blocks):
@@ -798,7 +905,7 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
                                ("blocks", bname), key=True, help="give the block another name"))
     if isinstance(data.get("layers"), list):
         p = _Parser(doc, blocks)
-        spec.items = p.items(data["layers"], ("layers",), None)
+        spec.items = p.items(data["layers"], ("layers",), None, scope=set(spec.inputs) | {"input"})
         diags.extend(p.diags)
         too_many = _expansion_limit(spec.items, p.bounds.layers)
         if too_many is not None and not p.over:  # what `repeat:` multiplies: the rows the shape pass would make
