@@ -628,6 +628,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         if not finish_only:  # summary.json is a finished run's; this one goes on
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run_dir, "summary.json"))
+
     def say(*a: Any) -> None:
         if opts.quiet:
             return
@@ -687,7 +688,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     try:
         while tr.epoch < cfg.epochs and not finish_only:
             ep = tr.epoch
-            if tr.stop_requested:  # Ctrl-C while evaluating or saving: stop before the next epoch starts
+            if tr.stop_requested:  # a signal while evaluating or saving: stop before the next epoch starts
                 return stop_with_checkpoint(f"after epoch {ep}")
             bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch)
             t0 = time.perf_counter()
@@ -845,12 +846,12 @@ def final_metrics(tr: Trainer, run_dir: str, restoring: bool, say: Any) -> tuple
     if restoring and best is not None:
         try:
             saved = runs.load_checkpoint(path)
-            if "epoch" in saved and int(saved["epoch"]) != int(best["epoch"]):
-                raise ValueError(f"it holds epoch {saved['epoch']}, not the best epoch {best['epoch']}")
+            if "epoch" in saved and int(saved["epoch"]) != int(best["epoch"]):  # a resume chose another best
+                raise runs.CheckpointError(path, f"holds epoch {saved['epoch']}, not the best epoch {best['epoch']}")
             tr.model.load_state_dict(saved["model"])
         except Exception as e:  # noqa: BLE001 - deleted, damaged, or a run folder from before best.pt
             why = "there is none" if not os.path.exists(path) else \
-                e.reason if isinstance(e, runs.CheckpointError) else f"{type(e).__name__}: {str(e).strip()[:200]}"
+                f"it {e.reason}" if isinstance(e, runs.CheckpointError) else f"{type(e).__name__}: {str(e).strip()[:200]}"
             say(f"note: cannot restore the best epoch's weights from {path} ({why}); the final numbers are the "
                 "last epoch's")
         else:

@@ -407,6 +407,22 @@ def test_every_damaged_checkpoint_says_why(tmp_path, capsys):
     assert rc == 2 and err.startswith(f"dlspec: cannot resume {d}: {d / 'checkpoint.pt'} is truncated: ")
 
 
+def test_a_damaged_best_pt_is_not_restored(tmp_path, capsys):
+    """restore_best with a damaged best.pt: a note, and the final numbers are the last epoch's weights'."""
+    text = BLOBS + "  val_split: 0.25\n  early_stopping: {metric: val_loss, patience: 5, min_delta: 10}\n"
+    d, _ = train(tmp_path, capsys, text, "--quiet")  # best.pt: epoch 1, which min_delta 10 never lets improve on
+    flip_byte(d / "best.pt", "data/0")
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d, "--epochs", "3", "--no-progress")
+    assert rc == 0, err
+    assert f"note: cannot restore the best epoch's weights from {d / 'best.pt'} (it is damaged: checksum mismatch " \
+        "(its contents are not what was saved)); the final numbers are the last epoch's\n" in out
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["final_from"] == "last epoch 3"
+    rc, ev, err = dlspec_main(capsys, "eval", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt")
+    final = summary["final"]
+    assert rc == 0 and f"loss {final['test_loss']:.4f}  accuracy {final['test_accuracy']:.4f}" in ev, err
+
+
 # --- another model's checkpoint ----------------------------------------------------------------------------
 
 def test_another_models_checkpoint_is_refused_though_torch_would_load_it(tmp_path, capsys):
