@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_dir = runs.new_run_dir(opts.out, s.checked.spec.name)
             lock = runs.lock_run_dir(run_dir)  # a new folder: a lock others see while this run writes it
         except (OSError, runs.WriteError) as e:
-            reason = str(e) if isinstance(e, runs.WriteError) else f"{_reason(e)}"
+            reason = str(e) if isinstance(e, runs.WriteError) else _reason(e)
             print(f"dlspec: cannot make a run folder in {opts.out}: {reason}", file=sys.stderr)
             return 2
         with lock:
