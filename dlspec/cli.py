@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from . import runs
-    from .train import Refused, load_document, prepare, run
+    from .train import Refused, prepare, run
 
     opts = _options(args)
     overrides = list(args.overrides)
@@ -133,51 +134,103 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides += _speed_overrides(args)
     try:
         if args.resume:
-            ckpt_path = os.path.join(args.resume, "checkpoint.pt")
-            if not os.path.isfile(ckpt_path):
-                print(f"dlspec: no checkpoint.pt in {args.resume}", file=sys.stderr)
-                return 2
+            return _resume(args, opts, spec_path, overrides)
+        if not spec_path:
+            print("dlspec run: give a spec file (or --resume RUN_DIR)", file=sys.stderr)
+            return 2
+        why = runs.unwritable(opts.out)
+        if why:  # before any data is loaded
+            print(f"dlspec: --out {opts.out}: {why}", file=sys.stderr)
+            return 2
+        s = prepare(spec_path, overrides, opts)
+        try:
+            run_dir = runs.new_run_dir(opts.out, s.checked.spec.name)
+            lock = runs.lock_run_dir(run_dir)  # a new folder: a lock others see while this run writes it
+        except (OSError, runs.WriteError) as e:
+            reason = str(e) if isinstance(e, runs.WriteError) else _reason(e)
+            print(f"dlspec: cannot make a run folder in {opts.out}: {reason}", file=sys.stderr)
+            return 2
+        with lock:
+            if lock.note and not opts.quiet:
+                print(lock.note, file=sys.stderr)
             try:
-                ckpt = runs.load_checkpoint(ckpt_path)
-            except Exception as e:  # noqa: BLE001 - a damaged file is the user's data, not our bug
-                print(f"dlspec: cannot read {ckpt_path}: {e}", file=sys.stderr)
-                return 2
-            src = spec_path or os.path.join(args.resume, "spec.yaml")
-            items = overrides + ([f"train.epochs={opts.epochs}"] if opts.epochs is not None else []) + \
-                ([f"train.device={opts.device}"] if opts.device else [])
-            doc = load_document(src, items)
-            if doc.data is not None and runs.spec_hash(doc.data) != ckpt.get("spec_hash"):
-                changes = runs.diff(ckpt.get("spec"), doc.data)
-                print(f"dlspec: {src} differs from the spec of the checkpoint in {args.resume}; refusing to resume:",
-                      file=sys.stderr)
-                for c in changes[:20]:
-                    print(f"  {c}", file=sys.stderr)
-                print(f"  ({runs.may_change()} may change; start a new run for anything else)", file=sys.stderr)
+                runs.write_spec(run_dir, s.doc.data, spec_path, s.overrides)
+            except runs.WriteError as e:
+                print(f"dlspec: {e}; the run did not start", file=sys.stderr)
+                lock.release()
+                with contextlib.suppress(OSError):
+                    os.rmdir(run_dir)  # made by this command, and empty
                 return 1
-            why = _nothing_to_resume(ckpt, doc)
-            if why:  # before any data is loaded; the run folder stays as it is
+            from .diagnostics import render
+
+            for w in s.warnings:
+                print(render(w, doc=s.doc) + "\n", file=sys.stderr)
+            return run(s, opts, run_dir, spec_path)
+    except Refused as e:
+        return _refused(e)
+
+
+def _reason(e: OSError) -> str:
+    """`permission denied (PATH)`: an OSError in one line, as strerror says it."""
+    text = os.strerror(e.errno) if e.errno else str(e)
+    return text[:1].lower() + text[1:] + (f" ({e.filename})" if e.filename else "")
+
+
+def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, overrides: list[str]) -> int:
+    """dlspec run --resume RUN_DIR: the run folder locked, its checkpoint verified, the spec compared."""
+    from . import runs
+    from .train import load_document, prepare, run
+
+    ckpt_path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(ckpt_path):
+        print(f"dlspec: no checkpoint.pt in {args.resume}", file=sys.stderr)
+        return 2
+    try:
+        lock = runs.lock_run_dir(args.resume)
+    except runs.RunInUse as e:
+        print(f"dlspec: {e}", file=sys.stderr)
+        return 1
+    except runs.WriteError as e:
+        print(f"dlspec: cannot resume {args.resume}: {e}", file=sys.stderr)
+        return 2
+    with lock:
+        if lock.note and not opts.quiet:
+            print(lock.note, file=sys.stderr)
+        try:
+            ckpt = runs.load_checkpoint(ckpt_path)
+        except runs.CheckpointError as e:
+            print(f"dlspec: cannot resume {args.resume}: {e}", file=sys.stderr)
+            return 2
+        src = spec_path or os.path.join(args.resume, "spec.yaml")
+        items = overrides + ([f"train.epochs={opts.epochs}"] if opts.epochs is not None else []) + \
+            ([f"train.device={opts.device}"] if opts.device else [])
+        doc = load_document(src, items)
+        if doc.data is not None and runs.spec_hash(doc.data) != ckpt.get("spec_hash"):
+            changes = runs.diff(ckpt.get("spec"), doc.data)
+            print(f"dlspec: {src} differs from the spec of the checkpoint in {args.resume}; refusing to resume:",
+                  file=sys.stderr)
+            for c in changes[:20]:
+                print(f"  {c}", file=sys.stderr)
+            print(f"  ({runs.may_change()} may change; start a new run for anything else)", file=sys.stderr)
+            return 1
+        why = _nothing_to_resume(ckpt, doc)
+        finish_only = False
+        if why:  # before any data is loaded; the run folder stays as it is
+            if os.path.isfile(os.path.join(args.resume, "summary.json")):
                 if not opts.quiet:
                     print(f"dlspec: {args.resume} is finished: {why}; nothing to resume\n  to train it further: "
                           f"dlspec run --resume {args.resume} --epochs M, with M larger than {int(ckpt['epoch'])}")
                 return 0
-            opts.epochs = opts.device = None  # already applied
-            s = prepare(src, [], opts, doc=doc)
-            if runs.plain(doc.data) != ckpt.get("spec"):  # e.g. more epochs: spec.yaml says what now runs
+            finish_only = True  # trained to the end, but writing summary.json failed: finish that
+        opts.epochs = opts.device = None  # already applied
+        s = prepare(src, [], opts, doc=doc)
+        if runs.plain(doc.data) != ckpt.get("spec"):  # e.g. more epochs: spec.yaml says what now runs
+            try:
                 runs.write_spec(args.resume, doc.data, src, s.overrides)
-            return run(s, opts, args.resume, src, resume=ckpt)
-        if not spec_path:
-            print("dlspec run: give a spec file (or --resume RUN_DIR)", file=sys.stderr)
-            return 2
-        s = prepare(spec_path, overrides, opts)
-    except Refused as e:
-        return _refused(e)
-    run_dir = runs.new_run_dir(opts.out, s.checked.spec.name)
-    runs.write_spec(run_dir, s.doc.data, spec_path, s.overrides)
-    from .diagnostics import render
-
-    for w in s.warnings:
-        print(render(w, doc=s.doc) + "\n", file=sys.stderr)
-    return run(s, opts, run_dir, spec_path)
+            except runs.WriteError as e:
+                print(f"dlspec: {e}; not resumed, {args.resume} is as it was", file=sys.stderr)
+                return 1
+        return run(s, opts, args.resume, src, resume=ckpt, finish_only=finish_only)
 
 
 def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
@@ -191,6 +244,8 @@ def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
 
 
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
+    """The prepared session of eval / predict / generate with the checkpoint's weights in its model; Refused
+    when the checkpoint is missing or damaged (before any data is loaded) or is another model's."""
     import os
 
     from . import runs
@@ -199,11 +254,22 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     opts = _options(args)
     if not os.path.isfile(args.checkpoint):  # before loading any data
         raise Refused([], message=f"no checkpoint file {args.checkpoint}", status=2)
-    s = prepare(args.spec, list(args.overrides), opts, training=False)
     try:
         ckpt = runs.load_checkpoint(args.checkpoint)
+    except runs.CheckpointError as e:
+        raise Refused([], message=str(e)) from None
+    s = prepare(args.spec, list(args.overrides), opts, training=False)
+    old = runs.spec_model_layers(ckpt["spec"]) if isinstance(ckpt.get("spec"), dict) else None
+    differs = runs.model_difference(old, runs.model_layers(s.checked), args.spec) if old is not None else None
+    if differs:  # weights of the same shapes can belong to another model (AvgPool2d and MaxPool2d, ...)
+        raise Refused([], message=f"{args.checkpoint} holds another model than {args.spec}: {differs} (use the "
+                      "spec.yaml of the checkpoint's run)")
+    wrong = runs.weights_difference(ckpt["model"], s.model.state_dict())
+    if wrong:
+        raise Refused([], message=f"cannot load {args.checkpoint} into {args.spec}'s model: {wrong}")
+    try:
         s.model.load_state_dict(ckpt["model"])
-    except Exception as e:  # noqa: BLE001 - not a checkpoint, a damaged one, another model's: the user's file
+    except Exception as e:  # noqa: BLE001 - what the names and shapes do not show (a dtype torch refuses, ...)
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         msg = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else lines[0] if lines else type(e).__name__
         raise Refused([], message=f"cannot load {args.checkpoint} into {args.spec}'s model: {msg}") from None
@@ -427,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     _take_overrides(args, extras)
     try:
         rc: Any = args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # a second Ctrl-C (or SIGTERM, SIGHUP) while a run stops: 128 + the signal
+        return 128 + int(getattr(e, "signum", 2))
     except BrokenPipeError:
         return 0
     except Exception as e:  # a bug of dlspec's, not the user's mistake: one line, and how to see more

@@ -1,19 +1,24 @@
 """Run folders: runs/<name>/<timestamp>/ with spec.yaml, metrics.csv, curves.png, checkpoint.pt, summary.json.
 
-Checkpoints are written atomically (temp file + rename) and read with weights_only=True.
+Every file is written whole or not at all (temp file, fsync, rename: WriteError on a full disk leaves the
+previous file); checkpoints carry a SHA-256 of their contents, checked when read (with weights_only=True);
+a run folder is locked (flock on RUN/.lock) while a command writes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import platform
 import re
 import tempfile
+import zipfile
 from typing import Any
 
 import yaml
@@ -97,28 +102,342 @@ def new_run_dir(base: str, name: str) -> str:
 
 def write_spec(run_dir: str, data: Any, source_path: str, overrides: list[str]) -> None:
     header = f"# resolved spec of this run (from {source_path}" + (f", with {' '.join(overrides)}" if overrides else "") + ")\n"
-    with open(os.path.join(run_dir, "spec.yaml"), "w", encoding="utf-8") as f:
-        f.write(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    write_atomic(os.path.join(run_dir, "spec.yaml"), text.encode("utf-8"))
 
 
-def atomic_save(obj: Any, path: str) -> None:
+# --- writing: whole files or nothing ---------------------------------------------------------------------
+
+class WriteError(Exception):
+    """A file of the run folder could not be written (a full disk, a quota, permissions); the file as it was
+    before, if any, is unchanged and no temp file is left.  str(): `no space left on device (PATH)`."""
+
+    def __init__(self, path: str, error: OSError):
+        self.path, self.error = path, error
+        self.errno = error.errno
+        reason = os.strerror(error.errno) if error.errno else (str(error) or type(error).__name__)
+        super().__init__(f"{reason[:1].lower() + reason[1:]} ({path})")
+
+
+def _write_file(path: str, data: bytes | memoryview) -> None:
+    """Write data to a new file and flush it to the disk (a rename after this cannot leave an empty file)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: str, data: bytes | memoryview) -> None:
+    """path gets exactly `data`, or stays as it was: written to a temp file beside it, then renamed over it.
+    Raises WriteError; the temp file is removed either way."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=d)
+        os.close(fd)
+        _write_file(tmp, data)
+        os.replace(tmp, path)
+        tmp = ""
+        _sync_dir(d)
+    except OSError as e:
+        raise WriteError(path, e) from None
+    finally:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+def _sync_dir(d: str) -> None:
+    """The rename itself on the disk (POSIX; elsewhere, or where a folder cannot be opened, skipped)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+CHECKSUM = "checksum"  # the key of the SHA-256 over everything else in the checkpoint (see digest)
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 over a checkpoint's contents: every tensor's dtype, shape and bytes (in C order) and every
+    other value's repr, dicts in their order (which torch.save keeps).  torch.load does not check the zip's
+    CRCs, so a flipped byte inside a tensor would otherwise load as a different weight without a word."""
     import torch
 
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=d)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{list(t.shape)}:".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k, v in x.items():
+                feed(k)
+                feed(v)
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+
+    feed(obj)
+    return "sha256:" + h.hexdigest()
+
+
+def atomic_save(obj: dict[str, Any], path: str) -> None:
+    """torch.save(obj) to path with a checksum (digest) of obj added, atomically: path is the new checkpoint
+    or the old one, never a part.  Raises WriteError (a full disk, ...), leaving no temp file."""
+    import io
+
+    import torch
+
+    payload = {k: v for k, v in obj.items() if k != CHECKSUM}
+    payload[CHECKSUM] = digest(payload)
+    buf = io.BytesIO()
+    torch.save(payload, buf)  # in memory: torch's own writer reports a full disk as a RuntimeError, without errno
+    write_atomic(path, buf.getbuffer())
+
+
+class CheckpointError(Exception):
+    """A file that is not a usable checkpoint; str(): `PATH is damaged: checksum mismatch` and the like."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} {reason}")
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
+    """A dlspec checkpoint (checkpoint.pt, best.pt), verified: its checksum when it has one (checkpoints of
+    an earlier dlspec have none: then the zip archive's CRCs).  CheckpointError says what is wrong: empty,
+    not a zip archive, truncated, damaged (checksum or CRC mismatch, unreadable), not a dlspec checkpoint."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot be read: {os.strerror(e.errno) if e.errno else e}") from None
+    if size == 0:
+        raise CheckpointError(path, "is empty (0 bytes)")
+    if head != b"PK\x03\x04":
+        raise CheckpointError(path, "is not a checkpoint: not a zip archive (torch.save writes one)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(path, f"is truncated: {size:,} bytes, and the end of its zip archive is missing")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses what a dlspec checkpoint never holds
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(path, "is not a dlspec checkpoint: it holds objects torch.load(weights_only=True) "
+                              f"does not read ({first})") from None
+    except Exception as e:  # noqa: BLE001 - miniz, pickle and zip errors of a damaged file
+        bad = _bad_member(path)
+        if bad:
+            raise CheckpointError(path, f"is damaged: CRC mismatch in {bad}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(path, f"is damaged: {type(e).__name__}: {first}") from None
+    if not isinstance(st, dict) or not isinstance(st.get("model"), dict):
+        what = "a dict without 'model'" if isinstance(st, dict) else f"a {type(st).__name__}"
+        raise CheckpointError(path, f"is not a dlspec checkpoint: it holds {what} (a plain state_dict? "
+                              "dlspec's hold it under 'model', with the spec)")
+    if CHECKSUM in st:
+        want = st.pop(CHECKSUM)
+        if digest(st) != want:
+            raise CheckpointError(path, "is damaged: checksum mismatch (its contents are not what was saved)")
+    else:
+        bad = _bad_member(path)  # a checkpoint of an earlier dlspec: no checksum, but the zip has CRCs
+        if bad:
+            raise CheckpointError(path, f"is damaged: CRC mismatch in {bad}")
+    return st
+
+
+def _bad_member(path: str) -> str | None:
+    """The first member of a zip archive whose CRC does not match (its name inside the archive), or None."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError):
+        return None
+    return bad.split("/", 1)[1] if bad and "/" in bad else bad
+
+
+# --- the model a checkpoint belongs to ------------------------------------------------------------------
+
+def model_layers(checked: Any) -> list[tuple[str, str]]:
+    """The model of a checked spec as (where, what) lines: the input, then every layer (nested ones too) with
+    its spec path and `name: Type(argument=value, ...)`, the arguments written or inferred (what the
+    constructor gets).  Two specs with the same lines build the same modules whatever they write
+    differently (an inferred in_features written out, `expect:`, the train: section)."""
+    from .builder import ctor_args
+
+    out: list[tuple[str, str]] = []
+    if checked.spec.input is not None:
+        out.append(("input", f"{list(checked.spec.input.shape)} {checked.spec.input.dtype}"))
+    for r in checked.all_rows():
+        where = ".".join(map(str, r.item.path)) + (f" (repeat {r.rep + 1})" if r.item.repeat > 1 else "")
+        args = ", ".join(f"{k}={v}" for k, v in ctor_args(r).items())
+        out.append((where, (f"{r.item.name}: " if r.item.name else "") + f"{r.type}({args})"))
+    return out
+
+
+def spec_model_layers(data: Any) -> list[tuple[str, str]] | None:
+    """model_layers of a spec document (a checkpoint's "spec"), or None when it does not check cleanly with
+    this dlspec (then only the weights' names and shapes can be compared)."""
+    from . import loads
+    from .infer import check
+
+    try:
+        checked = check(loads(json.dumps(data), "<checkpoint>"))
+    except Exception:  # noqa: BLE001 - a spec from another dlspec: no claim
+        return None
+    return model_layers(checked) if checked.ok else None
+
+
+def model_difference(old: list[tuple[str, str]], new: list[tuple[str, str]], new_name: str) -> str | None:
+    """The first line where two models differ, as a phrase, or None when they are the same."""
+    for i in range(max(len(old), len(new))):
+        a = old[i] if i < len(old) else None
+        b = new[i] if i < len(new) else None
+        if a == b:
+            continue
+        if a is None:
+            return f"{b[0]}: {b[1]} in {new_name}, nothing in the checkpoint's model"  # type: ignore[index]
+        if b is None:
+            return f"{a[0]}: {a[1]} in the checkpoint's model, nothing in {new_name}"
+        where = a[0] if a[0] == b[0] else f"{a[0]} / {b[0]}"
+        return f"{where}: {a[1]} in the checkpoint's model, {b[1]} in {new_name}"
+    return None
+
+
+def weights_difference(saved: dict[str, Any], model: dict[str, Any]) -> str | None:
+    """The first entry of a state dict that the model's does not have as it is (name and shape), or None."""
+    for k, t in model.items():
+        if k not in saved:
+            return f"{k} {list(t.shape)} is in the model, not in the checkpoint"
+        if tuple(saved[k].shape) != tuple(t.shape):
+            return f"{k} is {list(saved[k].shape)} in the checkpoint, {list(t.shape)} in the model"
+    extra = [k for k in saved if k not in model]
+    if extra:
+        return f"{extra[0]} {list(saved[extra[0]].shape)} is in the checkpoint, not in the model"
+    return None
+
+
+# --- the run folder's lock -----------------------------------------------------------------------------
+
+LOCK = ".lock"
+
+
+class RunInUse(Exception):
+    def __init__(self, run_dir: str, pid: int | None):
+        self.run_dir, self.pid = run_dir, pid
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(f"run folder {run_dir} is in use by {who}")
+
+
+class RunLock:
+    """An exclusive flock on RUN/.lock, held while a command writes the run folder; the kernel drops it when
+    the process ends, however it ends (a stale .lock file of a killed process locks nothing).  `note` says
+    why there is no lock (a filesystem without flock)."""
+
+    def __init__(self, path: str, fd: int | None, note: str = ""):
+        self.path, self.fd, self.note = path, fd, note
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self.path)  # while still locked: whoever opens it next makes a new one (see lock_run_dir)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_run_dir(run_dir: str) -> RunLock:
+    """Lock a run folder for this process: RunInUse when another holds it, WriteError when the folder
+    cannot be written; on a filesystem without flock (some network ones) an unlocked RunLock with a note."""
+    path = os.path.join(run_dir, LOCK)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return RunLock(path, None, f"note: {run_dir} is not locked (no flock on this system): two commands "
+                       "resuming it at once would overwrite each other's checkpoints")
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise WriteError(path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise RunInUse(run_dir, pid) from None
+        except OSError as e:  # ENOLCK, EOPNOTSUPP, ...: this filesystem has no flock
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            return RunLock(path, None, f"note: {run_dir} is not locked ({os.strerror(e.errno or 0).lower()} "
+                           "for flock on its filesystem): two commands resuming it at once would overwrite each "
+                           "other's checkpoints")
+        try:  # the holder before may have removed the file between our open and flock: lock the file at path
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    with contextlib.suppress(OSError):  # who holds it, for the message of the next one (a full disk: unknown)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    return RunLock(path, fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+# --- where runs go ---------------------------------------------------------------------------------------
+
+def unwritable(out: str) -> str | None:
+    """Why run folders cannot be made under `out` (`not a directory: ... is a file`, `permission denied`),
+    or None.  Checked before any data is loaded; nothing is created."""
+    p = os.path.abspath(out)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not os.path.isdir(p):
+        return f"not a directory ({p} is a file)" if p == os.path.abspath(out) else \
+            f"not a directory ({p} is a file, so no folder can be made in it)"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return "permission denied" + ("" if p == os.path.abspath(out) else f" (no folder can be made in {p})")
+    return None
 
 
 class MetricsLog:
@@ -131,16 +450,22 @@ class MetricsLog:
         self.write()
 
     def write(self) -> None:
+        """metrics.csv of the rows so far, atomically (WriteError); no rows: no file."""
+        if not self.rows:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            return
         cols: list[str] = []
         for r in self.rows:
             cols += [k for k in r if k not in cols]
         order = ("epoch", "train_", "val_", "test_")  # then lr and timings: the same columns whatever eval_every
         cols.sort(key=lambda c: next((i for i, p in enumerate(order) if c.startswith(p)), len(order)))
-        with open(self.path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        f = io.StringIO(newline="")
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        write_atomic(self.path, f.getvalue().encode("utf-8"))
 
 
 def plot_curves(run_dir: str, rows: list[dict[str, Any]], name: str | None = None,
@@ -151,7 +476,9 @@ def plot_curves(run_dir: str, rows: list[dict[str, Any]], name: str | None = Non
     except ImportError:
         return "curves.png not written: matplotlib is not installed (pip install 'dlspec[plot]')"
     if fig is not None:
-        fig.savefig(os.path.join(run_dir, "curves.png"), dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        write_atomic(os.path.join(run_dir, "curves.png"), buf.getbuffer())
     return None
 
 
@@ -240,8 +567,4 @@ def versions() -> dict[str, str]:
 
 
 def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
-    path = os.path.join(run_dir, "summary.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, default=str)
-    os.replace(tmp, path)
+    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2, default=str).encode("utf-8"))

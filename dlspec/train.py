@@ -316,6 +316,7 @@ class Trainer:
         self.stopped_early = False  # early stopping ended the run (a resume with more epochs trains on)
         self.clock = Clock()
         self.stop_requested = False
+        self.stop_signal = 0  # the signal that asked for the stop (SIGINT, SIGTERM, SIGHUP)
         self.on_device = self._fits_on_device()
         if self.on_device:
             b = s.bundle
@@ -567,14 +568,76 @@ def fmt_metrics(prefix: str, vals: dict[str, float]) -> str:
     return (prefix + " " if prefix else "") + "  ".join(parts)
 
 
-def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None = None) -> int:
+# the signals that stop a run with a checkpoint: Ctrl-C, a scheduler's or cluster's SIGTERM, a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class Aborted(KeyboardInterrupt):
+    """A second stop signal: the run ends at once, without a checkpoint (the command exits 128 + signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_message(signum: int) -> str:
+    if signum == signal.SIGINT:
+        return "interrupted: finishing this batch and saving a checkpoint (Ctrl-C again to abort)"
+    name = signal.Signals(signum).name
+    what = {"SIGTERM": "terminated", "SIGHUP": "hung up"}.get(name, "stopped")
+    return f"{what} ({name}): finishing this batch and saving a checkpoint (a second signal aborts)"
+
+
+def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None = None,
+        finish_only: bool = False) -> int:
+    """Train (or go on training) the prepared session in run_dir; the exit status.
+
+    Ctrl-C, SIGTERM and SIGHUP finish the batch in flight, save checkpoint.pt and return 128 + the signal.
+    A file that cannot be written (a full disk) ends the run with one line and status 1, leaving the last
+    checkpoint and the metrics.csv that goes with it.  finish_only: a resumed run with nothing left to
+    train whose summary.json is missing (its writing had failed): only the final numbers and summary.json.
+    """
+    try:
+        return _run(s, opts, run_dir, source_path, resume, finish_only)
+    except runs.WriteError as e:
+        print(f"dlspec: {e}; {_kept(run_dir)}", file=sys.stderr)
+        return 1
+
+
+def _kept(run_dir: str) -> str:
+    """What a run folder keeps after a failed write, and how to go on: one phrase."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    try:
+        st = runs.load_checkpoint(path)
+    except Exception:  # noqa: BLE001 - none yet (the first epoch's failed), or unreadable
+        return f"no checkpoint was saved in {run_dir}, so the run cannot be resumed"
+    where = f"epoch {int(st['epoch'])}" + (f", batch {int(st['batch'])}" if st.get("batch") else "")
+    return f"{run_dir} keeps the checkpoint of {where}; free space and continue with: dlspec run --resume {run_dir}"
+
+
+def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None,
+         finish_only: bool) -> int:
     cfg = s.cfg
     t_setup = time.perf_counter()
     tr = Trainer(s, opts)
     if resume is not None:
         tr.load(resume)
     log = runs.MetricsLog(run_dir, tr.history)
-    say = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, flush=True))
+    if resume is not None:
+        log.write()  # metrics.csv says what the checkpoint holds (with checkpoint_every > 1 it ran ahead)
+        if not finish_only:  # summary.json is a finished run's; this one goes on
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run_dir, "summary.json"))
+
+    def say(*a: Any) -> None:
+        if opts.quiet:
+            return
+        try:
+            print(*a, flush=True)
+        except OSError:  # SIGHUP: the terminal is gone; stopping (the checkpoint) must not fail on a print
+            if not tr.stop_requested:
+                raise
+
     b = s.bundle
     say(f"run {run_dir}")
     say(f"data {b.name}: {len(b.train):,} train" + (f" / {len(s.val):,} val" if s.val is not None else "")
@@ -584,7 +647,9 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     say(f"model {s.checked.spec.name}: {params:,} params · loss {s.resolved['loss'][0]} · optimizer "
         f"{s.resolved['optimizer'][0]}" + (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else ""))
     say(f"path {tr.plan.name}" + "".join(f"\n  {w}" for w in tr.plan.why))
-    if resume is not None:
+    if finish_only:
+        say(f"finishing: {tr.epoch} epochs trained; summary.json was missing")
+    elif resume is not None:
         say(f"resumed at epoch {tr.epoch + 1}" + (f", batch {tr.batch}" if tr.batch else ""))
         if tr.stopped_early:
             train_on(tr, cfg, say)
@@ -594,11 +659,12 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
             "with val_split)")
     restoring = restores_best(cfg)
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         if tr.stop_requested:
-            raise KeyboardInterrupt
-        tr.stop_requested = True
-        print("\ninterrupted: finishing this batch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+            raise Aborted(signum)
+        tr.stop_requested, tr.stop_signal = True, signum
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+            print("\n" + _stop_message(signum), file=sys.stderr, flush=True)
 
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
     base = tr.clock  # the run's time before this command (zero for a new run)
@@ -613,16 +679,16 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     def stop_with_checkpoint(where: str, epoch_s: float = 0.0, epoch_samples: int = 0) -> int:
         save(epoch_s, epoch_samples)
         say(f"saved {checkpoint} {where}; continue with: dlspec run --resume {run_dir}")
-        return 130
+        return 128 + (tr.stop_signal or signal.SIGINT)
 
     def samples(batches: int) -> int:  # in the first `batches` batches of an epoch
         return min(batches * cfg.batch_size, len(b.train))
 
-    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    old = {n: signal.signal(n, on_signal) for n in STOP_SIGNALS} if _main_thread() else {}
     try:
-        while tr.epoch < cfg.epochs:
+        while tr.epoch < cfg.epochs and not finish_only:
             ep = tr.epoch
-            if tr.stop_requested:  # Ctrl-C while evaluating or saving: stop before the next epoch starts
+            if tr.stop_requested:  # a signal while evaluating or saving: stop before the next epoch starts
                 return stop_with_checkpoint(f"after epoch {ep}")
             bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch)
             t0 = time.perf_counter()
@@ -659,19 +725,22 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
                     else:
                         tr.sched.step()
             tr.history.append(row)
-            log.add(row)
             say(epoch_line(row, cfg.epochs))
             improved, tr.stopped_early = early_stop(tr, row, cfg)
+            # best.pt, then checkpoint.pt, then metrics.csv: a write that fails (a full disk) leaves
+            # metrics.csv with the rows of the checkpoint before, and best.pt at most ahead of it by
+            # weights a resume computes again bit for bit
             if improved:
                 save_best(tr, run_dir)
             if (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early:
                 save()
+            log.add(row)
             if tr.stopped_early:
                 say(f"early stopping: {watched} has not improved for {tr.bad_evals} evaluation(s)")
                 break
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        for n, handler in old.items():
+            signal.signal(n, handler)
     final, final_epoch, final_from = final_metrics(tr, run_dir, restoring, say)
     note = runs.plot_curves(run_dir, tr.history, name=s.checked.spec.name,
                             best=tr.best if cfg.early_stopping else None)
@@ -761,7 +830,8 @@ def save_best(tr: Trainer, run_dir: str) -> None:
     (`dlspec eval --checkpoint RUN/best.pt` reads its "model" as it reads checkpoint.pt's)."""
     best = dict(tr.best or {})
     runs.atomic_save({"format": 1, "model": tr.model.state_dict(), **best,
-                      "spec_hash": runs.spec_hash(tr.s.doc.data)}, os.path.join(run_dir, "best.pt"))
+                      "spec_hash": runs.spec_hash(tr.s.doc.data), "spec": runs.plain(tr.s.doc.data)},
+                     os.path.join(run_dir, "best.pt"))
 
 
 def final_metrics(tr: Trainer, run_dir: str, restoring: bool, say: Any) -> tuple[dict[str, float], int, str]:
@@ -775,10 +845,13 @@ def final_metrics(tr: Trainer, run_dir: str, restoring: bool, say: Any) -> tuple
     best, path = tr.best, os.path.join(run_dir, "best.pt")
     if restoring and best is not None:
         try:
-            weights = runs.load_checkpoint(path)["model"]
-            tr.model.load_state_dict(weights)
+            saved = runs.load_checkpoint(path)
+            if "epoch" in saved and int(saved["epoch"]) != int(best["epoch"]):  # a resume chose another best
+                raise runs.CheckpointError(path, f"holds epoch {saved['epoch']}, not the best epoch {best['epoch']}")
+            tr.model.load_state_dict(saved["model"])
         except Exception as e:  # noqa: BLE001 - deleted, damaged, or a run folder from before best.pt
-            why = "there is none" if not os.path.exists(path) else f"{type(e).__name__}: {str(e).strip()[:200]}"
+            why = "there is none" if not os.path.exists(path) else \
+                f"it {e.reason}" if isinstance(e, runs.CheckpointError) else f"{type(e).__name__}: {str(e).strip()[:200]}"
             say(f"note: cannot restore the best epoch's weights from {path} ({why}); the final numbers are the "
                 "last epoch's")
         else:
