@@ -76,6 +76,7 @@ def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[s
         refs = None
         if row.item.sources is not None and row.rep == 0:
             refs = [s if isinstance(s, str) else (pos + s if s < 0 else s) for s in row.item.sources]
+            refs = ["input" if r == -1 else r for r in refs]  # one entry before the first: the list's input
         steps.append((key, refs, pos, row.rep == row.item.repeat - 1, row.item.name))
     graph = any(step[1] is not None for step in steps) or len(inputs or []) > 1 or bool(outputs)
     if not graph:

@@ -449,6 +449,8 @@ class Checker:
         if isinstance(s, str):
             return env.get(s)
         at = pos + s if s < 0 else s
+        if at == -1:  # one entry before the first: the list's input
+            return env.get("input")
         return outs[at] if 0 <= at < pos else None
 
     def run_item(self, item: Item, xs: list[TT | None], depth: int, rep: int) -> tuple[Row, TT | None]:

@@ -474,10 +474,10 @@ class _Parser:
         for k, s in enumerate(item.sources):
             spath = where + (k,) if self._listed(where) else where
             if isinstance(s, int):
-                if (s < 0 and -s > pos) or (s >= 0 and s >= pos):
+                if (s < 0 and -s > pos + 1) or (s >= 0 and s >= pos):  # -(pos + 1): the list's input
                     self.err(codes.REFERENCE, f"`from: {s}` is no entry before this one (it is entry {pos} of its "
-                             "list)", spath, index=item.index, help="-1 is the previous entry, -2 the one before; 0 "
-                             "the first; or write the `name:` of the one meant")
+                             "list)", spath, index=item.index, help="-1 is the previous entry (the list's input for "
+                             "the first), -2 the one before; 0 the first entry; or write the `name:` of the one meant")
             elif s not in named and s not in scope:
                 if s in later:
                     msg = f"'{s}' is defined after this layer (entry {later[s]} of the list)"
