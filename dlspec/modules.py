@@ -179,3 +179,66 @@ class Graph(nn.Module):
         if len(self.output_names) == 1:
             return env[self.output_names[0]]
         return tuple(env[n] for n in self.output_names)
+
+
+# --- slicing, selecting, reducing ------------------------------------------------------------------------
+
+class Narrow(nn.Module):
+    def __init__(self, dim: int, start: int, length: int):
+        super().__init__()
+        self.dim, self.start, self.length = dim, start, length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.dim, self.start, self.length)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, start={self.start}, length={self.length}"
+
+
+class Chunk(nn.Module):
+    def __init__(self, chunks: int, index: int, dim: int = 1):
+        super().__init__()
+        self.chunks, self.index, self.dim = chunks, index, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.chunk(self.chunks, self.dim)[self.index]
+
+    def extra_repr(self) -> str:
+        return f"chunks={self.chunks}, index={self.index}, dim={self.dim}"
+
+
+class Select(nn.Module):
+    def __init__(self, dim: int, index: int):
+        super().__init__()
+        self.dim, self.index = dim, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.select(self.dim, self.index)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, index={self.index}"
+
+
+class _Reduce(nn.Module):
+    def __init__(self, dim: Any, keepdim: bool = False):
+        super().__init__()
+        self.dim = tuple(dim) if isinstance(dim, (list, tuple)) else dim
+        self.keepdim = keepdim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, keepdim={self.keepdim}"
+
+
+class Mean(_Reduce):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(self.dim, keepdim=self.keepdim)
+
+
+class Max(_Reduce):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(self.dim, keepdim=self.keepdim)
+
+
+class Sum(_Reduce):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(self.dim, keepdim=self.keepdim)

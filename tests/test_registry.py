@@ -84,6 +84,16 @@ def test_example_matches_torch(name: str, i: int) -> None:
         want = {"Add": x + x, "Multiply": x * x, "Average": x, "Maximum": x,
                 "Concatenate": torch.cat([x, x], dim=ex.args.get("dim", 1))}[name]
         assert torch.equal(y, want)
+    if entry.family == "select":  # dlspec's own modules: against torch's tensor methods
+        a = ex.args
+        d = a.get("dim", 1)
+        want = {"Narrow": lambda: x.narrow(d, a.get("start", 0), a.get("length", 1)),
+                "Chunk": lambda: x.chunk(a.get("chunks", 1), d)[a.get("index", 0)],
+                "Select": lambda: x.select(d, a.get("index", 0)),
+                "Mean": lambda: x.mean(tuple(d) if isinstance(d, list) else d, keepdim=a.get("keepdim", False)),
+                "Max": lambda: x.amax(tuple(d) if isinstance(d, list) else d, keepdim=a.get("keepdim", False)),
+                "Sum": lambda: x.sum(tuple(d) if isinstance(d, list) else d, keepdim=a.get("keepdim", False))}[name]()
+        assert torch.equal(y, want)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
