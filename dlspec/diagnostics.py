@@ -40,6 +40,8 @@ class Diagnostic:
     end_column: int | None = None  # exclusive, 1-based, same line
     override: str | None = None  # the command-line PATH=VALUE the diagnostic is about
     override_span: tuple[int, int] | None = None  # its characters in `override` (0-based, end exclusive)
+    # other places it concerns, located with it: (path, words), e.g. the use of the block it is inside
+    related: list[tuple[Path, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,12 @@ def locate(d: Diagnostic, doc: Document | None) -> Diagnostic:
         return d
     if d.file is None:
         d.file = doc.path
+    for rpath, words in d.related:  # "in block bottleneck, used at line 40": the use site of a block's layer
+        rs = doc.span(rpath)
+        note = f"{words} at line {rs.line}" if rs is not None else words
+        if note not in d.notes:
+            d.notes.append(note)
+    d.related = []
     if d.path is None or d.line is not None or d.override is not None:
         return d
     item = _override_of(d.path, doc.overrides)

@@ -407,8 +407,9 @@ class Checker:
         else:
             path, key = item.args_path, True
         notes = [n for n in (notes or []) if n]
-        self.diags.append(diag(severity, code, message, path, key=key, layer=item.index, notes=notes,
-                               help=help))
+        d = diag(severity, code, message, path, key=key, layer=item.index, notes=notes, help=help)
+        d.related = list(item.context)  # inside a block: where it is used
+        self.diags.append(d)
 
     def origin(self, x: TT) -> str:
         made = self.made_by.get(id(x))

@@ -45,7 +45,8 @@ def _what(row: Row) -> str:
     if row.item.unknown:
         return f"{row.item.key} (unknown)" if row.item.key else "(unreadable entry)"
     if row.item.block:
-        return f"{row.item.block} (block)"
+        given = ", ".join(f"{k}={v}" for k, v in row.item.block_args.items())
+        return f"{row.item.block}({given})" if given else f"{row.item.block} (block)"
     if e.summary is not None and not row.failed and not row.item.dropped:
         try:
             return e.summary(row.args)

@@ -14,6 +14,8 @@ from typing import Any
 from . import codes, dims, limits
 from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, did_you_mean, error, locate
+from .params import REQUIRED as PARAM_REQUIRED
+from .params import substitute
 from .registry import REGISTRY, TT, Float, Int, Layers, LayerType, lookup
 from .source import Document, Path
 
@@ -52,6 +54,8 @@ class Item:
     repeat: int = 1
     sources: list[str | int] | None = None  # `from:`: the names (or -k / index) of what it reads; None: the previous
     sources_path: Path = ()  # where `from:` is written
+    block_args: dict[str, Any] = field(default_factory=dict)  # a parameterised block's arguments at this use
+    context: list[tuple[Path, str]] = field(default_factory=list)  # the block uses it is inside (for diagnostics)
     block: str | None = None
 
     @property
@@ -201,12 +205,21 @@ def keras_layer(key: str, args: Any) -> KerasLayer | None:
 
 
 @dataclass
+class BlockDef:
+    """A named layer list (`blocks:`), with the arguments a use passes (`args:` and their defaults)."""
+
+    layers: Any  # the raw layer list
+    path: Path  # where the list is written
+    args: dict[str, Any] = field(default_factory=dict)  # name -> default (params.REQUIRED: the use must give it)
+
+
+@dataclass
 class Spec:
     doc: Document
     name: str
     input: TT | None
     items: list[Item]
-    blocks: dict[str, list[Any]]
+    blocks: dict[str, BlockDef]
     train: dict[str, Any] | None
     diagnostics: list[Diagnostic]
     train_config: Any = None  # trainspec.TrainConfig when `train:` is valid
@@ -390,6 +403,10 @@ def _bad_size(v: Any, path: Path) -> Diagnostic | None:
                  help="write the size of each dimension, e.g. [1, 28, 28], or a name such as T for a size that varies")
 
 
+class _MissingArgument(Exception):
+    """A block used without an argument that has no default (reported): its layers are not read."""
+
+
 class _Parser:
     def __init__(self, doc: Document, blocks: dict[str, Any]):
         self.doc = doc
@@ -400,11 +417,13 @@ class _Parser:
         self.depth = 0  # nesting of layer lists (Sequential, Residual, Concat branches, blocks) being read
         self.read = 0  # entries read: a block is read again at every use, so this bounds the work
         self.over = False  # a bound was passed: said once, everything after it is unreadable
-        self.read_blocks: dict[tuple[str, int], list[Item]] = {}  # (block, top-level index) -> its entries
+        self.read_blocks: dict[tuple[str, int, str], list[Item]] = {}  # (block, top index, args) -> its entries
+        self.context: list[tuple[Path, str]] = []  # the block uses being read: said with a diagnostic inside them
 
     def err(self, code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None,
             index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> Diagnostic:
         d = diag("error", code, msg, path, key=key, layer=index, help=help, notes=notes)
+        d.related = list(reversed(self.context))
         self.diags.append(d)
         if item is not None:
             item.error = True
@@ -440,6 +459,8 @@ class _Parser:
                     out.append(self.unreadable(path + (i,), top))
                     break
                 item = self.item(entry, path + (i,), top)
+                if self.context:
+                    item.context = list(reversed(self.context))
                 self.references(item, i, named, scope, raw)
                 if item.name is not None:
                     if item.name in named or item.name in scope:
@@ -644,23 +665,74 @@ class _Parser:
         return out
 
     def block_ref(self, key: str, args: Any, kpath: Path, path: Path, index: int, meta: dict[str, Any]) -> Item:
-        if args not in (None, {}):
-            self.err(codes.INVALID_ARGUMENT, f"block '{key}' takes no arguments", kpath, index=index,
-                     help="use `repeat:` beside the name to repeat it")
+        block = self.blocks[key]
+        try:
+            env = self.block_args(key, block, args, kpath, index)
+        except _MissingArgument:  # its layers cannot be read without it
+            return self.unreadable(path, index, key, meta)
         if key in self.block_stack:
             self.err(codes.RECURSIVE_BLOCK, f"block '{key}' uses itself ({' → '.join(self.block_stack + [key])})",
                      kpath, index=index, help=f"a block cannot contain itself; to use '{key}' several times in a row, "
                      f"write `repeat:` beside its name where it is used (`- {key}:` then `repeat: 3`)")
             return self.unreadable(path, index, key, meta)
-        children = self.read_blocks.get((key, index))
-        if children is None:  # read once per top-level entry: a block used twice in a block used twice ... is
-            self.block_stack.append(key)  # read once, not 2^depth times (`expanded` counts what it stands for)
-            children = self.items(self.blocks[key], ("blocks", key), index)
-            self.block_stack.pop()
-            self.read_blocks[(key, index)] = children
+        memo = (key, index, repr(sorted(env.items())))
+        children = self.read_blocks.get(memo)
+        if children is None:  # read once per top-level entry and arguments: a block used twice in a block used
+            raw = block.layers  # twice ... is read once, not 2^depth times (`expanded` counts what it stands for)
+            if env:
+                problems: list[tuple[Path, str]] = []
+                raw = substitute(block.layers, env, block.path, problems)
+                for ppath, message in problems:
+                    self.err(codes.INVALID_ARGUMENT, message, ppath, index=index,
+                             help=f"the block's arguments are {', '.join(block.args)}")
+            shown = ", ".join(f"{k}={yaml_text(v)}" for k, v in env.items())
+            self.context.append((kpath, f"in block {key}" + (f"({shown})" if shown else "") + ", used"))
+            self.block_stack.append(key)
+            try:
+                children = self.items(raw, block.path, index)
+            finally:
+                self.block_stack.pop()
+                self.context.pop()
+            self.read_blocks[memo] = children
         entry = REGISTRY["Sequential"]
         return Item(entry=entry, written={}, path=path, index=index, key=key,
-                    children={"layers": children}, block=key, **meta)
+                    children={"layers": children}, block=key, block_args=env, **meta)
+
+    def block_args(self, key: str, block: BlockDef, args: Any, kpath: Path, index: int) -> dict[str, Any]:
+        """The values of a block's arguments at one use: given, or the defaults; `- name: 128` fills the first."""
+        if args in (None, {}):
+            args = {}
+        elif not isinstance(args, dict):
+            if not block.args:
+                self.err(codes.INVALID_ARGUMENT, f"block '{key}' takes no arguments", kpath, index=index,
+                         help="use `repeat:` beside the name to repeat it; or give the block `args:`")
+                return {}
+            args = {next(iter(block.args)): args}
+        if args and not block.args:
+            self.err(codes.INVALID_ARGUMENT, f"block '{key}' takes no arguments", kpath, index=index,
+                     help="use `repeat:` beside the name to repeat it; or give the block `args:`")
+            return {}
+        env: dict[str, Any] = {}
+        for name, value in args.items():
+            if name not in block.args:
+                hint = did_you_mean(str(name), list(block.args))
+                self.err(codes.UNKNOWN_ARGUMENT, f"block '{key}' has no argument '{name}'", kpath + (name,), key=True,
+                         index=index, help=f"did you mean '{hint}'?" if hint else f"{key} takes " + ", ".join(block.args))
+                continue
+            if isinstance(value, str) and re.search(r"[A-Za-z_]\w*\s*[-+*/%]|[-+*/%]\s*[A-Za-z_]", value):
+                self.err(codes.INVALID_ARGUMENT, f"block '{key}' {name}: `{value}` computes with names that are no "
+                         "arguments here", kpath + (name,), index=index,
+                         help="arithmetic over arguments works inside a block's layers; here write a number")
+                continue
+            env[name] = value
+        for name, default in block.args.items():
+            if name not in env:
+                if default is PARAM_REQUIRED:
+                    self.err(codes.MISSING_ARGUMENT, f"block '{key}' needs `{name}`", kpath, key=True, index=index,
+                             help=f"write `- {key}: {{{name}: ...}}`")
+                    raise _MissingArgument
+                env[name] = default
+        return env
 
     def arguments(self, item: Item, args: Any, kpath: Path, written_as: dict[str, str] | None = None) -> None:
         """Check and store an entry's arguments.  written_as: argument -> the key written for it in the file
@@ -797,6 +869,36 @@ def _expansion_limit(items: list[Item], cap: int) -> Diagnostic | None:
     return None
 
 
+def _block_def(name: str, raw: Any, diags: list[Diagnostic]) -> BlockDef | None:
+    """A block as written: a layer list, or {args: {name: default}, layers: [...]}."""
+    base: Path = ("blocks", name)
+    if isinstance(raw, list):
+        if not raw:
+            diags.append(error(codes.SPEC_STRUCTURE, f"block '{name}' is an empty list", base,
+                               help="give the block its layers, or remove it"))
+            return None
+        return BlockDef(raw, base)
+    if not isinstance(raw, dict):
+        return None  # the top level's schema said so
+    extra = [k for k in raw if k not in ("args", "layers")]
+    for k in extra:
+        hint = did_you_mean(str(k), ["args", "layers"])
+        diags.append(error(codes.SPEC_STRUCTURE, f"block '{name}' has no key '{k}'", base + (k,), key=True,
+                           help=f"did you mean '{hint}'?" if hint else "a block is a layer list, or {args: {...}, "
+                           "layers: [...]}"))
+    layers = raw.get("layers")
+    if not isinstance(layers, list) or not layers:
+        diags.append(error(codes.SPEC_STRUCTURE, f"block '{name}' needs `layers:`, a list of layers", base,
+                           key=True, help="write `layers:` under the block, with its layers"))
+        return None
+    args = raw.get("args") or {}
+    if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+        diags.append(error(codes.SPEC_STRUCTURE, f"block '{name}' args must map names to defaults",
+                           base + ("args",), help="e.g. `args: {channels: 64, stride: 1}` (null: no default)"))
+        args = {}
+    return BlockDef(layers, base + ("layers",), dict(args))
+
+
 def _sized(key: str) -> dict[int, str]:
     """The rank-suffixed layer types a generic name stands for, by per-sample input rank:
     'BatchNorm' -> {1: BatchNorm1d, 2: BatchNorm1d, 3: BatchNorm2d, 4: BatchNorm3d}; {} for other names."""
@@ -896,7 +998,8 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
                                key=True, help="a block is named like a layer: letters, digits and _, not starting "
                                "with a digit (e.g. `stage1`)"))
             del blocks[bname]
-    spec.blocks = blocks
+    spec.blocks = {n: bd for n, raw in blocks.items() if (bd := _block_def(n, raw, diags)) is not None}
+    blocks = spec.blocks  # type: ignore[assignment]
     for bname in blocks:
         hidden = lookup(str(bname))
         if hidden is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Choice, Example, Int, IntTuple, LayerType, prod, register
+from ..registry import TT, Arg, Bool, Choice, Example, Int, IntTuple, LayerType, OneOf, prod, register
 
 
 def _k(v: Any, n: int) -> tuple[int, ...]:
@@ -17,6 +17,10 @@ def _k(v: Any, n: int) -> tuple[int, ...]:
 def _short(v: Any, n: int) -> str:
     t = _k(v, n)
     return str(t[0]) if len(set(t)) == 1 else "x".join(map(str, t))
+
+
+# a count, or `in_channels`: as many as the layer receives (`groups: in_channels` is a depthwise convolution)
+_CHANNELS = OneOf(Int(1), Choice("in_channels"))
 
 
 def conv_label(prefix: str, n: int) -> Any:
@@ -54,6 +58,9 @@ def _channels(c: Ctx, x: TT, n: int) -> int:
                           + start)
     cin = c.need_known(x.shape[0], "in_channels", "input channels")
     c.infer_size("in_channels", cin, "channels")
+    for name in ("groups", "out_channels"):  # `groups: in_channels`: a depthwise convolution, whatever it receives
+        if c.a[name] == "in_channels":
+            c.a[name] = cin
     g = c.a["groups"]
     for name in ("in_channels", "out_channels"):
         if c.a[name] % g:
@@ -184,10 +191,10 @@ def conv_t(n: int) -> Any:
 for _n in (1, 2, 3):
     register(LayerType(
         name=f"Conv{_n}d", family="conv",
-        args={"in_channels": Arg(Int(1), inferred=True), "out_channels": Arg(Int(1)),
+        args={"in_channels": Arg(Int(1), inferred=True), "out_channels": Arg(_CHANNELS),
               "kernel_size": Arg(IntTuple(_n)), "stride": Arg(IntTuple(_n), 1),
               "padding": Arg(IntTuple(_n, 0, ("same", "valid")), 0), "dilation": Arg(IntTuple(_n), 1),
-              "groups": Arg(Int(1), 1), "bias": Arg(Bool(), True),
+              "groups": Arg(_CHANNELS, 1), "bias": Arg(Bool(), True),
               "padding_mode": Arg(Choice("zeros", "reflect", "replicate", "circular"), "zeros")},
         infer=conv(_n), params=_conv_params(_n), macs=_conv_macs(_n), label=conv_label("conv", _n),
         summary=_summary(f"Conv{_n}d", _n), examples=_CONV_EXAMPLES[_n],
@@ -211,9 +218,9 @@ def _tconv_macs(n: int) -> Any:
 for _n in (1, 2, 3):
     register(LayerType(
         name=f"ConvTranspose{_n}d", family="conv",
-        args={"in_channels": Arg(Int(1), inferred=True), "out_channels": Arg(Int(1)),
+        args={"in_channels": Arg(Int(1), inferred=True), "out_channels": Arg(_CHANNELS),
               "kernel_size": Arg(IntTuple(_n)), "stride": Arg(IntTuple(_n), 1), "padding": Arg(IntTuple(_n, 0), 0),
-              "output_padding": Arg(IntTuple(_n, 0), 0), "groups": Arg(Int(1), 1), "bias": Arg(Bool(), True),
+              "output_padding": Arg(IntTuple(_n, 0), 0), "groups": Arg(_CHANNELS, 1), "bias": Arg(Bool(), True),
               "dilation": Arg(IntTuple(_n), 1), "padding_mode": Arg(Choice("zeros"), "zeros")},
         infer=conv_t(_n), params=_tconv_params(_n), macs=_tconv_macs(_n), label=conv_label("deconv", _n),
         summary=_summary(f"ConvTranspose{_n}d", _n), examples=_TCONV_EXAMPLES[_n],
