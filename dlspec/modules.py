@@ -32,9 +32,16 @@ class GRU(_SequenceOutput, nn.GRU):  # type: ignore[misc]
 
 
 class SelfAttention(nn.MultiheadAttention):
-    """MultiheadAttention with query = key = value = the input."""
+    """MultiheadAttention with query = key = value = the input; `causal` masks each step from later ones."""
+
+    def __init__(self, *args: Any, causal: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.causal:
+            t = x.shape[1] if self.batch_first else x.shape[0]
+            return super().forward(x, x, x, need_weights=False, attn_mask=causal_mask(t, x.device), is_causal=True)[0]
         return super().forward(x, x, x, need_weights=False)[0]
 
 
@@ -242,3 +249,113 @@ class Max(_Reduce):
 class Sum(_Reduce):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(self.dim, keepdim=self.keepdim)
+
+
+# --- attention with a causal mask; the two-input layers ---------------------------------------------------
+
+def causal_mask(t: int, device: Any) -> torch.Tensor:
+    """True above the diagonal: step i may not attend to steps after it."""
+    return torch.ones(t, t, dtype=torch.bool, device=device).triu(1)
+
+
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """torch's TransformerEncoderLayer, with `causal` (each step attends only to itself and the steps before)."""
+
+    def __init__(self, *args: Any, causal: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+
+    def forward(self, src: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        if self.causal and not args and "src_mask" not in kwargs:
+            t = src.shape[1] if self.self_attn.batch_first else src.shape[0]
+            return super().forward(src, src_mask=causal_mask(t, src.device), is_causal=True)
+        return super().forward(src, *args, **kwargs)
+
+
+class DecoderLayer(nn.TransformerDecoderLayer):
+    """torch's TransformerDecoderLayer reading (target, memory); `causal` masks the target's later steps."""
+
+    def __init__(self, *args: Any, causal: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not self.causal:
+            return super().forward(tgt, memory)
+        t = tgt.shape[1] if self.self_attn.batch_first else tgt.shape[0]
+        return super().forward(tgt, memory, tgt_mask=causal_mask(t, tgt.device), tgt_is_causal=True)
+
+
+class Transformer(nn.Transformer):
+    """torch's Transformer reading (source, target); `causal` masks the target's later steps."""
+
+    def __init__(self, *args: Any, causal: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not self.causal:
+            return super().forward(src, tgt)
+        t = tgt.shape[1] if self.batch_first else tgt.shape[0]
+        return super().forward(src, tgt, tgt_mask=causal_mask(t, tgt.device), tgt_is_causal=True)
+
+
+# --- learned tensors -----------------------------------------------------------------------------------
+
+class ClassToken(nn.Module):
+    """Prepends a learned token to a sequence (N, T, F) -> (N, T+1, F), as ViT's class token (zeros at first)."""
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class PositionalEmbedding(nn.Module):
+    """Adds a learned vector per position (N, T, F): the first T of `length` (normal(std) at first, as ViT)."""
+
+    def __init__(self, embed_dim: int, length: int, std: float = 0.02):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(1, length, embed_dim).normal_(std=std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.embedding[:, : x.shape[1]]
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Adds sin(pos / base^(2i/F)) and cos(...) to the even and odd features (Vaswani et al. 2017)."""
+
+    def __init__(self, embed_dim: int, base: float = 10000.0):
+        super().__init__()
+        self.embed_dim, self.base = embed_dim, base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, d = x.shape[1], self.embed_dim
+        pos = torch.arange(t, device=x.device, dtype=torch.float32)[:, None]
+        freq = torch.pow(self.base, -torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+        pe = torch.zeros(t, d, device=x.device, dtype=torch.float32)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq)
+        return x + pe.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.embed_dim}, base={self.base:g}"
+
+
+class Parameter(nn.Module):
+    """A learned tensor of `shape`, the same for every sample: (N, *shape); the input gives the batch size."""
+
+    def __init__(self, shape: Any, init: str = "normal", std: float = 1.0):
+        super().__init__()
+        w = torch.empty(*shape)
+        {"zeros": nn.init.zeros_, "ones": nn.init.ones_, "normal": lambda t: nn.init.normal_(t, std=std),
+         "trunc_normal": lambda t: nn.init.trunc_normal_(t, std=std), "uniform": nn.init.uniform_,
+         "xavier_uniform": lambda t: nn.init.xavier_uniform_(t) if t.dim() >= 2 else nn.init.uniform_(t)}[init](w)
+        self.value = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.value.expand(x.shape[0], *self.value.shape)
+        # without autograd a view of a parameter would still claim to need grad: hand out a plain tensor
+        return out if torch.is_grad_enabled() else out.clone()

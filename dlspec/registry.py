@@ -188,6 +188,7 @@ class Arg:
     default: Any = REQUIRED
     inferred: bool = False  # an input size: may be omitted, and is then inferred from the input
     doc: str = ""
+    own: bool = False  # dlspec's own option (e.g. causal), not an argument of the torch class
 
     @property
     def required(self) -> bool:

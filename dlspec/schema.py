@@ -478,6 +478,12 @@ class _Parser:
         the layer reads: one, or two or more for a merge (Add, Concatenate, ...)."""
         many = item.entry.arity == 0
         where = item.sources_path or item.path + ("from",)
+        if item.entry.arity == 2 and not item.unknown and (item.sources is None or len(item.sources) != 2):
+            self.err(codes.REFERENCE, f"{item.entry.name} reads two inputs: name them with `from:`"
+                     + (f" (it names {len(item.sources)})" if item.sources else ""),
+                     where if item.sources else item.args_path, key=item.sources is None, index=item.index,
+                     help="e.g. `from: [-1, memory]`, in the order " + item.entry.doc.split("`from: ")[-1].rstrip("`"))
+            return
         if item.sources is None:
             if many and not item.unknown:
                 self.err(codes.REFERENCE, f"{item.entry.name} merges two or more inputs: say which with `from:`",
@@ -487,7 +493,7 @@ class _Parser:
         if many and len(item.sources) < 2:
             self.err(codes.REFERENCE, f"{item.entry.name} merges two or more inputs, `from:` names "
                      f"{len(item.sources)}", where, index=item.index, help="list them all: `from: [-1, skip]`")
-        elif not many and len(item.sources) > 1 and not item.unknown:
+        elif item.entry.arity == 1 and len(item.sources) > 1 and not item.unknown:
             self.err(codes.REFERENCE, f"{item.entry.name} reads one input, `from:` names {len(item.sources)}", where,
                      index=item.index, help="merge them first (Add, Multiply, Concatenate, Average, Maximum), or "
                      "name one")

@@ -57,8 +57,8 @@ def test_example_matches_torch(name: str, i: int) -> None:
         pytest.skip(f"{name} needs torch {entry.torch_min}")
     ex = entry.examples[i]
     layer: dict[str, Any] = {name: ex.args}
-    if entry.arity == 0:  # a merge: it reads the input twice (and is compared with torch's own op below)
-        layer["from"] = ["input", "input"]
+    if entry.arity != 1:  # a merge or a two-input layer: it reads the input twice (a merge: checked against
+        layer["from"] = ["input", "input"]  # torch's own op below)
     checked = _check_ok(spec_text([layer], ex.input, ex.dtype))
     assert len(checked.rows) == 1 and checked.output is not None
     row = checked.rows[0]
@@ -69,6 +69,15 @@ def test_example_matches_torch(name: str, i: int) -> None:
     x = sample(ex.input, ex.dtype, high=ex.args.get("num_embeddings", 2), batch=BATCH)
     with torch.no_grad(), FlopCounterMode(display=False) as flops:
         y = model(x)
+    if entry.arity == 2:  # torch's own class on the same weights and the input twice
+        ref = getattr(torch.nn, name)(**{k: v for k, v in row.args.items() if not entry.args[k].own}).eval()
+        ref.load_state_dict(model.state_dict() if not hasattr(model, "steps") else
+                            {k.split(".", 1)[1]: v for k, v in model.state_dict().items()})
+        kw = {}
+        if row.args.get("causal"):  # the mask torch's own docs build, passed by hand
+            kw = {"tgt_mask": torch.nn.Transformer.generate_square_subsequent_mask(x.shape[1]), "tgt_is_causal": True}
+        with torch.no_grad():
+            assert torch.allclose(ref(x, x, **kw), y, atol=1e-5)
 
     assert tuple(y.shape) == (BATCH,) + tuple(row.output.shape), f"{name} {ex.args} on {ex.input}"
     assert sum(p.numel() for p in model.parameters()) == row.params == checked.params
@@ -143,6 +152,8 @@ def test_defaults_match_torch(name: str) -> None:
     open_kwargs = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
     module = None
     for arg, spec in entry.args.items():
+        if spec.own:  # dlspec's option (causal): the module dlspec builds takes it, torch's class does not
+            continue
         p = params.get(arg)
         if p is None:
             assert open_kwargs, f"torch.nn.{name} has no argument {arg!r}"
