@@ -109,7 +109,7 @@ def check_contract(checked: Checked, facts: DataFacts, loss: str | None, loss_pa
             err(codes.DTYPE, f"{facts.name} gives float features but the spec's input is integer ids", ("input",),
                 help=f"write input: {ss} (float), or use ids encoding in train.data")
         return diags, symbols
-    if checked.output is None or loss_name is None:
+    if checked.output is None or loss_name is None or not checked.rows:
         return diags, symbols
     if loss_name not in SUPPORTED_LOSSES:
         err(codes.LOSS, f"dlspec run does not support {loss_name} (it needs inputs other than (output, target))",
