@@ -56,6 +56,7 @@ DTYPE = ErrorCode("dtype", "the layer receives the wrong kind of values (integer
 EXPECT_MISMATCH = ErrorCode("expect-mismatch", "a layer's output differs from its `expect:`")
 MERGE_SHAPE = ErrorCode("merge-shape", "Residual / Concat branches produce shapes that cannot be merged")
 RESHAPE = ErrorCode("reshape", "Reshape / Unflatten sizes do not multiply to the input size")
+LAYOUT = ErrorCode("layout", "a layer reads a channels-first map as a sequence (or the other way): the axes mix")
 BATCH_FIRST = ErrorCode("batch-first", "a recurrent or attention layer reads (N, T, F) data with batch_first false")
 FORGOTTEN_FLATTEN = ErrorCode("forgotten-flatten", "a Linear is applied to a feature map (a Flatten is probably missing)")
 NO_EFFECT = ErrorCode("no-effect", "an argument that has no effect in this position")

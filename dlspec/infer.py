@@ -510,8 +510,8 @@ class Checker:
             self.made_by[id(out)] = row
         self.count(row, x, out)
         self.chain.append(row)
-        if item.expect is not None and out is not None:
-            self.check_expect(item, row, out)
+        if item.expect is not None and out is not None and rep == item.repeat - 1:  # a repeated entry: its output,
+            self.check_expect(item, row, out)  # the last repetition's
         return row, out
 
     def channels_last_diag(self, severity: str, fixed: list[int], x: TT, name: str,
@@ -565,7 +565,9 @@ class Checker:
         t = trail(self.chain, self.spec.input) if as_map and self.spec.input else ""
         if t:
             notes.append("spatial size: " + t)
-        self.diags.append(error(codes.EXPECT_MISMATCH, f"layer {item.index} {item.entry.name} gives {g_txt}, not {e_txt} as `expect` says",
+        after = f" after its {item.repeat} repetitions" if item.repeat > 1 else ""
+        self.diags.append(error(codes.EXPECT_MISMATCH, f"layer {item.index} {row.type} gives {g_txt}{after}, not "
+                                f"{e_txt} as `expect` says",
             item.path + ("expect",), layer=item.index, notes=notes,
             help=f"write expect: {dims.fmt_map(got).replace('×', 'x') if as_map else list(got)}, "
                  "or change the layers above so they give what you expect"))

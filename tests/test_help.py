@@ -214,6 +214,9 @@ CASES: dict[str, tuple[str, str, tuple[str, str] | None]] = {
                             "task: classification}\n  loss: BCELoss\n",
                             "use BCEWithLogitsLoss on raw scores (numerically safer), or end with Sigmoid",
                             ("loss: BCELoss", "loss: BCEWithLogitsLoss")),
+    "layout": ("input: [4, 16]\nlayers:\n  - Conv1d: {out_channels: 8, kernel_size: 3}\n  - Last\n  - Linear: 2\n",
+               "for the last position write `- Select: {dim: -1, index: -1}`, or `- Permute: [0, 2, 1]` before Last "
+               "to read the map as a sequence", ("  - Last\n", "  - Select: {dim: -1, index: -1}\n")),
     "limit": ("input: [4]\nlayers:\n  - ReLU:\n    repeat: 200000\n",
               "raise the bound with DLSPEC_MAX_LAYERS=N if the spec really is meant to be this large",
               ("repeat: 200000", "repeat: 2")),

@@ -33,6 +33,12 @@ def recurrent(name: str) -> Any:
         c.float_input()
         c.rank((2,), "sequence", help="a recurrent layer reads (N, T, F); for one value per step write input: [T, 1]"
                if len(x.shape) == 1 else "flatten the extra dimensions into features, or Reshape to [T, F]")
+        if x.layout == "channels":  # (N, C, L) from a Conv1d: the recurrent layer would step through channels
+            ch, length = (dims.fmt(d) for d in x.shape)
+            c.warn(codes.LAYOUT, f"{name} reads the channels-first map (N, {ch}, {length}) as a sequence (N, T, F): "
+                   f"its {ch} channels would be the time steps and the {length} positions the features",
+                   notes=[c.origin()], help=f"put `- Permute: [0, 2, 1]` before it: it then reads {length} steps of "
+                   f"{ch} features")
         f = c.need_known(x.shape[1], "input_size", "input features")
         c.infer_size("input_size", f)
         batch_first_warning(c, x)

@@ -161,6 +161,11 @@ def _last(c: Ctx, x: TT) -> TT:
     if len(x.shape) < 2:
         raise c.fail(codes.RANK, f"Last takes the last step of a sequence (N, T, F) but receives {dims.fmt_shape(x.shape)}",
                      notes=[c.origin()])
+    if x.layout == "channels":  # x[:, -1] of (N, C, L) is the last channel, not the last position
+        c.warn(codes.LAYOUT, f"Last takes x[:, -1], the last channel of the channels-first map "
+               f"{dims.fmt_map(x.shape)} {dims.fmt_shape(x.shape)}, not its last position", notes=[c.origin()],
+               help="for the last position write `- Select: {dim: -1, index: -1}`, or `- Permute: [0, 2, 1]` "
+                    "before Last to read the map as a sequence")
     return x.with_shape(tuple(x.shape[1:]), "sequence" if len(x.shape) > 2 else None)
 
 
