@@ -241,6 +241,36 @@ class Ctx:
                         help=help or "fix the size before this layer (take the last step with `Last`, pool it "
                                      "with AdaptiveAvgPool, or give the symbol a fixed value in `input`)")
 
+    def same(self, a: Dim, b: Dim) -> bool:
+        """a and b are the same size for every value of their symbols (as `symbols:` declares them)."""
+        if a == b:
+            return True
+        if isinstance(a, int) and isinstance(b, int):
+            return False
+        from .algebra import same
+
+        return same(a, b, self.checker.divisible)
+
+    def divisor_hint(self, pairs: list[tuple[Dim, Dim]]) -> str | None:
+        """The `symbols:` declaration under which each pair of sizes is equal (H even, ...), if there is one."""
+        from .algebra import same
+
+        found: dict[str, int] = {}
+        for a, b in pairs:
+            if self.same(a, b):
+                continue
+            for name, k in ((n, k) for n in sorted(dims.symbols(a) | dims.symbols(b)) for k in (2, 4, 8, 16, 32, 64)):
+                if same(a, b, {**self.checker.divisible, **found, name: k}):
+                    found[name] = k
+                    break
+            else:
+                return None
+        if not found:
+            return None
+        names = " and ".join(f"{n} a multiple of {k}" for n, k in found.items())
+        decl = ", ".join(f"{n}: {{divisible_by: {k}}}" for n, k in found.items())
+        return f"the sizes agree when {names}: if that always holds, declare it with `symbols: {{{decl}}}`"
+
     # reporting
     def fail(self, code: ErrorCode, message: str, arg: str | None = None, notes: list[str] | None = None,
              help: str | None = None, recover: TT | None = None) -> ShapeError:
@@ -396,6 +426,7 @@ class Checker:
         self.quiet: set[str] = set()  # `once` warnings already said along this chain (see Ctx.warn)
         self.channels_first = _channels_first(spec.input)  # the input as torch reads it, if written channels-last
         self.made_by: dict[int, Row] = {}  # id(output) -> the row that gave it, for "layer 3 Conv2d gives ..."
+        self.divisible = dict(spec.symbols)  # what `symbols:` declares: name -> a divisor of its values
         self.env: dict[str, TT | None] = {}  # the top-level list's named outputs and inputs, when the pass is done
 
     def report(self, severity: str, code: ErrorCode, message: str, item: Item, arg: str | None,
@@ -504,6 +535,10 @@ class Checker:
             self.quiet = ctx.quiet_out
         if entry.family == "shape":  # a Flatten / Reshape / Permute starts a new chain for `once` warnings
             self.quiet = set()
+        if out is not None and any(isinstance(d, str) for d in out.shape):  # `((L-1)*2)//2+1` is L
+            from .algebra import simplify
+
+            out = out.with_shape(tuple(simplify(d, self.divisible) for d in out.shape))
         row.output = out
         row.inputs = [t for t in xs if t is not None]
         if out is not None:
@@ -549,7 +584,8 @@ class Checker:
     def check_expect(self, item: Item, row: Row, out: TT) -> None:
         exp: Shape = item.expect
         got = out.shape
-        if len(exp) == len(got) and all(e == g or g == dims.UNKNOWN for e, g in zip(exp, got, strict=True)):
+        if len(exp) == len(got) and all(e == g or g == dims.UNKNOWN or (isinstance(g, str) and _same(e, g, self.divisible))
+                                        for e, g in zip(exp, got, strict=True)):
             return
         as_map = len(got) >= 2 and out.layout != "sequence"
         g_txt = dims.fmt_map(got) if as_map else dims.fmt_shape(got)
@@ -571,6 +607,12 @@ class Checker:
             item.path + ("expect",), layer=item.index, notes=notes,
             help=f"write expect: {dims.fmt_map(got).replace('×', 'x') if as_map else list(got)}, "
                  "or change the layers above so they give what you expect"))
+
+
+def _same(a: Dim, b: Dim, divisible: dict[str, int]) -> bool:
+    from .algebra import same
+
+    return same(a, b, divisible)
 
 
 def _mapping_args(doc: Any, item: Item) -> set[str]:

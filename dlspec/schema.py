@@ -36,6 +36,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         "outputs": {"type": ["array", "string"]},
         "layers": {"type": "array", "minItems": 1},
         "blocks": {"type": "object", "additionalProperties": {"type": ["array", "object"]}},
+        "symbols": {"type": "object"},
         "train": {"type": "object"},
     },
     "additionalProperties": False,
@@ -225,6 +226,7 @@ class Spec:
     train_config: Any = None  # trainspec.TrainConfig when `train:` is valid
     inputs: dict[str, TT] = field(default_factory=dict)  # `inputs:` by name (one for `input:`, named "input")
     outputs: list[str] = field(default_factory=list)  # `outputs:`: the names the model returns; []: the last output
+    symbols: dict[str, int] = field(default_factory=dict)  # `symbols: {H: {divisible_by: 8}}`: name -> divisor
 
     @property
     def path(self) -> str:
@@ -278,6 +280,8 @@ def quick_valid(data: dict[Any, Any]) -> bool:
         if not isinstance(b, dict) or not all(isinstance(v, (list, dict)) for v in b.values()):
             return False
     if "train" in data and not isinstance(data["train"], dict):
+        return False
+    if "symbols" in data and not isinstance(data["symbols"], dict):
         return False
     return True
 
@@ -986,6 +990,15 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
             if tt is not None:
                 spec.inputs[iname] = tt
         spec.input = next(iter(spec.inputs.values()), None)
+    for sname, decl in (data.get("symbols") or {}).items() if isinstance(data.get("symbols"), dict) else ():
+        k = decl.get("divisible_by") if isinstance(decl, dict) else None
+        if not (isinstance(sname, str) and dims.SYMBOL.match(sname)) or not isinstance(decl, dict) or \
+                set(decl) - {"divisible_by"} or not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            diags.append(error(codes.SPEC_STRUCTURE, f"cannot read symbols.{sname}: {yaml_text(decl)}",
+                               ("symbols", sname), help="declare what is known of a symbol: `symbols: {H: "
+                               "{divisible_by: 8}}` (H is always a multiple of 8)"))
+            continue
+        spec.symbols[sname] = k
     outs = data.get("outputs")
     if outs is not None:
         outs = [outs] if isinstance(outs, str) else outs

@@ -45,10 +45,10 @@ def _broadcast(c: Ctx, what: str) -> TT:
     for sizes in zip(*(t.shape for t in xs), strict=True):
         known = [s for s in sizes if s != 1 and s != dims.UNKNOWN]
         if any(s == dims.UNKNOWN for s in sizes):
-            out.append(known[0] if known and all(s == known[0] for s in known) else dims.UNKNOWN)
+            out.append(known[0] if known and all(c.same(s, known[0]) for s in known) else dims.UNKNOWN)
         elif not known:
             out.append(1)
-        elif all(s == known[0] for s in known):
+        elif all(c.same(s, known[0]) for s in known):
             out.append(known[0])
         else:
             raise c.fail(codes.MERGE_SHAPE, f"{c.item.entry.name} cannot broadcast {_sources(c)}: sizes "
@@ -92,8 +92,8 @@ def _concatenate(c: Ctx, x: TT) -> TT:
     for j in range(r - 1):
         if j == nd - 1:
             continue
-        sizes = {t.shape[j] for t in xs} - {dims.UNKNOWN}
-        if len(sizes) > 1:
+        sizes = [t.shape[j] for t in xs if t.shape[j] != dims.UNKNOWN]
+        if any(not c.same(q, sizes[0]) for q in sizes):
             raise c.fail(codes.MERGE_SHAPE, f"Concatenate along dim {d} cannot join {_sources(c)}: every dimension "
                          f"but dim {d} must agree (dim {j + 1}: {', '.join(dims.fmt(t.shape[j]) for t in xs)})",
                          help="make them agree on every other dimension (e.g. crop or pad the skip connection, or "

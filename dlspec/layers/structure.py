@@ -37,7 +37,7 @@ register(LayerType(
 def _same_shape(c: Ctx, a: TT, b: TT, what: str) -> bool:
     if len(a.shape) != len(b.shape):
         return False
-    return all(x == y or dims.UNKNOWN in (x, y) for x, y in zip(a.shape, b.shape, strict=True))
+    return all(dims.UNKNOWN in (x, y) or c.same(x, y) for x, y in zip(a.shape, b.shape, strict=True))
 
 
 def _residual(c: Ctx, x: TT) -> TT:
@@ -51,8 +51,10 @@ def _residual(c: Ctx, x: TT) -> TT:
         raise c.fail(codes.MERGE_SHAPE, f"Residual adds its body's output {show(y)} to its "
                      f"{'shortcut' if c.item.children.get('shortcut') else 'input'} {show(s)}: the shapes differ",
                      notes=[f"the body maps {show(x)} to {show(y)}"],
-                     help="keep the body shape-preserving (padding, stride 1, same channels), or give a `shortcut:` "
-                          "list that maps the input to the body's shape (e.g. a 1×1 Conv2d)", recover=y)
+                     help=(len(y.shape) == len(s.shape) and c.divisor_hint(list(zip(y.shape, s.shape, strict=True))))
+                     or "keep the body shape-preserving (padding, stride 1, same channels), or give a `shortcut:` "
+                        "list that maps the input to the body's shape (e.g. a 1×1 Conv2d)",
+                     recover=y)
     return y
 
 
