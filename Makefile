@@ -37,7 +37,7 @@ lint: setup
 
 # every example spec checks clean (exit 0); every mistake in specs/errors/ is reported (exit 1)
 check-specs: setup
-	$(BIN)/dlspec check specs/*.yaml > /dev/null
+	$(BIN)/dlspec check specs/*.yaml specs/zoo/*.yaml > /dev/null
 	$(BIN)/dlspec check specs/errors/*.yaml > /dev/null; test $$? -eq 1
 
 docs: setup

@@ -162,7 +162,10 @@ def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
     if any(not isinstance(a, str) for m, _ in p for a in m):
         return d
     plain = _undeclare(p)
-    if plain is None or any(c.denominator != 1 for _, c in plain):
+    div = divisible or {}
+    # a fraction only of a symbol declared divisible by its denominator: H//2 when H is a multiple of 16
+    if plain is None or any(c.denominator != 1 and not (len(m) == 1 and div.get(str(m[0]), 1) % c.denominator == 0)
+                            for m, c in plain):
         return d
     p = plain
     if all(m == () for m, _ in p):
@@ -174,6 +177,9 @@ def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
             const = int(c)
             continue
         base = "*".join(str(a) for a in m)
+        if c.denominator != 1:  # H//2, (H//4)*3: exact for a declared multiple
+            base = f"{base}//{c.denominator}" if abs(c.numerator) == 1 else f"({base}//{c.denominator})"
+            c = Fraction(c.numerator)
         k = int(c)
         terms.append(base if k == 1 else f"-{base}" if k == -1 else f"{base}*{k}")
     text = "+".join(terms).replace("+-", "-")

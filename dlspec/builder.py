@@ -70,7 +70,7 @@ def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[s
             base = prefix(row)
             counts[base] = counts.get(base, 0) + 1
             key = numbered(base, counts[base])
-        while key in named:
+        while key in named or key in _RESERVED:  # `name: forward` would hide nn.Module.forward: forward_
             key += "_"
         named[key] = build_row(row)
         refs = None
@@ -82,6 +82,23 @@ def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[s
     if not graph:
         return SpecModel(named)
     return Graph(named, steps, list(inputs or ["input"]), list(outputs or []))
+
+
+class _Attributes:
+    """What a module name may not be: an attribute every nn.Module has (forward, train, eval, ...)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] | None = None
+
+    def __contains__(self, name: str) -> bool:
+        if self.names is None:
+            import torch.nn as nn
+
+            self.names = set(dir(nn.Module))
+        return name in self.names
+
+
+_RESERVED = _Attributes()
 
 
 def _positions(rows: list[Row]) -> list[int]:

@@ -137,6 +137,21 @@ register(LayerType(name="PixelUnshuffle", family="resize", args={"downscale_fact
                    examples=[Example({"downscale_factor": 2}, (2, 6, 4)), Example({"downscale_factor": 3}, (2, 1, 3, 6))]))
 
 
+
+def _channel_shuffle(c: Ctx, x: TT) -> TT:
+    c.rank((2, 3, 4), "channels-first")
+    g, ch = c.a["groups"], x.shape[0]
+    if isinstance(ch, int) and ch % g:
+        raise c.fail(codes.GROUPS, f"ChannelShuffle groups {g} does not divide the {ch} channels", arg="groups",
+                     notes=[c.origin()], help=f"pick groups among the divisors of {ch}")
+    return x
+
+
+register(LayerType(name="ChannelShuffle", family="resize", args={"groups": Arg(Int(1))}, infer=_channel_shuffle,
+                   label=lambda a: f"shuffle/{a['groups']}", summary=lambda a: f"ChannelShuffle({a['groups']})",
+                   doc="interleaves the channels of groups (ShuffleNet): (g·k channels) → k groups of g, transposed",
+                   examples=[Example({"groups": 2}, (4, 3, 3)), Example({"groups": 3}, (6, 5))]))
+
 # --- padding layers ------------------------------------------------------------------------------------
 
 def pad(n: int, kind: str) -> Any:

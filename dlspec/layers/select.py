@@ -117,6 +117,10 @@ register(LayerType(
 _DIMS = OneOf(Int(), IntList(text="a list of dims"))
 
 
+def _dims_text(d: Any) -> str:
+    return ", ".join(map(str, d)) if isinstance(d, (list, tuple)) else str(d)
+
+
 def _reduce(c: Ctx, x: TT) -> TT:
     d = c.a["dim"]
     axes = sorted({_axis(c, x, k) for k in (d if isinstance(d, (list, tuple)) else [d])})
@@ -132,7 +136,7 @@ for _name, _op in (("Mean", "mean"), ("Max", "maximum"), ("Sum", "sum")):
     register(LayerType(
         name=_name, family="select", structural=True, args={"dim": Arg(_DIMS), "keepdim": Arg(Bool(), False)},
         positional="dim", infer=_reduce, build=_module(_name), label=lambda a: "reduce",
-        summary=lambda a, n=_name: f"{n}(dim {a['dim']}{', keepdim' if a['keepdim'] else ''})",  # type: ignore[misc]
+        summary=lambda a, n=_name: f"{n}(dim {_dims_text(a['dim'])}{', keepdim' if a['keepdim'] else ''})",  # type: ignore[misc]
         doc=f"the {_op} over dim (or a list of dims), which goes away unless keepdim: `- {_name}: 1`",
         examples=[Example({"dim": 1}, (4, 3)), Example({"dim": [2, 3], "keepdim": True}, (3, 4, 5)),
                   Example({"dim": -1}, (2, 7))],
