@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
 # --- VGG-16 --------------------------------------------------------------------------------------------
 
 class VGG16(nn.Module):
