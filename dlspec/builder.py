@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import Any
 
 from .infer import Checked, Row
-
-_PREFIX = [
-    (r"ConvTranspose\dd", "deconv"), (r"Conv\dd", "conv"), (r"(Max|Avg|LP)Pool\dd", "pool"),
-    (r"Adaptive(Max|Avg)Pool\dd", "pool"), (r"Linear", "fc"), (r"BatchNorm\dd", "bn"), (r"LayerNorm", "ln"),
-    (r"GroupNorm", "gn"), (r"InstanceNorm\dd", "inorm"), (r"RMSNorm", "rms"), (r".*Dropout.*", "drop"),
-    (r"Embedding", "embed"), (r"MultiheadAttention", "attn"), (r"TransformerEncoderLayer", "encoder"),
-    (r"Residual", "res"), (r".*Pad\dd", "pad"),
-]
 
 
 class SpecError(ValueError):
@@ -30,11 +21,7 @@ class SpecError(ValueError):
 def prefix(row: Row) -> str:
     if row.item.block:
         return row.item.block
-    name = row.entry.name
-    for pat, p in _PREFIX:
-        if re.fullmatch(pat, name):
-            return p
-    return name.lower()
+    return row.entry.prefix or row.entry.name.lower()
 
 
 def ctor_args(row: Row) -> dict[str, Any]:

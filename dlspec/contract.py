@@ -49,7 +49,7 @@ def bind_symbols(spec_shape: Shape, data_shape: tuple[int | None, ...]) -> dict[
 
 def _last_rows(rows: list[Row]) -> list[Row]:
     """Top-level rows that actually compute (skip trailing Identity/Dropout)."""
-    return [r for r in rows if r.entry.name not in ("Identity",) and r.entry.family != "dropout"]
+    return [r for r in rows if not r.entry.passthrough]
 
 
 def _matches(want: tuple[int | None, ...], got: tuple[Any, ...]) -> bool:
@@ -134,7 +134,7 @@ def _check_output(checked: Checked, facts: DataFacts, loss_name: str, where_loss
     target = facts.target_shape
     tgt_txt = _fmt(target)
     notes = [f"data: {data_summary(facts)}"]
-    sequence_model = any(r.entry.family in ("recurrent", "attention") for r in checked.all_rows())
+    sequence_model = any(r.entry.mixes_steps for r in checked.all_rows())
     ids = facts.target_dtype == "long"
     k = facts.num_classes
 

@@ -10,38 +10,31 @@ trained to compute.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .modules import GRU, LSTM, RNN, SpecModel
-
-# layers that map each time step on its own: a step-by-step pass gives what a full pass gives
-_PER_STEP = (nn.Linear, nn.Embedding, nn.Identity, nn.modules.dropout._DropoutNd)
+from .infer import Checked, Row
+from .modules import SpecModel
 
 
-def _per_step(layer: nn.Module) -> bool:
-    if isinstance(layer, (RNN, LSTM, GRU)):
-        return not layer.bidirectional
-    if isinstance(layer, nn.LayerNorm):
-        return len(layer.normalized_shape) == 1  # the features of each step
-    if isinstance(layer, nn.MultiheadAttention):
-        return False
-    if isinstance(layer, (nn.Softmax, nn.LogSoftmax, nn.Softmin)) and layer.dim not in (None, -1, 2):
-        return False  # over the time steps of (N, T, F)
-    return isinstance(layer, _PER_STEP) or type(layer).__module__ == "torch.nn.modules.activation"
+def _per_step(row: Row) -> bool:
+    ps = row.entry.per_step
+    return bool(ps(row.args) if callable(ps) else ps)
 
 
-def stepwise(model: nn.Module) -> bool:
-    """Can the model be run one time step at a time with its recurrent state carried?"""
-    return isinstance(model, SpecModel) and all(_per_step(layer) for layer in model.children())
+def stepwise(checked: Checked, model: nn.Module) -> bool:
+    """Can the model be run one time step at a time with its recurrent state carried?  Each layer type says in
+    the registry whether it maps each step on its own (`per_step`) and whether it carries a state (`stateful`)."""
+    return isinstance(model, SpecModel) and len(list(model.children())) == len(checked.rows) \
+        and all(_per_step(r) for r in checked.rows)
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor, state: dict[int, Any]) -> torch.Tensor:
-    for i, layer in enumerate(model.children()):
-        if isinstance(layer, (RNN, LSTM, GRU)):
-            x, state[i] = layer.step(x, state.get(i))
+def _forward(checked: Checked, model: nn.Module, x: torch.Tensor, state: dict[int, Any]) -> torch.Tensor:
+    for i, (row, layer) in enumerate(zip(checked.rows, model.children(), strict=True)):
+        if row.entry.stateful:
+            x, state[i] = cast(Any, layer).step(x, state.get(i))  # the registry says it has step()
         else:
             x = layer(x)
     return x
@@ -70,15 +63,15 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
         return t.to(s.device)
 
     model = s.model.eval()
-    carry = stepwise(model)
+    carry = stepwise(s.checked, model)
     state: dict[int, Any] = {}
     out_ids = list(ids)
     with torch.no_grad():
-        logits = (_forward(model, encode(ids), state) if carry else model(encode(ids)))[0, -1]
+        logits = (_forward(s.checked, model, encode(ids), state) if carry else model(encode(ids)))[0, -1]
         for i in range(length):
             p = torch.softmax(logits.float().cpu() / temperature, -1)
             nxt = int(torch.multinomial(p, 1, generator=g))
             out_ids.append(nxt)
             if i + 1 < length:  # the last character needs no forward pass
-                logits = (_forward(model, encode([nxt]), state) if carry else model(encode(out_ids)))[0, -1]
+                logits = (_forward(s.checked, model, encode([nxt]), state) if carry else model(encode(out_ids)))[0, -1]
     return "".join(vocab[i] for i in out_ids)

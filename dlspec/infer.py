@@ -511,7 +511,7 @@ class Checker:
         ctx = Ctx(self, item, row, x, [t for t in xs if t is not None])
         out: TT | None
         # the first layer reads an image channels-last (input: [28, 28, 1]): say so, whatever else goes wrong
-        layout = self.channels_first if (depth == 0 and not self.chain and entry.family in ("conv", "pool")) else None
+        layout = self.channels_first if (depth == 0 and not self.chain and entry.reads_maps) else None
         try:
             out = entry.infer(ctx, x)
             if layout is not None:
@@ -533,7 +533,7 @@ class Checker:
             row.failed = True
         if ctx.quiet_out is not None:
             self.quiet = ctx.quiet_out
-        if entry.family == "shape":  # a Flatten / Reshape / Permute starts a new chain for `once` warnings
+        if entry.reshapes:  # a Flatten / Reshape / Permute starts a new chain for `once` warnings
             self.quiet = set()
         if out is not None and any(isinstance(d, str) for d in out.shape):  # `((L-1)*2)//2+1` is L
             from .algebra import simplify
@@ -596,7 +596,7 @@ class Checker:
             lab = item.entry.label(row.args) if item.entry.label else item.entry.name
             notes.append(f"{i_txt} → {lab} → {g_txt}")
             if as_map and len(exp) == len(got) and exp[0] != got[0] and row.input.shape[:1] == got[:1] \
-                    and item.entry.family in ("pool", "activation", "norm", "dropout", "shape"):
+                    and item.entry.keeps_channels:
                 notes.append(f"{item.entry.name} keeps the number of channels ({dims.fmt(got[0])})")
         t = trail(self.chain, self.spec.input) if as_map and self.spec.input else ""
         if t:

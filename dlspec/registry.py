@@ -216,6 +216,29 @@ class Example:
     dtype: str = "float"
 
 
+@dataclass(frozen=True)
+class KerasName:
+    """A Keras layer that is this torch layer: its name, its own argument names (-> torch's), the arguments it
+    implies, the layers that follow it in torch, and the input rank it stands for when several torch layers
+    share the name (BatchNormalization: BatchNorm1d for (N, F) and (N, C, L), BatchNorm2d for maps, ...)."""
+
+    name: str
+    renames: tuple[tuple[str, str], ...] = ()
+    implied: tuple[tuple[str, Any], ...] = ()
+    after: tuple[str, ...] = ()
+    ranks: tuple[int, ...] = ()
+
+
+@dataclass
+class ErrorExample:
+    """Arguments and a per-sample input that torch refuses, and the diagnostic code dlspec must give."""
+
+    args: dict[str, Any]
+    input: tuple[int, ...]
+    code: str
+    dtype: str = "float"
+
+
 @dataclass
 class LayerType:
     name: str
@@ -233,7 +256,18 @@ class LayerType:
     positional: str | None = None  # `- Reshape: [1, 28, 28]` fills this argument (default: see main_arg)
     doc: str = ""
     torch_min: str | None = None  # oldest torch that has the class, when newer than our floor
-    arity: int = 1  # how many tensors it reads: 1, or 0 for "two or more" (the merges: Add, Concatenate, ...)
+    arity: int = 1  # how many tensors it reads: 1, 2, or 0 for "two or more" (the merges: Add, Concatenate, ...)
+    # what the stages ask of a layer, said here rather than inferred from its family elsewhere
+    prefix: str = ""  # its module's name in the built model: conv1, fc2, ... ("" -> the type's name, lower case)
+    keeps_channels: bool = False  # gives as many channels as it receives (activations, norms, pools, dropout)
+    reads_maps: bool = False  # reads channels-first feature maps (convolutions, pools): a channels-last input is said
+    reshapes: bool = False  # lays the tensor out anew (Flatten, Reshape, ...): chained warnings start over after it
+    passthrough: bool = False  # the identity when evaluating (Identity, dropout): not "the last layer" of a model
+    mixes_steps: bool = False  # mixes the time steps of a sequence (recurrent layers, attention)
+    per_step: Callable[[dict[str, Any]], bool] | bool = False  # maps each time step alone (generation steps through)
+    stateful: bool = False  # carries a state from step to step (its module has step(x, state))
+    keras: tuple[KerasName, ...] = ()  # the Keras layer names that stand for it (reported with it as the fix)
+    errors: list[ErrorExample] = field(default_factory=list)  # arguments and inputs torch refuses, and dlspec's code
 
 
     @property

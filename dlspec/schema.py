@@ -16,7 +16,7 @@ from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, did_you_mean, error, locate
 from .params import REQUIRED as PARAM_REQUIRED
 from .params import substitute
-from .registry import REGISTRY, TT, Float, Int, Layers, LayerType, lookup
+from .registry import REGISTRY, TT, Float, Int, KerasName, Layers, LayerType, lookup
 from .source import Document, Path
 
 META_KEYS = ("expect", "name", "repeat", "from")
@@ -98,29 +98,13 @@ KERAS_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _keras_layers() -> dict[str, tuple[str, dict[str, str], dict[str, Any], tuple[str, ...]]]:
-    """lower-case Keras name -> (torch name, its own argument renames, arguments it implies, layers after it)."""
-    t: dict[str, tuple[str, dict[str, str], dict[str, Any], tuple[str, ...]]] = {
-        "dense": ("Linear", {}, {}, ()),
-        "simplernn": ("RNN", {}, {"batch_first": True}, ()),  # Keras data is batch-first
-        "batchnormalization": ("BatchNorm{n}d", {}, {}, ()),
-        "layernormalization": ("LayerNorm", {}, {}, ()),
-    }
-    for n in (1, 2, 3):
-        pool = {"pool_size": "kernel_size", "strides": "stride"}
-        t[f"maxpooling{n}d"] = (f"MaxPool{n}d", pool, {}, ())
-        t[f"averagepooling{n}d"] = (f"AvgPool{n}d", pool, {}, ())
-        for g in ("globalaveragepooling", "globalavgpool"):
-            t[f"{g}{n}d"] = (f"AdaptiveAvgPool{n}d", {}, {"output_size": 1}, ("Flatten",))
-        for g in ("globalmaxpooling", "globalmaxpool"):
-            t[f"{g}{n}d"] = (f"AdaptiveMaxPool{n}d", {}, {"output_size": 1}, ("Flatten",))
-        t[f"conv{n}dtranspose"] = (f"ConvTranspose{n}d", {}, {}, ())
-        t[f"upsampling{n}d"] = ("Upsample", {"size": "scale_factor", "interpolation": "mode"}, {}, ())
-        t[f"spatialdropout{n}d"] = (f"Dropout{n}d", {}, {}, ())
-    return t
-
-
-KERAS_LAYERS = _keras_layers()
+def keras_names() -> dict[str, list[tuple[LayerType, KerasName]]]:
+    """lower-case Keras layer name -> the torch layers that stand for it (each entry's `keras` in the registry)."""
+    out: dict[str, list[tuple[LayerType, KerasName]]] = {}
+    for entry in REGISTRY.values():
+        for k in entry.keras:
+            out.setdefault(k.name.lower(), []).append((entry, k))
+    return out
 
 
 def yaml_text(v: Any) -> str:
@@ -159,15 +143,13 @@ def keras_layer(key: str, args: Any) -> KerasLayer | None:
             return None
         return KerasLayer([(found[0], dict(found[1]), {})],
                           f"Keras' Activation {act} is torch's {found[0]}: write {layer_text(*found)}")
-    if low not in KERAS_LAYERS:
+    found_as = keras_names().get(low)
+    if not found_as:
         return None
-    name, renames, implied, after = KERAS_LAYERS[low]
-    by_rank: dict[int, str] = {}
-    if "{n}" in name:  # BatchNormalization: BatchNorm1d for (N, F) and (N, C, L), BatchNorm2d for maps, ...
-        by_rank = {1: name.format(n=1), 2: name.format(n=1), 3: name.format(n=2), 4: name.format(n=3)}
-    entry = lookup(by_rank.get(1, name)) if by_rank else lookup(name)
-    if entry is None:
-        return None
+    entry, kn = found_as[0]
+    renames, implied, after = dict(kn.renames), dict(kn.implied), kn.after
+    # several torch layers for one Keras name (BatchNormalization): the one for each input rank
+    by_rank = {r: e.name for e, k in found_as for r in k.ranks} if len(found_as) > 1 else {}
     extra: list[tuple[str, Any, dict[str, str]]] = [(a, None, {}) for a in after]
     written_as: dict[str, str] = {}
     if isinstance(args, dict):

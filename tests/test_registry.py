@@ -4,7 +4,8 @@ For each registry entry and each of its examples, a one-layer spec is checked (t
 for real; the output shape, the parameter count and (where torch's FlopCounterMode counts them: Linear,
 Conv*, ConvTranspose*, RNN, GRU, TransformerEncoderLayer) the MACs must agree with what the checker
 inferred.  A new layer is covered by adding its register(...) call with examples; an entry without one
-fails.  Defaults are compared with torch's constructors, and symbolic sizes (input [T, 10], ...) with
+fails.  What an entry says of itself (keeps the channels, maps each time step alone, carries a state, is the
+identity when evaluating) is checked on the same examples, and its `errors` against torch refusing them.  Defaults are compared with torch's constructors, and symbolic sizes (input [T, 10], ...) with
 torch's real sizes for several values of T.
 """
 
@@ -174,6 +175,121 @@ def test_defaults_match_torch(name: str) -> None:
     for arg, p in params.items():  # every argument torch requires is known to dlspec
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and arg != "mode":
             assert arg in entry.args, f"torch.nn.{name} requires {arg!r}, which dlspec does not know"
+
+
+# --- what an entry says of itself, against torch ---------------------------------------------------------
+# The stages ask the registry, not the family name, what a layer does (its module name, whether it keeps the
+# channels, is the identity when evaluating, maps each time step alone or carries a state, which Keras names
+# stand for it, what torch refuses).  Each claim is checked here on the entry's own examples.
+
+ERROR_CASES = [pytest.param(name, i, id=f"{name}-{i}") for name in sorted(REGISTRY)
+               for i in range(len(REGISTRY[name].errors))]
+# families where torch refuses some arguments or inputs: each entry of them says which, with the code dlspec gives
+ERRORS_REQUIRED = ("conv", "pool", "norm", "recurrent", "attention", "resize")
+
+
+def _build_one(name: str, args: dict[str, Any], shape: tuple[int, ...], dtype: str) -> tuple[dlspec.Checked, Any, Any]:
+    entry = REGISTRY[name]
+    layer: dict[str, Any] = {name: args}
+    if entry.arity != 1:
+        layer["from"] = ["input", "input"]
+    checked = _check_ok(spec_text([layer], shape, dtype))
+    torch.manual_seed(0)
+    model = dlspec.build(checked).eval()
+    x = sample(shape, dtype, high=args.get("num_embeddings", 2), batch=BATCH)
+    return checked, model, x
+
+
+@pytest.mark.parametrize("name, i", ERROR_CASES)
+def test_torch_refuses_what_dlspec_refuses(name: str, i: int) -> None:
+    """Each ErrorExample: torch's own class raises (constructing it or on a batch), and dlspec's check reports
+    the entry's code at that layer, without torch."""
+    entry = REGISTRY[name]
+    if _too_new(entry):
+        pytest.skip(f"{name} needs torch {entry.torch_min}")
+    ex = entry.errors[i]
+    layer: dict[str, Any] = {name: ex.args}
+    if entry.arity != 1:
+        layer["from"] = ["input", "input"]
+    checked = dlspec.check(dlspec.loads(spec_text([layer], ex.input, ex.dtype)))
+    got = [d.code for d in checked.errors]
+    assert ex.code in got, f"{name} {ex.args} on {ex.input}: dlspec says {got}, the entry says {ex.code}"
+    x = sample(ex.input, ex.dtype, high=10, batch=BATCH)
+    with pytest.raises((RuntimeError, ValueError, AssertionError, IndexError, NotImplementedError)):  # noqa: PT012
+        module = _torch_class(entry)(**ex.args).eval()
+        with torch.no_grad():
+            module(x, x, x) if name == "MultiheadAttention" else module(x, x) if entry.arity == 2 else module(x)
+
+
+@pytest.mark.parametrize("family", ERRORS_REQUIRED)
+def test_entries_say_what_torch_refuses(family: str) -> None:
+    missing = [n for n, e in REGISTRY.items() if e.family == family and not e.errors and not e.structural]
+    assert not missing, f"add errors=[ErrorExample(...)] to the register(...) call of {missing}"
+
+
+def _per_step(entry: LayerType, args: dict[str, Any]) -> bool:
+    return bool(entry.per_step(args) if callable(entry.per_step) else entry.per_step)
+
+
+def _sequence_example(entry: LayerType, ex: Any) -> bool:
+    """An input read as a sequence (T, F) of a batch-first layer, or (T,) ids."""
+    return (len(ex.input) == 2 if ex.dtype == "float" else len(ex.input) == 1) and ex.args.get("batch_first", True)
+
+
+@pytest.mark.parametrize("name, i", CASES)
+def test_what_an_entry_says_holds_in_torch(name: str, i: int) -> None:
+    from dlspec.generate import _forward
+
+    entry = REGISTRY[name]
+    if _too_new(entry):
+        pytest.skip(f"{name} needs torch {entry.torch_min}")
+    ex = entry.examples[i]
+    checked, model, x = _build_one(name, ex.args, ex.input, ex.dtype)
+    with torch.no_grad():
+        y = model(x)
+    if entry.keeps_channels:
+        assert y.shape[1] == x.shape[1], f"{name} says it keeps the channels: {tuple(x.shape)} -> {tuple(y.shape)}"
+    if entry.passthrough:
+        assert torch.equal(y, x), f"{name} says it is the identity when evaluating"
+    if entry.stateful:
+        assert callable(getattr(model[0], "step", None)), f"{name} says it carries a state: its module needs step()"
+    per_step = _per_step(entry, checked.rows[0].args)
+    # step by step (the state carried, as `dlspec generate` does) against a full pass: equal where the entry says
+    # it maps each step alone; different where it mixes steps or says "not for these arguments" (a callable)
+    claimed = per_step or entry.mixes_steps or callable(entry.per_step)
+    if _sequence_example(entry, ex) and x.shape[1] > 1 and entry.arity == 1 and claimed:
+        state: dict[int, Any] = {}
+        try:
+            with torch.no_grad():
+                steps = torch.cat([_forward(checked, model, x[:, t:t + 1], state) for t in range(x.shape[1])], 1)
+        except (RuntimeError, ValueError, IndexError):
+            assert not per_step, f"{name} {ex.args} says it maps each step alone, but one step fails"
+            return
+        if per_step:
+            torch.testing.assert_close(steps, y, rtol=1e-5, atol=1e-5)
+        else:
+            assert steps.shape != y.shape or not torch.allclose(steps, y, atol=1e-4), \
+                f"{name} {ex.args} says it does not map each step alone, but it does"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_entry_declarations_are_consistent(name: str) -> None:
+    entry = REGISTRY[name]
+    assert entry.prefix == "" or entry.prefix.isidentifier() and entry.prefix.islower()
+    if entry.per_step is not False:  # claimed: some example must show it, step by step against a full pass
+        shown = [ex for ex in entry.examples if _sequence_example(entry, ex) and ex.input[0] > 1
+                 and _per_step(entry, _check_ok(spec_text([{name: ex.args}], ex.input, ex.dtype)).rows[0].args)]
+        assert shown, f"{name} says per_step: add an example on a sequence (T, F) (or (T,) ids) where it holds"
+    for k in entry.keras:
+        for keras_arg, torch_arg in k.renames:
+            assert torch_arg in entry.args, f"{k.name} {keras_arg} -> {name} has no {torch_arg!r}"
+        assert all(a in entry.args for a, _ in k.implied), f"{k.name} implies arguments {name} does not have"
+        assert all(a in REGISTRY for a in k.after)
+    shared = {e.name: k for e in REGISTRY.values() for k in e.keras
+              if any(k.name.lower() == mine.name.lower() for mine in entry.keras)}
+    if len(shared) > 1:  # one Keras name, several torch layers: each for its own input ranks
+        ranks = [r for k in shared.values() for r in k.ranks]
+        assert ranks and len(ranks) == len(set(ranks)), f"{sorted(shared)} share a Keras name: give each its ranks"
 
 
 # --- symbolic sizes: the inferred expression, evaluated, is torch's size -----------------------------------

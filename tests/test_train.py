@@ -1500,12 +1500,12 @@ def test_generate_carries_the_recurrent_state(tmp_path, capsys, text, carried):
     assert len(s.bundle.vocab) == 28
     s.model.load_state_dict(checkpoint(d)["model"])
     s.model.eval()
-    assert stepwise(s.model) == carried  # a layer that mixes time steps: a full pass at every step instead
+    assert stepwise(s.checked, s.model) == carried  # a layer that mixes time steps: a full pass at every step instead
     x = s.bundle.test.x[:1]
     with torch.no_grad():
         full = s.model(x)
         state: dict[int, Any] = {}
-        steps = torch.cat([_forward(s.model, x[:, t:t + 1], state) for t in range(x.shape[1])], 1)
+        steps = torch.cat([_forward(s.checked, s.model, x[:, t:t + 1], state) for t in range(x.shape[1])], 1)
     if carried:
         torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
     else:

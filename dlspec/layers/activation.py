@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import codes, dims
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, Optional_, register
+from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, LayerType, Optional_, register
 
 _INPLACE = {"inplace": Arg(Bool(), False)}
 
@@ -38,6 +38,7 @@ _SIMPLE_EX: dict[str, dict[str, Any]] = {"LeakyReLU": {"negative_slope": 0.2}, "
 
 for _name, _args in _SIMPLE.items():
     register(LayerType(name=_name, family="activation", args=dict(_args), infer=_elementwise,
+                       keeps_channels=True, per_step=True,
                        positional=next((a for a in _args if a != "inplace"), None) if _name != "Threshold" else None,
                        examples=[Example(_SIMPLE_EX.get(_name, {}), (3, 4)), Example({}, (5,))
                                  if _name != "Threshold" else Example({"threshold": 0.0, "value": -1.0}, (5,))]))
@@ -55,10 +56,12 @@ def _prelu(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="PReLU", family="activation",
+    name="PReLU", family="activation", keeps_channels=True,
+    per_step=lambda a: a["num_parameters"] == 1,  # else one weight per channel: dim 1, the steps of (N, T, F)
+    errors=[ErrorExample({"num_parameters": 3}, (4, 5), codes.SHAPE_MISMATCH)],
     args={"num_parameters": Arg(Int(1), 1), "init": Arg(Float(), 0.25)},
     infer=_prelu, params=lambda a: a["num_parameters"],
-    examples=[Example({}, (3, 4)), Example({"num_parameters": 3}, (3, 5, 5))],
+    examples=[Example({}, (3, 4)), Example({"num_parameters": 3}, (3, 5, 5)), Example({"num_parameters": 3}, (3, 5))],
 ))
 
 
@@ -90,8 +93,10 @@ def _softmax(c: Ctx, x: TT) -> TT:
 
 for _name in ("Softmax", "Softmin", "LogSoftmax"):
     register(LayerType(name=_name, family="activation", args={"dim": Arg(Optional_(Int()), None)}, infer=_softmax,
+                       errors=[ErrorExample({"dim": 3}, (3, 4), codes.RANK)],
+                       keeps_channels=True, per_step=lambda a: a["dim"] in (None, -1, 2),  # not over the steps of (N, T, F)
                        positional="dim",
-                       examples=[Example({"dim": 1}, (10,)), Example({"dim": -1}, (3, 4))]))
+                       examples=[Example({"dim": 1}, (10,)), Example({"dim": -1}, (3, 4)), Example({"dim": 1}, (3, 4))]))
 
 
 def _softmax2d(c: Ctx, x: TT) -> TT:
@@ -100,7 +105,7 @@ def _softmax2d(c: Ctx, x: TT) -> TT:
     return x
 
 
-register(LayerType(name="Softmax2d", family="activation", args={}, infer=_softmax2d,
+register(LayerType(name="Softmax2d", family="activation", args={}, infer=_softmax2d, keeps_channels=True,
                    examples=[Example({}, (3, 4, 4))]))
 
 
@@ -121,4 +126,6 @@ def _glu(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(name="GLU", family="activation", args={"dim": Arg(Int(), -1)}, infer=_glu, positional="dim",
+                   errors=[ErrorExample({"dim": -1}, (3, 5), codes.SHAPE_MISMATCH)],
+                   per_step=lambda a: a["dim"] in (-1, 2),
                    examples=[Example({}, (3, 8)), Example({"dim": 1}, (4, 5))]))

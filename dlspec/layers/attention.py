@@ -9,7 +9,7 @@ from typing import Any
 from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, register
+from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, LayerType, register
 from .recurrent import batch_first_warning
 
 
@@ -65,7 +65,9 @@ def _built(cls: str) -> Any:
 
 
 register(LayerType(
-    name="MultiheadAttention", family="attention",
+    name="MultiheadAttention", family="attention", prefix="attn", mixes_steps=True,
+    errors=[ErrorExample({"embed_dim": 6, "num_heads": 4, "batch_first": True}, (3, 6), codes.GROUPS),
+            ErrorExample({"embed_dim": 8, "num_heads": 2, "batch_first": True}, (3, 6), codes.SHAPE_MISMATCH)],
     args={"embed_dim": Arg(Int(1), inferred=True), "num_heads": Arg(Int(1)), "dropout": Arg(Float(0.0, 1.0), 0.0),
           "bias": Arg(Bool(), True), "add_bias_kv": Arg(Bool(), False), "add_zero_attn": Arg(Bool(), False),
           "batch_first": Arg(Bool(), False), "causal": Arg(Bool(), False, own=True, doc=_CAUSAL)},
@@ -89,7 +91,9 @@ def _tel_params(a: dict[str, Any]) -> int:
 
 
 register(LayerType(
-    name="TransformerEncoderLayer", family="attention",
+    name="TransformerEncoderLayer", family="attention", prefix="encoder", mixes_steps=True,
+    errors=[ErrorExample({"d_model": 6, "nhead": 4, "batch_first": True}, (3, 6), codes.GROUPS),
+            ErrorExample({"d_model": 8, "nhead": 2, "batch_first": True}, (3, 6), codes.SHAPE_MISMATCH)],
     args={"d_model": Arg(Int(1), inferred=True), "nhead": Arg(Int(1)), "dim_feedforward": Arg(Int(1), 2048),
           "dropout": Arg(Float(0.0, 1.0), 0.1), "activation": Arg(Choice("relu", "gelu"), "relu"),
           "layer_norm_eps": Arg(Float(0.0, open_min=True), 1e-5), "batch_first": Arg(Bool(), False),
@@ -152,7 +156,8 @@ _LAYER_ARGS = {"nhead": Arg(Int(1)), "dim_feedforward": Arg(Int(1), 2048), "drop
                "norm_first": Arg(Bool(), False), "bias": Arg(Bool(), True)}
 
 register(LayerType(
-    name="TransformerDecoderLayer", family="attention", arity=2,
+    name="TransformerDecoderLayer", family="attention", arity=2, prefix="decoder", mixes_steps=True,
+    errors=[ErrorExample({"d_model": 6, "nhead": 4, "batch_first": True}, (3, 6), codes.GROUPS)],
     args={"d_model": Arg(Int(1), inferred=True), **_LAYER_ARGS,
           "causal": Arg(Bool(), False, own=True, doc="mask each target step from the steps after it")},
     infer=_decoder, params=_tdl_params, build=_built("DecoderLayer"),
@@ -201,7 +206,8 @@ def _transformer_params(a: dict[str, Any]) -> int:
 
 
 register(LayerType(
-    name="Transformer", family="attention", arity=2,
+    name="Transformer", family="attention", arity=2, mixes_steps=True,
+    errors=[ErrorExample({"d_model": 6, "nhead": 4, "batch_first": True}, (3, 6), codes.GROUPS)],
     args={"d_model": Arg(Int(1), inferred=True), **{**_LAYER_ARGS, "nhead": Arg(Int(1), 8)},
           "num_encoder_layers": Arg(Int(1), 6), "num_decoder_layers": Arg(Int(1), 6),
           "causal": Arg(Bool(), False, own=True, doc="mask each target step from the steps after it")},

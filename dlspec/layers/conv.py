@@ -7,7 +7,21 @@ from typing import Any
 from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Choice, Example, Int, IntTuple, LayerType, OneOf, prod, register
+from ..registry import (
+    TT,
+    Arg,
+    Bool,
+    Choice,
+    ErrorExample,
+    Example,
+    Int,
+    IntTuple,
+    KerasName,
+    LayerType,
+    OneOf,
+    prod,
+    register,
+)
 
 
 def _k(v: Any, n: int) -> tuple[int, ...]:
@@ -190,7 +204,7 @@ def conv_t(n: int) -> Any:
 
 for _n in (1, 2, 3):
     register(LayerType(
-        name=f"Conv{_n}d", family="conv",
+        name=f"Conv{_n}d", family="conv", prefix="conv", reads_maps=True,
         args={"in_channels": Arg(Int(1), inferred=True), "out_channels": Arg(_CHANNELS),
               "kernel_size": Arg(IntTuple(_n)), "stride": Arg(IntTuple(_n), 1),
               "padding": Arg(IntTuple(_n, 0, ("same", "valid")), 0), "dilation": Arg(IntTuple(_n), 1),
@@ -198,6 +212,10 @@ for _n in (1, 2, 3):
               "padding_mode": Arg(Choice("zeros", "reflect", "replicate", "circular"), "zeros")},
         infer=conv(_n), params=_conv_params(_n), macs=_conv_macs(_n), label=conv_label("conv", _n),
         summary=_summary(f"Conv{_n}d", _n), examples=_CONV_EXAMPLES[_n],
+        errors=[ErrorExample({"in_channels": 2, "out_channels": 4, "kernel_size": 5}, (2,) + (3,) * _n, codes.KERNEL_TOO_LARGE),
+                ErrorExample({"in_channels": 3, "out_channels": 4, "kernel_size": 3}, (4,) + (8,) * _n, codes.SHAPE_MISMATCH),
+                ErrorExample({"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 4}, (4,) + (8,) * _n,
+                             codes.GROUPS)],
     ))
 
 
@@ -217,11 +235,14 @@ def _tconv_macs(n: int) -> Any:
 
 for _n in (1, 2, 3):
     register(LayerType(
-        name=f"ConvTranspose{_n}d", family="conv",
+        name=f"ConvTranspose{_n}d", family="conv", prefix="deconv", reads_maps=True, keras=(KerasName(f"Conv{_n}DTranspose"),),
         args={"in_channels": Arg(Int(1), inferred=True), "out_channels": Arg(_CHANNELS),
               "kernel_size": Arg(IntTuple(_n)), "stride": Arg(IntTuple(_n), 1), "padding": Arg(IntTuple(_n, 0), 0),
               "output_padding": Arg(IntTuple(_n, 0), 0), "groups": Arg(_CHANNELS, 1), "bias": Arg(Bool(), True),
               "dilation": Arg(IntTuple(_n), 1), "padding_mode": Arg(Choice("zeros"), "zeros")},
         infer=conv_t(_n), params=_tconv_params(_n), macs=_tconv_macs(_n), label=conv_label("deconv", _n),
         summary=_summary(f"ConvTranspose{_n}d", _n), examples=_TCONV_EXAMPLES[_n],
+        errors=[ErrorExample({"in_channels": 2, "out_channels": 4, "kernel_size": 3}, (3,) + (4,) * _n, codes.SHAPE_MISMATCH),
+                ErrorExample({"in_channels": 3, "out_channels": 4, "kernel_size": 3, "stride": 2, "output_padding": 2},
+                             (3,) + (4,) * _n, codes.OUTPUT_PADDING)],
     ))

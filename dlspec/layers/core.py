@@ -7,7 +7,20 @@ from typing import Any
 
 from .. import codes, dims
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, Optional_, register
+from ..registry import (
+    TT,
+    Arg,
+    Bool,
+    ErrorExample,
+    Example,
+    Float,
+    Int,
+    IntList,
+    KerasName,
+    LayerType,
+    Optional_,
+    register,
+)
 
 # --- Linear ------------------------------------------------------------------------------------------
 
@@ -34,7 +47,8 @@ def _linear(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Linear", family="core",
+    name="Linear", family="core", prefix="fc", per_step=True, keras=(KerasName("Dense"),),
+    errors=[ErrorExample({"in_features": 5, "out_features": 3}, (4,), codes.SHAPE_MISMATCH)],
     args={"in_features": Arg(Int(1), inferred=True), "out_features": Arg(Int(1)), "bias": Arg(Bool(), True)},
     infer=_linear,
     params=lambda a: a["in_features"] * a["out_features"] + (a["out_features"] if a["bias"] else 0),
@@ -50,7 +64,8 @@ def _identity(c: Ctx, x: TT) -> TT:
     return x
 
 
-register(LayerType(name="Identity", family="core", args={}, infer=_identity, examples=[Example({}, (3, 4))]))
+register(LayerType(name="Identity", family="core", args={}, passthrough=True, keeps_channels=True,
+                   per_step=True, infer=_identity, examples=[Example({}, (3, 4))]))
 
 
 # --- Flatten / Unflatten -----------------------------------------------------------------------------
@@ -80,7 +95,7 @@ def _flatten(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Flatten", family="shape",
+    name="Flatten", family="shape", reshapes=True, errors=[ErrorExample({"start_dim": 3}, (4,), codes.RANK)],
     args={"start_dim": Arg(Int(), 1), "end_dim": Arg(Int(), -1)},
     infer=_flatten, label=lambda a: "flatten",
     examples=[Example({}, (3, 4, 5)), Example({"start_dim": 2}, (3, 4, 5)), Example({"end_dim": 2}, (2, 3, 4)),
@@ -112,7 +127,8 @@ def _unflatten(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Unflatten", family="shape",
+    name="Unflatten", family="shape", reshapes=True,
+    errors=[ErrorExample({"dim": 1, "unflattened_size": [2, 3]}, (8,), codes.RESHAPE)],
     args={"dim": Arg(Int()), "unflattened_size": Arg(IntList(1, allow_minus_one=True, text="a list of positive sizes (one may be -1)"))},
     infer=_unflatten,
     examples=[Example({"dim": 1, "unflattened_size": [1, 28, 28]}, (784,)),
@@ -137,13 +153,18 @@ def _dropout_summary(name: str) -> Callable[[dict[str, Any]], str]:
 
 
 _P = {"p": Arg(Float(0.0, 1.0), 0.5), "inplace": Arg(Bool(), False)}
-for _name, _rank, _what, _ex in [
-    ("Dropout", None, "", (5,)), ("Dropout1d", (2,), "channels-first 1d", (3, 8)),
-    ("Dropout2d", (3,), "channels-first 2d", (3, 4, 4)), ("Dropout3d", (4,), "channels-first 3d", (2, 3, 3, 3)),
-    ("AlphaDropout", None, "", (6,)), ("FeatureAlphaDropout", None, "", (3, 4, 4)),
-]:
+# (name, the ranks it accepts (None: any), what they mean, example inputs)
+_DROPOUTS: list[tuple[str, tuple[int, ...] | None, str, list[tuple[int, ...]]]] = [
+    ("Dropout", None, "", [(5,), (4, 6)]), ("Dropout1d", (2,), "channels-first 1d", [(3, 8)]),
+    ("Dropout2d", (3,), "channels-first 2d", [(3, 4, 4)]), ("Dropout3d", (4,), "channels-first 3d", [(2, 3, 3, 3)]),
+    ("AlphaDropout", None, "", [(6,), (4, 6)]), ("FeatureAlphaDropout", None, "", [(3, 4, 4), (4, 6)]),
+]
+for _name, _rank, _what, _ex in _DROPOUTS:
     register(LayerType(name=_name, family="dropout", args=dict(_P), infer=_dropout(_rank, _what), positional="p",
-                       summary=_dropout_summary(_name), examples=[Example({"p": 0.25}, _ex)]))
+                       prefix="drop", passthrough=True, keeps_channels=True,
+                       per_step=_rank is None or _rank == (2,),  # the identity when evaluating, on (N, T, F) too
+                       keras=(KerasName(f"SpatialDropout{_rank[0] - 1}D"),) if _rank else (),
+                       summary=_dropout_summary(_name), examples=[Example({"p": 0.25}, e) for e in _ex]))
 
 
 # --- Embedding ----------------------------------------------------------------------------------------
@@ -165,7 +186,8 @@ def _embedding(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Embedding", family="core",
+    name="Embedding", family="core", prefix="embed", per_step=True,
+    errors=[ErrorExample({"num_embeddings": 10, "embedding_dim": 4}, (5,), codes.DTYPE)],
     args={"num_embeddings": Arg(Int(1)), "embedding_dim": Arg(Int(1)), "padding_idx": Arg(Optional_(Int()), None),
           "max_norm": Arg(Optional_(Float(0.0, open_min=True)), None), "norm_type": Arg(Float(), 2.0),
           "scale_grad_by_freq": Arg(Bool(), False), "sparse": Arg(Bool(), False)},

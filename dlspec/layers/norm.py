@@ -6,7 +6,22 @@ from typing import Any
 
 from .. import codes, dims
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Example, Float, Int, IntList, LayerType, OneOf, Optional_, prod, register
+from ..registry import (
+    TT,
+    Arg,
+    Bool,
+    ErrorExample,
+    Example,
+    Float,
+    Int,
+    IntList,
+    KerasName,
+    LayerType,
+    OneOf,
+    Optional_,
+    prod,
+    register,
+)
 
 
 def _channels(c: Ctx, x: TT, name: str = "num_features") -> None:
@@ -43,7 +58,10 @@ _BN_TYPES: list[tuple[str, tuple[int, ...], str, list[tuple[int, ...]]]] = [
 ]
 for _name, _ranks, _what, _ex in _BN_TYPES:
     register(LayerType(
-        name=_name, family="norm", args=dict(_BN_ARGS), infer=batchnorm(_ranks, _what),
+        name=_name, family="norm", prefix="bn", keeps_channels=True, args=dict(_BN_ARGS),
+        keras=(KerasName("BatchNormalization", ranks=_ranks),),
+        errors=[ErrorExample({"num_features": _ex[0][0] + 1}, _ex[0], codes.SHAPE_MISMATCH),
+                ErrorExample({"num_features": 4}, (4,) + (5,) * max(_ranks), codes.RANK)], infer=batchnorm(_ranks, _what),
         params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "bn",
         examples=[Example({}, e) for e in _ex] + [Example({"affine": False, "momentum": None}, _ex[0])],
     ))
@@ -79,7 +97,8 @@ def instancenorm(n: int) -> Any:
 
 for _n in (1, 2, 3):
     register(LayerType(
-        name=f"InstanceNorm{_n}d", family="norm", args=dict(_IN_ARGS), infer=instancenorm(_n),
+        name=f"InstanceNorm{_n}d", family="norm", prefix="inorm", keeps_channels=True,
+        errors=[ErrorExample({"num_features": 4, "affine": True}, (3,) + (5,) * _n, codes.SHAPE_MISMATCH)], args=dict(_IN_ARGS), infer=instancenorm(_n),
         params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "in",
         examples=[Example({}, (3,) + (6,) * _n), Example({"affine": True}, (2,) + (5,) * _n)],
     ))
@@ -104,22 +123,27 @@ def _layernorm(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="LayerNorm", family="norm",
+    name="LayerNorm", family="norm", prefix="ln", keeps_channels=True, keras=(KerasName("LayerNormalization"),),
+    errors=[ErrorExample({"normalized_shape": 5}, (3, 4), codes.SHAPE_MISMATCH)],
+    per_step=lambda a: isinstance(a["normalized_shape"], int) or len(a["normalized_shape"]) == 1,  # the features of each step
     args={"normalized_shape": Arg(OneOf(Int(1), IntList(1)), inferred=True), "eps": Arg(Float(0.0, open_min=True), 1e-5),
           "elementwise_affine": Arg(Bool(), True), "bias": Arg(Bool(), True)},
     infer=_layernorm, label=lambda a: "ln",
     params=lambda a: prod(a["normalized_shape"]) * (2 if a["bias"] else 1) if a["elementwise_affine"] else 0,
-    examples=[Example({}, (10,)), Example({"normalized_shape": [5, 5]}, (3, 5, 5)),
+    examples=[Example({}, (10,)), Example({"normalized_shape": [5, 5]}, (3, 5, 5)), Example({}, (4, 6)),
+              Example({"normalized_shape": [4, 6]}, (4, 6)),
               Example({"bias": False}, (4, 8)), Example({"elementwise_affine": False}, (6,))],
 ))
 
 register(LayerType(
-    name="RMSNorm", family="norm",
+    name="RMSNorm", family="norm", prefix="rms", keeps_channels=True,
+    errors=[ErrorExample({"normalized_shape": [4, 5]}, (3, 4), codes.SHAPE_MISMATCH)],
+    per_step=lambda a: isinstance(a["normalized_shape"], int) or len(a["normalized_shape"]) == 1,
     args={"normalized_shape": Arg(OneOf(Int(1), IntList(1)), inferred=True),
           "eps": Arg(Optional_(Float(0.0, open_min=True)), None), "elementwise_affine": Arg(Bool(), True)},
     infer=_layernorm, label=lambda a: "rms",
     params=lambda a: prod(a["normalized_shape"]) if a["elementwise_affine"] else 0,
-    examples=[Example({}, (10,)), Example({"normalized_shape": [4, 6]}, (4, 6))],
+    examples=[Example({}, (10,)), Example({"normalized_shape": [4, 6]}, (4, 6)), Example({}, (5, 6))],
     torch_min="2.4",
 ))
 
@@ -136,7 +160,9 @@ def _groupnorm(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="GroupNorm", family="norm",
+    name="GroupNorm", family="norm", prefix="gn", keeps_channels=True,
+    errors=[ErrorExample({"num_groups": 3, "num_channels": 4}, (4, 5), codes.GROUPS),
+            ErrorExample({"num_groups": 2, "num_channels": 4}, (6, 5), codes.SHAPE_MISMATCH)],
     args={"num_groups": Arg(Int(1)), "num_channels": Arg(Int(1), inferred=True),
           "eps": Arg(Float(0.0, open_min=True), 1e-5), "affine": Arg(Bool(), True)},
     infer=_groupnorm, label=lambda a: "gn",
@@ -153,7 +179,8 @@ def _lrn(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="LocalResponseNorm", family="norm",
+    name="LocalResponseNorm", family="norm", keeps_channels=True,
+    errors=[ErrorExample({"size": 2}, (5,), codes.RANK)],
     args={"size": Arg(Int(1)), "alpha": Arg(Float(), 1e-4), "beta": Arg(Float(), 0.75), "k": Arg(Float(), 1.0)},
     infer=_lrn, label=lambda a: "lrn", examples=[Example({"size": 2}, (4, 5, 5))],
 ))

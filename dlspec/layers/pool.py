@@ -8,7 +8,21 @@ from typing import Any
 from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Example, Float, Int, IntTuple, LayerType, OneOf, Optional_, register
+from ..registry import (
+    TT,
+    Arg,
+    Bool,
+    ErrorExample,
+    Example,
+    Float,
+    Int,
+    IntTuple,
+    KerasName,
+    LayerType,
+    OneOf,
+    Optional_,
+    register,
+)
 from .conv import _k, _short
 
 
@@ -94,6 +108,8 @@ def _summary(name: str, n: int) -> Callable[[dict[str, Any]], str]:
     return summary
 
 
+_KERAS_POOL = (("pool_size", "kernel_size"), ("strides", "stride"))  # Keras' own argument names
+
 _EX = {
     1: [Example({"kernel_size": 2}, (3, 11)), Example({"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}, (2, 10))],
     2: [Example({"kernel_size": 2}, (6, 28, 28)), Example({"kernel_size": 3, "stride": 2, "padding": 1}, (4, 13, 13)),
@@ -104,12 +120,15 @@ _EX = {
 
 for _n in (1, 2, 3):
     register(LayerType(
-        name=f"MaxPool{_n}d", family="pool",
+        name=f"MaxPool{_n}d", family="pool", prefix="pool", reads_maps=True, keeps_channels=True,
+        keras=(KerasName(f"MaxPooling{_n}D", _KERAS_POOL),),
         args={"kernel_size": Arg(IntTuple(_n)), "stride": Arg(Optional_(IntTuple(_n)), None),
               "padding": Arg(IntTuple(_n, 0), 0), "dilation": Arg(IntTuple(_n), 1),
               "return_indices": Arg(Bool(), False), "ceil_mode": Arg(Bool(), False)},
         infer=pool(_n, "max"), label=_label(_n), summary=_summary(f"MaxPool{_n}d", _n),
         examples=_EX[_n] + [Example({"kernel_size": 2, "dilation": 2}, (2,) + (9,) * _n)],
+        errors=[ErrorExample({"kernel_size": 3}, (2,) + (2,) * _n, codes.OUTPUT_TOO_SMALL),
+                ErrorExample({"kernel_size": 2, "padding": 2}, (2,) + (8,) * _n, codes.PADDING)],
     ))
     avg_args = {"kernel_size": Arg(IntTuple(_n)), "stride": Arg(Optional_(IntTuple(_n)), None),
                 "padding": Arg(IntTuple(_n, 0), 0), "ceil_mode": Arg(Bool(), False),
@@ -117,19 +136,23 @@ for _n in (1, 2, 3):
     if _n > 1:
         avg_args["divisor_override"] = Arg(Optional_(Int(1)), None)
     register(LayerType(
-        name=f"AvgPool{_n}d", family="pool", args=avg_args,
+        name=f"AvgPool{_n}d", family="pool", prefix="pool", reads_maps=True, keeps_channels=True,
+        keras=(KerasName(f"AveragePooling{_n}D", _KERAS_POOL),), args=avg_args,
         infer=pool(_n, "avg"), label=_label(_n), summary=_summary(f"AvgPool{_n}d", _n),
         examples=_EX[_n] + [Example({"kernel_size": 3, "padding": 1, "count_include_pad": False}, (2,) + (6,) * _n)],
+        errors=[ErrorExample({"kernel_size": 4}, (2,) + (3,) * _n, codes.KERNEL_TOO_LARGE if _n == 3 else codes.OUTPUT_TOO_SMALL),
+                ErrorExample({"kernel_size": 2, "padding": 2}, (2,) + (8,) * _n, codes.PADDING)],
     ))
 
 for _n in (1, 2):
     register(LayerType(
-        name=f"LPPool{_n}d", family="pool",
+        name=f"LPPool{_n}d", family="pool", prefix="pool", reads_maps=True, keeps_channels=True,
         args={"norm_type": Arg(Float(0.0, open_min=True)), "kernel_size": Arg(IntTuple(_n)),
               "stride": Arg(Optional_(IntTuple(_n)), None), "ceil_mode": Arg(Bool(), False)},
         infer=pool(_n, "lp"), label=_label(_n), summary=_summary(f"LPPool{_n}d", _n),
         examples=[Example({"norm_type": 2, "kernel_size": 2}, (3,) + (8,) * _n),
                   Example({"norm_type": 1, "kernel_size": 3, "stride": 2, "ceil_mode": True}, (2,) + (9,) * _n)],
+        errors=[ErrorExample({"norm_type": 2, "kernel_size": 4}, (2,) + (3,) * _n, codes.OUTPUT_TOO_SMALL)],
     ))
 
 
@@ -177,9 +200,12 @@ for _n in (1, 2, 3):
         if _kind == "Max":
             _args["return_indices"] = Arg(Bool(), False)
         register(LayerType(
-            name=f"Adaptive{_kind}Pool{_n}d", family="pool", args=_args, infer=adaptive(_n),
+            name=f"Adaptive{_kind}Pool{_n}d", family="pool", prefix="pool", reads_maps=True,
+            keeps_channels=True, keras=tuple(KerasName(f"Global{_g}{_n}D", implied=(("output_size", 1),), after=("Flatten",))
+                                         for _g in (("MaxPooling", "MaxPool") if _kind == "Max" else ("AveragePooling", "AvgPool"))), args=_args, infer=adaptive(_n),
             label=lambda a: f"adaptive{a['output_size']}",
             summary=_adaptive_summary(_kind, _n),
             examples=[Example({"output_size": 1}, (4,) + (7,) * _n), Example({"output_size": 3}, (2,) + (10,) * _n)]
             + ([Example({"output_size": [2, None]}, (3, 9, 5))] if _n == 2 else []),
+            errors=[ErrorExample({"output_size": 2}, (2,) * (_n + 2), codes.RANK)],
         ))

@@ -8,7 +8,7 @@ from typing import Any
 from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
-from ..registry import TT, Arg, Bool, Choice, Example, Float, Int, LayerType, register
+from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, KerasName, LayerType, register
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
@@ -124,7 +124,13 @@ for _name in ("RNN", "LSTM", "GRU"):
     if _name == "RNN":
         _ex.append(Example({"hidden_size": 9, "nonlinearity": "relu", "batch_first": True}, (3, 2)))
     register(LayerType(
-        name=_name, family="recurrent", args=_args, infer=recurrent(_name),
+        name=_name, family="recurrent", args=_args, infer=recurrent(_name), mixes_steps=True, stateful=True,
+        errors=[ErrorExample({"input_size": 5, "hidden_size": 4, "batch_first": True}, (3, 4), codes.SHAPE_MISMATCH),
+                ErrorExample({"input_size": 4, "hidden_size": 4, "batch_first": True}, (2, 3, 4), codes.RANK)]
+        + ([ErrorExample({"input_size": 4, "hidden_size": 4, "proj_size": 4, "batch_first": True}, (3, 4),
+                         codes.INVALID_ARGUMENT)] if _name == "LSTM" else []),
+        keras=(KerasName("SimpleRNN", implied=(("batch_first", True),)),) if _name == "RNN" else (),  # Keras data is batch-first
+        per_step=lambda a: not a["bidirectional"],  # a step at a time, its state carried
         params=_params(_name), macs=_macs(_name), summary=_summary(_name),
         label=_label(_name), build=_build(_name), examples=_ex,
         doc="gives the output sequence (N, T, hidden·directions); take the last step with `Last`",

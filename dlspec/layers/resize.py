@@ -13,12 +13,14 @@ from ..registry import (
     Arg,
     Bool,
     Choice,
+    ErrorExample,
     Example,
     Float,
     FloatList,
     Int,
     IntList,
     IntTuple,
+    KerasName,
     LayerType,
     OneOf,
     Optional_,
@@ -86,7 +88,9 @@ def _scale_text(a: dict[str, Any]) -> str:
 
 
 register(LayerType(
-    name="Upsample", family="resize",
+    name="Upsample", family="resize", keeps_channels=True,
+    errors=[ErrorExample({"scale_factor": 2, "mode": "bilinear"}, (3, 4), codes.RANK)],
+    keras=tuple(KerasName(f"UpSampling{n}D", (("size", "scale_factor"), ("interpolation", "mode"))) for n in (1, 2, 3)),
     args={"size": Arg(Optional_(OneOf(Int(1), IntList(1))), None),
           "scale_factor": Arg(Optional_(OneOf(Float(0.0, open_min=True), FloatList())), None),
           "mode": Arg(Choice(*_MODE_RANK), "nearest"), "align_corners": Arg(Optional_(Bool()), None),
@@ -129,10 +133,12 @@ def _pixel_unshuffle(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(name="PixelShuffle", family="resize", args={"upscale_factor": Arg(Int(1))}, infer=_pixel_shuffle,
+                   errors=[ErrorExample({"upscale_factor": 2}, (6, 3, 3), codes.SHAPE_MISMATCH)],
                    label=lambda a: f"shuffle{a['upscale_factor']}",
                    examples=[Example({"upscale_factor": 2}, (8, 3, 4)), Example({"upscale_factor": 3}, (9, 2, 2)),
                              Example({"upscale_factor": 2}, (2, 4, 3, 1))]))
 register(LayerType(name="PixelUnshuffle", family="resize", args={"downscale_factor": Arg(Int(1))},
+                   errors=[ErrorExample({"downscale_factor": 2}, (2, 3, 4), codes.SHAPE_MISMATCH)],
                    infer=_pixel_unshuffle, label=lambda a: f"unshuffle{a['downscale_factor']}",
                    examples=[Example({"downscale_factor": 2}, (2, 6, 4)), Example({"downscale_factor": 3}, (2, 1, 3, 6))]))
 
@@ -148,6 +154,7 @@ def _channel_shuffle(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(name="ChannelShuffle", family="resize", args={"groups": Arg(Int(1))}, infer=_channel_shuffle,
+                   errors=[ErrorExample({"groups": 4}, (6, 3, 3), codes.GROUPS)],
                    label=lambda a: f"shuffle/{a['groups']}", summary=lambda a: f"ChannelShuffle({a['groups']})",
                    doc="interleaves the channels of groups (ShuffleNet): (g·k channels) → k groups of g, transposed",
                    examples=[Example({"groups": 2}, (4, 3, 3)), Example({"groups": 3}, (6, 5))]))
@@ -187,6 +194,15 @@ def pad(n: int, kind: str) -> Any:
     return infer
 
 
+def _pad_error(kind: str, n: int) -> ErrorExample:
+    value = {"value": 0.5} if kind == "Constant" else {}
+    if kind in ("Zero", "Constant"):  # negative padding crops; cropping everything leaves nothing
+        return ErrorExample({"padding": -3, **value}, (2,) + (5,) * n, codes.PADDING)
+    if kind == "Replication":  # pads any size, but only (C, *n sizes) samples
+        return ErrorExample({"padding": 1}, (2,) * (n + 2), codes.RANK)
+    return ErrorExample({"padding": 6}, (2,) + (5,) * n, codes.PADDING)  # reflection / circular: less than the size
+
+
 _PAD_EX: dict[int, list[tuple[int, ...]]] = {1: [(2, 5)], 2: [(2, 5, 5)], 3: [(1, 7, 6, 5)]}  # reflection needs padding < size
 for _kind, _min in (("Zero", None), ("Constant", None), ("Reflection", 0), ("Replication", 0), ("Circular", 0)):
     for _n in (1, 2, 3):
@@ -198,8 +214,9 @@ for _kind, _min in (("Zero", None), ("Constant", None), ("Reflection", 0), ("Rep
             for e in _exargs:
                 e["value"] = 0.5
         register(LayerType(
-            name=f"{_kind}Pad{_n}d", family="resize", args=_pargs, infer=pad(_n, _kind),
+            name=f"{_kind}Pad{_n}d", family="resize", prefix="pad", keeps_channels=True, args=_pargs, infer=pad(_n, _kind),
             label=lambda a: "pad",
             examples=[Example(e, _PAD_EX[_n][0]) for e in _exargs],
+            errors=[_pad_error(_kind, _n)],
             torch_min="2.1" if _kind == "Circular" or (_kind == "Zero" and _n != 2) else None,
         ))

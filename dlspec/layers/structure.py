@@ -59,7 +59,7 @@ def _residual(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Residual", family="structure", structural=True,
+    name="Residual", family="structure", structural=True, prefix="res",
     args={"body": Arg(Layers()), "shortcut": Arg(Optional_(Layers()), None)}, children=("body", "shortcut"),
     positional="body", infer=_residual, build=_module("Residual"), label=lambda a: "residual",
     doc="x + body(x), or shortcut(x) + body(x) when a shortcut list is given",
@@ -205,7 +205,7 @@ def _reshape(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Reshape", family="shape", structural=True,
+    name="Reshape", family="shape", structural=True, reshapes=True,
     args={"shape": Arg(IntList(1, allow_minus_one=True, text="a list of sizes for one sample (one may be -1)"))},
     positional="shape", infer=_reshape, build=_module("Reshape"), label=lambda a: "reshape",
     doc="reshapes each sample (the batch is kept): `- Reshape: [1, 28, 28]`",
@@ -228,7 +228,7 @@ def _permute(c: Ctx, x: TT) -> TT:
 
 
 register(LayerType(
-    name="Permute", family="shape", structural=True, args={"dims": Arg(IntList(0, text="a permutation of the dims"))},
+    name="Permute", family="shape", structural=True, reshapes=True, args={"dims": Arg(IntList(0, text="a permutation of the dims"))},
     positional="dims", infer=_permute, build=_module("Permute"), label=lambda a: "permute",
     doc="torch.permute with the batch counted as dim 0 (which must stay first): `- Permute: [0, 2, 1]`",
     examples=[Example({"dims": [0, 2, 1]}, (3, 5)), Example({"dims": [0, 2, 3, 1]}, (2, 3, 4))],
