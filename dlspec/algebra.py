@@ -72,8 +72,13 @@ def _floor_div(p: dict[Mono, Fraction], k: Fraction) -> dict[Mono, Fraction]:
         return _add(varying, _const(math.floor(q.get((), Fraction(0)))))
     if not varying:
         return _const(math.floor(q.get((), Fraction(0))))
-    # pull out whole multiples of the constant: floor(x + n) = floor(x) + n for an integer n
+    # a floor of a floor: floor((floor(q / a) + c) / k) = floor((q + c·a) / (a·k)) for integers q, c, a, k
     const = p.get((), Fraction(0))
+    if len(varying) == 1 and k.denominator == 1 and const.denominator == 1:
+        (m, c1), = varying.items()
+        if c1 == 1 / k and len(m) == 1 and isinstance(m[0], tuple) and m[0][0] == "floor" and m[0][2].denominator == 1:
+            return _floor_div(_add(dict(m[0][1]), _const(const * m[0][2])), m[0][2] * k)
+    # pull out whole multiples of the constant: floor(x + n) = floor(x) + n for an integer n
     whole = (const // k) if const.denominator == 1 and k.denominator == 1 else Fraction(0)
     rest = _add(p, _const(-whole * k))
     return _add({(("floor", _freeze(rest), k),): Fraction(1)}, _const(whole))
@@ -151,15 +156,13 @@ def same(a: Dim, b: Dim, divisible: dict[str, int] | None = None) -> bool:
 
 
 def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
-    """d written shorter when its normal form has no floor or min left: `((L-1)*2)//2+1` is `L`, `L*2-2+4` is
-    `L*2+2`; otherwise d as it was (a floor the normal form keeps reads better as written)."""
+    """d written shorter through its normal form: `((L-1)*2)//2+1` is `L`, `L*2-2+4` is `L*2+2`, `(H-2)//2+1`
+    (a pooling's arithmetic) is `H//2`; d as it was when the normal form is not shorter."""
     if isinstance(d, int) or d == UNKNOWN:
         return d
     try:
         p = normal(d, tuple(sorted((divisible or {}).items())))
     except (NotPolynomial, ZeroDivisionError, RecursionError, OverflowError):
-        return d
-    if any(not isinstance(a, str) for m, _ in p for a in m):
         return d
     plain = _undeclare(p)
     div = divisible or {}
@@ -167,25 +170,59 @@ def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
     if plain is None or any(c.denominator != 1 and not (len(m) == 1 and div.get(str(m[0]), 1) % c.denominator == 0)
                             for m, c in plain):
         return d
-    p = plain
-    if all(m == () for m, _ in p):
-        return int(p[0][1]) if p else 0
+    if all(m == () for m, _ in plain):
+        return int(plain[0][1]) if plain else 0
+    text = _render(plain)
+    return text if text is not None and len(text) < len(d) else d
+
+
+def _render(p: Poly) -> str | None:
+    """A normal form as the shape pass's arithmetic (None where a coefficient is a fraction of a sum)."""
+    varying = [(m, c) for m, c in p if m != ()]
+    const = dict(p).get((), Fraction(0))
+    if len(varying) == 1 and const:  # c·floor(q / k) + C, C a multiple of c: c·floor((q + (C/c)·k) / k)
+        (m, c), = varying
+        if len(m) == 1 and isinstance(m[0], tuple) and m[0][0] == "floor" and c.denominator == 1 \
+                and (const / c).denominator == 1 and m[0][2].denominator == 1:
+            _, q, k = m[0]
+            inner = _freeze(_add(dict(q), _const(const / c * k)))
+            p = ((((("floor", inner, k),), c),))
     terms = []
     const = 0
     for m, c in sorted(p, key=lambda mc: (-len(mc[0]), repr(mc[0]))):
         if m == ():
+            if c.denominator != 1:
+                return None
             const = int(c)
             continue
-        base = "*".join(str(a) for a in m)
+        atoms = []
+        for a in m:
+            if isinstance(a, str):
+                atoms.append(a)
+            elif a[0] == "floor":
+                inner = _render(a[1])
+                if inner is None or a[2].denominator != 1:
+                    return None
+                atoms.append(f"{inner if inner.isidentifier() else f'({inner})'}//{a[2].numerator}")
+            else:
+                lo, hi = _render(a[1]), _render(a[2])
+                if lo is None or hi is None:
+                    return None
+                atoms.append(f"min({lo}, {hi})")
+        base = "*".join(x if len(m) == 1 or "//" not in x else f"({x})" for x in atoms)
         if c.denominator != 1:  # H//2, (H//4)*3: exact for a declared multiple
+            if len(m) != 1 or not isinstance(m[0], str):
+                return None
             base = f"{base}//{c.denominator}" if abs(c.numerator) == 1 else f"({base}//{c.denominator})"
             c = Fraction(c.numerator)
         k = int(c)
+        if "//" in base and k not in (1, -1):
+            base = f"({base})"
         terms.append(base if k == 1 else f"-{base}" if k == -1 else f"{base}*{k}")
     text = "+".join(terms).replace("+-", "-")
     if const:
-        text += f"{const:+d}"
-    return text if len(text) < len(d) else d
+        text = text + f"{const:+d}" if terms else str(const)
+    return text or "0"
 
 
 def _undeclare(p: Poly) -> Poly | None:

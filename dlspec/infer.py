@@ -267,7 +267,7 @@ class Ctx:
                 return None
         if not found:
             return None
-        names = " and ".join(f"{n} a multiple of {k}" for n, k in found.items())
+        names = " and ".join(f"{n} is a multiple of {k}" for n, k in found.items())
         decl = ", ".join(f"{n}: {{divisible_by: {k}}}" for n, k in found.items())
         return f"the sizes agree when {names}: if that always holds, declare it with `symbols: {{{decl}}}`"
 

@@ -21,6 +21,8 @@ PAIRS = [
     ("(H//2)*2", "H", False, {}), ("(H//2)*2", "H", True, {"H": 2}), ("((H//4)*4)//2", "H//2", True, {"H": 4}),
     ("L//2", "(L+1)//2", False, {}), ("ceil(L/2)", "(L+1)//2", True, {}), ("T*64", "64*T", True, {}),
     ("min(T, 8)", "min(8, T)", True, {}), ("L-2", "L-1", False, {}), ("(L-3)//2+1", "(L-1)//2", True, {}),
+    ("((L-2)//2-1)//2+1", "L//4", True, {}), ("((T+1)//2+3)//4", "(T+7)//8", True, {}),  # a floor of a floor
+    ("(L//2)//3", "L//5", False, {}),
 ]
 
 
@@ -59,9 +61,36 @@ def test_same_never_says_yes_wrongly(stack: list[tuple[str, int, int, int]]) -> 
             assert model(torch.randn(1, 2, length)).shape[-1] == length, (text, out, length)
 
 
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["conv", "deconv", "pool"]), st.integers(1, 5), st.integers(1, 3),
+                          st.integers(0, 2)), min_size=1, max_size=4))
+def test_shown_sizes_are_torch_sizes(stack: list[tuple[str, int, int, int]]) -> None:
+    """The size the table shows (simplified) is, evaluated, the length torch gives, for every length that fits."""
+    layers = [{"conv": {"Conv1d": {"out_channels": 2, "kernel_size": k, "stride": s, "padding": min(p, k // 2)}},
+               "deconv": {"ConvTranspose1d": {"out_channels": 2, "kernel_size": k, "stride": s, "padding": min(p, k - 1)}},
+               "pool": {"MaxPool1d": {"kernel_size": k, "stride": s, "padding": min(p, k // 2)}}}[op]
+              for op, k, s, p in stack]
+    text = "input: [2, L]\nlayers:\n" + "".join(f"  - {layer}\n".replace("'", "") for layer in layers)
+    checked = dlspec.check(dlspec.loads(text))
+    if not checked.ok:
+        return
+    shown = checked.output.shape[1]
+    assert shown == simplify(shown)  # already in its shortest form
+    model = dlspec.build(checked)
+    for length in range(6, 40):
+        try:
+            with torch.no_grad():
+                real = model(torch.randn(1, 2, length)).shape[-1]
+        except RuntimeError:
+            continue  # too short for this stack
+        assert dims.evaluate(shown, {"L": length}) == real, (text, shown, length)
+
+
 def test_simplify_writes_the_size_shorter() -> None:
     assert simplify("((L-1)*2)//2+1") == "L" and simplify("(L-1)*2+2") == "L*2" and simplify("T*64") == "T*64"
     assert simplify("(H//2)*2") == "(H//2)*2" and simplify("(H//2)*2", {"H": 2}) == "H"
+    assert simplify("(H-2)//2+1") == "H//2" and simplify("((H-2)//2-1)//2+1") == "H//4"  # two poolings
+    assert simplify("min(T, 5)+0") == "min(T, 5)" and simplify("(L+2-3)//2+1") == "(L+1)//2"
 
 
 def test_residual_accepts_a_size_torch_gives_back() -> None:

@@ -145,13 +145,13 @@ def test_symbolic_sizes_flow_and_stop_at_linear():
           - Flatten
           - Linear: {out_features: 3}
         """)
-    assert c.rows[0].output.shape == (8, "(L-3)//2+1")
+    assert c.rows[0].output.shape == (8, "(L-1)//2")  # (L+2-5)//2+1, written shorter
     flat = c.rows[2].output.shape[0]
-    assert flat == "(((L-3)//2-1)//2+1)*8"
+    assert flat == "((L-1)//4)*8"  # ((L-3)//2+1 - 2)//2 + 1, written shorter
     for L in (9, 10, 33):
         assert dims.evaluate(flat, {"L": L}) == 8 * ((((L + 2 - 5) // 2 + 1) - 2) // 2 + 1)
     assert codes(c) == [(6, "error", "symbolic-size")]
-    assert c.diagnostics[0].message == "Linear needs a fixed number of input features but receives (((L-3)//2-1)//2+1)*8"
+    assert c.diagnostics[0].message == "Linear needs a fixed number of input features but receives ((L-1)//4)*8"
     for L in (7, 8, 30, 31):
         assert dims.evaluate(c.rows[0].output.shape[1], {"L": L}) == (L + 2 - 5) // 2 + 1
 

@@ -29,6 +29,15 @@ def _sources(c: Ctx) -> str:
     return ", ".join(_show(t) for t in c.inputs)
 
 
+def _divisor_hint(c: Ctx, xs: list[TT], at: Any) -> str | None:
+    """The `symbols:` declaration under which the inputs' sizes agree at these dims (sizes 1 broadcast)."""
+    pairs = []
+    for i in at:
+        sizes = [t.shape[i] for t in xs if t.shape[i] not in (1, dims.UNKNOWN)]
+        pairs += [(s, sizes[0]) for s in sizes[1:]]
+    return c.divisor_hint(pairs)
+
+
 def _broadcast(c: Ctx, what: str) -> TT:
     """torch's broadcasting of the inputs, per sample: equal sizes, or 1 against any size."""
     xs = c.inputs
@@ -53,8 +62,9 @@ def _broadcast(c: Ctx, what: str) -> TT:
         else:
             raise c.fail(codes.MERGE_SHAPE, f"{c.item.entry.name} cannot broadcast {_sources(c)}: sizes "
                          f"{', '.join(dims.fmt(s) for s in sizes)} differ (only equal sizes, or 1, combine)",
-                         help="make the shapes agree (the same channels and size), or reduce one to size 1 where it "
-                              "should stretch", recover=xs[0])
+                         help=_divisor_hint(c, xs, range(len(out), len(xs[0].shape)))
+                         or "make the shapes agree (the same channels and size), or reduce one to size 1 where it "
+                            "should stretch", recover=xs[0])
     layout = next((t.layout for t in xs if len(t.shape) == len(out) and t.layout), None)
     dtype = "long" if all(t.dtype == "long" for t in xs) else "float"
     return TT(tuple(out), dtype, layout)
@@ -96,8 +106,9 @@ def _concatenate(c: Ctx, x: TT) -> TT:
         if any(not c.same(q, sizes[0]) for q in sizes):
             raise c.fail(codes.MERGE_SHAPE, f"Concatenate along dim {d} cannot join {_sources(c)}: every dimension "
                          f"but dim {d} must agree (dim {j + 1}: {', '.join(dims.fmt(t.shape[j]) for t in xs)})",
-                         help="make them agree on every other dimension (e.g. crop or pad the skip connection, or "
-                              "use the same stride)", recover=xs[0])
+                         help=_divisor_hint(c, xs, [i for i in range(r - 1) if i != nd - 1])
+                         or "make them agree on every other dimension (e.g. crop or pad the skip connection, or "
+                            "use the same stride)", recover=xs[0])
     parts = [t.shape[nd - 1] for t in xs]
     total: Dim = sum(p for p in parts if isinstance(p, int)) if all(isinstance(p, int) for p in parts) else \
         dims.UNKNOWN if dims.UNKNOWN in parts else " + ".join(dims.fmt(p) for p in parts)

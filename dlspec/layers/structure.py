@@ -135,7 +135,9 @@ def _concat(c: Ctx, x: TT) -> TT:
         shp[nd - 1] = dims.UNKNOWN
         raise c.fail(codes.MERGE_SHAPE, f"Concat along dim {d} cannot join its branches' outputs "
                      + ", ".join(_show(o) for o in outs_t) + f": every dimension but dim {d} must agree",
-                     notes=notes, help="make the branches agree on every dimension except the concatenated one "
+                     notes=notes, help=(len({len(o.shape) for o in outs_t}) == 1 and c.divisor_hint(
+                         [(o.shape[i], base.shape[i]) for o in outs_t for i in range(r - 1) if i != nd - 1]))
+                     or "make the branches agree on every dimension except the concatenated one "
                      "(e.g. the same stride and padding in each)", recover=base.with_shape(tuple(shp)))
     total: Dim = 0
     parts = [o.shape[nd - 1] for o in outs_t]
