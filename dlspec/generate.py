@@ -17,6 +17,8 @@ from torch import nn
 
 from .modules import GRU, LSTM, RNN, SpecModel
 
+MAX_LENGTH = 1_000_000  # characters one `dlspec generate` writes (--length)
+
 # layers that map each time step on its own: a step-by-step pass gives what a full pass gives
 _PER_STEP = (nn.Linear, nn.Embedding, nn.Identity, nn.modules.dropout._DropoutNd)
 
@@ -51,10 +53,10 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
     vocab = s.bundle.vocab
     if not vocab:
         raise ValueError(f"{s.bundle.name} is not a char_text dataset: nothing to generate")
-    if temperature <= 0:
-        raise ValueError("--temperature must be > 0")
-    if length < 0:
-        raise ValueError("--length must be at least 0")
+    if not 0 < temperature < float("inf"):  # (nan too)
+        raise ValueError(f"--temperature must be a number > 0, not {temperature}")
+    if not 0 <= length <= MAX_LENGTH:
+        raise ValueError(f"--length must be from 0 to {MAX_LENGTH:,}, not {length}")
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted({c for c in prime if c not in index})
     if unknown:

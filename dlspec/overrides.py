@@ -46,6 +46,9 @@ def parse(item: str) -> tuple[list[str | int], Any]:
         value = numbers(yaml.safe_load(text)) if text.strip() else None
     except yaml.YAMLError as e:
         raise OverrideError(item, f"the value is not valid YAML ({_first_line(e)})", (len(key) + 1, len(item))) from None
+    except Exception as e:  # noqa: BLE001 - a tag whose constructor refuses the text (!!int abc, !!float x)
+        raise OverrideError(item, f"the value cannot be read ({type(e).__name__}: {_first_line(e)})",
+                            (len(key) + 1, len(item))) from None
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in key.split(".")]
     return path, value
 

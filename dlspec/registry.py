@@ -47,6 +47,8 @@ class Int(Kind):
         self.min, self.max = min, max
         self.text = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
             min, f"an integer ≥ {min}")
+        if max is not None:
+            self.text += f" (at most {max:,})"
 
     def check(self, v: Any) -> str | None:
         if not _is_int(v):
@@ -54,7 +56,7 @@ class Int(Kind):
         if self.min is not None and v < self.min:
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
-            return f"must be at most {self.max}"
+            return f"must be at most {self.max:,}"
         return None
 
 
@@ -71,6 +73,8 @@ class Float(Kind):
     def check(self, v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"must be {self.text}"
+        if not math.isfinite(v):  # .inf and .nan are YAML floats, and no size, rate or factor
+            return f"must be a finite number ({self.text[2:]})"
         if self.min is not None and (v < self.min or (self.open_min and v == self.min)):
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
@@ -230,6 +234,7 @@ class LayerType:
     positional: str | None = None  # `- Reshape: [1, 28, 28]` fills this argument (default: see main_arg)
     doc: str = ""
     torch_min: str | None = None  # oldest torch that has the class, when newer than our floor
+    arity: int = 1  # how many tensors it reads: 1, or 0 for "two or more" (the merges: Add, Concatenate, ...)
 
 
     @property
@@ -269,7 +274,8 @@ class FloatList(Kind):
     text = "a list of positive numbers"
 
     def check(self, v: Any) -> str | None:
-        if isinstance(v, list) and v and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in v):
+        if isinstance(v, list) and v and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0
+                                             and math.isfinite(e) for e in v):
             return None
         return f"must be {self.text}"
 
