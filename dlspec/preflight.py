@@ -78,7 +78,7 @@ def memory_diagnostics(checked: Any, cfg: Any, optimizer: tuple[str, dict[str, A
         return out
     if budget is None:
         return out
-    where = "this machine" if device.type == "cpu" else str(device)
+    where = "this machine" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
     what = "training" if optimizer is not None else "evaluating"
     return [_refusal(checked, cfg, est, need, budget, what, where, extra=extra)]
 
@@ -164,6 +164,10 @@ def id_diagnostics(s: Any) -> list[Diagnostic]:
 
 # --- the trial step ------------------------------------------------------------------------------------
 
+class _NotFinite(ArithmeticError):
+    """The trial's loss, or the weights after its step, are nan or infinite."""
+
+
 class _Failed(Exception):
     """The trial failed at `stage` (forward, loss, backward, optimizer, scheduler, last-scheduler)."""
 
@@ -174,6 +178,8 @@ class _Failed(Exception):
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
+    if isinstance(e, _NotFinite):
+        return text
     return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
@@ -239,6 +245,8 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
                              "'none' cannot train)")
     except Exception as e:  # noqa: BLE001
         raise _Failed("loss", e) from None
+    if not math.isfinite(value):  # before any step: nan in the data, or a loss argument (a nan weight)
+        raise _Failed("loss", _NotFinite(f"the loss is {value} before any step"))
     if not training:
         return value
     try:
@@ -261,6 +269,8 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
         opt.step()
     except Exception as e:  # noqa: BLE001
         raise _Failed("optimizer", e) from None
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # lr: .nan, or one so large
+        raise _Failed("optimizer", _NotFinite("the weights are not finite after the first step"))
     if sched is None:
         return value
     plateau = type(sched).__name__ == "ReduceLROnPlateau"
@@ -268,6 +278,7 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
         sched.step(value) if plateau else sched.step()
     except Exception as e:  # noqa: BLE001
         raise _Failed("scheduler", e) from None
+    _finite_lr(opt, "scheduler")
     n = run_steps(s)
     if n > 1 and not plateau and isinstance(getattr(sched, "last_epoch", None), int) and \
             type(sched).__name__ not in ("SequentialLR", "ChainedScheduler"):
@@ -276,7 +287,15 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
             sched.step()
         except Exception as e:  # noqa: BLE001
             raise _Failed("last-scheduler", e) from None
+        _finite_lr(opt, "last-scheduler")
     return value
+
+
+def _finite_lr(opt: torch.optim.Optimizer, stage: str) -> None:
+    """_Failed when the scheduler made a learning rate nan or infinite (gamma: .nan): every step after is nan."""
+    for g in opt.param_groups:
+        if not math.isfinite(float(g["lr"])):
+            raise _Failed(stage, _NotFinite(f"the learning rate becomes {float(g['lr'])}"))
 
 
 _STAGE_KEY = {"loss": "loss", "optimizer": "optimizer", "scheduler": "scheduler", "last-scheduler": "scheduler"}
@@ -326,17 +345,13 @@ def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run itself says what torch warns about
             try:
-                value = _attempt(s, s.resolved, x, y, training)
+                _attempt(s, s.resolved, x, y, training)
             except _Failed as f:
                 return [_diagnostic(s, f, x, y, n, training)]
     finally:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
-    if not math.isfinite(value):
-        return [error(codes.RUNTIME, f"the loss is {value} on the first {n} {'training' if training else 'test'} "
-                      "samples, before any step: the run would learn nothing", ("train", "data"),
-                      help="look for nan or infinite values in the data (or targets a loss cannot take)")]
     return []
 
 
@@ -369,11 +384,17 @@ def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, tr
     blame = _culprit(s, key, f.stage, x, y, training)
     written = getattr(s.cfg, key)
     base: tuple[Any, ...] = ("train", key, written[0]) if written else ("train",)
+    if blame is None and f.stage == "loss" and isinstance(f.cause, _NotFinite):
+        return error(codes.RUNTIME, f"{f.cause} on the first {samples}: the run would learn nothing",
+                     ("train", "data"), help="look for nan or infinite values in the data (or targets the loss "
+                     "cannot take)")
     if blame is not None:
         arg, optional = blame
         value = s.resolved[key][2][arg]
         steps = f" (the run takes {run_steps(s)} scheduler steps)" if f.stage == "last-scheduler" else ""
-        return error(codes.TRAIN, f"{name} {arg}: torch fails {when} ({cause})", base + (arg,),
+        what = (cause if f.stage in ("loss", "optimizer") else f"{cause} {when}") if isinstance(f.cause, _NotFinite) \
+            else f"torch fails {when} ({cause})"
+        return error(codes.TRAIN, f"{name} {arg}: {what}", base + (arg,),
                      help=f"torch refused {arg}: {yaml_text(value)}{steps}; "
                      + ("leave it out (torch's default), or give another value" if optional else "give another value"))
     return error(codes.RUNTIME, f"{name}: torch fails {when} ({cause})", base, key=bool(written),

@@ -209,6 +209,35 @@ def test_estimate_against_torch(optimizer, kw, states):
     assert est.per_sample * 8 == sum(outputs)
 
 
+def test_memory_on_a_cuda_device(monkeypatch):
+    """On CUDA the estimate (with the data set, when the trainer moves it there) is compared with the device's
+    free memory, and the weights with the CPU's, where the model is built first (torch.cuda's answer stood in
+    for: no GPU is needed, and nothing is allocated)."""
+    from dlspec.preflight import memory_diagnostics
+    from dlspec.schema import parse_spec
+    from dlspec.source import parse
+
+    monkeypatch.delenv("DLSPEC_MEMORY", raising=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * GiB, 80 * GiB))
+    spec = parse_spec(parse(TYPO, "spec.yaml"))
+    checked = dlspec.check(spec)
+    cfg = spec.train_config
+    (d,) = memory_diagnostics(checked, cfg, ("Adam", {}), {}, torch.device("cuda"), (40, 20))
+    assert d.code == "memory" and "more than the 8.0 GiB cuda:0 has available" in d.message
+    assert d.path == ("layers", 1, "Linear", "out_features")
+    small = dlspec.check(dlspec.loads(SHAPES_MLP, "spec.yaml"))
+    assert memory_diagnostics(small, cfg, ("Adam", {}), {}, torch.device("cuda"), (40, 20)) == []
+    (d,) = memory_diagnostics(small, cfg, ("Adam", {}), {}, torch.device("cuda"), (40, 20), extra=9 * GiB)
+    assert "the data set 9.0 GiB" in d.notes[0]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (200 * GiB, 200 * GiB))
+    monkeypatch.setattr(memory, "_meminfo", lambda: 4 * GiB)  # the CPU cannot hold the weights to build them
+    monkeypatch.setattr(memory, "_cgroup", lambda: None)
+    monkeypatch.setattr(memory, "_address_space", lambda: None)
+    (d,) = memory_diagnostics(checked, cfg, ("Adam", {}), {}, torch.device("cuda"), (40, 20))
+    assert d.message.startswith("building the model needs about 5.9 GiB of memory, more than the 4.0 GiB this "
+                                "machine has")
+
+
 def test_memory_budget(monkeypatch):
     assert memory.parse_size("8G") == 8 * GiB and memory.parse_size("512mib") == 512 * 2**20
     assert memory.parse_size("1.5k") == 1536 and memory.parse_size("unlimited") is None
@@ -521,6 +550,25 @@ def test_trial_messages(capsys, tmp_path):
     assert "CrossEntropyLoss reduction: torch fails computing the loss" in err and "not one number" in err
 
 
+NOT_FINITE = [  # torch takes each and the run trains on nan: the trial step sees the nan and blames the argument
+    ("optimizer: {SGD: {lr: .nan}}", "lr", "SGD lr: the weights are not finite after the first step"),
+    ("optimizer: {SGD: {lr: 1.0e+300}}", "lr", "SGD lr: torch fails at the optimizer's first step"),
+    ("scheduler: {StepLR: {step_size: 1, gamma: .nan}}", "gamma",
+     "StepLR gamma: the learning rate becomes nan at the scheduler's first step"),
+    ("scheduler: {ExponentialLR: {gamma: 1.0e+200}}", "gamma",
+     "ExponentialLR gamma: the learning rate becomes inf at the scheduler's last step (2 of the run)"),
+    ("loss: {CrossEntropyLoss: {weight: [1, 1, 1, .nan, 1, 1, 1, 1, 1, 1]}}", "weight",
+     "CrossEntropyLoss weight: weight has values that are not finite numbers (nan or inf)"),
+]
+
+
+@pytest.mark.parametrize("option,arg,message", NOT_FINITE, ids=[f[0].split(":")[0] + "-" + f[1] for f in NOT_FINITE])
+def test_values_that_train_on_nan(capsys, tmp_path, option, arg, message):
+    text = SHAPES_MLP + f"  {option}\n"
+    err = refused(capsys, tmp_path, text, code="train")
+    assert f"error[train]: {message}" in err and err.startswith(f"{tmp_path / 'spec.yaml'}:{line_of(text, arg)}:")
+
+
 def test_one_cycle_with_enough_steps_runs(capsys, tmp_path):
     rc, err = run_cli(capsys, tmp_path, write(tmp_path, SHAPES_MLP + "  scheduler: {OneCycleLR: {max_lr: 0.1, "
                                                           "total_steps: 10}}\n"))
@@ -585,7 +633,8 @@ def test_nan_loss_at_the_start(capsys, tmp_path):
     try:
         text = "input: [4]\nlayers:\n  - Linear: 2\ntrain:\n  data: {name: nan_data}\n  epochs: 1\n"
         err = refused(capsys, tmp_path, text, code="runtime")
-        assert "the loss is nan on the first 2 training samples, before any step" in err
+        assert "error[runtime]: the loss is nan before any step on the first 2 training samples: the run would learn " \
+            "nothing" in err
     finally:
         DATASETS.pop("nan_data")
 
