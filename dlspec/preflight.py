@@ -8,8 +8,10 @@
   back afterwards: whatever torch refuses only once it runs (a `label_smoothing` of 5, a StepLR with
   `step_size: 0`, an Embedding index out of range, a BatchNorm on a last batch of one sample) is a
   diagnostic at the argument torch refused, not a traceback in the middle of the run.  The scheduler is
-  also taken to the run's last step, where a OneCycleLR with too few `total_steps` fails.  Nothing the run
-  sees changes: not the weights, not the optimizer, not the random numbers.
+  also taken to the run's last step, where a OneCycleLR with too few `total_steps` fails.  A loss, weights
+  or a learning rate that are nan or infinite after it are failures too (`lr: .nan` trains on nan without
+  a word).  Nothing the run sees changes: not the weights, not the optimizer, not the random numbers, and
+  the model's hooks do not see the copy.
 """
 
 from __future__ import annotations
@@ -71,20 +73,25 @@ def memory_diagnostics(checked: Any, cfg: Any, optimizer: tuple[str, dict[str, A
     out: list[Diagnostic] = []
     budget = memory.check_fits(need, device)
     if budget is None and device.type != "cpu":  # the model is built on the CPU first, then moved
-        weights = est.terms[0].bytes
-        cpu = memory.check_fits(weights)
+        cpu = memory.check_fits(est.terms[0].bytes)
         if cpu is not None:
-            return [_refusal(checked, cfg, est, weights, cpu, "building the model", "this machine", bs_ok=False)]
+            return [_weights_refusal(est, cpu, f"building the model on the CPU (before it moves to {_where(device)}) "
+                                     f"needs about {fmt_bytes(est.terms[0].bytes)} of memory")]
         return out
     if budget is None:
         return out
-    where = "this machine" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
     what = "training" if optimizer is not None else "evaluating"
-    return [_refusal(checked, cfg, est, need, budget, what, where, extra=extra)]
+    return [_refusal(cfg, est, need, budget, what, _where(device), extra)]
 
 
-def _refusal(checked: Any, cfg: Any, est: memory.Estimate, need: int, budget: memory.Budget, what: str, where: str,
-             extra: int = 0, bs_ok: bool = True) -> Diagnostic:
+def _where(device: torch.device) -> str:
+    return "this machine" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
+
+
+def _refusal(cfg: Any, est: memory.Estimate, need: int, budget: memory.Budget, what: str, where: str,
+             extra: int) -> Diagnostic:
+    """The `memory` error of a run: the numbers, and what to change — the batch size when a usual batch fits,
+    else the layer whose output or whose parameters take the most."""
     have = budget.bytes or 0
     notes = [f"{est.params:,} parameters; {est.breakdown()}" + (f", the data set {fmt_bytes(extra)}" if extra else "")]
     peak = est.terms[-1]
@@ -96,7 +103,7 @@ def _refusal(checked: Any, cfg: Any, est: memory.Estimate, need: int, budget: me
     per_sample = est.per_sample + est.output_bytes if train_peak else 2 * est.output_bytes
     fits = (have - fixed) // per_sample if per_sample and have > fixed else 0
     row = None
-    if bs_ok and (train_peak or eval_peak) and fits >= NORMAL_BATCH:  # the batch is the problem: a usual one fits
+    if (train_peak or eval_peak) and fits >= NORMAL_BATCH:  # the batch is the problem: a usual one fits
         name = "eval_batch_size" if eval_peak else "batch_size"
         path = ("train", name if name in cfg.written or not eval_peak else "batch_size")
         culprit = f"the batch size ({peak.what})"
@@ -128,15 +135,20 @@ def build_refusal(checked: Any) -> Diagnostic | None:
     budget = memory.check_fits(est.total)
     if budget is None:
         return None
+    return _weights_refusal(est, budget, f"the model's weights take {fmt_bytes(est.total)}")
+
+
+def _weights_refusal(est: memory.Estimate, budget: memory.Budget, what: str) -> Diagnostic:
+    """The `memory` error of weights that do not fit, at the layer with the most parameters."""
     row = est.largest_params
     path, key = _layer_path(row) if row is not None else (("layers",), True)
     notes = [f"{est.params:,} parameters as float32"]
     if row is not None:
         notes.append(f"most of it: {_what(row)}: {row.params:,} parameters ({fmt_bytes(4 * row.params)})")
     notes.append(budget.note())
-    return error(codes.MEMORY, f"the model's weights take {fmt_bytes(est.total)}, more than the "
-                 f"{fmt_bytes(budget.bytes or 0)} this machine has available", path, key=key, notes=notes,
-                 help="make that layer smaller (fewer parameters)")
+    return error(codes.MEMORY, f"{what}, more than the {fmt_bytes(budget.bytes or 0)} this machine has available",
+                 path, key=key, notes=notes, help="make that layer smaller (fewer parameters)",
+                 layer=row.item.index if row is not None and row.depth == 0 else None)
 
 
 # --- the data against the model -------------------------------------------------------------------------
@@ -192,12 +204,15 @@ def run_steps(s: Any) -> int:
     return s.cfg.epochs * max(1, steps_per_epoch(len(s.bundle.train), s.cfg)) if per else s.cfg.epochs
 
 
-def trial_batch_size(s: Any) -> int:
-    """The trial's batch: TRIAL_SAMPLES, or the run's smallest batch when that is smaller (a last batch of
-    one sample is what a BatchNorm refuses)."""
+def trial_batches(s: Any, training: bool) -> list[int]:
+    """The trial's batch sizes: TRIAL_SAMPLES, and then the run's smallest batch when that is smaller (a last
+    batch of one sample is what a BatchNorm refuses)."""
+    if not training:
+        return [min(TRIAL_SAMPLES, len(s.bundle.test))]
     n, bs = len(s.bundle.train), s.cfg.batch_size
-    smallest = bs if s.cfg.drop_last or n % bs == 0 or n < bs else n % bs
-    return max(1, min(TRIAL_SAMPLES, smallest, n))
+    smallest = bs if s.cfg.drop_last or n % bs == 0 else n % bs
+    first = min(TRIAL_SAMPLES, bs, n)
+    return [first] + ([smallest] if 0 < smallest < first else [])
 
 
 def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor, training: bool) -> float:
@@ -335,19 +350,20 @@ def _culprit(s: Any, key: str, stage: str, x: torch.Tensor, y: torch.Tensor,
 def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
     """The trial step on TRIAL_SAMPLES samples (see the module docstring): its failure as a diagnostic."""
     split = s.bundle.train if training else s.bundle.test
-    n = trial_batch_size(s) if training else min(TRIAL_SAMPLES, len(split))
-    if n == 0:
-        return []
-    x, y = split.x[:n].to(s.device), split.y[:n].to(s.device)
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if s.device.type == "cuda" else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run itself says what torch warns about
-            try:
-                _attempt(s, s.resolved, x, y, training)
-            except _Failed as f:
-                return [_diagnostic(s, f, x, y, n, training)]
+            sizes = trial_batches(s, training)
+            for n in sizes:
+                if n == 0:
+                    continue
+                x, y = split.x[:n].to(s.device), split.y[:n].to(s.device)
+                try:
+                    _attempt(s, s.resolved, x, y, training)
+                except _Failed as f:
+                    return [_diagnostic(s, f, x, y, n, training, last=n < sizes[0])]
     finally:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
@@ -355,7 +371,9 @@ def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
     return []
 
 
-def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, training: bool) -> Diagnostic:
+def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, training: bool,
+                last: bool) -> Diagnostic:
+    """The diagnostic of a failed trial (last: on the run's last, smaller batch, the full one having passed)."""
     cause = _first_line(f.cause)
     samples = f"{n} {'training' if training else 'test'} sample{'s' if n != 1 else ''}"
     if isinstance(f.cause, MemoryError) or "out of memory" in str(f.cause).lower() or \
@@ -364,7 +382,6 @@ def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, tr
                      key=True, help="make the model smaller")
     if f.stage == "forward":
         row, qual = _row_of(s, f.module)
-        last = n < TRIAL_SAMPLES and n < s.cfg.batch_size
         where = f"{_what(row)}{f' ({qual})' if qual else ''}: " if row is not None else ""
         hint = (f"the last batch of each epoch has {n} sample{'s' if n != 1 else ''} "
                 f"({len(s.bundle.train)} samples, batch_size {s.cfg.batch_size}): use drop_last: true or another "

@@ -234,8 +234,9 @@ def test_memory_on_a_cuda_device(monkeypatch):
     monkeypatch.setattr(memory, "_cgroup", lambda: None)
     monkeypatch.setattr(memory, "_address_space", lambda: None)
     (d,) = memory_diagnostics(checked, cfg, ("Adam", {}), {}, torch.device("cuda"), (40, 20))
-    assert d.message.startswith("building the model needs about 5.9 GiB of memory, more than the 4.0 GiB this "
-                                "machine has")
+    assert d.message == ("building the model on the CPU (before it moves to cuda:0) needs about 5.9 GiB of memory, "
+                         "more than the 4.0 GiB this machine has available")
+    assert d.path == ("layers", 1, "Linear", "out_features")
 
 
 def test_memory_budget(monkeypatch):
