@@ -304,8 +304,10 @@ def test_generated_data_within_the_budget_loads(monkeypatch):
 def test_huge_data_refused_by_run_before_anything(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("DLSPEC_MEMORY", "1G")
     text = SHAPES_MLP.replace("n_train: 40,", "n_train: 100000000000,")
-    err = refused(capsys, tmp_path, text, code="data")
+    with Peak() as peak:
+        err = refused(capsys, tmp_path, text, code="data")
     assert f"spec.yaml:{line_of(text, 'n_train')}:" in err and "would take 1.1 PiB" in err
+    assert peak.seconds < 10 and peak.bytes < 64 << 20
 
 
 def test_npz_label_of_a_trillion_is_not_a_trillion_classes(tmp_path):
