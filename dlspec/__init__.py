@@ -3,7 +3,8 @@
     import dlspec
     spec = dlspec.load("specs/lenet.yaml")      # parse + schema (never raises for a bad spec)
     checked = dlspec.check(spec)                 # shapes, params, MACs, diagnostics (no torch import)
-    model = dlspec.build(checked)                # torch.nn.Module (raises SpecError if the spec has errors)
+    model = dlspec.build(checked)                # torch.nn.Module (raises SpecError if the spec has errors,
+                                                 # ResourceError if its weights would not fit in memory)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .schema import Spec, parse_spec
 from .source import parse, read
 
 __version__ = "0.1.0"
-__all__ = ["load", "loads", "check", "build", "Spec", "Checked", "SpecError"]
+__all__ = ["load", "loads", "check", "build", "Spec", "Checked", "SpecError", "ResourceError"]
 
 SpecLike = Union[str, "os.PathLike[str]", Spec, Checked]
 
@@ -50,15 +51,16 @@ def check(spec: SpecLike) -> Checked:
 
 
 def build(spec: SpecLike) -> Any:
-    """Build the torch.nn.Module a spec describes.  Raises SpecError (with the rendered diagnostics) on errors."""
+    """Build the torch.nn.Module a spec describes.  Raises SpecError (with the rendered diagnostics) on errors, and
+    ResourceError (a SpecError) when the weights would not fit in this machine's memory, before allocating any."""
     from .builder import build_checked
 
     return build_checked(check(spec))
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SpecError":
-        from .builder import SpecError
+    if name in ("SpecError", "ResourceError"):
+        from . import builder
 
-        return SpecError
+        return getattr(builder, name)
     raise AttributeError(name)

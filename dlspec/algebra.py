@@ -179,21 +179,21 @@ def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
 def _render(p: Poly) -> str | None:
     """A normal form as the shape pass's arithmetic (None where a coefficient is a fraction of a sum)."""
     varying = [(m, c) for m, c in p if m != ()]
-    const = dict(p).get((), Fraction(0))
-    if len(varying) == 1 and const:  # c·floor(q / k) + C, C a multiple of c: c·floor((q + (C/c)·k) / k)
+    fold = dict(p).get((), Fraction(0))
+    if len(varying) == 1 and fold:  # c·floor(q / k) + C, C a multiple of c: c·floor((q + (C/c)·k) / k)
         (m, c), = varying
         if len(m) == 1 and isinstance(m[0], tuple) and m[0][0] == "floor" and c.denominator == 1 \
-                and (const / c).denominator == 1 and m[0][2].denominator == 1:
+                and (fold / c).denominator == 1 and m[0][2].denominator == 1:
             _, q, k = m[0]
-            inner = _freeze(_add(dict(q), _const(const / c * k)))
-            p = ((((("floor", inner, k),), c),))
+            folded = _freeze(_add(dict(q), _const(fold / c * k)))
+            p = ((((("floor", folded, k),), c),))
     terms = []
     const = 0
     for m, c in sorted(p, key=lambda mc: (-len(mc[0]), repr(mc[0]))):
         if m == ():
             if c.denominator != 1:
                 return None
-            const = int(c)
+            const = c.numerator
             continue
         atoms = []
         for a in m:

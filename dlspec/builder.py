@@ -18,6 +18,17 @@ class SpecError(ValueError):
         super().__init__("the spec has errors:\n" + render_diagnostics(checked))
 
 
+class ResourceError(SpecError):
+    """A valid spec too large to build on this machine: the message gives the memory its weights need, what
+    this machine has available, and the layer that takes the most (a `memory` diagnostic, in `diagnostics`)."""
+
+    def __init__(self, checked: Checked, diagnostics: list[Any]):
+        from .diagnostics import render
+
+        self.checked, self.diagnostics = checked, diagnostics
+        ValueError.__init__(self, "\n\n".join(render(d, doc=checked.spec.doc) for d in diagnostics))
+
+
 def prefix(row: Row) -> str:
     if row.item.block:
         return row.item.block
@@ -114,8 +125,15 @@ def build_row(row: Row) -> Any:
 
 
 def build_checked(checked: Checked) -> Any:
+    """The model of a checked spec: SpecError when it has errors, ResourceError when its weights would not fit
+    in this machine's memory (checked before a weight is allocated)."""
     if not checked.ok:
         raise SpecError(checked)
+    from .preflight import build_refusal
+
+    refused = build_refusal(checked)
+    if refused is not None:
+        raise ResourceError(checked, [refused])
     spec = checked.spec
     model = build_list(checked.rows, list(spec.inputs), spec.outputs)
     model.spec_name = checked.spec.name

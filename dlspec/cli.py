@@ -376,8 +376,33 @@ def _positive(text: str) -> int:
     return n
 
 
+def _threads(text: str) -> int:
+    from .trainspec import MAX_THREADS_PER_CPU
+
+    n = _positive(text)
+    most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+    if n > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most} ({MAX_THREADS_PER_CPU} × the {os.cpu_count() or 1} "
+                                         f"CPUs of this machine), not {text}")
+    return n
+
+
+def _bounded(low: int, high: int, what: str) -> Any:
+    """An argparse type: an integer from low to high."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be {what} (from {low:,} to {high:,}), not {text}")
+        return n
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data.base import SEED_MAX
 
     p = argparse.ArgumentParser(prog="dlspec", description="Declarative model specs for PyTorch.")
     p.add_argument("--version", action="version", version=f"dlspec {__version__}")
@@ -398,8 +423,9 @@ def parser() -> argparse.ArgumentParser:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $DLSPEC_DATA, else ./data)")
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
-        q.add_argument("--threads", type=_positive, metavar="N",
-                       help="CPU threads for torch (torch.set_num_threads; default: torch's own choice)")
+        q.add_argument("--threads", type=_threads, metavar="N",
+                       help="CPU threads for torch (torch.set_num_threads; default: torch's own choice; at most "
+                       "4 × the CPUs)")
 
     r = sub.add_parser("run", help="train what the spec describes (its train: section)")
     r.add_argument("spec", nargs="?", metavar="SPEC")
@@ -431,12 +457,12 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--checkpoint", required=True, metavar="PATH")
         common(q)
         if name == "predict":
-            q.add_argument("-n", type=int, default=10, help="how many test samples (default 10)")
+            q.add_argument("-n", type=_positive, default=10, help="how many test samples (default 10)")
         if name == "generate":
             q.add_argument("--prime", default="", help="text to start from")
-            q.add_argument("--length", type=int, default=200, help="characters to generate")
+            q.add_argument("--length", type=int, default=200, help="characters to generate (at most 1,000,000)")
             q.add_argument("--temperature", type=float, default=0.8)
-            q.add_argument("--seed", type=int, default=0)
+            q.add_argument("--seed", type=_bounded(0, SEED_MAX, "a seed"), default=0)
         q.set_defaults(func=fn, command_parser=q)
     return p
 

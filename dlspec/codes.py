@@ -80,6 +80,8 @@ NLL_WITHOUT_LOG_SOFTMAX = ErrorCode("nll-without-log-softmax", "NLLLoss on a mod
 BCE_WITHOUT_SIGMOID = ErrorCode("bce-without-sigmoid", "BCELoss on a model that does not end with Sigmoid")
 DEVICE = ErrorCode("device", "the requested device is not available")
 PRECISION = ErrorCode("precision", "the requested precision is not available on the device")
+MEMORY = ErrorCode("memory", "the model, its optimizer state and a batch's activations would not fit in the device's memory")
+RUNTIME = ErrorCode("runtime", "torch refuses the model or the data at the trial step taken before the run starts")
 
 
 ALL: tuple[ErrorCode, ...] = tuple(v for v in globals().values() if isinstance(v, ErrorCode) and v.public)

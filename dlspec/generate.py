@@ -18,6 +18,8 @@ from torch import nn
 from .infer import Checked, Row
 from .modules import SpecModel
 
+MAX_LENGTH = 1_000_000  # characters one `dlspec generate` writes (--length)
+
 
 def _per_step(row: Row) -> bool:
     ps = row.entry.per_step
@@ -44,10 +46,10 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
     vocab = s.bundle.vocab
     if not vocab:
         raise ValueError(f"{s.bundle.name} is not a char_text dataset: nothing to generate")
-    if temperature <= 0:
-        raise ValueError("--temperature must be > 0")
-    if length < 0:
-        raise ValueError("--length must be at least 0")
+    if not 0 < temperature < float("inf"):  # (nan too)
+        raise ValueError(f"--temperature must be a number > 0, not {temperature}")
+    if not 0 <= length <= MAX_LENGTH:
+        raise ValueError(f"--length must be from 0 to {MAX_LENGTH:,}, not {length}")
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted({c for c in prime if c not in index})
     if unknown:

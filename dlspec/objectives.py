@@ -190,6 +190,9 @@ def make_loss(resolved: dict[str, Any]) -> nn.Module:
     name, cls, kw = resolved["loss"]
     kw = {k: torch.tensor(v, dtype=torch.float32) if k in TENSOR_ARGS and isinstance(v, (list, int, float))
           and not isinstance(v, bool) else v for k, v in kw.items()}
+    for k in TENSOR_ARGS:  # torch takes them, and every loss is nan from the first sample of that class on
+        if isinstance(kw.get(k), torch.Tensor) and kw[k].is_floating_point() and not bool(torch.isfinite(kw[k]).all()):
+            raise ValueError(f"{k} has values that are not finite numbers (nan or inf)")
     return cls(**kw)
 
 

@@ -47,6 +47,8 @@ class Int(Kind):
         self.min, self.max = min, max
         self.text = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
             min, f"an integer ≥ {min}")
+        if max is not None:
+            self.text += f" (at most {max:,})"
 
     def check(self, v: Any) -> str | None:
         if not _is_int(v):
@@ -54,7 +56,7 @@ class Int(Kind):
         if self.min is not None and v < self.min:
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
-            return f"must be at most {self.max}"
+            return f"must be at most {self.max:,}"
         return None
 
 

@@ -42,9 +42,10 @@ from .objectives import (
     resolve,
     scheduler_per_batch,
 )
+from .preflight import id_diagnostics, memory_diagnostics, trial_step
 from .schema import parse_spec
 from .source import Document, read
-from .trainspec import TRAIN_ARGS, TrainConfig
+from .trainspec import MAX_THREADS_PER_CPU, TRAIN_ARGS, TrainConfig
 
 
 @dataclass
@@ -152,6 +153,10 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     training=False (eval, predict, generate) skips constructing the optimizer and scheduler.
     """
     if opts.threads is not None:
+        most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+        if not 1 <= opts.threads <= most:  # torch hangs or crashes with thousands
+            raise Refused([], message=f"threads must be from 1 to {most} ({MAX_THREADS_PER_CPU} × the CPUs), not "
+                          f"{opts.threads}", status=2)
         torch.set_num_threads(opts.threads)
     t0 = time.perf_counter()
     items = list(items)
@@ -177,7 +182,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     if cfg.precision == "fp16" and device is not None and device.type != "cuda":
         d.append(error(codes.PRECISION, f"precision fp16 needs a CUDA device (this run is on {device.type})",
                        ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
-    if d:
+    if d or device is None:  # (pick_device gives a device or diagnostics)
         raise Refused(warnings + d, doc)
     entry = DATASETS[cfg.data_name]
     try:
@@ -190,6 +195,9 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     except DataError as e:
         path_ = ("train", "data") + ((e.arg,) if e.arg else ())
         raise Refused(warnings + [error(codes.DATA, e.message, path_, notes=e.notes, help=e.help)], doc) from None
+    except MemoryError:
+        raise Refused(warnings + [error(codes.DATA, f"cannot load {cfg.data_name}: out of memory", ("train", "data"),
+                                        help="use a subset, or a machine with more memory")], doc) from None
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as e:  # what a loader did not foresee
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise Refused(warnings + [error(codes.DATA, f"cannot load {cfg.data_name}: {type(e).__name__}"
@@ -209,6 +217,9 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     warnings += d
     from .builder import build_checked
 
+    d = memory_check(checked, cfg, resolved, symbols, device, bundle, training)  # before a weight is allocated
+    if d:
+        raise Refused(warnings + d, doc)
     torch.manual_seed(cfg.seed)
     model = build_checked(checked)
     init_weights(model, cfg.init)
@@ -229,10 +240,24 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
                       s.model, steps_per_epoch(len(s.bundle.train), cfg), out)
     if d:
         raise Refused(warnings + d, doc)
+    d = id_diagnostics(s) or trial_step(s, training)  # what torch refuses only once it runs (on a copy)
+    if d:
+        raise Refused(warnings + d, doc)
     for w in s.warnings:  # preparing is over: the warnings get their positions
         locate(w, doc)
     s.prepare_s = time.perf_counter() - t0
     return s
+
+
+def memory_check(checked: Checked, cfg: TrainConfig, resolved: dict[str, Any], symbols: dict[str, int],
+                 device: torch.device, bundle: Bundle, training: bool) -> list[Diagnostic]:
+    """The run's memory estimate against the device's memory (see dlspec.memory): a `memory` error, or none."""
+    on_device = device.type != "cpu" and bundle.train.x.device != device and fits_on(device, float_bytes(bundle))
+    opt = resolved.get("optimizer")
+    n_train = len(bundle.train) - (max(1, int(round(len(bundle.train) * cfg.val_split))) if cfg.val_split else 0)
+    return memory_diagnostics(checked, cfg, (opt[0], opt[2]) if training and opt else None, symbols, device,
+                              (n_train, max(len(bundle.test), len(bundle.train) - n_train)),
+                              float_bytes(bundle) if on_device else 0)
 
 
 def fits_on(device: torch.device | None, nbytes: int) -> bool:

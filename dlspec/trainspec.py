@@ -7,11 +7,13 @@ schedulers and their keyword arguments are checked against torch itself when `dl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import codes
 from .codes import ErrorCode
+from .data.base import SEED_MAX
 from .diagnostics import Diagnostic, diag, did_you_mean
 from .registry import REQUIRED, Arg, Bool, Choice, Float, Int, Kind, OneOf, Optional_
 from .schema import yaml_text
@@ -21,6 +23,10 @@ INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
          "normal", "uniform", "default")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 METRICS = ("accuracy", "top5_accuracy", "mse", "mae", "rmse", "perplexity")
+# the bounds of the counts (docs/training.md, Limits): far beyond any real run, and where a typo stops
+MAX_EPOCHS = 1_000_000  # epochs, and every "every k epochs" and early stopping's patience
+MAX_BATCH = 1_000_000_000  # batch_size, eval_batch_size (the memory a batch needs is checked when the run starts)
+MAX_THREADS_PER_CPU = 4  # --threads (Options.threads): more per CPU only makes torch stall (2,000) or crash (100,000)
 
 
 class TorchCall(Kind):
@@ -90,8 +96,10 @@ class EarlyStopping(Kind):
                 return f"{k} must be {'a number' if k == 'min_delta' else 'an integer' if k == 'patience' else 'text'}"
         if v.get("mode", "min") not in ("min", "max"):
             return "mode must be min or max"
-        if v.get("patience", 1) < 1:
-            return "patience must be at least 1"
+        if not 1 <= v.get("patience", 1) <= MAX_EPOCHS:
+            return f"patience must be from 1 to {MAX_EPOCHS:,}"
+        if not math.isfinite(v.get("min_delta", 0.0)):
+            return "min_delta must be a finite number"
         return None
 
 
@@ -110,8 +118,8 @@ class DataRef(Kind):
 
 TRAIN_ARGS: dict[str, Arg] = {
     "data": Arg(DataRef(), doc="the dataset and its options"),
-    "batch_size": Arg(Int(1), 64, doc="samples per training step (the last batch of an epoch may be smaller)"),
-    "epochs": Arg(Int(1), 10, doc="passes over the training data"),
+    "batch_size": Arg(Int(1, MAX_BATCH), 64, doc="samples per training step (the last batch of an epoch may be smaller)"),
+    "epochs": Arg(Int(1, MAX_EPOCHS), 10, doc="passes over the training data"),
     "loss": Arg(Optional_(TorchCall()), None, doc="default: CrossEntropyLoss (classification), MSELoss (regression)"),
     "optimizer": Arg(TorchCall(), "Adam", doc="any torch.optim optimizer with its keyword arguments"),
     "scheduler": Arg(Optional_(TorchCall()), None, doc="any torch.optim.lr_scheduler"),
@@ -119,7 +127,7 @@ TRAIN_ARGS: dict[str, Arg] = {
                           doc="auto: per batch for OneCycleLR/CyclicLR, per epoch otherwise"),
     "init": Arg(Optional_(Choice(*INITS)), None, doc="weight init for Linear/Conv layers (biases keep torch's)"),
     "metrics": Arg(Optional_(Metrics()), None, doc="default: accuracy (classification), mse (regression)"),
-    "seed": Arg(Int(0), 0, doc="seeds the weights, dropout and the batch order"),
+    "seed": Arg(Int(0, SEED_MAX), 0, doc="seeds the weights, dropout and the batch order"),
     "device": Arg(Device(), "auto", doc="auto: cuda when available, else cpu"),
     "precision": Arg(Choice("fp32", "bf16", "fp16", "auto"), "fp32",
                      doc="bf16: autocast; fp16: autocast + grad scaler (CUDA only); auto: bf16 on a CPU with native bf16"),
@@ -134,15 +142,15 @@ TRAIN_ARGS: dict[str, Arg] = {
     "clip_grad_norm": Arg(Optional_(Float(0.0, open_min=True)), None, doc="clip the gradients' total norm to this"),
     "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
                      doc="hold out this fraction of the training data for validation"),
-    "eval_every": Arg(Int(1), 1, doc="evaluate every k epochs (and after the last); test_every says when the test set"),
+    "eval_every": Arg(Int(1, MAX_EPOCHS), 1, doc="evaluate every k epochs (and after the last); test_every says when the test set"),
     "early_stopping": Arg(Optional_(EarlyStopping()), None, doc="stop when a metrics.csv column stops improving"),
     "restore_best": Arg(Bool(), True, doc="with early_stopping: end with the best epoch's weights (best.pt) and test those"),
-    "test_every": Arg(Optional_(Int(1)), None,
+    "test_every": Arg(Optional_(Int(1, MAX_EPOCHS)), None,
                       doc="evaluate the test set every k epochs; null: as eval_every without val_split, else only at the end"),
     "shuffle": Arg(Bool(), True, doc="a new batch order every epoch"),
     "drop_last": Arg(Bool(), False, doc="skip the last, smaller batch of each epoch"),
-    "eval_batch_size": Arg(Optional_(Int(1)), None, doc="default: 4 × batch_size, at least 256"),
-    "checkpoint_every": Arg(Int(1), 1, doc="write checkpoint.pt every k epochs (and at the end)"),
+    "eval_batch_size": Arg(Optional_(Int(1, MAX_BATCH)), None, doc="default: 4 × batch_size, at least 256"),
+    "checkpoint_every": Arg(Int(1, MAX_EPOCHS), 1, doc="write checkpoint.pt every k epochs (and at the end)"),
 }
 
 

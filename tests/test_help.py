@@ -202,7 +202,7 @@ CASES: dict[str, tuple[str, str, tuple[str, str] | None]] = {
     "implicit-dim": ("input: [10]\nlayers:\n  - Linear: 3\n  - Softmax\n",
                      "write `- Softmax: {dim: -1}` (or the dim you mean)", None),
     "train": (MNIST_MLP + "train:\n  data: {name: mnist}\n  epochs: 0\n",
-              "write epochs: 10 (the default), or a positive integer", None),
+              "write epochs: 10 (the default), or a positive integer (at most 1,000,000)", None),
     "unknown-dataset": (MNIST_MLP + "train:\n  data: {name: mnsit}\n", "did you mean 'mnist'?", None),
     "double-softmax": (MNIST_MLP + "  - Softmax: {dim: 1}\ntrain:\n  data: {name: mnist}\n",
                        "remove the Softmax layer (apply softmax only at prediction time)",
@@ -249,7 +249,7 @@ def test_every_code_has_a_help_test() -> None:
 
 # --- `dlspec run`'s own codes: what only the run can see -----------------------------------------------
 
-RUN_CASES = ("data", "device", "precision", "override", "io")
+RUN_CASES = ("data", "device", "precision", "override", "io", "memory", "runtime")
 
 
 def _run(tmp_path: Path, capsys: Any, text: str, *args: str) -> tuple[int, str]:
@@ -285,3 +285,24 @@ def test_run_codes_help(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
     capsys.readouterr()
     assert main(["check", str(tmp_path / "absent.yaml")]) == 2
     assert "error[io]" in capsys.readouterr().out
+
+
+def test_run_memory_and_runtime_helps(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    """`memory` (a batch too large for the memory) and `runtime` (a last batch of one sample for a BatchNorm):
+    each help, applied, lets the run start."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLSPEC_MEMORY", "64M")
+    wide = SHAPES.replace("n_train: 40", "n_train: 2000").replace("Linear: 10", "Linear: 2048\n  - ReLU\n  - Linear: 10") \
+        + "  batch_size: 2000\n"
+    rc, err = _run(tmp_path, capsys, wide)
+    assert rc == 1 and "error[memory]" in err, err
+    m = re.search(r"help: use batch_size: (\d+) or less", err)
+    assert m, err
+    rc, err = _run(tmp_path, capsys, wide.replace("batch_size: 2000", f"batch_size: {m.group(1)}"))
+    assert rc == 0, err
+    bn = SHAPES.replace("n_train: 40", "n_train: 41").replace("  - Linear: 10", "  - Linear: 8\n  - BatchNorm1d\n  - Linear: 10") \
+        + "  batch_size: 8\n"
+    rc, err = _run(tmp_path, capsys, bn)
+    assert rc == 1 and "error[runtime]" in err and "help: the last batch of each epoch has 1 sample" in err, err
+    rc, err = _run(tmp_path, capsys, bn + "  drop_last: true\n")
+    assert rc == 0, err

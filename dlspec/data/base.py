@@ -14,6 +14,13 @@ from typing import Any
 
 from ..registry import Arg, Bool, Int, Kind, Optional_
 
+SEED_MAX = 2**32 - 1  # every seed (train.seed, a data set's seed): what numpy's RandomState takes
+
+
+def Seed(default: int, doc: str) -> Arg:
+    """A seed argument: an integer 0 .. SEED_MAX."""
+    return Arg(Int(0, SEED_MAX), default, doc=doc)
+
 
 class DataError(Exception):
     """Bad or missing data: becomes a diagnostic at the `train.data` line, never a traceback."""
@@ -134,7 +141,7 @@ def data_root(cli_root: str | None = None) -> str:
     return cli_root or os.environ.get("DLSPEC_DATA") or "data"
 
 
-__all__ = ["Arg", "Bool", "Int", "Bundle", "Split", "DataError", "DataFacts", "DatasetType", "DATASETS", "register",
+__all__ = ["Arg", "Bool", "Int", "Seed", "SEED_MAX", "Bundle", "Split", "DataError", "DataFacts", "DatasetType", "DATASETS", "register",
            "data_root", "reshaped"]
 
 

@@ -90,6 +90,46 @@ def resolve(name: str, args: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def check_memory(name: str, nbytes: int, what: str, arg: str | None, help: str) -> None:
+    """DataError when `nbytes` (what loading `what` takes) exceed the memory this machine has available."""
+    from ..memory import check_fits, fmt_bytes
+
+    budget = check_fits(nbytes)
+    if budget is not None:
+        raise DataError(f"{name}: {what} would take {fmt_bytes(nbytes)} of memory, more than the "
+                        f"{fmt_bytes(budget.bytes or 0)} this machine has available", arg=arg, help=help,
+                        notes=[budget.note()])
+
+
+def blocked(path: str) -> str | None:
+    """The folder on the way to `path` this process may not enter (permission denied), or None when `path`
+    can be looked at (whether or not it exists)."""
+    p = os.path.abspath(path)
+    try:
+        os.stat(p)
+        return None
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    while True:  # stat(p) is refused: the deepest folder above it that can be looked at is the one not entered
+        parent = os.path.dirname(p)
+        if parent == p:
+            return p
+        try:
+            os.stat(parent)
+            return parent
+        except PermissionError:
+            p = parent
+        except OSError:
+            return None
+
+
+def permission_denied(what: str, path: str, folder: str, arg: str | None) -> DataError:
+    return DataError(f"{what}: permission denied: cannot enter the folder '{folder}' (to reach '{path}')", arg=arg,
+                     help="give this user read and enter permission (chmod u+rx, or a+rx), or use a copy it can read")
+
+
 def find_path(path: str, root: str, what: str, arg: str = "path", folder: bool = False) -> str:
     """A user-given path: absolute, or relative to the working directory, else to the data root."""
     path = os.path.expanduser(path)
@@ -97,6 +137,10 @@ def find_path(path: str, root: str, what: str, arg: str = "path", folder: bool =
     for c in candidates:
         if (os.path.isdir(c) if folder else os.path.isfile(c)):
             return c
+    for c in candidates:  # not found: perhaps not allowed to look
+        b = blocked(c)
+        if b is not None:
+            raise permission_denied(what, os.path.abspath(c), b, arg)
     tried = " or ".join(f"'{os.path.abspath(c)}'" for c in dict.fromkeys(candidates))
     kind = "folder" if folder else "file"
     hint = ""

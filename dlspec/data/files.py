@@ -6,13 +6,14 @@ imported inside the loaders only.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
 
 from ..diagnostics import did_you_mean
 from ..registry import Arg, Bool, Choice, Float, Int, IntList, Kind, OneOf, Optional_
-from .base import Bundle, DataError, DataFacts, DatasetType, register
+from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
 from .common import (
     Normalize,
     Text,
@@ -27,6 +28,46 @@ from .common import (
 
 # up to this many distinct integer values, a numeric target is read as class labels (task: auto)
 MAX_AUTO_CLASSES = 20
+MAX_CLASSES = 1_000_000  # class labels 0 .. K-1: K at most this (DLSPEC_MAX_CLASSES raises it)
+FLOAT32_MAX = 3.4028234663852886e38  # a float beyond this is inf as float32
+CSV_BYTES_PER_BYTE = 10  # a CSV file is read as Python text cells first: about 10 bytes of memory per byte of file
+NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (numpy.savez), or an empty one
+
+
+def max_classes() -> int:
+    try:
+        n = int(os.environ.get("DLSPEC_MAX_CLASSES", ""))
+    except ValueError:
+        return MAX_CLASSES
+    return n if n > 0 else MAX_CLASSES
+
+
+def first_not_finite(a: Any) -> int | None:
+    """The flat index of a's first value that is nan, infinite or too large for float32 (None: all fine);
+    in chunks, so the check takes little memory beside the array."""
+    import numpy as np
+
+    if a.dtype.kind != "f":
+        return None
+    flat = a.reshape(-1)
+    step = 1 << 22
+    for i in range(0, flat.size, step):
+        part = flat[i:i + step]
+        bad = ~np.isfinite(part) if part.dtype.itemsize <= 4 else ~(np.abs(part) <= FLOAT32_MAX)
+        if bad.any():
+            return i + int(np.argmax(bad))
+    return None
+
+
+def _finite(name: str, a: Any, what: str, where: str, arg: str | None) -> None:
+    """DataError at the first sample of `a` holding nan, inf or a value float32 cannot hold."""
+    i = first_not_finite(a)
+    if i is None:
+        return
+    per = max(1, a.size // max(1, len(a)))
+    value = a.reshape(-1)[i]
+    raise DataError(f"{name}: {what} in {where} holds {value!r} (sample {i // per}): not a finite number", arg=arg,
+                    help="remove or fix that sample: nan and infinite values make every loss nan")
 
 
 def _targets(name: str, task: str, y_train: Any, y_test: Any, where: str) -> tuple[str, Any, Any, int | None]:
@@ -36,6 +77,8 @@ def _targets(name: str, task: str, y_train: Any, y_test: Any, where: str) -> tup
     if task == "auto":
         task = "classification" if y_train.ndim == 1 and y_train.dtype.kind in "iub" else "regression"
     if task == "regression":
+        for split, y in (("train", y_train), ("test", y_test)):
+            _finite(name, y, f"the {split} targets", where, "task")
         ys = [y.astype(np.float32) for y in (y_train, y_test)]
         return task, *[y[:, None] if y.ndim == 1 else y for y in ys], None  # (N, 1): matches a Linear(…, 1)
     out = []
@@ -50,6 +93,12 @@ def _targets(name: str, task: str, y_train: Any, y_test: Any, where: str) -> tup
                                 help="class labels are integers 0 .. K-1; use task: regression for real targets")
         elif y.dtype.kind not in "iub":
             raise DataError(f"{name}: the {split} labels in {where} are not numbers (dtype {y.dtype})")
+        most = max_classes()
+        if len(y) and y.max() >= most:  # before a name is made for each of the classes it implies
+            raise DataError(f"{name}: the {split} labels in {where} go up to {y.max().item()!r}, which would make "
+                            f"{int(y.max()) + 1:,} classes; at most {most:,} are read", arg="task",
+                            help="class labels are 0 .. K-1; use task: regression for numeric targets "
+                            "(DLSPEC_MAX_CLASSES=N raises the bound)")
         y = y.astype(np.int64)
         if len(y) and y.min() < 0:
             raise DataError(f"{name}: the {split} labels in {where} include {int(y.min())}; class labels are "
@@ -74,6 +123,15 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}", arg="path") from None
     with f:
+        head = f.read(6)
+        f.seek(0)
+        if not head.startswith(NPZ_MAGIC) and not head.startswith(b"\x93NUMPY"):
+            text = head and all(32 <= c < 127 or c in b"\t\r\n" for c in head)
+            raise DataError(f"{path} is not a .npz file: it is not a zip archive (it starts with {head!r}"
+                            + (", text" if text else "") + ")", arg="path",
+                            help="npz reads files written by numpy.savez; for a table of numbers use the csv data set")
+        if head.startswith(NPZ_MAGIC):
+            _check_members(path, f, [keys[k] for k in keys])
         try:
             z = np.load(f, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - damaged zip, a pickle, a file that is not numpy's at all...
@@ -107,6 +165,8 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
         if v.dtype.kind not in "biuf" or v.ndim == 0:
             raise DataError(f"{path}: array '{keys[k]}' is not numeric data per sample (dtype {v.dtype}, "
                             f"shape {tuple(v.shape)})", arg=k, help="store numbers, one row per sample")
+        if k.startswith("x"):
+            _finite("npz", v, f"'{keys[k]}'", path, k)
     split_note = None
     if "x_test" not in arrays:
         x, y = arrays["x_train"], arrays["y_train"]
@@ -146,6 +206,43 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
                   classes=[str(i) for i in range(num_classes)] if num_classes else None, info=info)
 
 
+def _check_members(path: str, f: Any, names: list[str]) -> None:
+    """The headers of the arrays npz will read, before any is read: an array claiming more bytes than the
+    archive says it holds is damaged, and the arrays (with their float32 copies) must fit in memory."""
+    import zipfile
+
+    import numpy.lib.format as npy
+
+    from .common import check_memory
+
+    total = 0
+    try:
+        with zipfile.ZipFile(f) as z:
+            infos = {i.filename: i for i in z.infolist()}
+            for name in names:
+                info = infos.get(name + ".npy") or infos.get(name)
+                if info is None:
+                    continue
+                with z.open(info) as member:
+                    version = npy.read_magic(member)
+                    shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else
+                                       npy.read_array_header_2_0)(member)
+                count = math.prod(shape)
+                nbytes = count * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise DataError(f"{path} is damaged: its array '{name}' claims shape {tuple(shape)} {dtype} "
+                                    f"({nbytes:,} bytes) but the archive holds {info.file_size:,} bytes for it",
+                                    arg="path", help="write the file again with numpy.savez")
+                total += nbytes + 4 * count  # and its float32 copy
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001, S110 - damaged: np.load says how, below
+        pass
+    finally:
+        f.seek(0)
+    check_memory("npz", total, f"the arrays of {path}", "path", "use a smaller file (or a machine with more memory)")
+
+
 _SHAPE = Optional_(IntList(min=1, allow_minus_one=True, text="a list of positive sizes (one may be -1)"))
 _NORMALIZE_DOC = "null; true: per channel (axis 1) mean/std of the training split; or [[means], [stds]]"
 
@@ -164,7 +261,7 @@ register(DatasetType(
         "normalize": Arg(Normalize(), None, doc=_NORMALIZE_DOC),
         "shape": Arg(_SHAPE, None, doc="reshape each sample (after normalising)"),
         "dtype": Arg(Choice("float", "long"), "float", doc="x as float32, or int64 ids (for an Embedding)"),
-        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
+        "seed": Seed(0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
                                             "change it)"),
     },
     _load_npz,
@@ -208,7 +305,15 @@ def _read_table(path: str, delimiter: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) for each non-blank row; DataError for unreadable or ragged files."""
     import csv
 
+    from .common import check_memory
+
     rows: list[tuple[int, list[str]]] = []
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    check_memory("csv", CSV_BYTES_PER_BYTE * size, f"reading {path} ({size:,} bytes) as a table of text cells",
+                 "path", "use a smaller file (or a machine with more memory)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -266,7 +371,7 @@ def _numbers(path: str, rows: list[tuple[int, list[str]]], j: int, name: str) ->
 
     cells = [r[j] for _, r in rows]
     try:
-        return np.array(cells, dtype=np.float64)
+        values = np.array(cells, dtype=np.float64)
     except ValueError:
         for line, r in rows:
             if not _is_number(r[j]):
@@ -275,6 +380,23 @@ def _numbers(path: str, rows: list[tuple[int, list[str]]], j: int, name: str) ->
                                 arg="features", help="feature columns must hold numbers; leave text columns out "
                                                      "with `features: [...]`") from None
         raise
+    i = first_not_finite(values)
+    if i is not None:
+        raise _not_finite(path, rows[i][0], f"column {name}", rows[i][1][j], "features")
+    return values
+
+
+def _not_finite(path: str, line: int, column: str, cell: str, arg: str) -> DataError:
+    return DataError(f"{path} line {line}, {column}: {cell!r} is not a finite number", arg=arg,
+                     help="fix or remove that row: nan and infinite values (or values beyond float32, about 3.4e38) "
+                          "make every loss nan")
+
+
+def _finite_number(s: str) -> bool:
+    try:
+        return abs(float(s)) <= FLOAT32_MAX
+    except ValueError:
+        return False
 
 
 def _load_csv(args: dict[str, Any], root: str) -> Bundle:
@@ -335,6 +457,8 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
                     raise DataError(f"{tables[s][0]} line {line}, target column {target_name!r}: {v!r} is not a "
                                     "number (task: regression)", arg="task",
                                     help="a regression target must be numeric; text labels mean task: classification")
+                if not _finite_number(v):
+                    raise _not_finite(tables[s][0], line, f"target column {target_name!r}", v, "target")
             ys[s] = np.array(cells[s], dtype=np.float32)[:, None]
     else:
         for s in parsed:
@@ -343,6 +467,10 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
                     raise DataError(f"{tables[s][0]} line {line}: the target ({target_name!r}) is missing",
                                     arg="target")
         if numeric:  # sorted by value: labels 0 .. K-1 keep their ids
+            for s in parsed:
+                for line, v in parsed[s][1]:
+                    if not _finite_number(v):
+                        raise _not_finite(tables[s][0], line, f"target column {target_name!r}", v, "target")
             values = sorted({float(v) for v in every})
             classes = [str(int(f)) if f == int(f) else str(f) for f in values]
             pos = {f: i for i, f in enumerate(values)}
@@ -350,6 +478,11 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
         else:
             classes = sorted(set(every))
             ids = {c: i for i, c in enumerate(classes)}
+        if len(classes) > max_classes():
+            raise DataError(f"{path}: the target column {target_name!r} has {len(classes):,} distinct labels; at most "
+                            f"{max_classes():,} classes are read", arg="target",
+                            help="is it the right column? numeric targets are task: regression "
+                            "(DLSPEC_MAX_CLASSES=N raises the bound)")
         for s in parsed:
             ys[s] = np.array([ids[v] for v in cells[s]], dtype=np.int64)
     xtr = parsed["train"][0]
@@ -395,7 +528,7 @@ register(DatasetType(
                         "numbers, else regression"),
         "normalize": Arg(Normalize(), None, doc="null; true: standardise each feature with the training split's "
                                                 "mean/std; or [[means], [stds]]"),
-        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
+        "seed": Seed(0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
                                             "change it)"),
     },
     _load_csv,

@@ -12,19 +12,23 @@ importing this module (as `dlspec check` does) stays torch-free.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import time
 from typing import Any
 
-from ..registry import Arg, Bool, Int, IntList, Optional_
-from .base import Bundle, DataError, DataFacts, DatasetType, register, reshaped
+from ..registry import Arg, Bool, IntList, Optional_
+from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register, reshaped
 from .common import (
     Normalize,
     Text,
+    blocked,
+    check_memory,
     import_optional,
     make_split,
     normalize_arrays,
+    permission_denied,
     reshape_samples,
     resolve,
     take_subset,
@@ -38,63 +42,108 @@ _IDX_TYPES = {0x08: (">u1", "unsigned byte"), 0x09: (">i1", "signed byte"), 0x0B
               0x0C: (">i4", "int"), 0x0D: (">f4", "float"), 0x0E: (">f8", "double")}
 
 
-def read_bytes(path: str) -> bytes:
-    """A file's bytes, gunzipped when it is gzip (by content, whatever its name); DataError if unreadable."""
-    import gzip
-    import zlib
+# deflate's largest ratio is 1032:1; a gzip file cannot hold more than this many bytes per byte of it
+GZIP_MAX_RATIO = 1032
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    if data[:2] == b"\x1f\x8b":
+
+class _Source:
+    """An IDX file's bytes as a stream, gunzipped when it is gzip (by content, whatever its name): read only
+    as much as asked, so a gzip bomb posing as an IDX file is never inflated beyond what its header says."""
+
+    def __init__(self, path: str):
+        import gzip
+
+        self.path = path
         try:
-            data = gzip.decompress(data)
+            self.file = open(path, "rb")
+            self.size = os.fstat(self.file.fileno()).st_size
+            head = self.file.read(2)
+            self.file.seek(0)
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}",
+                            help="check the file's permissions" if isinstance(e, PermissionError) else None) from None
+        self.gzip = head == b"\x1f\x8b"
+        if not self.gzip and path.endswith(".gz"):
+            self.file.close()
+            raise DataError(f"{path} is not a gzip file (it does not start with the gzip signature 1f 8b)",
+                            help="the file is damaged or mislabelled: delete it and download it again")
+        self.stream: Any = gzip.GzipFile(fileobj=self.file, mode="rb") if self.gzip else self.file
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes (fewer only at the end of the data); DataError when the gzip stream is damaged."""
+        import zlib
+
+        parts, got = [], 0
+        try:
+            while got < n:
+                chunk = self.stream.read(min(n - got, 1 << 26))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
         except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path} is damaged: cannot decompress it ({e})",
+            raise DataError(f"{self.path} is damaged: cannot decompress it ({e})",
                             help="the file is incomplete or corrupted: delete it and download it again") from None
-    elif path.endswith(".gz"):
-        raise DataError(f"{path} is not a gzip file (it does not start with the gzip signature 1f 8b)",
-                        help="the file is damaged or mislabelled: delete it and download it again")
-    return data
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def read_idx(path: str, ndim: int | None = None) -> Any:
-    """An IDX file (raw or gzip) as a numpy array of its stored type; every header field is checked."""
+    """An IDX file (raw or gzip) as a numpy array of its stored type; every header field is checked.
+
+    The header says how many bytes of data follow: no more is read (or inflated), and a header claiming
+    more than the file could hold, or more than this machine's memory, is refused before reading them."""
     import numpy as np
 
-    data = read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path} is not an IDX file: it has only {len(data)} bytes",
-                        help="the file is empty or truncated: delete it and download it again")
-    magic = struct.unpack(">I", data[:4])[0]
-    code, dims_n = data[2], data[3]
-    if data[0] or data[1] or code not in _IDX_TYPES or dims_n == 0:
-        raise DataError(f"{path} is not an IDX file: wrong magic number 0x{magic:08X}",
-                        notes=["an IDX file starts with two zero bytes, a type code (0x08 for unsigned bytes) and "
-                               "the number of dimensions: 0x00000803 for images, 0x00000801 for labels"],
-                        help="the file is damaged, or not one of the MNIST-style files: download it again")
-    if ndim is not None and dims_n != ndim:
-        what = {3: "images (N, rows, columns)", 1: "labels (N,)"}.get(ndim, f"{ndim} dimensions")
-        raise DataError(f"{path} has {dims_n} dimensions (magic 0x{magic:08X}), expected {ndim} for {what}",
-                        help="check that the images and labels files are not swapped or renamed")
-    header = 4 + 4 * dims_n
-    if len(data) < header:
-        raise DataError(f"{path} is truncated: it ends inside its header ({len(data)} of {header} bytes)",
-                        help="delete it and download it again")
-    dims = struct.unpack(f">{dims_n}I", data[4:header])
-    dtype = np.dtype(_IDX_TYPES[code][0])
-    count = 1
-    for d in dims:
-        count *= d
-    need, have = count * dtype.itemsize, len(data) - header
-    if have != need:
-        state = "is truncated" if have < need else "has extra bytes"
-        raise DataError(f"{path} {state}: its header says {' × '.join(map(str, dims))} "
-                        f"{_IDX_TYPES[code][1]}s ({need} bytes of data) but it has {have}",
-                        help="the file is damaged or incomplete: delete it and download it again")
-    return np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    src = _Source(path)
+    try:
+        data = src.read(4)
+        if len(data) < 4:
+            raise DataError(f"{path} is not an IDX file: it has only {len(data)} bytes",
+                            help="the file is empty or truncated: delete it and download it again")
+        magic = struct.unpack(">I", data[:4])[0]
+        code, dims_n = data[2], data[3]
+        if data[0] or data[1] or code not in _IDX_TYPES or dims_n == 0:
+            raise DataError(f"{path} is not an IDX file: wrong magic number 0x{magic:08X}",
+                            notes=["an IDX file starts with two zero bytes, a type code (0x08 for unsigned bytes) "
+                                   "and the number of dimensions: 0x00000803 for images, 0x00000801 for labels"],
+                            help="the file is damaged, or not one of the MNIST-style files: download it again")
+        if ndim is not None and dims_n != ndim:
+            what = {3: "images (N, rows, columns)", 1: "labels (N,)"}.get(ndim, f"{ndim} dimensions")
+            raise DataError(f"{path} has {dims_n} dimensions (magic 0x{magic:08X}), expected {ndim} for {what}",
+                            help="check that the images and labels files are not swapped or renamed")
+        header = 4 + 4 * dims_n
+        data += src.read(header - 4)
+        if len(data) < header:
+            raise DataError(f"{path} is truncated: it ends inside its header ({len(data)} of {header} bytes)",
+                            help="delete it and download it again")
+        dims = struct.unpack(f">{dims_n}I", data[4:header])
+        dtype = np.dtype(_IDX_TYPES[code][0])
+        count = math.prod(dims)
+        need = count * dtype.itemsize
+        said = f"its header says {' × '.join(map(str, dims))} {_IDX_TYPES[code][1]}s ({need:,} bytes of data)"
+        if src.gzip and need > GZIP_MAX_RATIO * src.size:
+            raise DataError(f"{path} cannot be an IDX file: {said} but a gzip file of {src.size:,} bytes holds at "
+                            f"most {GZIP_MAX_RATIO * src.size:,}",
+                            help="the file is damaged or not an MNIST-style file: delete it and download it again")
+        if not src.gzip and need != src.size - header:
+            have = src.size - header
+            raise DataError(f"{path} {'is truncated' if have < need else 'has extra bytes'}: {said} but it has "
+                            f"{have:,}", help="the file is damaged or incomplete: delete it and download it again")
+        check_memory(path, need, f"its data ({said[len('its header says '):]})", None,
+                     "the file is damaged or not an MNIST-style file (or use a machine with more memory)")
+        body = src.read(need)
+        if len(body) < need:
+            raise DataError(f"{path} is truncated: {said} but it has {len(body):,}",
+                            help="the file is damaged or incomplete: delete it and download it again")
+        if src.gzip and src.read(1):
+            raise DataError(f"{path} has extra bytes: {said} but more follow",
+                            help="the file is damaged or from another data set: delete it and download it again")
+    finally:
+        src.close()
+    return np.frombuffer(body, dtype=dtype, count=count).reshape(dims)
 
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -143,6 +192,10 @@ class _MnistLike:
             failed = self._download(base)
             hit = _locate(folders)
         if hit is None:
+            for f in folders:  # not found: perhaps not allowed to look
+                b = blocked(os.path.join(f, _IDX_FILES["train"][0]))
+                if b is not None:
+                    raise permission_denied(self.title, os.path.abspath(f), b, "root")
             raise self._missing(base, raw, a["download"], failed)
         folder, paths = hit
         arrays: dict[str, tuple[Any, Any]] = {}
@@ -166,6 +219,9 @@ class _MnistLike:
                             f"{arrays['test'][0].shape[1:]} ({folder})", help="the files are from different data sets")
         (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
         xtr, ytr, xte, yte = take_subset(self.name, xtr, ytr, xte, yte, a["subset"], a["seed"])
+        pixels_n = xtr.size + xte.size
+        check_memory(self.title, 4 * pixels_n, f"{len(xtr) + len(xte):,} images as float32 ({pixels_n:,} pixels)",
+                     "subset", "use `subset: {train: N, test: M}`, or a machine with more memory")
         standard = self.stats if a["scale"] else tuple(tuple(v * 255 for v in s) for s in self.stats)
         pixels = None
         if uint8:
@@ -238,7 +294,7 @@ def _mnist_args(normalize_doc: str) -> dict[str, Arg]:
         "shape": Arg(Optional_(IntList(min=1, allow_minus_one=True, text="a list of positive sizes (one may be -1)")),
                      None, doc="reshape each (1, 28, 28) sample, e.g. [28, 28] (rows as time steps) or [784]"),
         "download": Arg(Bool(), False, doc="download with torchvision when the files are missing"),
-        "seed": Arg(Int(0), 0, doc="seed for `subset` (the data's own seed; train.seed does not change it)"),
+        "seed": Seed(0, doc="seed for `subset` (the data's own seed; train.seed does not change it)"),
     }
 
 

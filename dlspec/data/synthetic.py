@@ -11,8 +11,13 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Float, Int
-from .base import Bundle, DataFacts, DatasetType, register
-from .common import Normalize, make_split, normalize_arrays, resolve, take_subset
+from .base import Bundle, DataFacts, DatasetType, Seed, register
+from .common import Normalize, check_memory, make_split, normalize_arrays, resolve, take_subset
+
+# the memory generating a set takes at its peak, per value of the arrays it gives (measured: float64 working
+# arrays for the series, a class's coordinate grids for the glyphs): refused beyond the memory available
+SINE_BYTES_PER_VALUE = 32
+SHAPES_BYTES_PER_PIXEL = 16
 
 # --- sine_series --------------------------------------------------------------------------------------
 
@@ -51,6 +56,11 @@ def _load_sine(args: dict[str, Any], root: str) -> Bundle:
     t0 = time.perf_counter()
     a = resolve("sine_series", args)
     n_train, n_valid, n_test, steps = a["n_train"], a["n_valid"], a["n_test"], a["n_steps"]
+    values = (n_train + n_valid + n_test) * (steps + 1)
+    check_memory("sine_series", SINE_BYTES_PER_VALUE * values,
+                 f"{n_train + n_valid + n_test:,} series of {steps + 1:,} values ({values:,} values, "
+                 f"{SINE_BYTES_PER_VALUE} bytes each while they are made)", "n_train",
+                 "use fewer or shorter series (n_train, n_valid, n_test, n_steps)")
     s = sine_series_values(n_train + n_valid + n_test, steps, a["seed"])
     x, y = s[:, :steps, None], s[:, steps:]  # (N, T, 1), (N, 1)
     cut = n_train + n_valid if a["merge_valid"] else n_train
@@ -84,7 +94,7 @@ register(DatasetType(
                                          "merge_valid; the trainer's val_split holds out its own)"),
         "n_test": Arg(Int(1), 1000, doc="the last n_test series are the test split"),
         "merge_valid": Arg(Bool(), False, doc="append the validation part to the training split"),
-        "seed": Arg(Int(0), 42, doc="numpy RandomState seed (42: Géron's arrays), also for subset (the data's own "
+        "seed": Seed(42, doc="numpy RandomState seed (42: Géron's arrays), also for subset (the data's own "
                                              "seed; train.seed does not change it)"),
     },
     _load_sine,
@@ -181,6 +191,11 @@ def _load_shapes(args: dict[str, Any], root: str) -> Bundle:
     t0 = time.perf_counter()
     a = resolve("shapes", args)
     n_train, n_test = a["n_train"], a["n_test"]
+    pixels = (n_train + n_test) * a["size"] ** 2
+    check_memory("shapes", SHAPES_BYTES_PER_PIXEL * pixels,
+                 f"{n_train + n_test:,} images of {a['size']}×{a['size']} ({pixels:,} pixels, "
+                 f"{SHAPES_BYTES_PER_PIXEL} bytes each while they are drawn)", "size" if a["size"] > 256 else "n_train",
+                 "use fewer images (n_train, n_test) or a smaller size")
     # a subset of a generated set: the first N after the seeded shuffle, like every data set
     xtr, ytr = shapes_images(n_train, a["size"], a["noise"], a["seed"], stream=0)
     xte, yte = shapes_images(n_test, a["size"], a["noise"], a["seed"], stream=1)
@@ -202,7 +217,7 @@ register(DatasetType(
         "size": Arg(Int(12), 28, doc="image height and width"),
         "noise": Arg(Float(0.0), 0.1, doc="std of the gaussian pixel noise"),
         "normalize": Arg(Normalize(), [[0.5], [0.5]], doc="[[means], [stds]], true (= 0.5, 0.5) or null ([0, 1])"),
-        "seed": Arg(Int(0), 0, doc="seed of the generated images and of subset (the data's own seed; train.seed "
+        "seed": Seed(0, doc="seed of the generated images and of subset (the data's own seed; train.seed "
                                    "does not change it)"),
     },
     _load_shapes,

@@ -15,10 +15,11 @@ import time
 from typing import Any
 
 from ..registry import Arg, Choice, Float, Int, Optional_
-from .base import Bundle, DataError, DataFacts, DatasetType, register
-from .common import Text, find_path, make_split, resolve, take_subset
+from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
+from .common import Text, check_memory, find_path, make_split, resolve, take_subset
 
 ONE_HOT_LIMIT = 2 << 30  # bytes: above this, one-hot windows are refused (use ids and an Embedding)
+TEXT_BYTES_PER_CHAR = 28  # reading: the text, its UTF-32 codes, np.unique's sorted copy and inverse, the int64 ids
 
 
 def _windows(ids: Any, seq_len: int, step: int) -> tuple[Any, Any]:
@@ -38,6 +39,12 @@ def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
     a = resolve("char_text", args)
     path = find_path(a["path"], root, "char_text")
     try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    check_memory("char_text", TEXT_BYTES_PER_CHAR * size, f"reading {path} ({size:,} bytes)", "path",
+                 "use a shorter text")
+    try:
         with open(path, encoding="utf-8") as f:  # universal newlines: \r\n reads as \n
             text = f.read()
     except UnicodeDecodeError as e:
@@ -56,6 +63,10 @@ def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
     vocab_codes, ids = np.unique(codes, return_inverse=True)
     ids = ids.astype(np.int64)
     vocab = [chr(c) for c in vocab_codes]
+    windows = sum(max(0, (n - 1 - seq_len) // step + 1) for n in (cut, len(text) - cut))
+    check_memory("char_text", 2 * 8 * windows * seq_len, f"{windows:,} windows of {seq_len:,} characters (inputs "
+                 "and targets, int64)", "step", "use a larger step (fewer, less overlapping windows), a shorter seq_len, "
+                 "or a subset")
     xtr, ytr = _windows(ids[:cut], seq_len, step)
     xte, yte = _windows(ids[cut:], seq_len, step)
     xtr, ytr, xte, yte = take_subset("char_text", xtr, ytr, xte, yte, a["subset"], a["seed"])
@@ -85,7 +96,7 @@ register(DatasetType(
         "encoding": Arg(Choice("one_hot", "ids"), "one_hot",
                         doc="one_hot: x float (N, T, V); ids: x int64 (N, T) for an Embedding"),
         "test_fraction": Arg(Float(0.0, 0.9, open_min=True), 0.1, doc="the last part of the text is the test part"),
-        "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
+        "seed": Seed(0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_char_text,
     # the vocabulary (one-hot width, class count) is known only once the text is read

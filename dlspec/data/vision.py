@@ -8,15 +8,17 @@ decoded once into one uint8 array, then scaled and normalised as a whole.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
 
-from ..registry import Arg, Bool, Float, Int, IntTuple, Optional_
-from .base import Bundle, DataError, DataFacts, DatasetType, register
+from ..registry import Arg, Bool, Float, IntTuple, Optional_
+from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
 from .common import (
     Normalize,
     Text,
+    check_memory,
     find_path,
     import_optional,
     make_split,
@@ -94,7 +96,7 @@ register(DatasetType(
         "download": Arg(Bool(), False, doc="download with torchvision when missing"),
         "normalize": Arg(Normalize(), None, doc="null: [0, 1]; true: CIFAR-10's per-channel mean/std; "
                                                 "or [[means], [stds]]"),
-        "seed": Arg(Int(0), 0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
+        "seed": Seed(0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_cifar10, raw=lambda args, root: _load_cifar10(args, root, uint8=True),
     facts=lambda a: DataFacts("cifar10", (3, 32, 32), "float", (), "long", "classification", 10, False),
@@ -118,6 +120,13 @@ def _torchvision_image_folder() -> Any:
         return None
 
 
+def _unreadable(e: OSError) -> None:
+    """os.walk's onerror: a folder it cannot read is an error, not a class with fewer images."""
+    raise DataError(f"image_folder: {'permission denied: ' if isinstance(e, PermissionError) else ''}cannot read the "
+                    f"folder '{e.filename}'" + ("" if isinstance(e, PermissionError) else f" ({e.strerror or e})"),
+                    arg="path", help="give this user read and enter permission (chmod u+rx), or use a copy it can read")
+
+
 def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
     """ImageFolder's layout: one sub-folder per class (sorted), the images anywhere below it.
 
@@ -127,6 +136,9 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
     if image_folder is not None:
         try:
             ds = image_folder(folder)
+        except PermissionError:
+            raise DataError(f"image_folder: permission denied: cannot read the folder '{folder}'", arg="path",
+                            help="give this user read and enter permission (chmod u+rx)") from None
         except (FileNotFoundError, RuntimeError, OSError) as e:
             raise DataError(f"'{folder}': {e}", arg="path",
                             help="image_folder reads FOLDER/<class>/<image> (torchvision's ImageFolder layout)") from None
@@ -137,7 +149,11 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
             raise DataError(f"'{folder}' has classes the training folder lacks: {', '.join(extra)}", arg="test_path")
         index = {c: classes.index(c) for c in ds.classes}
         return classes, [(p, index[ds.classes[i]]) for p, i in ds.samples]
-    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    try:
+        found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    except PermissionError:
+        raise DataError(f"image_folder: permission denied: cannot read the folder '{folder}'", arg="path",
+                        help="give this user read and enter permission (chmod u+rx), or use a copy it can read") from None
     if classes is None:
         classes = found
         if not classes:
@@ -152,7 +168,7 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
         d = os.path.join(folder, c)
         if not os.path.isdir(d):
             continue
-        for dirpath, dirnames, files in os.walk(d, followlinks=True):
+        for dirpath, dirnames, files in os.walk(d, followlinks=True, onerror=_unreadable):
             dirnames.sort()
             samples += [(os.path.join(dirpath, f), i) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not samples:
@@ -160,10 +176,23 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
     return classes, samples
 
 
+IMAGE_BYTES_PER_VALUE = 5  # the uint8 images and their float32 form
+
+
+def _check_images(n: int, hw: tuple[int, ...], channels: int, arg: str) -> None:
+    values = n * channels * math.prod(hw)
+    check_memory("image_folder", IMAGE_BYTES_PER_VALUE * values,
+                 f"{n:,} images of {hw[1]}×{hw[0]}×{channels} (uint8, then float32)", arg,
+                 "use a smaller `size`, a subset, or a machine with more memory")
+
+
 def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, grayscale: bool) -> tuple[Any, Any]:
     import numpy as np
 
     image = import_optional("PIL.Image", "image_folder", package="Pillow")
+    channels = 1 if grayscale else 3
+    if size is not None:  # every image resized: known before one is decoded
+        _check_images(len(samples), size, channels, "size")
     out = None
     first = ""
     for k, (p, _) in enumerate(samples):
@@ -173,12 +202,20 @@ def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, graysc
                 if size is not None and im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except Exception as e:  # noqa: BLE001 - unreadable, truncated or not an image
+        except MemoryError:
+            what = f"resizing image {p} to {size[1]}×{size[0]}" if size is not None else f"decoding image {p}"
+            raise DataError(f"out of memory {what}", arg="size" if size is not None else "path",
+                            help="use a smaller `size`, or a machine with more memory") from None
+        except Exception as e:  # noqa: BLE001 - unreadable, truncated, not an image, a decompression bomb
+            bomb = type(e).__name__ == "DecompressionBombError"
             raise DataError(f"cannot read image {p}: {e}", arg="path",
-                            help="delete or replace the file (it is damaged or not an image)") from None
+                            help="the image is larger than Pillow decodes (Image.MAX_IMAGE_PIXELS): replace it"
+                            if bomb else "delete or replace the file (it is damaged or not an image)") from None
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if out is None:
+            if size is None:  # the images' size is the first one's
+                _check_images(len(samples), arr.shape[:2], channels, "path")
             out, first = np.empty((len(samples),) + arr.shape, dtype=np.uint8), p
         elif arr.shape != out.shape[1:]:
             raise DataError(f"images differ in size: {first} is {out.shape[2]}×{out.shape[1]} but {p} is "
@@ -256,7 +293,7 @@ register(DatasetType(
         "grayscale": Arg(Bool(), False, doc="one channel instead of RGB"),
         "normalize": Arg(Normalize(), None, doc="null: [0, 1]; true: per-channel mean/std of the training images; "
                                                 "or [[means], [stds]]"),
-        "seed": Arg(Int(0), 0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
+        "seed": Seed(0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
                                             "change it)"),
     },
     _load_image_folder, raw=lambda args, root: _load_image_folder(args, root, uint8=True),
