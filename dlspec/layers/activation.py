@@ -11,8 +11,22 @@ from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int,
 _INPLACE = {"inplace": Arg(Bool(), False)}
 
 
+# two arguments that bound a range, as torch's constructors check them: (low, high, may they be equal)
+_RANGES: dict[str, tuple[str, str, bool]] = {"Hardtanh": ("min_val", "max_val", False),
+                                             "RReLU": ("lower", "upper", True)}
+
+
 def _elementwise(c: Ctx, x: TT) -> TT:
     c.float_input()
+    rng = _RANGES.get(c.item.entry.name)
+    if rng is None:
+        return x
+    low, high, equal = rng
+    if (c.a[low] > c.a[high] or (not equal and c.a[low] == c.a[high])):
+        raise c.fail(codes.INVALID_ARGUMENT, f"{c.item.entry.name} {low} ({c.a[low]:g}) must be "
+                     f"{'at most' if equal else 'less than'} {high} ({c.a[high]:g})",
+                     arg=low if low in c.item.written else high,
+                     help=f"give {low} < {high}" if not equal else f"give {low} ≤ {high}", recover=x)
     return x
 
 
@@ -41,7 +55,9 @@ for _name, _args in _SIMPLE.items():
                        keeps_channels=True, per_step=True,
                        positional=next((a for a in _args if a != "inplace"), None) if _name != "Threshold" else None,
                        examples=[Example(_SIMPLE_EX.get(_name, {}), (3, 4)), Example({}, (5,))
-                                 if _name != "Threshold" else Example({"threshold": 0.0, "value": -1.0}, (5,))]))
+                                 if _name != "Threshold" else Example({"threshold": 0.0, "value": -1.0}, (5,))],
+                       errors=[ErrorExample({_RANGES[_name][0]: 1.0, _RANGES[_name][1]: 0.5}, (4,), codes.INVALID_ARGUMENT)]
+                       if _name in _RANGES else []))
 
 
 def _prelu(c: Ctx, x: TT) -> TT:

@@ -147,7 +147,8 @@ for _n in (1, 2, 3):
 for _n in (1, 2):
     register(LayerType(
         name=f"LPPool{_n}d", family="pool", prefix="pool", reads_maps=True, keeps_channels=True,
-        args={"norm_type": Arg(Float(0.0, open_min=True)), "kernel_size": Arg(IntTuple(_n)),
+        # torch's lp_pool1d multiplies by kernel_size: an int, not a list
+        args={"norm_type": Arg(Float(0.0, open_min=True)), "kernel_size": Arg(IntTuple(_n) if _n > 1 else Int(1)),
               "stride": Arg(Optional_(IntTuple(_n)), None), "ceil_mode": Arg(Bool(), False)},
         infer=pool(_n, "lp"), label=_label(_n), summary=_summary(f"LPPool{_n}d", _n),
         examples=[Example({"norm_type": 2, "kernel_size": 2}, (3,) + (8,) * _n),

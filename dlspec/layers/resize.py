@@ -46,6 +46,9 @@ def _upsample(c: Ctx, x: TT) -> TT:
     if a["align_corners"] is not None and mode not in _INTERP:
         raise c.fail(codes.INVALID_ARGUMENT, f"Upsample align_corners only applies to the interpolating modes "
                      f"({', '.join(_INTERP)}), not '{mode}'", arg="align_corners", help="leave align_corners out")
+    if a["size"] is not None and a["recompute_scale_factor"]:
+        raise c.fail(codes.INVALID_ARGUMENT, "Upsample recompute_scale_factor applies to a scale_factor, not to an "
+                     "explicit size", arg="recompute_scale_factor", help="leave recompute_scale_factor out")
     if a["size"] is not None:
         s = a["size"]
         out: tuple[Dim, ...] = tuple(s) if isinstance(s, (list, tuple)) else (s,) * n
@@ -89,7 +92,8 @@ def _scale_text(a: dict[str, Any]) -> str:
 
 register(LayerType(
     name="Upsample", family="resize", keeps_channels=True,
-    errors=[ErrorExample({"scale_factor": 2, "mode": "bilinear"}, (3, 4), codes.RANK)],
+    errors=[ErrorExample({"scale_factor": 2, "mode": "bilinear"}, (3, 4), codes.RANK),
+            ErrorExample({"size": 4, "recompute_scale_factor": True}, (3, 4), codes.INVALID_ARGUMENT)],
     keras=tuple(KerasName(f"UpSampling{n}D", (("size", "scale_factor"), ("interpolation", "mode"))) for n in (1, 2, 3)),
     args={"size": Arg(Optional_(OneOf(Int(1), IntList(1))), None),
           "scale_factor": Arg(Optional_(OneOf(Float(0.0, open_min=True), FloatList())), None),
