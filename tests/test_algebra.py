@@ -106,3 +106,13 @@ def test_residual_accepts_a_size_torch_gives_back() -> None:
     assert d.code == "merge-shape" and "symbols: {H: {divisible_by: 2}, W: {divisible_by: 2}}" in (d.help or "")
     declared = pixel.replace("layers:", "symbols: {H: {divisible_by: 2}, W: {divisible_by: 2}}\nlayers:")
     assert dlspec.check(dlspec.loads(declared)).ok
+
+
+def test_residual_accepts_upsample_then_pool() -> None:
+    """Upsample ×2 then MaxPool2d 2 gives back (H, W) for every H, W: the Residual is accepted, and torch agrees."""
+    text = "input: [3, H, W]\nlayers:\n  - Residual:\n    - Upsample: {scale_factor: 2}\n    - MaxPool2d: 2\n"
+    checked = dlspec.check(dlspec.loads(text))
+    assert checked.ok and checked.output.shape == (3, "H", "W")
+    model = dlspec.build(checked)
+    for h, w in ((5, 7), (8, 3)):
+        assert model(torch.randn(2, 3, h, w)).shape == (2, 3, h, w)
