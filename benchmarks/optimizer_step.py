@@ -3,7 +3,7 @@
     python benchmarks/optimizer_step.py                     # the CPU (and CUDA when there is one)
     python benchmarks/optimizer_step.py --device cuda --threads 2
 
-This is the measurement behind `train.fused: auto` (dlspec/steps.py, FUSED_PAYS): the run takes torch's fused
+This is the measurement behind `train.fused: auto` (dlspec/plan.py, FUSED_PAYS): the run takes torch's fused
 step where it pays.  Each spec's model is built by dlspec, its parameters get random gradients, and the three
 implementations of the spec's optimizer (with the spec's arguments) take turns, `--steps` steps per turn,
 `--repeats` turns; the medians are printed with the ratio to torch's default (foreach on CUDA, for-loop on

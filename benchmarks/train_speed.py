@@ -12,7 +12,7 @@ Throughput (default): for each recipe (lenet bs 256, simple_cnn bs 32, lstm_rows
                 forward / loss / backward / step, loss.item() and the accuracy read every batch (on a GPU, each
                 batch moved with .to(device) as the texts do).  --workers N adds the same loop with N DataLoader
                 workers (persistent_workers=True: worker start-up is not counted, which favours that loop).
-  dlspec        dlspec's own path: dlspec.train.prepare(spec) + Trainer, timing Trainer.train_epoch (the code
+  dlspec        dlspec's own path: dlspec.session.prepare(spec) + Trainer, timing Trainer.train_epoch (the code
                 `dlspec run` runs, unchanged) over a `train.data.subset` of exactly `steps` batches, plus the
                 per-epoch read of the running metrics (Meter.result, one host sync).
   cuda-graph    CUDA only: a hand-tuned loop.  The training set resident on the GPU (transformed once), a
@@ -59,7 +59,8 @@ sys.path.insert(0, ROOT)
 
 import reference_loops as ref  # noqa: E402
 
-from dlspec.train import Options, Trainer, prepare  # noqa: E402
+from dlspec.session import Options, prepare  # noqa: E402
+from dlspec.trainer import Trainer  # noqa: E402
 
 # recipe -> (spec, batch size): the hand-written recipe and the spec that describes the same run
 RECIPES: dict[str, tuple[str, int]] = {

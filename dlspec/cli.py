@@ -93,7 +93,7 @@ def _refused(e: Any) -> int:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from .train import Options
+    from .session import Options
 
     return Options(data_root=args.data_root, out=getattr(args, "out", "runs") or "runs", device=args.device,
                    epochs=getattr(args, "epochs", None), progress=not getattr(args, "no_progress", False),
@@ -123,7 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from . import runs
-    from .train import Refused, prepare, run
+    from .session import Refused, prepare
+    from .train import run
 
     opts = _options(args)
     overrides = list(args.overrides)
@@ -179,7 +180,8 @@ def _reason(e: OSError) -> str:
 def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, overrides: list[str]) -> int:
     """dlspec run --resume RUN_DIR: the run folder locked, its checkpoint verified, the spec compared."""
     from . import runs
-    from .train import load_document, prepare, run
+    from .session import load_document, prepare
+    from .train import run
 
     ckpt_path = os.path.join(args.resume, "checkpoint.pt")
     if not os.path.isfile(ckpt_path):
@@ -237,7 +239,7 @@ def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
     """Why a run is finished under the spec it is resumed with (None also when that spec has errors:
     preparing the run reports them)."""
     from .schema import parse_spec
-    from .train import nothing_to_resume
+    from .selection import nothing_to_resume
 
     cfg = parse_spec(doc).train_config if doc.data is not None and not doc.diagnostics else None
     return nothing_to_resume(ckpt, cfg) if cfg is not None else None
@@ -249,7 +251,7 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     import os
 
     from . import runs
-    from .train import Refused, prepare
+    from .session import Refused, prepare
 
     opts = _options(args)
     if not os.path.isfile(args.checkpoint):  # before loading any data
@@ -281,7 +283,7 @@ def _with_checkpoint(command: Any) -> Any:
     """eval / predict / generate: `command(args, session, opts)` once the spec's model holds the checkpoint;
     a refused spec, data set or checkpoint is reported instead."""
     def run_command(args: argparse.Namespace) -> int:
-        from .train import Refused
+        from .session import Refused
 
         try:
             s, opts = _session_with_checkpoint(args)
@@ -293,7 +295,8 @@ def _with_checkpoint(command: Any) -> Any:
 
 @_with_checkpoint
 def cmd_eval(args: argparse.Namespace, s: Any, opts: Any) -> int:
-    from .train import Trainer, fmt_metrics
+    from .train import fmt_metrics
+    from .trainer import Trainer
 
     tr = Trainer(s, opts, training=False)
     vals = tr.evaluate(s.bundle.test)

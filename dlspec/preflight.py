@@ -198,7 +198,7 @@ def _first_line(e: BaseException) -> str:
 def run_steps(s: Any) -> int:
     """The number of scheduler steps the run takes (per batch or per epoch)."""
     from .objectives import scheduler_per_batch
-    from .train import steps_per_epoch
+    from .session import steps_per_epoch
 
     per = scheduler_per_batch(s.resolved, s.cfg)
     return s.cfg.epochs * max(1, steps_per_epoch(len(s.bundle.train), s.cfg)) if per else s.cfg.epochs
@@ -219,7 +219,8 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
     """One step as the trainer takes it, on a copy of the model; the loss, or _Failed at the stage that failed."""
     from .contract import CLASS_LOSSES
     from .objectives import make_loss, make_optimizer, make_scheduler
-    from .train import _flat, _target, steps_per_epoch
+    from .session import steps_per_epoch
+    from .trainer import _flat, _target
 
     model = copy.deepcopy(s.model)
     for m in model.modules():  # the copy is nobody's to watch: hooks on the model do not see the trial

@@ -201,7 +201,7 @@ OVERRIDE = st.one_of(
 @given(st.sampled_from([str(p) for p in SPECS if "train:" in p.read_text(encoding="utf-8")]), st.lists(OVERRIDE, max_size=3))
 def test_fuzz_overrides_never_raise(path: str, items: list[str]) -> None:
     """Overrides are applied and checked as `dlspec run` does before it loads any data."""
-    from dlspec.train import Refused, load_document
+    from dlspec.session import Refused, load_document
 
     try:
         doc = load_document(path, items)

@@ -33,7 +33,7 @@ import dlspec  # noqa: E402
 from dlspec import cli, memory  # noqa: E402
 from dlspec.data import DataError, load  # noqa: E402
 from dlspec.data.idx import read_idx  # noqa: E402
-from dlspec.train import Options, Refused, prepare  # noqa: E402
+from dlspec.session import Options, Refused, prepare  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 GiB = 2**30
@@ -604,7 +604,7 @@ def test_embedding_ids_beyond_the_table(capsys, tmp_path):
 def test_trial_step_changes_nothing(tmp_path, monkeypatch):
     """The trial step leaves the weights, the random number generator and the model's hooks as they were:
     prepare with and without it hands the run the same model and the same RNG state."""
-    import dlspec.train as train_mod
+    import dlspec.session as session_mod
 
     text = SHAPES_MLP.replace("  - ReLU\n", "  - Dropout: 0.5\n  - ReLU\n")
     path = write(tmp_path, text)
@@ -612,10 +612,10 @@ def test_trial_step_changes_nothing(tmp_path, monkeypatch):
     s = prepare(path, [], Options(progress=False, quiet=True))
     after = (torch.get_rng_state(), {k: v.clone() for k, v in s.model.state_dict().items()})
     s.model.register_forward_hook(lambda *a: seen.append(1))
-    assert train_mod.trial_step(s) == [] and not seen
+    assert session_mod.trial_step(s) == [] and not seen
     assert torch.equal(after[0], torch.get_rng_state())
     assert all(torch.equal(v, after[1][k]) for k, v in s.model.state_dict().items())
-    monkeypatch.setattr(train_mod, "trial_step", lambda s, training=True: [])
+    monkeypatch.setattr(session_mod, "trial_step", lambda s, training=True: [])
     s2 = prepare(path, [], Options(progress=False, quiet=True))
     assert torch.equal(torch.get_rng_state(), after[0])
     assert all(torch.equal(v, after[1][k]) for k, v in s2.model.state_dict().items())

@@ -158,7 +158,7 @@ def test_run_refuses_error_spec_with_what_check_said(path: Path) -> None:
     """A mistake with a `train:` section: `dlspec run` refuses before the first step, with exactly the
     diagnostics `dlspec check` gives (`# error: code`) plus those only the loaded data can show
     (`# run-error: code`, e.g. a CSV whose columns are known once read)."""
-    from dlspec.train import Options, Refused, prepare
+    from dlspec.session import Options, Refused, prepare
 
     with pytest.raises(Refused) as e:
         prepare(str(path), [], Options(progress=False, quiet=True))

@@ -1,4 +1,4 @@
-"""The fast path (dlspec/steps.py) against the plain eager path.
+"""The fast path (dlspec/plan.py, dlspec/graphs.py) against the plain eager path.
 
 The reference for every test here is a plain run of the same spec (`cuda_graph: false`,
 `channels_last: false`, no compile): the fast path must reach the same losses and weights.  CUDA graphs
@@ -19,7 +19,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dlspec import cli, steps  # noqa: E402
+from dlspec import cli  # noqa: E402
+from dlspec import graphs as graphs_mod  # noqa: E402
+from dlspec import plan as plan_mod  # noqa: E402
 from dlspec.data.base import DATASETS, Bundle, DatasetType, Split, register  # noqa: E402
 from dlspec.registry import Arg, Int  # noqa: E402
 
@@ -82,7 +84,7 @@ ADAM = CNN.replace("padding: 1}", "padding: 1, bias: false}").replace("{SGD: {lr
 
 
 class FakeGraph:
-    def __init__(self, fn: Any, graphs: steps.Graphs, log: list[str]):
+    def __init__(self, fn: Any, graphs: graphs_mod.Graphs, log: list[str]):
         self.fn, self.graphs, self.log = fn, graphs, log
         self.training = graphs.tr.model.training  # an evaluation graph has no optimizer step
         self.hypers = graphs._hypers()
@@ -100,7 +102,7 @@ class FakeAPI:
     fail: str | None = None
     fail_in_warmup = False
 
-    def __init__(self, graphs: steps.Graphs, log: list[str]):
+    def __init__(self, graphs: graphs_mod.Graphs, log: list[str]):
         self.graphs, self.log = graphs, log
 
     def warmup(self, fn: Any, times: int) -> None:
@@ -127,18 +129,18 @@ class FakeAPI:
 def fake_graphs(monkeypatch):
     """Runs as if on CUDA: the plan says graph, and the engine uses FakeAPI.  Yields the event log."""
     log: list[str] = []
-    real_plan, real_init = steps.plan, steps.Graphs.__init__
+    real_plan, real_init = plan_mod.plan, graphs_mod.Graphs.__init__
 
-    def plan(cfg: Any, device: Any, *a: Any, **kw: Any) -> steps.Plan:
+    def fake_plan(cfg: Any, device: Any, *a: Any, **kw: Any) -> plan_mod.Plan:
         p = real_plan(cfg, torch.device("cuda"), *a, **kw)  # decide as CUDA would
         p.device = device.type
         return p
 
-    def init(self: steps.Graphs, tr: Any, api: Any = None) -> None:
+    def init(self: graphs_mod.Graphs, tr: Any, api: Any = None) -> None:
         real_init(self, tr, api=FakeAPI(self, log))
 
-    monkeypatch.setattr(steps, "plan", plan)
-    monkeypatch.setattr(steps.Graphs, "__init__", init)
+    monkeypatch.setattr(plan_mod, "plan", fake_plan)
+    monkeypatch.setattr(graphs_mod.Graphs, "__init__", init)
     monkeypatch.setattr(FakeAPI, "fail", None)
     monkeypatch.setattr(FakeAPI, "fail_in_warmup", False)
     yield log
@@ -245,7 +247,7 @@ def test_a_scheduler_that_assigns_the_lr_still_reaches_the_graph(tmp_path, capsy
 def test_hyperparameters_changing_every_batch_end_the_graph_path(tmp_path, capsys, fake_graphs, monkeypatch):
     """The safety net behind the plan: OneCycleLR cycling Adam's beta1 every batch (the plan refuses that
     up front; here it is told not to) is caught at replay time, captured again, then given up."""
-    monkeypatch.setattr(steps, "CYCLES_MOMENTUM", ())
+    monkeypatch.setattr(plan_mod, "CYCLES_MOMENTUM", ())
     text = ADAM_ONECYCLE.replace("cycle_momentum: false", "cycle_momentum: true").replace("epochs: 3", "epochs: 2")
     plain, _, _ = run(tmp_path, capsys, text, out="plain")
     fast, s, stdout = run(tmp_path, capsys, text, "train.cuda_graph=auto", out="fast")
@@ -291,7 +293,7 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
     (cfg(cuda_graph=True), CPU, CONV, "SGD", None, False, False, "runs on cpu"),
 ])
 def test_plan_captures_only_what_a_graph_can_replay(config, device, model, opt, sched, per_batch, graph, why):
-    p = steps.plan(config, device, model, opt, sched, per_batch, True, 3)
+    p = plan_mod.plan(config, device, model, opt, sched, per_batch, True, 3)
     assert p.graph is graph
     assert p.tensor_lr is (graph and per_batch)
     text = " ".join(p.why)
@@ -306,10 +308,10 @@ def test_plan_captures_only_what_a_graph_can_replay(config, device, model, opt, 
 def test_plan_leaves_layers_that_read_back_to_the_host_eager(model, words):
     """cuDNN re-seeds an RNN's dropout with a host read once the random state was set (as around a capture);
     BatchNorm with momentum None divides by its batch count on the host: neither can be captured."""
-    p = steps.plan(cfg(), CUDA, model, "SGD", None, False, True, 3)
+    p = plan_mod.plan(cfg(), CUDA, model, "SGD", None, False, True, 3)
     assert not p.graph and words in " ".join(p.why)
     for fine in (torch.nn.LSTM(4, 8, num_layers=2), torch.nn.BatchNorm2d(2)):
-        assert steps.plan(cfg(), CUDA, fine, "SGD", None, False, True, 3).graph
+        assert plan_mod.plan(cfg(), CUDA, fine, "SGD", None, False, True, 3).graph
 
 
 def test_start_puts_every_step_counter_on_the_device():
@@ -320,13 +322,13 @@ def test_start_puts_every_step_counter_on_the_device():
     opt.state[p] = {"step": torch.tensor(4.0), "mu_product": torch.tensor(0.9),
                     "exp_avg": torch.zeros(3, device="meta")}
     tr = types.SimpleNamespace(opt=opt, device=torch.device("cpu"), plan=types.SimpleNamespace(tensor_lr=False))
-    steps.Graphs(tr, api=object()).start()
+    graphs_mod.Graphs(tr, api=object()).start()
     assert {k: v.device.type for k, v in opt.state[p].items()} == {"step": "meta", "mu_product": "meta",
                                                                    "exp_avg": "meta"}
 
 
 def test_plan_without_the_data_on_the_device():
-    p = steps.plan(cfg(), CUDA, CONV, "SGD", None, False, False, 3)
+    p = plan_mod.plan(cfg(), CUDA, CONV, "SGD", None, False, False, 3)
     assert not p.graph and "does not fit" in " ".join(p.why)
 
 
@@ -339,7 +341,7 @@ def test_plan_without_the_data_on_the_device():
     (cfg(channels_last=False), CPU, CONV, 3, False),
 ])
 def test_plan_channels_last(config, device, model, rank, want):
-    assert steps.plan(config, device, model, "SGD", None, False, True, rank).channels_last is want
+    assert plan_mod.plan(config, device, model, "SGD", None, False, True, rank).channels_last is want
 
 
 def test_channels_last_keeps_the_trajectory(tmp_path, capsys):
@@ -406,16 +408,16 @@ def test_speed_options_are_checked(tmp_path, capsys, option, words):
 
 @pytest.mark.parametrize("native, device, want", [(True, CPU, "bf16"), (False, CPU, "fp32"), (True, CUDA, "fp32")])
 def test_precision_auto(monkeypatch, native, device, want):
-    monkeypatch.setattr(steps, "native_bf16_cpu", lambda: native)
-    p = steps.plan(cfg(precision="auto"), device, CONV, "SGD", None, False, True, 3)
+    monkeypatch.setattr(plan_mod, "native_bf16_cpu", lambda: native)
+    p = plan_mod.plan(cfg(precision="auto"), device, CONV, "SGD", None, False, True, 3)
     assert p.precision == want and f"precision: auto → {want}" in " ".join(p.why)
-    assert steps.plan(cfg(precision="fp32"), device, CONV, "SGD", None, False, True, 3).precision == "fp32"
+    assert plan_mod.plan(cfg(precision="fp32"), device, CONV, "SGD", None, False, True, 3).precision == "fp32"
 
 
 def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
     text = CNN.replace("  channels_last: false\n", "  precision: auto\n").replace("epochs: 3", "epochs: 1")
     _, s, stdout = run(tmp_path, capsys, text, out="r")
-    chosen = "bf16" if steps.native_bf16_cpu() else "fp32"
+    chosen = "bf16" if plan_mod.native_bf16_cpu() else "fp32"
     assert s["precision"] == chosen and f"precision: auto → {chosen}" in stdout
 
 
@@ -430,7 +432,7 @@ def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
     (True, CPU, "LBFGS", {}, False, "no fused LBFGS step on cpu"),
 ])
 def test_plan_fused_optimizer_step(option, device, opt, kw, want, why):
-    p = steps.plan(cfg(fused=option), device, CONV, opt, None, False, True, 3, kw)
+    p = plan_mod.plan(cfg(fused=option), device, CONV, opt, None, False, True, 3, kw)
     assert p.fused is want and ("fused" in p.name) is want
     text = " ".join(p.why)
     assert (why in text) if why else "fused" not in text
@@ -482,7 +484,7 @@ def test_graph_engine_with_a_recurrent_model(tmp_path, capsys, fake_graphs):
     (True, CONV, "fp32", True), (False, CONV, "fp32", False), (True, MLP, "fp32", False),
     (True, CONV, "bf16", False), (True, CONV, "auto", False)])
 def test_plan_hints_at_bf16_where_it_pays(monkeypatch, native, model, precision, hint):
-    monkeypatch.setattr(steps, "native_bf16_cpu", lambda: native)
-    p = steps.plan(cfg(precision=precision), CPU, model, "SGD", None, False, True, 3 if model is CONV else 1)
+    monkeypatch.setattr(plan_mod, "native_bf16_cpu", lambda: native)
+    p = plan_mod.plan(cfg(precision=precision), CPU, model, "SGD", None, False, True, 3 if model is CONV else 1)
     assert ("--precision auto" in " ".join(p.why)) is hint
     assert p.precision == ("bf16" if precision in ("bf16", "auto") and (native or precision == "bf16") else "fp32")

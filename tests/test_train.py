@@ -31,7 +31,8 @@ import dlspec  # noqa: E402
 from dlspec import cli  # noqa: E402
 from dlspec.data.base import DATASETS, Bundle, DataError, DatasetType, Split, register  # noqa: E402
 from dlspec.registry import Arg, Bool, Choice, Int  # noqa: E402
-from dlspec.train import Options, Refused, Trainer, epoch_permutation, prepare  # noqa: E402
+from dlspec.session import Options, Refused, prepare  # noqa: E402
+from dlspec.trainer import Trainer, epoch_permutation  # noqa: E402
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -1082,7 +1083,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, capsys):
 def test_early_stopping_never_selects_on_the_test_set():
     from types import SimpleNamespace
 
-    from dlspec.train import early_stop
+    from dlspec.selection import early_stop
     from dlspec.trainspec import TrainConfig
 
     cfg = TrainConfig(data_name="tiny_blobs", data_args={}, early_stopping={"metric": "test_loss", "patience": 1})
@@ -1117,17 +1118,17 @@ def grad_norm(model: Any) -> float:
 
 def record_steps(monkeypatch: Any) -> list[tuple[float, float]]:
     """(lr, grad norm) as the optimizer is about to take each step."""
-    import dlspec.train as train_mod
+    import dlspec.trainer as trainer_mod
 
     seen: list[tuple[float, float]] = []
-    make = train_mod.make_optimizer
+    make = trainer_mod.make_optimizer
 
     def make_recording(resolved: Any, model: Any) -> Any:
         opt = make(resolved, model)
         opt.register_step_pre_hook(lambda o, a, k: seen.append((o.param_groups[0]["lr"], grad_norm(model))))
         return opt
 
-    monkeypatch.setattr(train_mod, "make_optimizer", make_recording)
+    monkeypatch.setattr(trainer_mod, "make_optimizer", make_recording)
     return seen
 
 
