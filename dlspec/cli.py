@@ -304,10 +304,35 @@ def cmd_eval(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
+def _predict_reconstruction(args: argparse.Namespace, s: Any, opts: Any) -> int:
+    """predict for task reconstruction: the first n test samples, their reconstructions as a PNG, and the MSE
+    of each."""
+    from .pictures import image_rows, save_figure
+    from .tasks.reconstruction import reconstruct
+    from .trainer import Trainer
+
+    tr = Trainer(s, opts, training=False)
+    n = min(args.n, len(s.bundle.test))
+    clean, noised, out = reconstruct(tr, tr.task, n)
+    for i in range(n):
+        print(f"sample {i:>3}: reconstruction mse {float(((out[i] - clean[i]) ** 2).mean()):.5f}")
+    rows = [("input", clean)] + ([("corrupted", noised)] if tr.task.corrupts else []) + [("output", out)]
+    path = args.image or "reconstructions.png"
+    try:
+        save_figure(image_rows(rows, f"{s.checked.spec.name} · {os.path.basename(args.checkpoint)}", shared=True), path)
+    except ImportError:
+        print("dlspec predict: the picture needs matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: {n} test samples (input above output)")
+    return 0
+
+
 @_with_checkpoint
 def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
     import torch
 
+    if s.task.name == "reconstruction":
+        return _predict_reconstruction(args, s, opts)
     test = s.bundle.test
     n = min(args.n, len(test))
     with torch.no_grad():
@@ -343,7 +368,7 @@ def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
     from .generate import generate
 
     try:
-        text = generate(s, args.prime, args.length, args.temperature, args.seed)
+        text = generate(s, args.prime, args.length, args.temperature, args.seed, args.top_k)
     except ValueError as e:
         print(f"dlspec generate: {e}", file=sys.stderr)
         return 2
@@ -461,10 +486,14 @@ def parser() -> argparse.ArgumentParser:
         common(q)
         if name == "predict":
             q.add_argument("-n", type=_positive, default=10, help="how many test samples (default 10)")
+            q.add_argument("--image", metavar="PNG", help="reconstruction: where the picture goes (default "
+                           "reconstructions.png)")
         if name == "generate":
             q.add_argument("--prime", default="", help="text to start from")
             q.add_argument("--length", type=int, default=200, help="characters to generate (at most 1,000,000)")
             q.add_argument("--temperature", type=float, default=0.8)
+            q.add_argument("--top-k", type=_positive, default=None, metavar="K",
+                           help="sample from the K likeliest characters only")
             q.add_argument("--seed", type=_bounded(0, SEED_MAX, "a seed"), default=0)
         q.set_defaults(func=fn, command_parser=q)
     return p

@@ -31,11 +31,16 @@ __all__ = ["DataFacts", "check_contract", "check_metrics", "default_loss", "defa
            "SUPPORTED_LOSSES"]
 
 
-def default_loss(task: str | None) -> str | None:
+def default_loss(task: str | None, entry: Any = None) -> str | None:
+    """The loss of a run that names none: the task entry's (dlspec.tasks), else its kind's."""
+    if entry is not None and entry.default_loss:
+        return str(entry.default_loss)
     return {"classification": "CrossEntropyLoss", "regression": "MSELoss"}.get(task or "")
 
 
-def default_metrics(task: str | None) -> list[str]:
+def default_metrics(task: str | None, entry: Any = None) -> list[str]:
+    if entry is not None and entry.default_metrics is not None:
+        return list(entry.default_metrics)
     return ["accuracy"] if task == "classification" else ["mse"] if task == "regression" else []
 
 
@@ -212,11 +217,11 @@ def _check_output(checked: Checked, facts: DataFacts, loss_name: str, where_loss
             **at_last)
 
 
-def check_metrics(cfg: Any, task: str | None, loss: str | None) -> list[Diagnostic]:
+def check_metrics(cfg: Any, task: str | None, loss: str | None, entry: Any = None) -> list[Diagnostic]:
     """Metrics that make no sense for the task, and an early-stopping metric that is never computed or that
     would select the model on the test set.  task None: not known yet (only what needs no task is checked)."""
     diags: list[Diagnostic] = []
-    metrics = cfg.metrics or default_metrics(task)
+    metrics = cfg.metrics or default_metrics(task, entry)
     if task is not None:
         fits: tuple[str, ...] = CLASS_METRICS if task == "classification" else REGRESSION_METRICS
         if loss in BINARY_LOSSES and task == "classification":

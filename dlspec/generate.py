@@ -3,9 +3,10 @@
 When every layer works on each time step by itself (recurrent layers, Embedding, Linear, activations,
 Dropout, LayerNorm), the recurrent layers' hidden state is carried from step to step (each step feeds one
 character), so generating N characters costs N single-step forward passes, not N passes over a growing
-prefix.  A model with a layer that mixes time steps otherwise (attention, a convolution over time, a
-bidirectional RNN) is run over the whole text so far at every step instead: slower, but what it was
-trained to compute.
+prefix.  A model with a layer that mixes time steps otherwise (a causal Transformer, a convolution over
+time) has no state to carry: it is run over the last `window` characters at every step — the context it
+was trained on, the data's seq_len, and at most its positional embedding's length — so the context
+slides along the text.  `top_k` keeps only the k likeliest characters before sampling.
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ def _forward(checked: Checked, model: nn.Module, x: torch.Tensor, state: dict[in
     return x
 
 
-def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> str:
+def window(s: Any) -> int | None:
+    """The most steps a model without carried state reads at once: the data's seq_len, and no more than a
+    positional embedding's length; None when neither bounds it."""
+    sizes = [int(r.args["length"]) for r in s.checked.all_rows() if r.entry.family == "tokens" and "length" in r.args]
+    seq = (s.bundle.info or {}).get("seq_len")
+    if isinstance(seq, int):
+        sizes.append(seq)
+    return min(sizes) if sizes else None
+
+
+def generate(s: Any, prime: str, length: int, temperature: float, seed: int, top_k: int | None = None) -> str:
     vocab = s.bundle.vocab
     if not vocab:
         raise ValueError(f"{s.bundle.name} is not a char_text dataset: nothing to generate")
@@ -50,6 +61,8 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
         raise ValueError(f"--temperature must be a number > 0, not {temperature}")
     if not 0 <= length <= MAX_LENGTH:
         raise ValueError(f"--length must be from 0 to {MAX_LENGTH:,}, not {length}")
+    if top_k is not None and not 1 <= top_k:
+        raise ValueError(f"--top-k must be at least 1, not {top_k}")
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted({c for c in prime if c not in index})
     if unknown:
@@ -66,14 +79,22 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int) -> 
 
     model = s.model.eval()
     carry = stepwise(s.checked, model)
+    span = None if carry else window(s)
     state: dict[int, Any] = {}
     out_ids = list(ids)
+
+    def context() -> torch.Tensor:
+        return encode(out_ids[-span:] if span else out_ids)
+
     with torch.no_grad():
-        logits = (_forward(s.checked, model, encode(ids), state) if carry else model(encode(ids)))[0, -1]
+        logits = (_forward(s.checked, model, encode(ids), state) if carry else model(context()))[0, -1]
         for i in range(length):
-            p = torch.softmax(logits.float().cpu() / temperature, -1)
-            nxt = int(torch.multinomial(p, 1, generator=g))
+            scores = logits.float().cpu() / temperature
+            if top_k is not None and top_k < scores.numel():
+                kth = torch.topk(scores, top_k).values[-1]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=g))
             out_ids.append(nxt)
             if i + 1 < length:  # the last character needs no forward pass
-                logits = (_forward(s.checked, model, encode([nxt]), state) if carry else model(encode(out_ids)))[0, -1]
+                logits = (_forward(s.checked, model, encode([nxt]), state) if carry else model(context()))[0, -1]
     return "".join(vocab[i] for i in out_ids)

@@ -57,12 +57,13 @@ def _keywords(cls: type, skip: int) -> tuple[list[str], list[str]]:
     return names, required
 
 
-def resolve(cfg: TrainConfig, task: str) -> tuple[dict[str, Any], list[Diagnostic]]:
+def resolve(cfg: TrainConfig, task: str, default_loss: str | None = None) -> tuple[dict[str, Any], list[Diagnostic]]:
     """The torch classes of loss/optimizer/scheduler, looked up in the torch that runs (`dlspec check` used the
     table generated from the pinned release): diagnostics for unknown names or keywords."""
     diags: list[Diagnostic] = []
     out: dict[str, Any] = {}
-    specs = [("loss", cfg.loss or (("CrossEntropyLoss" if task == "classification" else "MSELoss"), {}), losses(), 0),
+    default = default_loss or ("CrossEntropyLoss" if task == "classification" else "MSELoss")
+    specs = [("loss", cfg.loss or (default, {}), losses(), 0),
              ("optimizer", cfg.optimizer, optimizers(), 1)]
     if cfg.scheduler:
         specs.append(("scheduler", cfg.scheduler, schedulers(), 1))

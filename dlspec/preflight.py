@@ -217,10 +217,9 @@ def trial_batches(s: Any, training: bool) -> list[int]:
 
 def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor, training: bool) -> float:
     """One step as the trainer takes it, on a copy of the model; the loss, or _Failed at the stage that failed."""
-    from .contract import CLASS_LOSSES
     from .objectives import make_loss, make_optimizer, make_scheduler
     from .session import steps_per_epoch
-    from .trainer import _flat, _target
+    from .trainer import _flat, _target, per_step_targets
 
     model = copy.deepcopy(s.model)
     for m in model.modules():  # the copy is nobody's to watch: hooks on the model do not see the trial
@@ -228,8 +227,9 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
             if "_hooks" in name and isinstance(hooks, dict):
                 hooks.clear()
     model.train(training)
-    per_step = s.bundle.task == "classification" and len(s.bundle.target_shape) >= 1 and \
-        not s.bundle.train.y.is_floating_point() and resolved["loss"][0] in CLASS_LOSSES
+    per_step = per_step_targets(s, resolved["loss"][0])
+    if s.task is not None:  # what the task trains on (reconstruction: the input; noise from the global RNG,
+        x, y = s.task.make(None, s.task_args).pair(x, y, True)  # which trial_step restores)
     entered: list[str] = []
     names = {m: n for n, m in model.named_modules()}
 

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import codes
+from . import codes, tasks
 from . import overrides as ov
-from .contract import DataFacts, check_contract, check_metrics
+from .contract import DataFacts, check_metrics
 from .data import DATASETS, Bundle, DataError, Split, data_root
 from .data.base import float_bytes, materialize
 from .diagnostics import Diagnostic, error, locate
@@ -33,6 +33,7 @@ from .objectives import (
 from .preflight import id_diagnostics, memory_diagnostics, trial_step
 from .schema import parse_spec
 from .source import Document, read
+from .traincheck import task_contract
 from .trainspec import MAX_THREADS_PER_CPU, TrainConfig
 
 
@@ -68,6 +69,8 @@ class Session:
     device: torch.device
     resolved: dict[str, Any]
     symbols: dict[str, int]
+    task: Any = None  # dlspec.tasks.TaskType: what the run learns
+    task_args: dict[str, Any] = field(default_factory=dict)
     val: Split | None = None
     warnings: list[Diagnostic] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
@@ -176,12 +179,17 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
                       doc) from None
     # again with the torch that runs and the data as loaded: what the static check could not know (a CSV's
     # columns, a text's vocabulary), without repeating what it said
-    resolved, d = resolve(cfg, bundle.task)
+    facts = facts_of(bundle, cfg.data_name)
+    task, task_args = tasks.chosen(cfg, facts)
+    if task is None:  # (validate_train refused an unknown name; a data set's own task is always known)
+        raise Refused(warnings + [error(codes.TRAIN, f"no task for {bundle.name}'s {bundle.task} data", ("train",),
+                                        help="write train.task")], doc)
+    facts = tasks.task_facts(task, facts, task_args)
+    resolved, d = resolve(cfg, task.kind, task.default_loss)
     loss_name = resolved["loss"][0] if "loss" in resolved else None
-    loss_path = ("train", "loss") if cfg.loss else None
-    c, symbols = check_contract(checked, facts_of(bundle, cfg.data_name), loss_name, loss_path)
+    c, symbols = task_contract(checked, facts, loss_name, cfg, task, task_args)
     said = {(x.code, x.path) for x in checked.diagnostics}
-    d += [x for x in c + check_metrics(cfg, bundle.task, loss_name) if (x.code, x.path) not in said]
+    d += [x for x in c + check_metrics(cfg, task.kind, loss_name, task) if (x.code, x.path) not in said]
     if any(x.severity == "error" for x in d):
         raise Refused(warnings + d, doc)
     warnings += d
@@ -194,7 +202,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     model = build_checked(checked)
     init_weights(model, cfg.init)
     s = Session(doc=doc, checked=checked, cfg=cfg, bundle=bundle, model=model.to(device), device=device,  # type: ignore[arg-type]
-                resolved=resolved, symbols=symbols, warnings=warnings,
+                resolved=resolved, symbols=symbols, warnings=warnings, task=task, task_args=task_args,
                 overrides=items if not doc.overrides else list(doc.overrides))
     if cfg.val_split:
         split_validation(s)

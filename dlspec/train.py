@@ -108,7 +108,9 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         + f" / {len(b.test):,} test · samples {list(b.sample_shape)} · device {s.device.type}"
         + (f" · {tr.plan.precision}" if tr.plan.precision != "fp32" else ""))
     params = sum(p.numel() for p in tr.model.parameters())
-    say(f"model {s.checked.spec.name}: {params:,} params · loss {s.resolved['loss'][0]} · optimizer "
+    what = tr.task.describe()
+    say(f"model {s.checked.spec.name}: {params:,} params" + (f" · {what}" if what else "")
+        + f" · loss {s.resolved['loss'][0]} · optimizer "
         f"{s.resolved['optimizer'][0]}" + (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else ""))
     say(f"path {tr.plan.name}" + "".join(f"\n  {w}" for w in tr.plan.why))
     if finish_only:
@@ -190,6 +192,8 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                         tr.sched.step()
             tr.history.append(row)
             say(epoch_line(row, cfg.epochs))
+            for line in tr.task.after_epoch(run_dir, ep + 1, last):  # pictures, generated text
+                say(line)
             improved, tr.stopped_early = early_stop(tr, row, cfg)
             # best.pt, then checkpoint.pt, then metrics.csv: a write that fails (a full disk) leaves
             # metrics.csv with the rows of the checkpoint before, and best.pt at most ahead of it by
@@ -213,6 +217,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     run_s = base.run_s + time.perf_counter() - t_start  # over every command that trained this run
     summary = {
         "spec": source_path, "name": s.checked.spec.name, "run_dir": run_dir, "epochs": tr.epoch,
+        "task": {"name": s.task.name, **s.task_args},
         "stopped_early": tr.stopped_early, "final": final, "final_epoch": final_epoch, "final_from": final_from,
         "best": tr.best, "train_time_s": round(base.train_s + train_time, 3), "wall_time_s": round(run_s, 3),
         "times_s": {"prepare": round(s.prepare_s, 3), "setup": round(t_start - t_setup, 3),
@@ -227,8 +232,12 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                  "test": len(b.test), **b.info},
         "spec_hash": runs.spec_hash(s.doc.data), "overrides": s.overrides, "versions": runs.versions(),
     }
+    baseline = tr.task.baseline()
+    if baseline:
+        summary["baseline"] = baseline
     runs.write_summary(run_dir, summary)
     say("test " + fmt_metrics("", {k[5:]: v for k, v in final.items()})
+        + "".join(f" │ {k.replace('_', ' ')} {v:.4f}" for k, v in baseline.items())
         + (f" │ weights of the {final_from}" if cfg.early_stopping else ""))
     return 0
 

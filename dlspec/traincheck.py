@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import codes, torchnames
+from . import codes, tasks, torchnames
 from .contract import SUPPORTED_LOSSES, check_contract, check_metrics, default_loss
 from .data import DATASETS
 from .diagnostics import Diagnostic, did_you_mean, error, warning
@@ -38,14 +38,30 @@ def check_train(checked: Checked) -> list[Diagnostic]:
             diags += d
     entry = DATASETS.get(cfg.data_name)
     facts = entry.facts(cfg.data_args) if entry is not None and entry.facts is not None else None
+    task, task_args = tasks.chosen(cfg, facts)
+    if facts is not None:
+        facts = tasks.task_facts(task, facts, task_args)
     loss = names.get("loss") if cfg.loss else None
     if facts is not None and (cfg.loss is None or loss is not None):
-        c, _ = check_contract(checked, facts, loss, ("train", "loss") if cfg.loss else None)
-        diags += c
-    task = facts.task if facts is not None else None
+        diags += task_contract(checked, facts, loss, cfg, task, task_args)[0]
+    learned = task.kind if task is not None else facts.task if facts is not None else None
     if cfg.loss is None or loss is not None:
-        diags += check_metrics(cfg, task, loss or default_loss(task))
+        diags += check_metrics(cfg, learned, loss or default_loss(learned, task), task)
     return diags
+
+
+def task_contract(checked: Checked, facts: Any, loss: str | None, cfg: Any, task: Any, task_args: dict[str, Any]
+                  ) -> tuple[list[Diagnostic], dict[str, int]]:
+    """The data↔model↔loss contract (dlspec.contract) and the task's own checks; a task that judges the output
+    against its targets itself (reconstruction) replaces the generic output check.  (dlspec run asks it
+    again with the loaded data's facts.)"""
+    path = ("train", "task") if cfg.task is not None else ()
+    own = task.contract(checked, facts, task_args, path) if task is not None else []
+    generic, symbols = check_contract(checked, facts, loss or default_loss(facts.task, task),
+                                      ("train", "loss") if cfg.loss else None)
+    if task is not None and task.replaces_output_check and own:
+        generic = [d for d in generic if d.code != codes.LOSS]
+    return generic + own, symbols
 
 
 def check_call(kind: str, written: tuple[str, dict[str, Any]]) -> tuple[str | None, list[Diagnostic]]:

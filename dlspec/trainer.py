@@ -76,6 +76,13 @@ def _flat(out: torch.Tensor, y: torch.Tensor, per_step: bool) -> tuple[torch.Ten
     return out, y
 
 
+def per_step_targets(s: Session, loss: str) -> bool:
+    """Whether the targets are class ids at every step (N, T) against scores (N, T, C), flattened for the loss."""
+    kind = s.task.kind if s.task is not None else s.bundle.task
+    return kind == "classification" and len(s.bundle.target_shape) >= 1 and \
+        not s.bundle.train.y.is_floating_point() and loss in CLASS_LOSSES
+
+
 def _target(y: torch.Tensor, out: torch.Tensor, loss: nn.Module) -> torch.Tensor:
     if isinstance(loss, (nn.BCEWithLogitsLoss, nn.BCELoss)) and not y.is_floating_point():
         return y.to(out.dtype).reshape(out.shape)
@@ -94,10 +101,9 @@ class Trainer:
         self._opt: torch.optim.Optimizer | None = None
         self.sched: Any = None
         self.sched_per_batch = scheduler_per_batch(s.resolved, cfg)
-        task = s.bundle.task
-        self.metrics = [m for m in (cfg.metrics or default_metrics(task))]
-        self.per_step = task == "classification" and len(s.bundle.target_shape) >= 1 and \
-            not s.bundle.train.y.is_floating_point() and s.resolved["loss"][0] in CLASS_LOSSES
+        self.metrics = [m for m in (cfg.metrics or default_metrics(s.task.kind, s.task))]
+        self.per_step = per_step_targets(s, s.resolved["loss"][0])
+        self.task = s.task.make(self, s.task_args)  # what a batch trains on, and what it shows after an epoch
         self.threshold = binary_threshold(s.resolved)
         self.epoch = 0  # completed epochs
         self.batch = 0  # next batch within the current epoch (non-zero only in a mid-epoch checkpoint)
@@ -124,6 +130,9 @@ class Trainer:
                                len(s.bundle.sample_shape), opt_kw)
         # the optimizer implementation this run chose (not the spec's): re-applied after loading a checkpoint,
         # and left out of the checkpoint, which keeps the spec's own values
+        if self.plan.graph and not self.task.graph_ok:
+            self.plan.graph = self.plan.tensor_lr = False
+            self.plan.why.append(f"cuda graph: off, {self.task.why_not_graph}")
         self._impl = {"fused": True} if self.plan.fused else {}
         self._spec_impl = {k: opt_kw.get(k) for k in self._impl}
         if training:
@@ -291,6 +300,7 @@ class Trainer:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, autocast: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward and loss: (loss, scores, targets), per-step targets flattened."""
+        x, y = self.task.pair(x, y, self.model.training)
         with autocast():
             out = self._forward(self.prep(x))
             o, t = _flat(out, y, self.per_step)
@@ -338,6 +348,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: Split) -> dict[str, float]:
         self.model.eval()
+        self.task.start_eval()
         bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
         if self.graphs is not None and self.on_device:
             meter = self._eval_meters.get(id(split.x)) or Meter(self.metrics, self.device, self.threshold)

@@ -116,8 +116,28 @@ class DataRef(Kind):
         return f"must be {self.text}"
 
 
+class TaskRef(Kind):
+    """`name` or `{name: {option: value}}`: checked against the task registry (dlspec.tasks) by validate_train."""
+
+    text = "a task name, or {name: {options}}"
+
+    def check(self, v: Any) -> str | None:
+        if isinstance(v, str) or (isinstance(v, dict) and len(v) == 1 and isinstance(next(iter(v)), str)
+                                  and isinstance(next(iter(v.values())), (dict, type(None)))):
+            return None
+        return f"must be {self.text}, e.g. task: {{reconstruction: {{noise: 0.3}}}}"
+
+    def normalize(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return (v, {})
+        name, opts = next(iter(v.items()))
+        return (name, dict(opts or {}))
+
+
 TRAIN_ARGS: dict[str, Arg] = {
     "data": Arg(DataRef(), doc="the dataset and its options"),
+    "task": Arg(Optional_(TaskRef()), None, doc="what is learned: classification, regression, reconstruction, "
+                "language_model (default: the data's own; char_text: language_model)"),
     "batch_size": Arg(Int(1, MAX_BATCH), 64, doc="samples per training step (the last batch of an epoch may be smaller)"),
     "epochs": Arg(Int(1, MAX_EPOCHS), 10, doc="passes over the training data"),
     "loss": Arg(Optional_(TorchCall()), None, doc="default: CrossEntropyLoss (classification), MSELoss (regression)"),
@@ -158,6 +178,7 @@ TRAIN_ARGS: dict[str, Arg] = {
 class TrainConfig:
     data_name: str
     data_args: dict[str, Any]
+    task: tuple[str, dict[str, Any]] | None = None  # (task name, its written options)
     batch_size: int = 64
     epochs: int = 10
     loss: tuple[str, dict[str, Any]] | None = None
@@ -248,6 +269,26 @@ def validate_train(doc: Document, train: Any) -> tuple[TrainConfig | None, list[
             err(codes.TRAIN, f"dataset {name} needs `{k}` ({spec.kind.text})", dpath, help=f"add {k}: ... under data")
     cfg = TrainConfig(data_name=name, data_args=dargs, written=set(values))
     for k, v in values.items():
-        if k != "data":
+        if k not in ("data", "task"):
             setattr(cfg, k, v)
+    if "task" in values and values["task"] is not None:
+        cfg.task = _validate_task(values["task"], train["task"], options, err)
     return cfg, diags  # with the valid options only, when diags has errors: the checks after it carry on
+
+
+def _validate_task(value: tuple[str, dict[str, Any]], raw: Any, options: Any, err: Any) -> tuple[str, dict[str, Any]] | None:
+    """train.task against the task registry: the name (did-you-mean) and its options."""
+    from .tasks import TASKS
+
+    name, given = value
+    path: Path = ("train", "task")
+    if name not in TASKS:
+        hint = did_you_mean(name, list(TASKS))
+        err(codes.TRAIN, f"unknown task '{name}'", path + ((name,) if isinstance(raw, dict) else ()),
+            key=isinstance(raw, dict), help=f"did you mean '{hint}'?" if hint else "tasks: " + ", ".join(TASKS))
+        if hint is None:
+            return None
+        name = hint
+    entry = TASKS[name]
+    opts = options(given, entry.args, path + (value[0],), f"task {name} has no option", f"task {name}", f"{name} ")
+    return name, opts

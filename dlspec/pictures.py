@@ -1,0 +1,68 @@
+"""Pictures written into a run folder or by `dlspec predict` / `dlspec generate`: rows of images (inputs
+above reconstructions, a grid of generated samples).  matplotlib's object API with the Agg canvas (no
+pyplot); ImportError without matplotlib, which the callers turn into a note."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from . import runs
+
+
+def _as_image(t: Any, span: tuple[float, float] | None = None) -> Any:
+    """A (C, H, W), (H, W) or (L,) float tensor as an (H, W) or (H, W, 3) array in 0..1 for imshow, scaled
+    from `span` (clipped), or from the picture's own range (normalised data, tanh outputs and 0..1 pixels
+    all show)."""
+    import numpy as np
+
+    a = t.detach().float().cpu().numpy()
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    elif a.ndim == 3:
+        a = a[0]
+    elif a.ndim == 1:
+        side = int(round(len(a) ** 0.5))
+        a = a.reshape(side, side) if side * side == len(a) else a[None, :]
+    lo, hi = span if span is not None else (float(a.min()), float(a.max()))
+    return np.clip((a - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(a)
+
+
+def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = False) -> Any:
+    """One row per (label, batch of images); the images side by side.  shared: every picture on the first
+    row's value range (a reconstruction shows as bright as it really is, next to its input)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = max(len(b) for _, b in rows)
+    span = (float(rows[0][1].min()), float(rows[0][1].max())) if shared and len(rows[0][1]) else None
+    fig = Figure(figsize=(1.1 * n + 0.9, 1.2 * len(rows) + (0.4 if title else 0)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (label, batch) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(batch):
+                img = _as_image(batch[c], span)
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def image_grid(batch: Any, columns: int = 8, title: str = "") -> Any:
+    """The images of a batch in a grid of `columns`."""
+    rows = [("", batch[i:i + columns]) for i in range(0, len(batch), columns)]
+    return image_rows(rows, title)
+
+
+def save_figure(fig: Any, path: str, dpi: int = 100) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    runs.write_atomic(path, buf.getbuffer())
