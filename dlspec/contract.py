@@ -226,18 +226,22 @@ def check_metrics(cfg: Any, task: str | None, loss: str | None, entry: Any = Non
         fits: tuple[str, ...] = CLASS_METRICS if task == "classification" else REGRESSION_METRICS
         if loss in BINARY_LOSSES and task == "classification":
             fits = ("accuracy",)  # one logit (or probability) per label: no top-5, no perplexity
+        if entry is not None and entry.metrics is not None:
+            fits = entry.metrics
         for i, m in enumerate(cfg.metrics or []):
             if m not in fits:
                 what = f"{task} with {loss}" if loss in BINARY_LOSSES else task
                 diags.append(diag("error", codes.METRIC, f"metric {m} does not apply to {what}",
-                                  ("train", "metrics", i), help="metrics for this task: " + ", ".join(fits)))
+                                  ("train", "metrics", i), help="metrics for this task: " + ", ".join(fits) if fits
+                                  else f"leave train.metrics out: {task} computes its own"))
     es = cfg.early_stopping
     if not es:
         return diags
     watched = str(es.get("metric"))
     path = ("train", "early_stopping", "metric")
     splits = ["train"] + (["val"] if cfg.val_split else [])
-    names = [f"{s}_{m}" for s in splits for m in ["loss", *metrics]]
+    columns = list(entry.row_metrics) if entry is not None and entry.row_metrics else ["loss", *metrics]
+    names = [f"{s}_{m}" for s in splits for m in columns]
     if watched.startswith("test_"):
         diags.append(diag("error", codes.METRIC, f"early_stopping may not watch {watched}: choosing the epoch by "
                           "the test set makes the test result an optimistic estimate", path,
@@ -246,7 +250,7 @@ def check_metrics(cfg: Any, task: str | None, loss: str | None, entry: Any = Non
         return diags
     if watched in names or (task is None and not cfg.metrics and watched.split("_", 1)[-1] != "loss"):
         return diags  # fine, or a metric whose default is not known before the data is loaded
-    with_val = names + ([f"val_{m}" for m in ["loss", *metrics]] if not cfg.val_split else [])
+    with_val = names + ([f"val_{m}" for m in columns] if not cfg.val_split else [])
     hint = did_you_mean(watched, with_val)
     why = " (there is no validation split: set train.val_split)" if watched.startswith("val_") and \
         not cfg.val_split else ""

@@ -186,6 +186,9 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
                                         help="write train.task")], doc)
     facts = tasks.task_facts(task, facts, task_args)
     resolved, d = resolve(cfg, task.kind, task.default_loss)
+    if task.resolve is not None:  # the task's own torch objects (a GAN's two optimizers)
+        resolved["task"], more = task.resolve(cfg, task_args)
+        d += more
     loss_name = resolved["loss"][0] if "loss" in resolved else None
     c, symbols = task_contract(checked, facts, loss_name, cfg, task, task_args)
     said = {(x.code, x.path) for x in checked.diagnostics}
@@ -218,7 +221,7 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
                       s.model, steps_per_epoch(len(s.bundle.train), cfg), out)
     if d:
         raise Refused(warnings + d, doc)
-    d = id_diagnostics(s) or trial_step(s, training)  # what torch refuses only once it runs (on a copy)
+    d = id_diagnostics(s) or (trial_step(s, training) if task.trial else [])  # what torch refuses once it runs
     if d:
         raise Refused(warnings + d, doc)
     for w in s.warnings:  # preparing is over: the warnings get their positions

@@ -64,11 +64,13 @@ def task_contract(checked: Checked, facts: Any, loss: str | None, cfg: Any, task
     return generic + own, symbols
 
 
-def check_call(kind: str, written: tuple[str, dict[str, Any]]) -> tuple[str | None, list[Diagnostic]]:
-    """A `{Name: {keyword: value}}` of train.loss / optimizer / scheduler against the table: the class name
-    to carry on with (the did-you-mean one for a misspelling; None when nothing is close) and diagnostics."""
+def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any, ...] | None = None
+               ) -> tuple[str | None, list[Diagnostic]]:
+    """A `{Name: {keyword: value}}` of train.loss / optimizer / scheduler (or a task's option `where`) against
+    the table: the class name to carry on with (the did-you-mean one for a misspelling; None when nothing is
+    close) and diagnostics."""
     name, kwargs = written
-    path: tuple[Any, ...] = ("train", kind, name)
+    path: tuple[Any, ...] = (where if where is not None else ("train", kind)) + (name,)
     diags: list[Diagnostic] = []
     classes = torchnames.table()[kind]
     real = torchnames.lookup(kind, name)

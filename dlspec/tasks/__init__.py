@@ -14,6 +14,7 @@ all of them.  An entry (`TaskType`) holds
     regression      supervised: real-valued targets                                 tasks/supervised.py
     reconstruction  the target is the input (optionally noised: a denoising AE)    tasks/reconstruction.py
     language_model  the next token at every step, causally (char_text's default)   tasks/language.py
+    adversarial     a GAN: generator and discriminator (`networks:`), alternating   tasks/adversarial.py
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class TaskType:
     default_loss: str | None = None  # None: the kind's (CrossEntropyLoss, MSELoss)
     default_metrics: tuple[str, ...] | None = None  # None: the kind's
     replaces_output_check: bool = False  # its contract judges output vs target (the generic check is skipped)
+    trial: bool = True  # dlspec run takes one trial step on a copy of the model first (dlspec.preflight)
+    metrics: tuple[str, ...] | None = None  # the metrics train.metrics may name; None: the kind's
+    row_metrics: tuple[str, ...] | None = None  # the columns of its rows (train_X, val_X); None: loss + metrics
+    # (cfg, resolved options) -> (more torch objects for the runtime, in Session.resolved["task"]; diagnostics)
+    resolve: Callable[[Any, dict[str, Any]], tuple[dict[str, Any], list[Diagnostic]]] | None = None
 
     def make(self, trainer: Any, args: dict[str, Any]) -> Any:
         module, cls = self.runtime.split(":")
@@ -90,4 +96,4 @@ def task_facts(entry: TaskType | None, facts: DataFacts, args: dict[str, Any]) -
     return replace(entry.facts(facts, args), task=entry.kind)
 
 
-from . import language, reconstruction, supervised  # noqa: E402,F401  (fill the registry)
+from . import adversarial, language, reconstruction, supervised  # noqa: E402,F401  (fill the registry)
