@@ -26,6 +26,8 @@ WRITABLE_SCHEDULERS = "StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, On
 
 
 def check_train(checked: Checked) -> list[Diagnostic]:
+    if checked.networks:
+        return check_networks_train(checked)
     cfg = checked.spec.train_config
     if cfg is None:
         return []
@@ -46,6 +48,41 @@ def check_train(checked: Checked) -> list[Diagnostic]:
     if cfg.loss is None or loss is not None:
         diags += check_metrics(cfg, task, loss or default_loss(task))
     return diags
+
+
+ADVERSARIAL = "adversarial"  # the `train.task` that trains a spec of several networks (a generator, a discriminator)
+
+
+def check_networks_train(checked: Checked) -> list[Diagnostic]:
+    """The `train:` section of a spec of several networks.  The data↔model↔loss contract above is one model's, so
+    it does not apply; `dlspec run` trains several networks only as `train.task: adversarial`, and any other
+    `train:` is refused here, before anything is loaded.  (The adversarial task's own checks belong here.)"""
+    refused = networks_refusal(checked)
+    return [refused] if refused is not None and checked.spec.train is not None else []
+
+
+def networks_refusal(checked: Checked) -> Diagnostic | None:
+    """Why `dlspec run` cannot train this spec of several networks (None when it is one network, or its `train:`
+    says `task: adversarial`): at `train.task` when it names another task, else at `train:` (or the spec's
+    start, when it has no `train:`)."""
+    if not checked.networks:
+        return None
+    train = checked.spec.train or {}
+    task = train.get("task")
+    if task == ADVERSARIAL:
+        return None
+    names = ", ".join(checked.networks)
+    written = "task" in train
+    from .trainspec import TRAIN_ARGS
+
+    if "task" in TRAIN_ARGS:
+        help = f"write `task: {ADVERSARIAL}` under `train:`, or leave `train:` out to check and build the networks"
+    else:
+        help = (f"this dlspec does not have `train.task: {ADVERSARIAL}` yet: leave `train:` out to check and build the "
+                "networks (dlspec.build gives an nn.ModuleDict of them), and train them from Python")
+    path = ("train", "task") if written else ("train",) if checked.spec.train is not None else ()
+    return error(codes.TRAIN, f"a spec of several networks (`networks:` {names}) trains with `train.task: "
+                 f"{ADVERSARIAL}`" + (f", not {yaml_text(task)}" if written else ""), path, key=not written, help=help)
 
 
 def check_call(kind: str, written: tuple[str, dict[str, Any]]) -> tuple[str | None, list[Diagnostic]]:
