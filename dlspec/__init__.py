@@ -5,6 +5,9 @@
     checked = dlspec.check(spec)                 # shapes, params, MACs, diagnostics (no torch import)
     model = dlspec.build(checked)                # torch.nn.Module (raises SpecError if the spec has errors,
                                                  # ResourceError if its weights would not fit in memory)
+
+A spec of several networks (`networks:`, e.g. a GAN) checks to a Checked whose `networks` holds one Checked per
+network, and builds to an nn.ModuleDict of the networks by name.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ def check(spec: SpecLike) -> Checked:
 
 
 def build(spec: SpecLike) -> Any:
-    """Build the torch.nn.Module a spec describes.  Raises SpecError (with the rendered diagnostics) on errors, and
-    ResourceError (a SpecError) when the weights would not fit in this machine's memory, before allocating any."""
+    """Build the torch.nn.Module a spec describes (an nn.ModuleDict of its networks, by name, for a spec of several).
+    Raises SpecError (with the rendered diagnostics) on errors, and ResourceError (a SpecError) when the weights
+    would not fit in this machine's memory, before allocating any."""
     from .builder import build_checked
 
     return build_checked(check(spec))

@@ -126,7 +126,10 @@ def build_row(row: Row) -> Any:
 
 def build_checked(checked: Checked) -> Any:
     """The model of a checked spec: SpecError when it has errors, ResourceError when its weights would not fit
-    in this machine's memory (checked before a weight is allocated)."""
+    in this machine's memory (checked before a weight is allocated; for several networks, all their weights).
+
+    A spec of several networks (`networks:`) gives an nn.ModuleDict of them by name, in file order, each what a
+    spec of that one network builds."""
     if not checked.ok:
         raise SpecError(checked)
     from .preflight import build_refusal
@@ -134,7 +137,19 @@ def build_checked(checked: Checked) -> Any:
     refused = build_refusal(checked)
     if refused is not None:
         raise ResourceError(checked, [refused])
+    if not checked.networks:
+        return build_network(checked)
+    import torch.nn as nn
+
+    model: Any = nn.ModuleDict({name: build_network(net) for name, net in checked.networks.items()})
+    model.spec_name = checked.spec.name
+    return model
+
+
+def build_network(checked: Checked) -> Any:
+    """The module of one network (a spec's only one, or one of its `networks:`), its `spec_name` the spec's name
+    (the network's name)."""
     spec = checked.spec
     model = build_list(checked.rows, list(spec.inputs), spec.outputs)
-    model.spec_name = checked.spec.name
+    model.spec_name = spec.name
     return model

@@ -363,9 +363,32 @@ def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
+def _generate_samples(args: argparse.Namespace, s: Any, opts: Any) -> int:
+    """generate for task adversarial: n samples of the generator from noise seeded --seed, as a PNG grid."""
+    from .tasks.adversarial import GRID_MAX, write_grid
+    from .trainer import Trainer
+
+    n = args.n or 64
+    if n > GRID_MAX:
+        print(f"dlspec generate: -n must be at most {GRID_MAX} for a picture, not {n}", file=sys.stderr)
+        return 2
+    tr = Trainer(s, opts, training=False)
+    path = args.image or "samples.png"
+    try:
+        write_grid(tr.task.samples(n, args.seed), path, f"{s.checked.spec.name} · seed {args.seed}", tr.task.span())
+    except ImportError:
+        print("dlspec generate: the picture needs matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: {n} samples of {tr.task.g_name} (noise seed {args.seed})")
+    return 0
+
+
 @_with_checkpoint
 def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
     from .generate import generate
+
+    if s.task.name == "adversarial":
+        return _generate_samples(args, s, opts)
 
     try:
         text = generate(s, args.prime, args.length, args.temperature, args.seed, args.top_k)
@@ -478,7 +501,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run, command_parser=r)
     for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),
                           ("predict", cmd_predict, "predictions for a few test samples"),
-                          ("generate", cmd_generate, "sample text from a char_text model")):
+                          ("generate", cmd_generate, "sample text from a language model, or images from a generator")):
         q = sub.add_parser(name, help=hlp)
         q.add_argument("spec", metavar="SPEC")
         q.add_argument("overrides", nargs="*", metavar="PATH=VALUE")
@@ -494,6 +517,9 @@ def parser() -> argparse.ArgumentParser:
             q.add_argument("--temperature", type=float, default=0.8)
             q.add_argument("--top-k", type=_positive, default=None, metavar="K",
                            help="sample from the K likeliest characters only")
+            q.add_argument("-n", type=_positive, default=None, help="a generator (task adversarial): how many "
+                           "samples in the picture (default 64)")
+            q.add_argument("--image", metavar="PNG", help="a generator: where the picture goes (default samples.png)")
             q.add_argument("--seed", type=_bounded(0, SEED_MAX, "a seed"), default=0)
         q.set_defaults(func=fn, command_parser=q)
     return p

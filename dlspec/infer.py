@@ -68,11 +68,17 @@ class Row:
 
 @dataclass
 class Checked:
+    """A checked spec.  For a spec of several networks (`networks:`), `networks` holds each network's Checked (file
+    order, each with its own rows, output and diagnostics); `rows` and `outputs` are then empty and `output`
+    None, while `diagnostics` holds every diagnostic of the file, and `params`, `macs` and `all_rows()` count all
+    the networks."""
+
     spec: Spec
     rows: list[Row]
     output: TT | None  # the (first) output
     diagnostics: list[Diagnostic]
     outputs: list[tuple[str, TT | None]] = field(default_factory=list)  # `outputs:` by name; [] for the last output
+    networks: dict[str, Checked] = field(default_factory=dict)  # `networks:` by name; {} for a spec of one network
 
     @property
     def ok(self) -> bool:
@@ -83,16 +89,18 @@ class Checked:
         return [d for d in self.diagnostics if d.severity == "error"]
 
     def all_rows(self) -> list[Row]:
-        return [r for top in self.rows for r in top.walk()]
+        """Every row, nested ones included (of every network, for a spec of several)."""
+        return [r for top in self.rows for r in top.walk()] + [r for n in self.networks.values() for r in n.all_rows()]
 
     @property
     def params(self) -> int:
-        """The sum of the counted rows (the numbers the table shows); see uncounted()."""
-        return sum(r.params for r in self.rows if r.params is not None)
+        """The sum of the counted rows (the numbers the table shows; of every network); see uncounted()."""
+        return sum(r.params for r in self.rows if r.params is not None) + sum(n.params for n in self.networks.values())
 
     @property
     def macs(self) -> Dim:
-        return sum_dims([r.macs for r in self.rows if r.macs is not None])
+        """MACs per sample (for several networks: the sum of one sample through each)."""
+        return sum_dims([r.macs for r in self.rows if r.macs is not None] + [n.macs for n in self.networks.values()])
 
     def uncounted(self) -> tuple[int, int]:
         """(rows with an error, rows with an unknown input) that params and macs leave out."""
@@ -557,7 +565,8 @@ class Checker:
             f"{x.shape[0]} channels"
         notes = [f"{name}: {e.message}"] if e is not None else []
         return diag(severity, codes.CHANNELS_LAST, f"the input looks channels-last (H, W, C), as Keras, PIL and numpy "
-                    f"write images: {what}", ("input",), notes=notes, help=f"write input: {fixed} (channels first)")
+                    f"write images: {what}", self.spec.base + ("input",), notes=notes,
+                    help=f"write input: {fixed} (channels first)")
 
     def count(self, row: Row, x: TT, out: TT | None) -> None:
         """Parameters and MACs of a row: none for a layer with an error (they would be made up); a container
@@ -647,6 +656,23 @@ def describe(x: TT) -> str:
 
 
 def check(spec: Spec) -> Checked:
+    """The shape pass over a spec: of its one network, or of each of its `networks:` (each exactly as a spec of
+    that one network would be checked, its diagnostics in its section)."""
+    if not spec.networks:
+        checked, _ = _check_network(spec)
+        return checked
+    networks: dict[str, Checked] = {}
+    found: list[Diagnostic] = []
+    for name, net in spec.networks.items():
+        networks[name], diags = _check_network(net)
+        found += diags
+    diags = [locate(d, spec.doc) for d in list(spec.diagnostics) + found]
+    diags.sort(key=sort_key)
+    return Checked(spec=spec, rows=[], output=None, diagnostics=diags, networks=networks)
+
+
+def _check_network(spec: Spec) -> tuple[Checked, list[Diagnostic]]:
+    """The Checked of one network (with the diagnostics of its Spec), and the diagnostics the pass found."""
     checker = Checker(spec)
     rows: list[Row] = []
     out: TT | None = None
@@ -657,18 +683,18 @@ def check(spec: Spec) -> Checked:
             if name not in checker.env:
                 hint = did_you_mean(name, [n for n in checker.env if n != "input"])
                 checker.diags.append(diag("error", codes.REFERENCE, f"no layer or input named '{name}' to output",
-                                          ("outputs", i), help=f"did you mean '{hint}'?" if hint else
+                                          spec.base + ("outputs", i), help=f"did you mean '{hint}'?" if hint else
                                           "an output is the `name:` of a top-level layer, or an input"))
             outputs.append((name, checker.env.get(name)))
         if outputs:
             out = outputs[0][1]
-    diags = list(spec.diagnostics) + checker.diags + _size_warnings(rows)
-    diags = [locate(d, spec.doc) for d in diags]  # positions come last
+    found = checker.diags + _size_warnings(rows, spec.base)
+    diags = [locate(d, spec.doc) for d in list(spec.diagnostics) + found]  # positions come last
     diags.sort(key=sort_key)
-    return Checked(spec=spec, rows=rows, output=out, diagnostics=diags, outputs=outputs)
+    return Checked(spec=spec, rows=rows, output=out, diagnostics=diags, outputs=outputs), found
 
 
-def _size_warnings(rows: list[Row]) -> list[Diagnostic]:
+def _size_warnings(rows: list[Row], base: tuple[Any, ...] = ()) -> list[Diagnostic]:
     """`model-size` warnings: more parameters, or more values in one sample's layer outputs, than the bounds
     of dlspec.limits (a valid spec, but few machines can train it; `dlspec run` refuses what does not fit)."""
     bounds = limits.current()
@@ -680,8 +706,8 @@ def _size_warnings(rows: list[Row]) -> list[Diagnostic]:
         big = max(own, key=lambda r: r.params or 0, default=None)
         where = f"; layer {big.item.index} {big.type} alone has {big.params:,}" if big is not None else ""
         out.append(diag("warning", codes.MODEL_SIZE, f"the model has {params:,} parameters ({_bytes(4 * params)} as "
-                        f"float32{where}): more than most machines can hold", big.item.args_path if big else ("layers",),
-                        key=True, layer=big.item.index if big else None,
+                        f"float32{where}): more than most machines can hold",
+                        big.item.args_path if big else base + ("layers",), key=True, layer=big.item.index if big else None,
                         help="check the sizes for a typo (out_features: 100000?); " + limits.raise_with("warn_params")))
     sizes = [(r, dims.product(r.output.shape)) for r in flat if r.output is not None and not r.children]
     counted = [(r, n) for r, n in sizes if isinstance(n, int)]

@@ -28,14 +28,16 @@ def _as_image(t: Any, span: tuple[float, float] | None = None) -> Any:
     return np.clip((a - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(a)
 
 
-def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = False) -> Any:
+def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = False,
+               span: tuple[float, float] | None = None) -> Any:
     """One row per (label, batch of images); the images side by side.  shared: every picture on the first
     row's value range (a reconstruction shows as bright as it really is, next to its input)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n = max(len(b) for _, b in rows)
-    span = (float(rows[0][1].min()), float(rows[0][1].max())) if shared and len(rows[0][1]) else None
+    if span is None and shared and len(rows[0][1]):
+        span = (float(rows[0][1].min()), float(rows[0][1].max()))
     fig = Figure(figsize=(1.1 * n + 0.9, 1.2 * len(rows) + (0.4 if title else 0)))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), n, squeeze=False)
@@ -56,10 +58,10 @@ def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = Fals
     return fig
 
 
-def image_grid(batch: Any, columns: int = 8, title: str = "") -> Any:
-    """The images of a batch in a grid of `columns`."""
+def image_grid(batch: Any, columns: int = 8, title: str = "", span: tuple[float, float] | None = None) -> Any:
+    """The images of a batch in a grid of `columns`, on the value range `span` (default: each its own)."""
     rows = [("", batch[i:i + columns]) for i in range(0, len(batch), columns)]
-    return image_rows(rows, title)
+    return image_rows(rows, title, span=span)
 
 
 def save_figure(fig: Any, path: str, dpi: int = 100) -> None:

@@ -176,6 +176,20 @@ def summary_line(checked: Checked) -> str:
     return ", ".join(parts)
 
 
+def networks_line(checked: Checked) -> str:
+    """The total of a spec of several networks: their names, the parameters of all of them."""
+    p = checked.params
+    n = len(checked.networks)
+    line = f"{n} network{'s' if n != 1 else ''} ({', '.join(checked.networks)}) · params {p:,} " \
+        f"({p * 4 / 1e6:.2f} MB as float32) in all"
+    errors, unknown = checked.uncounted()
+    left = [f"{n} layer{'s' if n != 1 else ''} with {what}" for n, what in
+            ((errors, "errors"), (unknown, "unknown input")) if n]
+    if left:
+        line += " · not counted: " + ", ".join(left)
+    return line
+
+
 def render_text(checked: Checked, color: bool = False) -> str:
     spec = checked.spec
     title = f"{spec.path}: {spec.name}"
@@ -183,6 +197,13 @@ def render_text(checked: Checked, color: bool = False) -> str:
     if checked.rows or spec.input is not None:
         parts.append(render_table(checked))
         parts.append(totals_line(checked))
+    for name, net in checked.networks.items():  # one table per network, titled with its name
+        parts.append(f"network {name}")
+        if net.rows or net.spec.input is not None:
+            parts.append(render_table(net))
+            parts.append(totals_line(net))
+    if checked.networks:
+        parts.append(networks_line(checked))
     if checked.diagnostics:
         parts.append(render_diagnostics(checked, color))
     parts.append(f"{spec.path}: {summary_line(checked)}")
@@ -218,16 +239,24 @@ def _row_json(row: Row) -> dict[str, Any]:
     return d
 
 
-def to_json(checked: Checked) -> dict[str, Any]:
+def _network_json(checked: Checked) -> dict[str, Any]:
     spec = checked.spec
     return {
-        "file": spec.path,
-        "name": spec.name,
-        "ok": checked.ok,
         "input": _json_shape(spec.input.shape) if spec.input else None,
         "output": _json_shape(checked.output.shape) if checked.output else None,
         "params": checked.params,
         "macs": checked.macs,
         "layers": [_row_json(r) for r in checked.rows],
-        "diagnostics": [d.to_json() for d in checked.diagnostics],
     }
+
+
+def to_json(checked: Checked) -> dict[str, Any]:
+    """The JSON document of a checked spec.  A spec of several networks has `networks` (name -> input, output,
+    params, macs, layers of that network, in file order) besides the top-level keys, whose `input` and `output`
+    are then null, `layers` empty and `params` and `macs` the sums; its diagnostics are all in `diagnostics`."""
+    spec = checked.spec
+    out = {"file": spec.path, "name": spec.name, "ok": checked.ok, **_network_json(checked),
+           "diagnostics": [d.to_json() for d in checked.diagnostics]}
+    if checked.networks:
+        out["networks"] = {name: _network_json(net) for name, net in checked.networks.items()}
+    return out

@@ -502,7 +502,7 @@ def curves_figure(rows: list[dict[str, Any]], title: str = "", best: dict[str, A
         return None
     epochs = [r["epoch"] for r in rows]
     metrics = sorted({k.split("_", 1)[1] for r in rows for k in r if k.startswith(("train_", "val_", "test_"))})
-    metrics = ["loss"] + [m for m in metrics if m != "loss"]
+    metrics = (["loss"] if "loss" in metrics else []) + [m for m in metrics if m != "loss"]  # (a GAN: d_loss, ...)
     lrs = [(r["epoch"], float(r["lr"])) for r in rows if r.get("lr") not in (None, "")]
     with_lr = len({v for _, v in lrs}) > 1  # a scheduler changed it: one more panel
     panels = len(metrics) + with_lr

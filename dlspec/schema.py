@@ -13,7 +13,7 @@ from typing import Any
 
 from . import codes, dims, limits
 from .codes import ErrorCode
-from .diagnostics import Diagnostic, diag, did_you_mean, error, locate
+from .diagnostics import Diagnostic, diag, did_you_mean, dotted, error, locate
 from .params import REQUIRED as PARAM_REQUIRED
 from .params import substitute
 from .registry import REGISTRY, TT, Float, Int, KerasName, Layers, LayerType, lookup
@@ -22,12 +22,17 @@ from .source import Document, Path
 META_KEYS = ("expect", "name", "repeat", "from")
 DTYPES = {"float": "float", "float32": "float", "long": "long", "int64": "long", "int": "long"}
 
-# The top level's structure; what each value holds (a shape, a layer list) is checked by the stage that reads it,
-# with a diagnostic that says exactly what is wrong there.
+# What one network's body holds: at the top level of a spec of one network, or under each name of `networks:`
+BODY_KEYS = ("input", "inputs", "outputs", "layers", "symbols")
+NETWORK_KEYS = ("description",) + BODY_KEYS
+MAX_NETWORKS = 16  # the networks of one spec (a GAN has two, a CycleGAN four)
+
+# The top level's structure; what each value holds (a shape, a layer list, a network's body) is checked by the
+# stage that reads it, with a diagnostic that says exactly what is wrong there.  A spec is one network (`input`
+# and `layers` at the top level) or several (`networks:`, each with its own), never both.
 SPEC_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["layers"],
     "properties": {
         "name": {"type": "string"},
         "description": {"type": "string"},
@@ -35,10 +40,14 @@ SPEC_SCHEMA: dict[str, Any] = {
         "inputs": {"type": "object", "minProperties": 1},
         "outputs": {"type": ["array", "string"]},
         "layers": {"type": "array", "minItems": 1},
+        "networks": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "object"}},
         "blocks": {"type": "object", "additionalProperties": {"type": ["array", "object"]}},
         "symbols": {"type": "object"},
         "train": {"type": "object"},
     },
+    "if": {"required": ["networks"]},
+    "then": {"not": {"anyOf": [{"required": [k]} for k in BODY_KEYS]}},
+    "else": {"required": ["layers"]},
     "additionalProperties": False,
 }
 
@@ -209,6 +218,10 @@ class Spec:
     inputs: dict[str, TT] = field(default_factory=dict)  # `inputs:` by name (one for `input:`, named "input")
     outputs: list[str] = field(default_factory=list)  # `outputs:`: the names the model returns; []: the last output
     symbols: dict[str, int] = field(default_factory=dict)  # `symbols: {H: {divisible_by: 8}}`: name -> divisor
+    # `networks:`: each network as a Spec of one network (file order; its own diagnostics only, its paths under
+    # `base`); {} for a spec of one network, whose body is this Spec's own
+    networks: dict[str, Spec] = field(default_factory=dict)
+    base: Path = ()  # where the network's body is in the document: () at the top level, ("networks", name)
 
     @property
     def path(self) -> str:
@@ -244,7 +257,14 @@ def quick_valid(data: dict[Any, Any]) -> bool:
     document this quick test rejects.
     """
     props = SPEC_SCHEMA["properties"]
-    if any(k not in props for k in data) or "layers" not in data:
+    if any(k not in props for k in data):
+        return False
+    if "networks" in data:
+        nets = data["networks"]
+        if any(k in data for k in BODY_KEYS) or not (isinstance(nets, dict) and nets) or \
+                not all(isinstance(v, dict) for v in nets.values()):
+            return False
+    elif "layers" not in data:
         return False
     if "input" in data and not isinstance(data["input"], (list, str, dict)):
         return False
@@ -252,7 +272,7 @@ def quick_valid(data: dict[Any, Any]) -> bool:
         return False
     if "outputs" in data and not isinstance(data["outputs"], (list, str)):
         return False
-    if not isinstance(data["layers"], list) or not data["layers"]:
+    if "layers" in data and not (isinstance(data["layers"], list) and data["layers"]):
         return False
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
@@ -276,7 +296,9 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                          "a spec is a mapping with at least `input:` and `layers:`", (),
                          help="start from a spec in specs/, e.g. `input: [1, 28, 28]` and `layers: [...]`"))
         return out
-    if "input" not in data and "inputs" not in data:
+    if "networks" in data:
+        out += _both_forms(data)
+    elif "input" not in data and "inputs" not in data:
         # Point at `layers:`, where `input:` belongs (just above it, as in every spec): it reads as "these
         # layers receive what?".  The document start is the header comment in most specs (a caret on a
         # comment reads as if the comment were wrong) and the last line is some unrelated layer.
@@ -292,12 +314,15 @@ def _top_level(doc: Document) -> list[Diagnostic]:
     for err in sorted(_schema_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(err.absolute_path)
         v = err.validator
+        if v == "not" or (path[:1] == ("networks",) and len(path) > 1):
+            continue  # both forms (_both_forms), a network's body (_network_body): said there, exactly
         if v == "required":
             missing = err.message.split("'")[1] if "'" in err.message else str(err.message)
             if not any(did_you_mean(str(k), [missing]) for k in data if k not in SPEC_SCHEMA["properties"]):
                 # (a misspelt `layer:` is said once, as an unknown key with its did-you-mean)
                 out.append(error(codes.SPEC_STRUCTURE, f"the spec has no `{missing}:`", path,
-                                 help="add `layers:` with the list of layers, e.g. `layers: [Flatten, {Linear: 10}]`"
+                                 help="add `layers:` with the list of layers, e.g. `layers: [Flatten, {Linear: 10}]` "
+                                 "(or `networks:` for several networks, each with its `input:` and `layers:`)"
                                  if missing == "layers" else None))
         elif v == "additionalProperties":
             known = list(err.schema.get("properties", {}))
@@ -310,6 +335,10 @@ def _top_level(doc: Document) -> list[Diagnostic]:
                                      "top-level keys are " + ", ".join(known)))
         elif path and path[0] == "input":
             continue  # _parse_input says exactly what is wrong with it
+        elif path == ("networks",):
+            out.append(error(codes.SPEC_STRUCTURE, "`networks` must map each network's name to its `input:` and "
+                             "`layers:`", path, help="e.g. `networks: {generator: {input: [100], layers: [...]}, "
+                             "discriminator: {input: [1, 28, 28], layers: [...]}}`"))
         else:
             what = {"type": f"must be of type {err.validator_value}", "minItems": "must not be empty"}.get(
                 str(v), err.message)
@@ -323,6 +352,13 @@ def _top_level(doc: Document) -> list[Diagnostic]:
             seen.add(k)
             uniq.append(d)
     return uniq
+
+
+def _both_forms(data: dict[Any, Any]) -> list[Diagnostic]:
+    """A spec with `networks:` and a top-level network body too (`input:`, `layers:`, ...): one error per key."""
+    return [error(codes.SPEC_STRUCTURE, f"a spec with `networks:` has no top-level `{k}:`: each network has its own",
+                  (k,), key=True, help=f"move `{k}:` into the network it belongs to, under `networks:`; or, for a "
+                  "spec of one network, remove `networks:`") for k in BODY_KEYS if k in data]
 
 
 def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool = False
@@ -956,8 +992,47 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
     diags.extend(_top_level(doc))
     data = doc.data if isinstance(doc.data, dict) else {}
     spec.name = str(data.get("name") or stem)
+    spec.blocks = _blocks(data, diags)
+    if "networks" in data:
+        _networks(doc, spec, data["networks"], diags)
+    else:
+        _body(doc, spec, data, diags)
+    t = data.get("train")
+    spec.train = t if isinstance(t, dict) else None
+    if spec.train is not None:
+        from .trainspec import validate_train
+
+        spec.train_config, d = validate_train(doc, spec.train)
+        diags.extend(d)
+
+
+def _blocks(data: dict[Any, Any], diags: list[Diagnostic]) -> dict[str, BlockDef]:
+    """`blocks:`, shared by every network of the spec: each block's definition, its name checked."""
+    raw_blocks = data.get("blocks")
+    blocks: dict[str, Any] = dict(raw_blocks) if isinstance(raw_blocks, dict) else {}
+    for bname in list(blocks):
+        if not isinstance(bname, str) or not bname.isidentifier():
+            diags.append(error(codes.SPEC_STRUCTURE, f"block name {yaml_text(bname)} is not a name", ("blocks", bname),
+                               key=True, help="a block is named like a layer: letters, digits and _, not starting "
+                               "with a digit (e.g. `stage1`)"))
+            del blocks[bname]
+    out = {n: bd for n, raw in blocks.items() if (bd := _block_def(n, raw, diags)) is not None}
+    for bname in out:
+        hidden = lookup(str(bname))
+        if hidden is not None:
+            diags.append(error(codes.SPEC_STRUCTURE,
+                               f"block name '{bname}' hides the layer type {hidden.name}",
+                               ("blocks", bname), key=True, help="give the block another name"))
+    return out
+
+
+def _body(doc: Document, spec: Spec, data: dict[Any, Any], diags: list[Diagnostic], read: int = 0) -> int:
+    """One network's body into spec: its input(s), symbols, outputs and layers, every path under spec.base (the
+    top level for a spec of one network, ("networks", name) for one of several).  read: the layer entries read
+    before it (the bound counts those of every network); returns the count after it."""
+    base = spec.base
     if "input" in data:
-        spec.input, d = _parse_input(doc, data["input"])
+        spec.input, d = _parse_input(doc, data["input"], base + ("input",))
         diags.extend(d)
         if spec.input is not None:
             spec.inputs = {"input": spec.input}
@@ -965,9 +1040,10 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
         for iname, raw in data["inputs"].items():
             if not isinstance(iname, str) or not iname.isidentifier():
                 diags.append(error(codes.INVALID_INPUT, f"input name {yaml_text(iname)} is not a name",
-                                   ("inputs", iname), key=True, help="name each input like a variable: `image:`"))
+                                   base + ("inputs", iname), key=True, help="name each input like a variable: "
+                                   "`image:`"))
                 continue
-            tt, d = _parse_input(doc, raw, ("inputs", iname), scalar=True)
+            tt, d = _parse_input(doc, raw, base + ("inputs", iname), scalar=True)
             diags.extend(d)
             if tt is not None:
                 spec.inputs[iname] = tt
@@ -977,7 +1053,7 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
         if not (isinstance(sname, str) and dims.SYMBOL.match(sname)) or not isinstance(decl, dict) or \
                 set(decl) - {"divisible_by"} or not isinstance(k, int) or isinstance(k, bool) or k < 1:
             diags.append(error(codes.SPEC_STRUCTURE, f"cannot read symbols.{sname}: {yaml_text(decl)}",
-                               ("symbols", sname), help="declare what is known of a symbol: `symbols: {H: "
+                               base + ("symbols", sname), help="declare what is known of a symbol: `symbols: {H: "
                                "{divisible_by: 8}}` (H is always a multiple of 8)"))
             continue
         spec.symbols[sname] = k
@@ -989,36 +1065,117 @@ def _check_structure(doc: Document, spec: Spec, diags: list[Diagnostic]) -> None
                 spec.outputs.append(o)
             else:
                 diags.append(error(codes.SPEC_STRUCTURE, f"an output is the name of a layer or input, got "
-                                   f"{yaml_text(o)}", ("outputs", i), help="write `outputs: [logits, aux]`, the "
-                                   "`name:`s of the layers whose outputs the model returns"))
-    raw_blocks = data.get("blocks")
-    blocks: dict[str, Any] = dict(raw_blocks) if isinstance(raw_blocks, dict) else {}
-    for bname in list(blocks):
-        if not isinstance(bname, str) or not bname.isidentifier():
-            diags.append(error(codes.SPEC_STRUCTURE, f"block name {yaml_text(bname)} is not a name", ("blocks", bname),
-                               key=True, help="a block is named like a layer: letters, digits and _, not starting "
-                               "with a digit (e.g. `stage1`)"))
-            del blocks[bname]
-    spec.blocks = {n: bd for n, raw in blocks.items() if (bd := _block_def(n, raw, diags)) is not None}
-    blocks = spec.blocks  # type: ignore[assignment]
-    for bname in blocks:
-        hidden = lookup(str(bname))
-        if hidden is not None:
-            diags.append(error(codes.SPEC_STRUCTURE,
-                               f"block name '{bname}' hides the layer type {hidden.name}",
-                               ("blocks", bname), key=True, help="give the block another name"))
+                                   f"{yaml_text(o)}", base + ("outputs", i), help="write `outputs: [logits, aux]`, "
+                                   "the `name:`s of the layers whose outputs the model returns"))
     if isinstance(data.get("layers"), list):
-        p = _Parser(doc, blocks)
-        spec.items = p.items(data["layers"], ("layers",), None, scope=set(spec.inputs) | {"input"})
+        p = _Parser(doc, spec.blocks)
+        p.read = read
+        spec.items = p.items(data["layers"], base + ("layers",), None, scope=set(spec.inputs) | {"input"})
         diags.extend(p.diags)
         too_many = _expansion_limit(spec.items, p.bounds.layers)
         if too_many is not None and not p.over:  # what `repeat:` multiplies: the rows the shape pass would make
             diags.append(too_many)
             spec.items = []
-    t = data.get("train")
-    spec.train = t if isinstance(t, dict) else None
-    if spec.train is not None:
-        from .trainspec import validate_train
+        read = p.read
+    return read
 
-        spec.train_config, d = validate_train(doc, spec.train)
-        diags.extend(d)
+
+def _networks(doc: Document, spec: Spec, raw: Any, diags: list[Diagnostic]) -> None:
+    """`networks:`: each network's name checked and its body read as a spec of one network would be, into
+    spec.networks (file order).  A network's diagnostics go into its own Spec's and into diags."""
+    if not isinstance(raw, dict):
+        return  # the top level's schema said so
+    read = 0
+    for i, (name, body) in enumerate(raw.items()):
+        path: Path = ("networks", name)
+        if i == MAX_NETWORKS:
+            diags.append(error(codes.LIMIT, f"the spec has more than the {MAX_NETWORKS} networks a spec may hold",
+                               path, key=True, help="put the others in a spec of their own (a GAN has two networks)"))
+            return
+        mine: list[Diagnostic] = []
+        problem = _network_name(name, spec.blocks)
+        if problem is not None:
+            mine.append(error(codes.SPEC_STRUCTURE, problem[0], path, key=True, help=problem[1]))
+        if not isinstance(body, dict):
+            mine.append(error(codes.SPEC_STRUCTURE, f"network '{name}' is a mapping with `input:` and `layers:`, "
+                              f"got {yaml_text(body)}", path, help=f"e.g. `{name}: {{input: [100], layers: "
+                              "[{Linear: 784}, Tanh]}`"))
+            diags.extend(mine)
+            continue
+        mine += _network_body(str(name), body, path)
+        net = Spec(doc=doc, name=str(name), input=None, items=[], blocks=spec.blocks, train=None,
+                   diagnostics=mine, base=path)
+        read = _body(doc, net, body, mine, read)
+        diags.extend(mine)
+        spec.networks.setdefault(str(name), net)  # (checked under a bad name too: its mistakes are said now)
+
+
+# the attributes of torch's nn.ModuleDict (and so of every nn.Module) that are not underscored: `dlspec.build`
+# gives a networks spec as an nn.ModuleDict, which cannot hold a key that is one of them (tests/test_networks.py
+# compares this list with the installed torch's)
+MODULE_ATTRIBUTES = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children clear compile cpu cuda double
+    dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half ipu
+    items keys load_state_dict modules mtia named_buffers named_children named_modules named_parameters
+    parameters pop register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+    register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to
+    to_empty train training type update values xpu zero_grad
+""".split())
+
+
+def _network_name(name: Any, blocks: dict[str, BlockDef]) -> tuple[str, str] | None:
+    """(message, help) when name cannot name a network, else None."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return (f"network name {yaml_text(name)} is not a name", "name a network like a variable: letters, digits "
+                "and _, not starting with a digit (e.g. `generator`)")
+    if name.startswith("_") or name in MODULE_ATTRIBUTES:
+        return (f"network name '{name}' is taken by torch's nn.ModuleDict, which `dlspec.build` gives",
+                "give the network another name (e.g. `generator`, `discriminator`)")
+    if name in blocks:
+        return (f"network name '{name}' is also the name of a block", "give the network or the block another name")
+    hidden = lookup(name)
+    if hidden is not None:
+        return (f"network name '{name}' is the name of the layer type {hidden.name}", "give the network another "
+                "name (e.g. `generator`, `discriminator`)")
+    return None
+
+
+_TOP_ONLY = ("name", "blocks", "train")  # written inside a network, these belong beside `networks:`
+
+
+def _network_body(name: str, body: dict[Any, Any], path: Path) -> list[Diagnostic]:
+    """The keys of one network's body: known ones of the right type, `layers:`, and `input:` or `inputs:`."""
+    out: list[Diagnostic] = []
+    for k in body:
+        if k in NETWORK_KEYS:
+            continue
+        hint = did_you_mean(str(k), list(NETWORK_KEYS))
+        help = f"`{k}:` belongs at the top level, beside `networks:`" if k in _TOP_ONLY else \
+            f"did you mean '{hint}'?" if hint else "a network holds " + ", ".join(NETWORK_KEYS)
+        out.append(error(codes.SPEC_STRUCTURE, f"network '{name}' has no key '{k}'", path + (k,), key=True, help=help))
+    props = SPEC_SCHEMA["properties"]
+    for k in NETWORK_KEYS:
+        if k not in body or k == "input":  # (_parse_input says exactly what is wrong with an input)
+            continue
+        want, v = props[k], body[k]
+        kinds = {"array": list, "string": str, "object": dict}
+        types = want["type"] if isinstance(want["type"], list) else [want["type"]]
+        if not isinstance(v, tuple(kinds[t] for t in types)):
+            out.append(error(codes.SPEC_STRUCTURE, f"`{dotted(path + (k,))}` must be of type "
+                             f"{' or '.join(types)}, got {yaml_text(v)}", path + (k,)))
+        elif not v and k in ("inputs", "layers"):
+            out.append(error(codes.SPEC_STRUCTURE, f"`{dotted(path + (k,))}` must not be empty", path + (k,)))
+    if "layers" not in body:
+        out.append(error(codes.SPEC_STRUCTURE, f"network '{name}' has no `layers:`", path, key=True,
+                         help="add `layers:` under it with the list of layers, e.g. `layers: [Flatten, {Linear: 10}]`"))
+    if "input" not in body and "inputs" not in body:
+        where = path + ("layers",) if "layers" in body else path
+        out.append(error(codes.MISSING_INPUT, f"network '{name}' has no `input` shape", where, key=True,
+                         help="add `input:` above its `layers:` with the shape of one sample, batch left out, e.g. "
+                              "`input: [100]`"))
+    elif "input" in body and "inputs" in body:
+        out.append(error(codes.SPEC_STRUCTURE, f"network '{name}' has both `input:` and `inputs:`", path + ("inputs",),
+                         key=True, help="write `input:` for one input, or `inputs:` (name: shape, ...) for several"))
+    return out

@@ -33,7 +33,7 @@ from .objectives import (
 from .preflight import id_diagnostics, memory_diagnostics, trial_step
 from .schema import parse_spec
 from .source import Document, read
-from .traincheck import task_contract
+from .traincheck import networks_refusal, task_contract
 from .trainspec import MAX_THREADS_PER_CPU, TrainConfig
 
 
@@ -143,6 +143,9 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     spec = parse_spec(doc)
     checked = check(spec)  # the shapes, and the train: section as far as it is known without torch and data
     errors = [d for d in checked.diagnostics if d.severity == "error"]
+    refused = networks_refusal(checked)
+    if not errors and spec.train is None and refused is not None:  # several networks: only a GAN trains them
+        raise Refused([refused], doc)
     if not errors and spec.train is None:
         raise Refused([error(codes.TRAIN, "the spec has no `train:` section, so there is nothing to run", (),
                              help="add e.g. `train: {data: {name: mnist}, epochs: 5, optimizer: {Adam: {lr: 0.001}}}`")],

@@ -109,9 +109,13 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         + (f" · {tr.plan.precision}" if tr.plan.precision != "fp32" else ""))
     params = sum(p.numel() for p in tr.model.parameters())
     what = tr.task.describe()
-    say(f"model {s.checked.spec.name}: {params:,} params" + (f" · {what}" if what else "")
-        + f" · loss {s.resolved['loss'][0]} · optimizer "
-        f"{s.resolved['optimizer'][0]}" + (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else ""))
+    if tr.own_step:  # its own losses and optimizers, by network
+        objects = " · ".join(f"{role} {r['optimizer'][0]}" + (f" + {r['scheduler'][0]}" if "scheduler" in r else "")
+                             for role, r in s.resolved.get("task", {}).items())
+    else:
+        objects = f"loss {s.resolved['loss'][0]} · optimizer {s.resolved['optimizer'][0]}" + \
+            (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else "")
+    say(f"model {s.checked.spec.name}: {params:,} params" + (f" · {what}" if what else "") + f" · {objects}")
     say(f"path {tr.plan.name}" + "".join(f"\n  {w}" for w in tr.plan.why))
     if finish_only:
         say(f"finishing: {tr.epoch} epochs trained; summary.json was missing")
@@ -180,7 +184,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                 row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
             if test_due(cfg, ep + 1, last, s.val is not None, restoring):
                 row.update({f"test_{k}": v for k, v in tr.evaluate(b.test).items()})
-            row["lr"] = float(tr.opt.param_groups[0]["lr"])
+            row["lr"] = tr.lr()
             row["samples_per_s"] = trained / spent if spent > 0 else 0.0
             row["elapsed_s"] = base.run_s + time.perf_counter() - t_start
             if tr.sched is not None and not tr.sched_per_batch:
@@ -190,6 +194,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                         tr.sched.step(row["val_loss"] if s.val is not None else row["train_loss"])
                     else:
                         tr.sched.step()
+            tr.task.end_epoch()  # a task's own schedulers
             tr.history.append(row)
             say(epoch_line(row, cfg.epochs))
             for line in tr.task.after_epoch(run_dir, ep + 1, last):  # pictures, generated text

@@ -26,6 +26,8 @@ WRITABLE_SCHEDULERS = "StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, On
 
 
 def check_train(checked: Checked) -> list[Diagnostic]:
+    if checked.networks and networks_refusal(checked) is not None:
+        return check_networks_train(checked)
     cfg = checked.spec.train_config
     if cfg is None:
         return []
@@ -62,6 +64,41 @@ def task_contract(checked: Checked, facts: Any, loss: str | None, cfg: Any, task
     if task is not None and task.replaces_output_check and own:
         generic = [d for d in generic if d.code != codes.LOSS]
     return generic + own, symbols
+
+
+ADVERSARIAL = "adversarial"  # the `train.task` that trains a spec of several networks (a generator, a discriminator)
+
+
+def check_networks_train(checked: Checked) -> list[Diagnostic]:
+    """The `train:` section of a spec of several networks that is not adversarial: `dlspec run` trains several
+    networks only as `train.task: adversarial` (whose checks are the task's, dlspec.tasks.adversarial), and any
+    other `train:` is refused here, before anything is loaded."""
+    refused = networks_refusal(checked)
+    return [refused] if refused is not None and checked.spec.train is not None else []
+
+
+def networks_refusal(checked: Checked) -> Diagnostic | None:
+    """Why `dlspec run` cannot train this spec of several networks (None when it is one network, or its `train:`
+    says `task: adversarial`): at `train.task` when it names another task, else at `train:` (or the spec's
+    start, when it has no `train:`)."""
+    if not checked.networks:
+        return None
+    train = checked.spec.train if isinstance(checked.spec.train, dict) else {}
+    task = train.get("task")
+    if task == ADVERSARIAL or (isinstance(task, dict) and ADVERSARIAL in task):
+        return None
+    names = ", ".join(checked.networks)
+    written = "task" in train
+    from .trainspec import TRAIN_ARGS
+
+    if "task" in TRAIN_ARGS:
+        help = f"write `task: {ADVERSARIAL}` under `train:`, or leave `train:` out to check and build the networks"
+    else:
+        help = (f"this dlspec does not have `train.task: {ADVERSARIAL}` yet: leave `train:` out to check and build the "
+                "networks (dlspec.build gives an nn.ModuleDict of them), and train them from Python")
+    path = ("train", "task") if written else ("train",) if checked.spec.train is not None else ()
+    return error(codes.TRAIN, f"a spec of several networks (`networks:` {names}) trains with `train.task: "
+                 f"{ADVERSARIAL}`" + (f", not {yaml_text(task)}" if written else ""), path, key=not written, help=help)
 
 
 def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any, ...] | None = None

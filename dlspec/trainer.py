@@ -107,7 +107,8 @@ class Trainer:
         self.threshold = binary_threshold(s.resolved)
         self.epoch = 0  # completed epochs
         self.batch = 0  # next batch within the current epoch (non-zero only in a mid-epoch checkpoint)
-        self.meter = Meter(self.metrics, self.device, self.threshold)
+        self.own_step = bool(self.task.own_step)  # the task trains each batch itself (a GAN)
+        self.meter: Any = self.task.meter if self.own_step else Meter(self.metrics, self.device, self.threshold)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.bad_evals = 0
@@ -133,9 +134,15 @@ class Trainer:
         if self.plan.graph and not self.task.graph_ok:
             self.plan.graph = self.plan.tensor_lr = False
             self.plan.why.append(f"cuda graph: off, {self.task.why_not_graph}")
+        if self.own_step and (self.plan.compile or self.plan.channels_last):
+            self.plan.compile, self.plan.channels_last = None, False
+            self.plan.why = [w for w in self.plan.why if not w.startswith(("compile", "channels_last"))]
+            self.plan.why.append(f"compile, channels_last: off, the {s.task.name} task runs its networks itself")
         self._impl = {"fused": True} if self.plan.fused else {}
         self._spec_impl = {k: opt_kw.get(k) for k in self._impl}
-        if training:
+        if training and self.own_step:
+            self.task.setup(self._impl)
+        elif training:
             opt = make_optimizer(s.resolved, self.model, **self._impl)
             self._opt = opt
             self.sched = make_scheduler(s.resolved, opt, cfg.epochs, max(1, self.steps_per_epoch))
@@ -162,6 +169,10 @@ class Trainer:
             raise RuntimeError("this Trainer was made with training=False (eval): it has no optimizer")
         return self._opt
 
+    def lr(self) -> float:
+        """The learning rate metrics.csv shows (a task with its own optimizers: its first's)."""
+        return float(self.task.lr()) if self.own_step else float(self.opt.param_groups[0]["lr"])
+
     def _fits_on_device(self) -> bool:
         b = self.s.bundle
         if b.train.x.device == self.device:
@@ -173,7 +184,8 @@ class Trainer:
         st: dict[str, Any] = {
             "format": 1,
             "model": self.model.state_dict(),
-            "optimizer": self._portable_optimizer_state(),
+            "optimizer": None if self.own_step else self._portable_optimizer_state(),
+            "task": self.task.state() if self.own_step else None,
             "scheduler": self._portable_scheduler_state(),
             "epoch": self.epoch,
             "batch": self.batch,
@@ -220,9 +232,12 @@ class Trainer:
                           f"{self.sched.total_steps}; resuming would change its schedule (keep train.epochs, or "
                           "start a new run)")
         self.model.load_state_dict(st["model"])
-        sd = st["optimizer"]
-        # this run's implementation in the groups torch reads while loading (it places a fused step's counter)
-        self.opt.load_state_dict({**sd, "param_groups": [{**g, **self._impl} for g in sd["param_groups"]]})
+        if self.own_step:
+            self.task.load(st.get("task"))
+        else:
+            sd = st["optimizer"]
+            # this run's implementation in the groups torch reads while loading (it places a fused step's counter)
+            self.opt.load_state_dict({**sd, "param_groups": [{**g, **self._impl} for g in sd["param_groups"]]})
         if self.sched is not None and st.get("scheduler") is not None:
             self.sched.load_state_dict(st["scheduler"])
         self.epoch, self.batch = int(st["epoch"]), int(st["batch"])
@@ -266,7 +281,7 @@ class Trainer:
                 x, y = data.x[idx], data.y[idx]
                 if not self.on_device:
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                self.step(x, y)
+                self.task.step(x, y) if self.own_step else self.step(x, y)
                 if graphs is not None and not graphs.started and not graphs.failed:
                     graphs.start()  # the first step ran eagerly and made the optimizer's state
             self.batch = b + 1
@@ -350,6 +365,8 @@ class Trainer:
         self.model.eval()
         self.task.start_eval()
         bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
+        if self.own_step:
+            return dict(self.task.evaluate(split, bs))
         if self.graphs is not None and self.on_device:
             meter = self._eval_meters.get(id(split.x)) or Meter(self.metrics, self.device, self.threshold)
             self._eval_meters[id(split.x)] = meter  # the same sums every time: the eval graphs add into them

@@ -9,7 +9,7 @@ import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlspec.schema import SPEC_SCHEMA, quick_valid
+from dlspec.schema import BODY_KEYS, SPEC_SCHEMA, quick_valid
 
 VALIDATOR = jsonschema.Draft202012Validator(SPEC_SCHEMA)
 
@@ -34,11 +34,12 @@ def mutate(draw, doc):
     doc = dict(doc)
     for _ in range(draw(st.integers(0, 3))):
         where = draw(st.sampled_from(["drop", "top", "input", "input.shape", "input.dtype", "input.extra",
-                                      "dim", "blocks", "layers"]))
+                                      "dim", "blocks", "layers", "networks"]))
         if where == "drop" and doc:
             doc.pop(draw(st.sampled_from(sorted(doc))))
         elif where == "top":
-            doc[draw(st.sampled_from(["name", "description", "layers", "blocks", "train", "extra", "input"]))] = draw(junk)
+            doc[draw(st.sampled_from(["name", "description", "layers", "blocks", "train", "extra", "input",
+                                      "networks"]))] = draw(junk)
         elif where.startswith("input") and isinstance(doc.get("input"), dict):
             key = where.split(".", 1)[1] if "." in where else "shape"
             doc["input"] = {**doc["input"], key: draw(junk)}
@@ -50,6 +51,11 @@ def mutate(draw, doc):
             doc["blocks"] = {"a": draw(junk)}
         elif where == "layers":
             doc["layers"] = draw(junk)
+        elif where == "networks":  # several networks: the top-level body moved into one, or left beside it
+            doc["networks"] = draw(st.dictionaries(st.sampled_from(["g", "d"]), st.one_of(junk, st.just(
+                {"input": [4], "layers": ["ReLU"]})), max_size=2))
+            for k in BODY_KEYS if draw(st.booleans()) else ():
+                doc.pop(k, None)
     return doc
 
 

@@ -95,13 +95,20 @@ def test_there_are_specs() -> None:
     assert len(ERRORS) >= 18
 
 
+def networks(checked: dlspec.Checked) -> list[dlspec.Checked]:
+    """The networks of a checked spec: each of its `networks:`, or the spec itself."""
+    return list(checked.networks.values()) or [checked]
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_spec_checks(path: Path) -> None:
     checked = dlspec.check(str(path))
     assert checked.ok, "\n".join(d.message for d in checked.errors)
     compare(path, checked)  # warnings only where annotated
-    assert checked.output is not None
-    assert checked.params > 0
+    for net in networks(checked):
+        assert net.output is not None
+        assert net.params > 0
+    assert checked.params == sum(net.params for net in networks(checked))
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -125,20 +132,25 @@ def _sample(checked: dlspec.Checked, batch: int, bindings: dict[str, int]) -> ob
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_spec_builds_and_runs(path: Path) -> None:
+    """(A spec of several networks builds an nn.ModuleDict of them: each network is run.)"""
     torch = pytest.importorskip("torch")
     checked = dlspec.check(str(path))
-    model = dlspec.build(checked)
-    assert isinstance(model, torch.nn.Module)
-    assert sum(p.numel() for p in model.parameters()) == checked.params
-    model.eval()
-    assert checked.output is not None and checked.spec.input is not None
-    symbols = set().union(*(dims.symbols(d) for d in checked.spec.input.shape))
-    for bindings in ([BINDINGS, {"T": 3}] if symbols else [BINDINGS]):
-        x = _sample(checked, 3, bindings)
-        with torch.no_grad():
-            y = model(x)
-        want = (3, *(dims.evaluate(d, bindings) for d in checked.output.shape))
-        assert tuple(y.shape) == want, f"{rel(path)} with {bindings}: torch gives {tuple(y.shape)}, dlspec {want}"
+    built = dlspec.build(checked)
+    assert isinstance(built, torch.nn.Module)
+    assert sum(p.numel() for p in built.parameters()) == checked.params
+    built.eval()
+    models = [built[name] for name in checked.networks] if checked.networks else [built]
+    assert isinstance(built, torch.nn.ModuleDict) == bool(checked.networks)
+    for net, model in zip(networks(checked), models, strict=True):
+        assert net.output is not None and net.spec.input is not None
+        assert sum(p.numel() for p in model.parameters()) == net.params
+        symbols = set().union(*(dims.symbols(d) for d in net.spec.input.shape))
+        for bindings in ([BINDINGS, {"T": 3}] if symbols else [BINDINGS]):
+            x = _sample(net, 3, bindings)
+            with torch.no_grad():
+                y = model(x)
+            want = (3, *(dims.evaluate(d, bindings) for d in net.output.shape))
+            assert tuple(y.shape) == want, f"{rel(path)} with {bindings}: torch gives {tuple(y.shape)}, dlspec {want}"
 
 
 # --- (b) the mistakes ------------------------------------------------------------------------------------

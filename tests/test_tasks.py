@@ -258,3 +258,127 @@ def test_language_model_trains_samples_and_generates_with_a_sliding_window(tmp_p
     rc, out, err = dlspec_main(capsys, "generate", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt",
                                "--prime", prime, "--length", "12", "--top-k", "1")
     assert rc == 0 and out.strip() == got.strip()
+
+
+# --- adversarial -----------------------------------------------------------------------------------------------
+
+GAN = """\
+name: TinyGAN
+networks:
+  generator:
+    input: [3]
+    layers:
+      - Linear: 8
+      - ReLU
+      - Linear: 4
+  discriminator:
+    input: [4]
+    layers:
+      - Linear: 8
+      - LeakyReLU: 0.2
+      - Linear: 1
+train:
+  task: {adversarial: {discriminator_optimizer: {SGD: {lr: 0.05}}}}
+  data: {name: tiny_blobs}
+  epochs: 2
+  batch_size: 32
+  optimizer: {Adam: {lr: 0.01, betas: [0.5, 0.999]}}
+  device: cpu
+"""
+
+
+def reference_gan(spec_path: str, data: Any, *, epochs: int, batch_size: int, seed: int = 0
+                  ) -> tuple[Any, list[dict[str, float]]]:
+    """Plain torch, as documented: per batch z ~ N(0, 1) from the global RNG, one discriminator step on
+    softplus(-D(x)) + softplus(D(G(z).detach())), one generator step on softplus(-D(G(z)))."""
+    F = torch.nn.functional
+    torch.manual_seed(seed)
+    nets = dlspec.build(spec_path)
+    G, D = nets["generator"], nets["discriminator"]
+    opt_g = torch.optim.Adam(G.parameters(), lr=0.01, betas=(0.5, 0.999))
+    opt_d = torch.optim.SGD(D.parameters(), lr=0.05)
+    n = len(data.train)
+    rows = []
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        d_sum = g_sum = 0.0
+        for b in range(math.ceil(n / batch_size)):
+            x = data.train.x[perm[b * batch_size:(b + 1) * batch_size]]
+            fake = G(torch.randn(len(x), 3))
+            d_loss = F.softplus(-D(x)).mean() + F.softplus(D(fake.detach())).mean()
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            g_loss = F.softplus(-D(fake)).mean()
+            opt_g.zero_grad()
+            g_loss.backward()
+            opt_g.step()
+            d_sum += d_loss.item() * len(x)
+            g_sum += g_loss.item() * len(x)
+        rows.append({"train_d_loss": d_sum / n, "train_g_loss": g_sum / n})
+    return nets, rows
+
+
+def test_adversarial_matches_plain_torch_loop(tmp_path, capsys):
+    d, out = train(tmp_path, capsys, GAN, "train.fused=false")  # torch's default Adam step, as the reference's
+    ck = checkpoint(d)
+    nets, want = reference_gan(str(d / "spec.yaml"), load_data("tiny_blobs"), epochs=2, batch_size=32)
+    for g, w in zip(ck["history"], want, strict=True):
+        for k, v in w.items():
+            assert g[k] == pytest.approx(v, rel=1e-5), k
+    for k, v in nets.state_dict().items():  # both networks, bit for bit
+        assert torch.equal(ck["model"][k], v), k
+    assert "generator Adam · discriminator SGD" in out
+    assert {"test_d_loss", "test_g_loss", "test_d_real", "test_d_fake"} <= set(ck["history"][-1])
+
+
+def test_adversarial_resume_is_bit_exact(tmp_path, capsys):
+    whole, _ = train(tmp_path, capsys, GAN, out="whole")
+    first, _ = train(tmp_path, capsys, GAN, "train.epochs=1", out="first")
+    rc, out, err = dlspec_main(capsys, "run", "--resume", first, "train.epochs=2")
+    assert rc == 0, err
+    a, b = checkpoint(whole), checkpoint(first)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["task"]["optimizers"]["generator"]["state"][0]["exp_avg"].equal(
+        b["task"]["optimizers"]["generator"]["state"][0]["exp_avg"])
+    assert [r["test_d_loss"] for r in csv_rows(whole)] == [r["test_d_loss"] for r in csv_rows(first)]
+
+
+def test_generate_and_eval_of_a_generator(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    d, _ = train(tmp_path, capsys, GAN, "train.epochs=1")
+    assert (d / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    image = tmp_path / "g.png"
+    rc, out, err = dlspec_main(capsys, "generate", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt", "-n", "9",
+                               "--image", image, "--seed", "4")
+    assert rc == 0, err
+    assert image.read_bytes()[:4] == b"\x89PNG" and "9 samples of generator (noise seed 4)" in out
+    rc, out, err = dlspec_main(capsys, "eval", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt")
+    assert rc == 0 and "d_loss" in out and "d_fake" in out
+
+
+MNIST_GAN = GAN.replace("input: [3]", "input: [16]").replace("      - Linear: 4\n", "      - Linear: 784\n"
+                        "      - Unflatten: {dim: 1, unflattened_size: [1, 28, 28]}\n      - Tanh\n").replace(
+    "input: [4]", "input: [1, 28, 28]").replace("      - Linear: 8\n      - LeakyReLU", "      - Flatten:\n"
+                                                 "      - Linear: 8\n      - LeakyReLU").replace(
+    "data: {name: tiny_blobs}", "data: {name: mnist, normalize: [[0.5], [0.5]]}")
+
+
+@pytest.mark.parametrize("change, message, at", [
+    (("      - Linear: 784\n", "      - Linear: 729\n", "[1, 28, 28]}", "[1, 27, 27]}"),
+     "the generator gives (N, 1, 27, 27) but the discriminator reads (N, 1, 28, 28)", "[1, 27, 27]}"),
+    (("      - Linear: 1\n", "      - Linear: 2\n"), "the discriminator must give one logit per sample, not (N, 2)",
+     "Linear: 2"),
+    (("task: {adversarial: {", "task: {adversarial: {generator: gen, "), "the spec has no network 'gen'", "task:"),
+    (("{SGD: {lr: 0.05}}", "{SGD: {lr: 0.05, momentun: 0.9}}"), "SGD has no argument 'momentun'", "momentun"),
+    (("input: [1, 28, 28]", "input: [1, 32, 32]", "[1, 28, 28]}", "[1, 32, 32]}", "Linear: 784", "Linear: 1024"),
+     "mnist gives samples of shape [1, 28, 28] but the discriminator reads [1, 32, 32]", "input: [1, 32, 32]"),
+], ids=["generator-output", "discriminator-output", "network-name", "optimizer-argument", "data-shape"])
+def test_adversarial_contract_is_checked_before_anything_runs(tmp_path, change, message, at):
+    text = MNIST_GAN
+    for a, b in zip(change[::2], change[1::2], strict=True):
+        text = text.replace(a, b)
+    assert dlspec.check(dlspec.load(write(tmp_path, MNIST_GAN))).ok
+    d = [x for x in diagnostics(tmp_path, text) if x.severity == "error"]
+    assert len(d) == 1 and message in d[0].message, [x.message for x in d]
+    assert d[0].line == line_of(text, at)

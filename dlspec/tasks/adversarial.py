@@ -297,6 +297,11 @@ class Adversarial(Supervised):
         return meter.result()
 
     # pictures ---------------------------------------------------------------------------------------------
+    def span(self) -> tuple[float, float]:
+        """The real samples' value range: generated ones are drawn on it (a Tanh's -1..1 for data scaled so)."""
+        x = self.tr.s.bundle.train.x[:4096]
+        return float(x.min()), float(x.max())
+
     def samples(self, n: int, seed: int) -> Any:
         """n generated samples from noise seeded `seed` (the generator in eval mode), on the CPU."""
         import torch
@@ -315,7 +320,7 @@ class Adversarial(Supervised):
             return []
         try:
             write_grid(self.samples(n, int(self.tr.s.cfg.seed) + EVAL_SEED), os.path.join(run_dir, "samples.png"),
-                       f"{self.tr.s.checked.spec.name} · epoch {epoch}")
+                       f"{self.tr.s.checked.spec.name} · epoch {epoch}", self.span())
         except ImportError:
             return ["samples.png not written: matplotlib is not installed (pip install 'dlspec[plot]')"] if last else []
         return []
@@ -335,11 +340,11 @@ class Adversarial(Supervised):
                 s.load_state_dict(st["schedulers"][k])
 
 
-def write_grid(batch: Any, path: str, title: str = "") -> None:
+def write_grid(batch: Any, path: str, title: str = "", span: tuple[float, float] | None = None) -> None:
     from ..pictures import image_grid, save_figure
 
     columns = 8 if len(batch) >= 8 else len(batch)
-    save_figure(image_grid(batch, columns=max(1, columns), title=title), path)
+    save_figure(image_grid(batch, columns=max(1, columns), title=title, span=span), path)
 
 
 def resolve_calls(cfg: Any, args: dict[str, Any]) -> tuple[dict[str, Any], list[Diagnostic]]:

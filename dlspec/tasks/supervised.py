@@ -16,6 +16,7 @@ class Supervised:
 
     graph_ok = True  # the CUDA-graph path may capture its step (no host work, no new randomness)
     why_not_graph = ""
+    own_step = False  # True: the task trains a batch itself (step, evaluate, setup, state, load, lr, meter)
 
     def __init__(self, tr: Any, args: dict[str, Any]):
         self.tr, self.args = tr, args
@@ -34,6 +35,9 @@ class Supervised:
     def baseline(self) -> dict[str, float]:
         """Reference numbers a run is judged against, for summary.json (e.g. the mean-image MSE)."""
         return {}
+
+    def end_epoch(self) -> None:
+        """After an epoch's batches (a task with its own schedulers steps them here)."""
 
     def after_epoch(self, run_dir: str, epoch: int, last: bool) -> list[str]:
         """Console lines after an epoch's row (and pictures written into run_dir)."""
