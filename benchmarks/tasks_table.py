@@ -8,7 +8,9 @@ Runs, one after another (minutes each on a 2-core CPU):
   denoising_autoencoder   specs/denoising_autoencoder.yaml on MNIST (noise 0.5): the same
   char_lm                 specs/char_rnn.yaml for its 12 epochs, then specs/char_transformer.yaml for as many
                           epochs as fit in the RNN's training time (from a 1-epoch timing run): test loss and
-                          perplexity at the same training wall time
+                          perplexity at the same training wall time; and the Transformer's own 12 epochs
+  row_transformer         specs/row_transformer.yaml on MNIST rows (attention) against specs/lstm_rows.yaml
+                          (recurrent, its recipe's 20 epochs): test accuracy
 Prints one markdown row per spec with the device, torch version and date, as the README's table wants.
 """
 
@@ -44,7 +46,7 @@ def fmt(s: dict, *keys: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", default=os.path.join(ROOT, "..", "shared", "data"))
-    ap.add_argument("--only", default="mlp,autoencoder,denoising_autoencoder,char_lm")
+    ap.add_argument("--only", default="mlp,autoencoder,denoising_autoencoder,char_lm,row_transformer")
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "tasks_table"))
     a = ap.parse_args()
     import torch
@@ -57,11 +59,19 @@ def main() -> None:
             one = run("specs/char_transformer.yaml", a.out, a.data_root, "train.epochs=1", "train.task.language_model.sample_length=0")
             epochs = max(1, round(rnn["train_time_s"] / one["train_time_s"]))
             tf = run("specs/char_transformer.yaml", a.out, a.data_root, f"train.epochs={epochs}")
-            for s in (rnn, tf):
+            full = run("specs/char_transformer.yaml", a.out, a.data_root)
+            for s in (rnn, tf, full):
                 rows.append(f"| `{s['spec']}` | {s['epochs']} epochs, {s['train_time_s']:.0f} s training | "
                             f"{fmt(s, 'test_loss', 'test_perplexity', 'test_accuracy')} | {where} |")
-            sample = [line for line in tf["stdout"].splitlines() if line.startswith("sample: ")]
+            sample = [line for line in full["stdout"].splitlines() if line.startswith("sample: ")]
             print("transformer sample:", sample[-1] if sample else "-")
+        elif name == "row_transformer":
+            for spec in ("row_transformer", "lstm_rows"):
+                s = run(f"specs/{spec}.yaml", a.out, a.data_root)
+                rows.append(f"| `{s['spec']}` | {s['epochs']} epochs, {s['train_time_s']:.0f} s training | "
+                            f"{fmt(s, 'test_accuracy')} | {where} |")
+                print(rows[-1], flush=True)
+            continue
         else:
             s = run(f"specs/{name}.yaml", a.out, a.data_root)
             base = s.get("baseline", {})

@@ -38,7 +38,7 @@ def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = Fals
     n = max(len(b) for _, b in rows)
     if span is None and shared and len(rows[0][1]):
         span = (float(rows[0][1].min()), float(rows[0][1].max()))
-    fig = Figure(figsize=(1.1 * n + 0.9, 1.2 * len(rows) + (0.4 if title else 0)))
+    fig = Figure(figsize=(1.0 * n + 0.6, 1.0 * len(rows) + (0.45 if title else 0.05)))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (label, batch) in enumerate(rows):
@@ -55,6 +55,9 @@ def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = Fals
                 ax.set_ylabel(label, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
+    labelled = any(label for label, _ in rows)
+    fig.subplots_adjust(left=0.08 if labelled else 0.01, right=0.99, bottom=0.01,
+                        top=1 - 0.45 / fig.get_figheight() if title else 0.99, wspace=0.06, hspace=0.06)
     return fig
 
 

@@ -136,7 +136,7 @@ class TaskRef(Kind):
 
 TRAIN_ARGS: dict[str, Arg] = {
     "data": Arg(DataRef(), doc="the dataset and its options"),
-    "task": Arg(Optional_(TaskRef()), None, doc="what is learned: classification, regression, reconstruction, "
+    "task": Arg(Optional_(TaskRef()), None, doc="what is learned: classification, regression, reconstruction, adversarial, "
                 "language_model (default: the data's own; char_text: language_model)"),
     "batch_size": Arg(Int(1, MAX_BATCH), 64, doc="samples per training step (the last batch of an epoch may be smaller)"),
     "epochs": Arg(Int(1, MAX_EPOCHS), 10, doc="passes over the training data"),

@@ -13,7 +13,8 @@ Three kinds of examples are checked:
   samples/s, metrics to within 0.01 + 5 %, and the path lines that depend on the CPU (the bf16 hint).
 * generated tables between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``: ``codes`` is
   the table of `dlspec codes`, ``layers`` of `dlspec layers`, ``train`` the options of the `train:`
-  section (dlspec.trainspec.TRAIN_ARGS), ``datasets`` the data sets and their options.
+  section (dlspec.trainspec.TRAIN_ARGS), ``datasets`` the data sets and their options, ``tasks`` the
+  tasks (dlspec.tasks) and theirs.
 * ```pycon blocks: run as doctests (``>>>`` lines), in the repository root.
 
 And every relative link must lead somewhere: the file exists, and a ``#anchor`` is one of its headings.
@@ -145,6 +146,18 @@ def generated(name: str) -> str:
 
         rows = ["| option | value | default | meaning |", "|---|---|---|---|"]
         rows += [f"| `{k}` | {_cell(a.kind.text)} | {show(a.default)} | {a.doc} |" for k, a in TRAIN_ARGS.items()]
+    elif name == "tasks":
+        from dlspec.tasks import TASKS
+
+        rows = []
+        for tname, entry in TASKS.items():
+            rows += [f"**`{tname}`** — {entry.doc}", ""]
+            if entry.args:
+                rows += ["| option | value | default | meaning |", "|---|---|---|---|"]
+                rows += [f"| `{k}` | {_cell(a.kind.text)} | {_cell(show(a.default))} | {_cell(a.doc)} |"
+                         for k, a in entry.args.items()]
+                rows.append("")
+        rows = rows[:-1]
     elif name == "datasets":
         from dlspec.data import DATASETS
 

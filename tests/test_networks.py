@@ -468,7 +468,7 @@ def test_a_task_other_than_adversarial_is_refused_at_task() -> None:
 def test_no_contract_check_for_several_networks() -> None:
     """The data↔model↔loss contract is one model's: a discriminator giving (N, 1) for MNIST's 10 classes is not a
     `classes` error, nor is the generator's input a `data-shape` one."""
-    text = DCGAN.read_text().split("# The training")[0] + "train:\n  data: {name: mnist}\n  loss: CrossEntropyLoss\n"
+    text = DCGAN.read_text().split("\ntrain:")[0] + "\ntrain:\n  data: {name: mnist}\n  loss: CrossEntropyLoss\n"
     codes = [d.code for d in dlspec.check(dlspec.loads(text)).diagnostics]
     assert codes == ["train"]
 
@@ -476,9 +476,10 @@ def test_no_contract_check_for_several_networks() -> None:
 def test_networks_refusal_without_train() -> None:
     from dlspec.traincheck import networks_refusal
 
-    d = networks_refusal(dlspec.check(str(DCGAN)))
+    d = networks_refusal(dlspec.check(dlspec.loads(DCGAN.read_text().split("\ntrain:")[0])))
     assert d is not None and d.path == () and "trains with `train.task: adversarial`" in d.message
     assert networks_refusal(dlspec.check(str(ROOT / "specs" / "lenet.yaml"))) is None
+    assert networks_refusal(dlspec.check(str(DCGAN))) is None  # its train: says task: adversarial
 
 
 def test_run_refuses_several_networks(tmp_path: Path, capsys: pytest.CaptureFixture[str],
