@@ -23,9 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def train(spec: str, data_root: str, out: str) -> str:
+def train(spec: str, data_root: str, out: str, *overrides: str) -> str:
     p = subprocess.run([sys.executable, "-m", "dlspec", "run", spec, "--data-root", data_root, "--out", out,
-                        "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+                        "--no-progress", *overrides], cwd=ROOT, capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(p.stdout[-2000:] + p.stderr[-2000:])
     return next(line.split(" ", 1)[1] for line in p.stdout.splitlines() if line.startswith("run "))
@@ -73,8 +73,10 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "gan_quality"))
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--epochs", type=int, help="train the DCGAN this many epochs (default: the spec's 5)")
     a = ap.parse_args()
-    gan_dir = a.gan or train("specs/dcgan.yaml", a.data_root, a.out)
+    gan_dir = a.gan or train("specs/dcgan.yaml", a.data_root, a.out,
+                             *([f"train.epochs={a.epochs}"] if a.epochs else []))
     clf_dir = a.classifier or train("specs/mlp.yaml", a.data_root, a.out)
     gan, clf = session(gan_dir, a.data_root), session(clf_dir, a.data_root)
     from dlspec.session import Options

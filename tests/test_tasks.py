@@ -382,3 +382,37 @@ def test_adversarial_contract_is_checked_before_anything_runs(tmp_path, change, 
     d = [x for x in diagnostics(tmp_path, text) if x.severity == "error"]
     assert len(d) == 1 and message in d[0].message, [x.message for x in d]
     assert d[0].line == line_of(text, at)
+
+
+def test_adversarial_stopped_mid_epoch_resumes_bit_exact(tmp_path, capsys, monkeypatch):
+    """A stop in the middle of an epoch (what Ctrl-C asks for) saves both networks, both optimizers and the
+    half epoch's sums; the resumed run ends where the uninterrupted one does."""
+    from dlspec.tasks.adversarial import Adversarial
+
+    whole, _ = train(tmp_path, capsys, GAN, out="whole")
+    real, steps = Adversarial.step, []
+
+    def step(self: Any, x: Any, y: Any) -> None:
+        real(self, x, y)
+        steps.append(1)
+        if len(steps) == 8:  # batch 3 of epoch 2 (6 batches of 32 per epoch)
+            self.tr.stop_requested = True
+    monkeypatch.setattr(Adversarial, "step", step)
+    path = write(tmp_path, GAN, "stopped.yaml")
+    rc, out, err = dlspec_main(capsys, "run", path, "--out", tmp_path / "stopped", "--no-progress")
+    assert rc == 130 and "at epoch 2, batch 2" in out
+    monkeypatch.setattr(Adversarial, "step", real)
+    from test_train import run_dir
+
+    d = run_dir(tmp_path / "stopped")
+    rc, out, err = dlspec_main(capsys, "run", "--resume", d)
+    assert rc == 0, err
+    a, b = checkpoint(whole), checkpoint(d)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [r["train_d_loss"] for r in csv_rows(whole)] == [r["train_d_loss"] for r in csv_rows(d)]
+
+
+def test_task_options_take_overrides(tmp_path, capsys):
+    d, out = train(tmp_path, capsys, AE, "train.task.reconstruction.noise=0.3", "train.epochs=1")
+    assert "reconstruction of corrupted inputs (noise 0.3)" in out
+    assert '"noise": 0.3' in (d / "summary.json").read_text()
