@@ -5,7 +5,7 @@ histogram (a generator that has collapsed onto a few modes leaves digits out).
     python benchmarks/gan_quality.py [--gan RUN_DIR] [--classifier RUN_DIR] [--data-root ../shared/data]
 
 Without --gan / --classifier it trains them first with `dlspec run specs/dcgan.yaml` and
-`dlspec run specs/mlp.yaml` (minutes on a 2-core CPU).  The generated images are mapped from the GAN's
+`dlspec run specs/mlp.yaml` (or --classifier-spec; minutes on a 2-core CPU).  The generated images are mapped from the GAN's
 data scaling back to pixels (x·std + mean of its train.data.normalize) and into the classifier's.
 For reference it prints the same two numbers for 1,000 real MNIST test images and for 1,000 images of
 uniform noise.
@@ -46,7 +46,7 @@ def session(run_dir: str, data_root: str) -> object:
 
 def scaling(s: object) -> tuple[float, float]:
     norm = s.cfg.data_args.get("normalize")  # type: ignore[attr-defined]
-    if isinstance(norm, list):
+    if isinstance(norm, (list, tuple)):  # ((means), (stds)) as the options resolve it
         return float(norm[0][0]), float(norm[1][0])
     return 0.0, 1.0
 
@@ -69,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gan")
     ap.add_argument("--classifier")
+    ap.add_argument("--classifier-spec", default="specs/mlp.yaml", help="trained when --classifier is not given")
     ap.add_argument("--data-root", default=os.path.join(ROOT, "..", "shared", "data"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "gan_quality"))
     ap.add_argument("-n", type=int, default=1000)
@@ -77,7 +78,7 @@ def main() -> None:
     a = ap.parse_args()
     gan_dir = a.gan or train("specs/dcgan.yaml", a.data_root, a.out,
                              *([f"train.epochs={a.epochs}"] if a.epochs else []))
-    clf_dir = a.classifier or train("specs/mlp.yaml", a.data_root, a.out)
+    clf_dir = a.classifier or train(a.classifier_spec, a.data_root, a.out)
     gan, clf = session(gan_dir, a.data_root), session(clf_dir, a.data_root)
     from dlspec.session import Options
 
