@@ -156,6 +156,9 @@ MANUAL: dict[str, list[tuple[str, str]]] = {
     "rnn_per_step_output": [("  - Linear: {out_features: 1}", "  - Last\n  - Linear: {out_features: 1}")],
     "symbolic_size": [("  - Flatten\n", "  - Last\n")],
     "rank": [("input: [784]", "input: [1, 28, 28]")],
+    "reconstruction_shape": [("  - Linear: 784  # error: loss\n",
+                              "  - Linear: 784\n  - Unflatten: {dim: 1, unflattened_size: [1, 28, 28]}\n")],
+    "gan_shapes": [("Linear: 1024", "Linear: 784"), ("[1, 32, 32]}", "[1, 28, 28]}"), ("Linear: 2  #", "Linear: 1  #")],
     "early_stopping_on_test": [("metric: test_accuracy", "metric: val_accuracy"), ("  epochs: 30\n",
                                                                                   "  epochs: 30\n  val_split: 0.1\n")],
 }

@@ -214,7 +214,7 @@ def test_language_model_must_be_causal(tmp_path):
     text = lm_spec(tmp_path, **{"causal: true": "causal: false"})
     d = [x for x in diagnostics(tmp_path, text) if x.severity == "error"]
     assert len(d) == 1 and "read the very token it must predict" in d[0].message
-    assert d[0].line == line_of(text, "TransformerEncoderLayer") and "causal: true" in (d[0].help or "")
+    assert d[0].line == line_of(text, "TransformerEncoderLayer") and "add causal: true" in (d[0].help or "")
     gru = lm_spec(tmp_path).replace(
         "  - PositionalEmbedding: {length: 8}\n  - TransformerEncoderLayer: {nhead: 2, dim_feedforward: 32, dropout: 0.0, "
         "batch_first: true, causal: true}\n", "  - GRU: {hidden_size: 16, batch_first: true, bidirectional: true}\n")

@@ -37,7 +37,8 @@ def _contract(checked: Any, facts: DataFacts, args: dict[str, Any], path: tuple[
         if "causal" in r.entry.args and not r.args.get("causal"):
             out.append(diag("error", codes.TRAIN, f"{r.entry.name} attends to every step, the later ones too: a language "
                             "model would read the very token it must predict", r.item.args_path, key=True,
-                            layer=r.item.index, help="write causal: true (each step then sees only the steps before it)"))
+                            layer=r.item.index, help=f"add causal: true to {r.entry.name} (each step then sees only the "
+                            "steps before it)"))
         elif r.args.get("bidirectional"):
             out.append(diag("error", codes.TRAIN, f"a bidirectional {r.entry.name} reads each sequence backwards too: a "
                             "language model would see the tokens it must predict", r.item.args_path, key=True,
