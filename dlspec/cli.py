@@ -323,7 +323,7 @@ def _predict_reconstruction(args: argparse.Namespace, s: Any, opts: Any) -> int:
     except ImportError:
         print("dlspec predict: the picture needs matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
         return 1
-    print(f"wrote {path}: {n} test samples (input above output)")
+    print(f"wrote {path}: {n} test samples (rows: " + ", ".join(label for label, _ in rows) + ")")
     return 0
 
 
