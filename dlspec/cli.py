@@ -399,6 +399,80 @@ def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
+def _show_session(args: argparse.Namespace) -> Any:
+    """The session `dlspec show` draws: the checkpoint's weights, or the spec's fresh ones (train.seed)."""
+    from .session import prepare
+
+    if args.checkpoint:
+        s, _ = _session_with_checkpoint(args)
+        return s
+    s = prepare(args.spec, list(args.overrides), _options(args), training=False)
+    s.model.eval()
+    return s
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from . import show
+    from .session import Refused
+
+    try:
+        s = _show_session(args)
+    except Refused as e:
+        return _refused(e)
+    if s.checked.networks:
+        print(f"dlspec show: {args.spec} has several networks; show draws a spec of one", file=sys.stderr)
+        return 2
+    b = s.bundle
+    try:
+        if args.npy:
+            x = show.load_npy(args.npy, b.sample_shape, b.x_dtype)
+            source = args.npy
+        elif args.image:
+            norm = b.info.get("normalize") if isinstance(b.info.get("normalize"), dict) else {}
+            x = show.load_image(args.image, b.sample_shape, float(b.info.get("scale") or 255),
+                                norm.get("mean"), norm.get("std"))
+            source = args.image
+        else:
+            if not 0 <= args.sample < len(b.test):
+                raise show.ShowError(f"--sample must be from 0 to {len(b.test) - 1} (the test split's samples)")
+            x = b.test.x[args.sample]
+            label = b.test.y[args.sample]
+            source = f"{b.name} test sample {args.sample}" + (f" (label {int(label)})" if label.dim() == 0 else "")
+        outs = show.run_layers(s.model, x.unsqueeze(0).to(s.device))
+        chosen = show.pick(outs, s.model, args.layers)
+    except show.ShowError as e:
+        print(f"dlspec show: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # what torch refuses for this input (a file of the wrong range of ids, ...)
+        print(f"dlspec show: the model cannot run on {args.npy or args.image}: {str(e).splitlines()[0][:200]}",
+              file=sys.stderr)
+        return 2
+    print(f"{s.checked.spec.name} on {source}" + (f", weights of {args.checkpoint}" if args.checkpoint else
+                                                   ", fresh weights (no --checkpoint)"))
+    print("\n".join(show.stats_table(outs)))
+    out_dir = args.out or os.path.join("show", s.checked.spec.name)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        written = []
+        for o in chosen:
+            path = os.path.join(out_dir, f"{o.index:02d}_{o.name}.png")
+            what = show.draw(o, path, f"{s.checked.spec.name} · layer {o.index} {o.name} ({o.kind}) · {source}")
+            written.append(f"  {path}: {what}")
+        if args.weights:
+            path = os.path.join(out_dir, "kernels.png")
+            drawn = show.draw_kernels(s.model, path, f"{s.checked.spec.name} · first Conv2d's kernels")
+            written.append(f"  {path}: {drawn}" if drawn else "  (no Conv2d: no kernels to draw)")
+    except ImportError:
+        print("dlspec show: the pictures need matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"dlspec show: cannot write into {out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} picture(s) into {out_dir}:")
+    print("\n".join(written))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS
 
@@ -499,6 +573,20 @@ def parser() -> argparse.ArgumentParser:
                    "and comparison)")
     common(r)
     r.set_defaults(func=cmd_run, command_parser=r)
+    w = sub.add_parser("show", help="draw what each layer makes of one input (feature maps, sequences) and "
+                       "print its statistics")
+    w.add_argument("spec", metavar="SPEC")
+    w.add_argument("overrides", nargs="*", metavar="PATH=VALUE")
+    w.add_argument("--checkpoint", metavar="PATH", help="the weights (default: fresh ones, seeded by train.seed)")
+    w.add_argument("--sample", type=int, default=0, metavar="K", help="the data set's test sample K (default 0)")
+    w.add_argument("--npy", metavar="PATH", help="a .npy array of one sample instead")
+    w.add_argument("--image", metavar="PATH", help="an image file instead (resized and normalised as the data set's)")
+    w.add_argument("--layers", metavar="LIST", help="indices or names, comma-separated, or `all` (default: every "
+                   "convolution, pooling and recurrent layer)")
+    w.add_argument("--weights", action="store_true", help="also draw the first convolution's kernels")
+    w.add_argument("--out", metavar="DIR", help="where the pictures go (default show/NAME)")
+    common(w)
+    w.set_defaults(func=cmd_show, command_parser=w)
     for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),
                           ("predict", cmd_predict, "predictions for a few test samples"),
                           ("generate", cmd_generate, "sample text from a language model, or images from a generator")):
