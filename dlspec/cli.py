@@ -34,7 +34,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         spec = load(path)
         unreadable |= any(d.code == codes.IO for d in spec.diagnostics)
         results.append(check(spec))
-    if args.format == "json":
+    if args.diagram:
+        from .diagram import render, to_dot
+
+        if len(results) != 1:
+            print("dlspec check: --diagram draws one spec; give one file", file=sys.stderr)
+            return 2
+        why = render(to_dot(results[0]), args.diagram)
+        if why:
+            print(f"dlspec check: {why}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.diagram}", file=sys.stderr)
+    if args.format == "dot":
+        from .diagram import to_dot
+
+        print("\n".join(to_dot(c) for c in results), end="")
+    elif args.format == "json":
         docs = [to_json(c) for c in results]
         print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2, default=str))  # (a spec holds plain values)
     else:
@@ -534,7 +549,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     c = sub.add_parser("check", help="infer shapes, params and MACs, check the train: section; report mistakes (never imports torch)")
     c.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
-    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--format", choices=("text", "json", "dot"), default="text",
+                   help="dot: the network as a Graphviz diagram (dot -Tsvg draws it)")
+    c.add_argument("--diagram", metavar="FILE", help="also draw the diagram into FILE (.svg, .png, .pdf) with Graphviz")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     c.set_defaults(func=cmd_check, command_parser=c)
     ly = sub.add_parser("layers", help="list the layer types, or one type's arguments")

@@ -1,0 +1,75 @@
+"""`dlspec check --format dot`: valid Graphviz for every spec (parsed with pydot, a pure-Python dot parser),
+one node per layer with its shape, every layer reachable from an input, and a graph spec's `from:` edges
+exactly as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dlspec
+from dlspec.diagram import to_dot
+
+pydot = pytest.importorskip("pydot")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pyparsing 3.3 on pydot's parser
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted(p for p in (ROOT / "specs").rglob("*.yaml") if "errors" not in p.parts)
+
+
+def parse(text: str) -> tuple[dict[str, str], set[tuple[str, str]]]:
+    """(node id -> label, edges) of a dot text, clusters included."""
+    (g,) = pydot.graph_from_dot_data(text)
+    nodes: dict[str, str] = {}
+    edges: set[tuple[str, str]] = set()
+
+    def walk(graph: object) -> None:
+        for n in graph.get_nodes():  # type: ignore[attr-defined]
+            if n.get_name() not in ("node", "edge", "graph"):
+                nodes[n.get_name()] = (n.get("label") or "").strip('"')
+        for e in graph.get_edges():  # type: ignore[attr-defined]
+            edges.add((e.get_source(), e.get_destination()))
+        for sub in graph.get_subgraphs():  # type: ignore[attr-defined]
+            walk(sub)
+    walk(g)
+    return nodes, edges
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: str(p.relative_to(ROOT / "specs")))
+def test_every_spec_is_a_valid_connected_diagram(path: Path) -> None:
+    checked = dlspec.check(str(path))
+    nodes, edges = parse(to_dot(checked))
+    nets = list(checked.networks.values()) or [checked]
+    leaves = [r for n in nets for r in n.all_rows() if not any(r.children.values())]
+    shapes = [label for label in nodes.values() if not label.startswith(("input", "output", "+", "cat", "merge", "×"))]
+    assert len([s for s in shapes if "\\n(N" in s or "\\n?" in s]) == len(leaves)  # a node per layer, with its shape
+    starts = [n for n, label in nodes.items() if label.startswith("input")]
+    seen, todo = set(starts), list(starts)
+    while todo:
+        a = todo.pop()
+        for x, y in edges:
+            if x == a and y not in seen:
+                seen.add(y)
+                todo.append(y)
+    assert seen == set(nodes), f"not reachable from an input: {[nodes[n] for n in set(nodes) - seen]}"
+
+
+def test_from_edges_are_the_ones_written() -> None:
+    text = ("input: [4]\nlayers:\n  - Linear: {out_features: 4}\n    name: a\n  - ReLU\n  - Linear: 4\n"
+            "  - Add: [-1, a]\n  - Linear: {out_features: 3, from: 0}\n")
+    nodes, edges = parse(to_dot(dlspec.check(dlspec.loads(text))))
+    by = {label.split("\\n")[0]: n for n, label in nodes.items()}
+    named = {k.split("  ", 1)[-1]: v for k, v in by.items()}
+    lin_a, relu, lin2, add, lin3 = (named["a: Linear(4→4)"], named["ReLU"], named["Linear(4→4)"], named["Add"],
+                                    named["Linear(4→3)"])
+    assert {(by["input"], lin_a), (lin_a, relu), (relu, lin2), (lin2, add), (lin_a, add), (lin_a, lin3)} == edges
+
+
+def test_residual_skip_is_dashed_and_merges(capsys) -> None:
+    from dlspec import cli
+
+    rc = cli.main(["check", "--format", "dot", str(ROOT / "specs" / "resnet_tiny.yaml")])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith('digraph "ResNetTiny"') and "[style=dashed]" in out and 'label="+\\n' in out
+    rc = cli.main(["check", "--diagram", "/tmp/dlspec-test.txt", str(ROOT / "specs" / "lenet.yaml")])
+    assert rc == 2 and "must end in .svg, .png or .pdf" in capsys.readouterr().err
