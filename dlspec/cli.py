@@ -506,6 +506,22 @@ def cmd_codes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .editor_schema import text
+
+    out = text()
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(out)
+        except OSError as e:
+            print(f"dlspec: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+            return 2
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -561,6 +577,9 @@ def parser() -> argparse.ArgumentParser:
     co.set_defaults(func=cmd_codes, command_parser=co)
     ds = sub.add_parser("datasets", help="list the datasets `train.data` can name")
     ds.set_defaults(func=cmd_datasets, command_parser=ds)
+    sc = sub.add_parser("schema", help="print a JSON Schema of the spec language, for editors (yaml-language-server)")
+    sc.add_argument("--output", "-o", metavar="PATH", help="write it to PATH instead of standard output")
+    sc.set_defaults(func=cmd_schema, command_parser=sc)
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $DLSPEC_DATA, else ./data)")
