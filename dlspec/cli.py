@@ -260,6 +260,17 @@ def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
     return nothing_to_resume(ckpt, cfg) if cfg is not None else None
 
 
+def run_folder(args: argparse.Namespace) -> None:
+    """A run folder given as the spec: its spec.yaml, and its checkpoint.pt unless --checkpoint says another."""
+    import os
+
+    if os.path.isdir(args.spec):
+        folder = args.spec
+        args.spec = os.path.join(folder, "spec.yaml")
+        if not getattr(args, "checkpoint", None) and os.path.isfile(os.path.join(folder, "checkpoint.pt")):
+            args.checkpoint = os.path.join(folder, "checkpoint.pt")
+
+
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     """The prepared session of eval / predict / generate with the checkpoint's weights in its model; Refused
     when the checkpoint is missing or damaged (before any data is loaded) or is another model's."""
@@ -269,6 +280,10 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     from .session import Refused, prepare
 
     opts = _options(args)
+    run_folder(args)
+    if not args.checkpoint:
+        raise Refused([], message=f"{args.spec}: give --checkpoint PATH (the weights), or the run folder instead of "
+                      "the spec", status=2)
     if not os.path.isfile(args.checkpoint):  # before loading any data
         raise Refused([], message=f"no checkpoint file {args.checkpoint}", status=2)
     try:
@@ -418,6 +433,7 @@ def _show_session(args: argparse.Namespace) -> Any:
     """The session `dlspec show` draws: the checkpoint's weights, or the spec's fresh ones (train.seed)."""
     from .session import prepare
 
+    run_folder(args)
     if args.checkpoint:
         s, _ = _session_with_checkpoint(args)
         return s
@@ -611,7 +627,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run, command_parser=r)
     w = sub.add_parser("show", help="draw what each layer makes of one input (feature maps, sequences) and "
                        "print its statistics")
-    w.add_argument("spec", metavar="SPEC")
+    w.add_argument("spec", metavar="SPEC|RUN_DIR", help="a spec, or a run folder (its spec.yaml and checkpoint.pt)")
     w.add_argument("overrides", nargs="*", metavar="PATH=VALUE")
     w.add_argument("--checkpoint", metavar="PATH", help="the weights (default: fresh ones, seeded by train.seed)")
     w.add_argument("--sample", type=int, default=0, metavar="K", help="the data set's test sample K (default 0)")
@@ -627,9 +643,10 @@ def parser() -> argparse.ArgumentParser:
                           ("predict", cmd_predict, "predictions for a few test samples"),
                           ("generate", cmd_generate, "sample text from a language model, or images from a generator")):
         q = sub.add_parser(name, help=hlp)
-        q.add_argument("spec", metavar="SPEC")
+        q.add_argument("spec", metavar="SPEC|RUN_DIR", help="a spec, or a run folder (its spec.yaml and checkpoint.pt)")
         q.add_argument("overrides", nargs="*", metavar="PATH=VALUE")
-        q.add_argument("--checkpoint", required=True, metavar="PATH")
+        q.add_argument("--checkpoint", metavar="PATH", help="the weights (required with a spec file; default for a "
+                       "run folder: its checkpoint.pt)")
         common(q)
         if name == "predict":
             q.add_argument("-n", type=_positive, default=10, help="how many test samples (default 10)")

@@ -110,3 +110,20 @@ def test_bad_inputs_get_one_line(tmp_path, capsys, monkeypatch, args, message):
             for a in args]
     rc, out, err = show(capsys, "specs/quickstart.yaml", *SMALL, *args, "--out", tmp_path / "o")
     assert rc == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_folder_stands_for_its_spec_and_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()
+    assert cli.main(["run", "specs/quickstart.yaml", *SMALL, "train.epochs=1", "--out", str(tmp_path / "runs"),
+                     "--no-progress", "--quiet"]) == 0
+    (run,) = list((tmp_path / "runs").glob("*/*"))
+    capsys.readouterr()
+    assert cli.main(["eval", str(run)]) == 0
+    by_folder = capsys.readouterr().out
+    assert cli.main(["eval", str(run / "spec.yaml"), "--checkpoint", str(run / "checkpoint.pt")]) == 0
+    assert capsys.readouterr().out == by_folder and "test (10 samples): loss" in by_folder
+    rc, out, err = show(capsys, run, "--out", tmp_path / "s")
+    assert rc == 0 and f"weights of {run / 'checkpoint.pt'}" in out
+    assert cli.main(["eval", "specs/quickstart.yaml"]) == 2
+    assert "give --checkpoint PATH (the weights), or the run folder instead" in capsys.readouterr().err
