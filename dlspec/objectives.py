@@ -223,15 +223,13 @@ def binary_threshold(resolved: dict[str, Any]) -> float | None:
     return {"BCEWithLogitsLoss": 0.0, "BCELoss": 0.5}.get(name or "")
 
 
-class Meter:
-    """Sums on the device, read once per epoch (no host sync per batch)."""
+class Sums:
+    """Named sums on the device and the count they are over: added to every batch, read once per epoch (no
+    host sync per batch), kept in a mid-epoch checkpoint.  result() is each sum's mean."""
 
-    def __init__(self, metrics: list[str], device: torch.device, threshold: float | None = None):
-        self.metrics = metrics
+    def __init__(self, names: Any, device: torch.device):
         self.device = device
-        self.threshold = threshold  # binary losses: accuracy of (out > threshold), not of an argmax
-        self.sums: dict[str, torch.Tensor] = {k: torch.zeros((), dtype=torch.float64, device=device)
-                                              for k in ("loss", *metrics)}
+        self.sums: dict[str, torch.Tensor] = {k: torch.zeros((), dtype=torch.float64, device=device) for k in names}
         self.count = 0  # samples (or steps for per-step targets)
 
     def reset(self) -> None:
@@ -239,6 +237,27 @@ class Meter:
         for t in self.sums.values():
             t.zero_()
         self.count = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def load(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for k, v in state["sums"].items():
+                self.sums[k].copy_(v)
+        self.count = int(state["count"])
+
+    def result(self) -> dict[str, float]:
+        return {k: float(v) / self.count for k, v in self.sums.items()} if self.count else {}  # one sync per epoch
+
+
+class Meter(Sums):
+    """The loss and the metrics of a run's batches."""
+
+    def __init__(self, metrics: list[str], device: torch.device, threshold: float | None = None):
+        super().__init__(("loss", *metrics), device)
+        self.metrics = metrics
+        self.threshold = threshold  # binary losses: accuracy of (out > threshold), not of an argmax
 
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         self.count += self.add_sums(loss, out, y)
@@ -265,19 +284,10 @@ class Meter:
                     if y.dim() > 1 else (out.double() - y.double()).abs().sum()
         return n
 
-    def state(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
-
-    def load(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for k, v in state["sums"].items():
-                self.sums[k].copy_(v)
-        self.count = int(state["count"])
-
     def result(self) -> dict[str, float]:
-        if not self.count:
+        vals = super().result()
+        if not vals:
             return {}
-        vals = {k: float(v) / self.count for k, v in self.sums.items()}  # one sync per epoch
         if "rmse" in vals:
             vals["rmse"] = math.sqrt(vals["rmse"])
         if "perplexity" in self.metrics:

@@ -161,44 +161,16 @@ def _g_loss(kind: str, fake: Any) -> Any:
     return F.softplus(-fake).mean()
 
 
-class GanMeter:
-    """The epoch's sums of d_loss, g_loss, d_real, d_fake (on the device, read once per epoch), with the
-    interface of objectives.Meter that the trainer and the checkpoint use."""
+def add_sums(meter: Any, n: int, d_loss: Any, g_loss: Any, real: Any, fake: Any) -> None:
+    """A batch's d_loss, g_loss, d_real and d_fake into the run's sums (objectives.Sums of METRICS)."""
+    import torch
 
-    def __init__(self, device: Any):
-        import torch
-
-        self.sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in METRICS}
-        self.count = 0
-
-    def reset(self) -> None:
-        for t in self.sums.values():
-            t.zero_()
-        self.count = 0
-
-    def add(self, n: int, d_loss: Any, g_loss: Any, real: Any, fake: Any) -> None:
-        import torch
-
-        with torch.no_grad():
-            self.sums["d_loss"] += d_loss.detach().double() * n
-            self.sums["g_loss"] += g_loss.detach().double() * n
-            self.sums["d_real"] += torch.sigmoid(real.detach().double()).sum()
-            self.sums["d_fake"] += torch.sigmoid(fake.detach().double()).sum()
-        self.count += n
-
-    def state(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
-
-    def load(self, state: dict[str, Any]) -> None:
-        import torch
-
-        with torch.no_grad():
-            for k, v in state["sums"].items():
-                self.sums[k].copy_(v)
-        self.count = int(state["count"])
-
-    def result(self) -> dict[str, float]:
-        return {k: float(v) / self.count for k, v in self.sums.items()} if self.count else {}
+    with torch.no_grad():
+        meter.sums["d_loss"] += d_loss.detach().double() * n
+        meter.sums["g_loss"] += g_loss.detach().double() * n
+        meter.sums["d_real"] += torch.sigmoid(real.detach().double()).sum()
+        meter.sums["d_fake"] += torch.sigmoid(fake.detach().double()).sum()
+    meter.count += n
 
 
 class Adversarial(Supervised):
@@ -207,9 +179,9 @@ class Adversarial(Supervised):
     why_not_graph = "the adversarial task alternates two networks and two optimizers (eager steps)"
 
     def __init__(self, tr: Any, args: dict[str, Any]):
+        from ..objectives import Sums
+
         super().__init__(tr, args)
-        if tr is None:  # (the trial step's stand-in: the adversarial task takes no trial step)
-            return
         self.g_name, self.d_name = args["generator"], args["discriminator"]
         self.G, self.D = tr.model[self.g_name], tr.model[self.d_name]
         nets = tr.s.checked.networks
@@ -218,7 +190,7 @@ class Adversarial(Supervised):
         self.opts: dict[str, Any] = {}
         self.scheds: dict[str, Any] = {}
         self.per_batch: dict[str, bool] = {}
-        self.meter = GanMeter(tr.device)
+        self.meter = Sums(METRICS, tr.device)
 
     # set-up -----------------------------------------------------------------------------------------------
     def setup(self, impl: dict[str, Any]) -> None:
@@ -273,7 +245,7 @@ class Adversarial(Supervised):
         for name, sched in self.scheds.items():
             if sched is not None and self.per_batch[name]:
                 sched.step()
-        self.meter.add(n, d_loss, g_loss, real_out, fake_out)
+        add_sums(self.meter, n, d_loss, g_loss, real_out, fake_out)
 
     def end_epoch(self) -> None:
         for name, sched in self.scheds.items():
@@ -284,16 +256,18 @@ class Adversarial(Supervised):
         """The losses on the split's real samples against generated ones from a fixed draw of noise."""
         import torch
 
+        from ..objectives import Sums
+
         gen = torch.Generator(device=self.tr.device).manual_seed(int(self.tr.s.cfg.seed) + EVAL_SEED)
-        meter = GanMeter(self.tr.device)
+        meter = Sums(METRICS, self.tr.device)
         self.tr.model.eval()
         with torch.no_grad(), self.tr.autocast():
             for i in range(0, len(split), batch_size):
                 x = split.x[i:i + batch_size].to(self.tr.device)
                 fake_out = self.D(self.G(self.noise(len(x), gen)))
                 real_out = self.D(x)
-                meter.add(len(x), _d_loss(self.loss, real_out.float(), fake_out.float()),
-                          _g_loss(self.loss, fake_out.float()), real_out, fake_out)
+                add_sums(meter, len(x), _d_loss(self.loss, real_out.float(), fake_out.float()),
+                         _g_loss(self.loss, fake_out.float()), real_out, fake_out)
         return meter.result()
 
     # pictures ---------------------------------------------------------------------------------------------
