@@ -150,12 +150,15 @@ def totals_line(checked: Checked) -> str:
     else:
         line = f"output {out} · params"
     line += f" {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
+    return line + not_counted(checked)
+
+
+def not_counted(checked: Checked) -> str:
+    """` · not counted: 2 layers with errors, ...` when the totals leave rows out, else nothing."""
     errors, unknown = checked.uncounted()
     left = [f"{n} layer{'s' if n != 1 else ''} with {what}" for n, what in
             ((errors, "errors"), (unknown, "unknown input")) if n]
-    if left:
-        line += " · not counted: " + ", ".join(left)
-    return line
+    return " · not counted: " + ", ".join(left) if left else ""
 
 
 def render_diagnostics(checked: Checked, color: bool = False) -> str:
@@ -182,12 +185,7 @@ def networks_line(checked: Checked) -> str:
     n = len(checked.networks)
     line = f"{n} network{'s' if n != 1 else ''} ({', '.join(checked.networks)}) · params {p:,} " \
         f"({p * 4 / 1e6:.2f} MB as float32) in all"
-    errors, unknown = checked.uncounted()
-    left = [f"{n} layer{'s' if n != 1 else ''} with {what}" for n, what in
-            ((errors, "errors"), (unknown, "unknown input")) if n]
-    if left:
-        line += " · not counted: " + ", ".join(left)
-    return line
+    return line + not_counted(checked)
 
 
 def render_text(checked: Checked, color: bool = False) -> str:
