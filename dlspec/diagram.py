@@ -10,8 +10,6 @@ network.  `dot -Tsvg` (Graphviz) draws it; `dlspec check --diagram FILE.svg` run
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import dims
 from .infer import Checked, Row
 from .report import describe_row
@@ -156,8 +154,3 @@ def render(dot_text: str, path: str) -> str | None:
         return f"dot failed: {(p.stderr.strip().splitlines() or ['exit status ' + str(p.returncode)])[0][:200]}"
     return None
 
-
-def summary(checked: Checked) -> dict[str, Any]:
-    """Counts for tests: nodes and edges of the diagram."""
-    text = to_dot(checked)
-    return {"nodes": text.count(" [label="), "edges": sum(1 for line in text.splitlines() if " -> " in line)}

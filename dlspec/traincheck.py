@@ -26,8 +26,9 @@ WRITABLE_SCHEDULERS = "StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, On
 
 
 def check_train(checked: Checked) -> list[Diagnostic]:
-    if checked.networks and networks_refusal(checked) is not None:
-        return check_networks_train(checked)
+    refused = networks_refusal(checked)
+    if refused is not None:  # several networks that are not an adversarial task: no train check applies
+        return [refused] if checked.spec.train is not None else []
     cfg = checked.spec.train_config
     if cfg is None:
         return []
@@ -67,14 +68,6 @@ def task_contract(checked: Checked, facts: Any, loss: str | None, cfg: Any, task
 
 
 ADVERSARIAL = "adversarial"  # the `train.task` that trains a spec of several networks (a generator, a discriminator)
-
-
-def check_networks_train(checked: Checked) -> list[Diagnostic]:
-    """The `train:` section of a spec of several networks that is not adversarial: `dlspec run` trains several
-    networks only as `train.task: adversarial` (whose checks are the task's, dlspec.tasks.adversarial), and any
-    other `train:` is refused here, before anything is loaded."""
-    refused = networks_refusal(checked)
-    return [refused] if refused is not None and checked.spec.train is not None else []
 
 
 def networks_refusal(checked: Checked) -> Diagnostic | None:
