@@ -29,6 +29,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_train import line_of, write  # noqa: E402  (the same helpers; test_faults imports them so too)
+
 import dlspec  # noqa: E402
 from dlspec import cli, memory  # noqa: E402
 from dlspec.data import DataError, load  # noqa: E402
@@ -52,16 +54,6 @@ train:
   batch_size: 8
   device: cpu
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> str:
-    p = tmp_path / name
-    p.write_text(text, encoding="utf-8")
-    return str(p)
-
-
-def line_of(text: str, needle: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
 def run_cli(capsys: Any, tmp_path: Path, *argv: str) -> tuple[int, str]:
