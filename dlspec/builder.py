@@ -46,13 +46,17 @@ def ctor_args(row: Row) -> dict[str, Any]:
     return out
 
 
-def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[str] | None = None) -> Any:
-    """The module of a layer list: an nn.Sequential (SpecModel) when each entry reads the previous one, a Graph
-    when an entry reads a named tensor (`from:`), or the spec has several inputs or outputs."""
-    from .modules import Graph, SpecModel
+Step = tuple  # (key, row, refs, pos, last, named): see layout()
 
+
+def layout(rows: list[Row], inputs: list[str] | None = None, outputs: list[str] | None = None) -> tuple[list[Any], bool]:
+    """How a layer list becomes modules: for each row its module's key (conv1, relu1, ...: the state_dict
+    names), what it reads (None: the previous output; else names and absolute entry positions, "input" for the
+    list's input), its entry position, whether it is that entry's last repetition, and the name its output gets;
+    and whether the list is a graph (an entry reads a named tensor, or several inputs or outputs).  build_list
+    and the exporters (export.py) both follow it, so the exported module has dlspec.build's names."""
     counts: dict[str, int] = {}
-    named: OrderedDict[str, Any] = OrderedDict()
+    keys: set[str] = set()
 
     def numbered(base: str, n: int) -> str:
         # a separator when the name ends in a digit: block basic16's first use is basic16_1, not basic161
@@ -68,18 +72,29 @@ def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[s
             base = prefix(row)
             counts[base] = counts.get(base, 0) + 1
             key = numbered(base, counts[base])
-        while key in named or key in _RESERVED:  # `name: forward` would hide nn.Module.forward: forward_
+        while key in keys or key in _RESERVED:  # `name: forward` would hide nn.Module.forward: forward_
             key += "_"
-        named[key] = build_row(row)
+        keys.add(key)
         refs = None
         if row.item.sources is not None and row.rep == 0:
             refs = [s if isinstance(s, str) else (pos + s if s < 0 else s) for s in row.item.sources]
             refs = ["input" if r == -1 else r for r in refs]  # one entry before the first: the list's input
-        steps.append((key, refs, pos, row.rep == row.item.repeat - 1, row.item.name))
-    graph = any(step[1] is not None for step in steps) or len(inputs or []) > 1 or bool(outputs)
+        steps.append((key, row, refs, pos, row.rep == row.item.repeat - 1, row.item.name))
+    graph = any(step[2] is not None for step in steps) or len(inputs or []) > 1 or bool(outputs)
+    return steps, graph
+
+
+def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[str] | None = None) -> Any:
+    """The module of a layer list: an nn.Sequential (SpecModel) when each entry reads the previous one, a Graph
+    when an entry reads a named tensor (`from:`), or the spec has several inputs or outputs."""
+    from .modules import Graph, SpecModel
+
+    steps, graph = layout(rows, inputs, outputs)
+    named = OrderedDict((key, build_row(row)) for key, row, *_ in steps)
     if not graph:
         return SpecModel(named)
-    return Graph(named, steps, list(inputs or ["input"]), list(outputs or []))
+    return Graph(named, [(key, refs, pos, last, name) for key, _, refs, pos, last, name in steps],
+                 list(inputs or ["input"]), list(outputs or []))
 
 
 class _Attributes:

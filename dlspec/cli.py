@@ -291,22 +291,31 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     except runs.CheckpointError as e:
         raise Refused([], message=str(e)) from None
     s = prepare(args.spec, list(args.overrides), opts, training=False)
+    _load_weights(args, ckpt, s.checked, s.model)
+    s.model.eval()
+    return s, opts
+
+
+def _load_weights(args: argparse.Namespace, ckpt: dict[str, Any], checked: Any, model: Any) -> None:
+    """The checkpoint's weights into the spec's model; Refused, naming the first difference, when they belong to
+    another model."""
+    from . import runs
+    from .session import Refused
+
     old = runs.spec_model_layers(ckpt["spec"]) if isinstance(ckpt.get("spec"), dict) else None
-    differs = runs.model_difference(old, runs.model_layers(s.checked), args.spec) if old is not None else None
+    differs = runs.model_difference(old, runs.model_layers(checked), args.spec) if old is not None else None
     if differs:  # weights of the same shapes can belong to another model (AvgPool2d and MaxPool2d, ...)
         raise Refused([], message=f"{args.checkpoint} holds another model than {args.spec}: {differs} (use the "
                       "spec.yaml of the checkpoint's run)")
-    wrong = runs.weights_difference(ckpt["model"], s.model.state_dict())
+    wrong = runs.weights_difference(ckpt["model"], model.state_dict())
     if wrong:
         raise Refused([], message=f"cannot load {args.checkpoint} into {args.spec}'s model: {wrong}")
     try:
-        s.model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"])
     except Exception as e:  # noqa: BLE001 - what the names and shapes do not show (a dtype torch refuses, ...)
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         msg = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else lines[0] if lines else type(e).__name__
         raise Refused([], message=f"cannot load {args.checkpoint} into {args.spec}'s model: {msg}") from None
-    s.model.eval()
-    return s, opts
 
 
 def _with_checkpoint(command: Any) -> Any:
@@ -504,6 +513,115 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_SIZE_MAX = 65_536  # --size T=N: the traced value of a symbolic size (an RNN export unrolls N steps)
+
+
+def _export_sizes(words: list[str]) -> dict[str, int]:
+    """--size T=100 ...: the symbolic sizes to trace with; ValueError with the reason."""
+    out = {}
+    for w in words:
+        name, sep, value = w.partition("=")
+        if not sep or not name.isidentifier() or not value.strip().isdigit():
+            raise ValueError(f"--size takes NAME=N (e.g. T=100), not {w!r}")
+        n = int(value)
+        if not 2 <= n <= EXPORT_SIZE_MAX:
+            raise ValueError(f"--size {name} must be from 2 to {EXPORT_SIZE_MAX:,}, not {n:,}")
+        out[name] = n
+    return out
+
+
+def _export_path(args: argparse.Namespace, checked: Any) -> str:
+    """--out, or NAME + the format's suffix in the current folder (NAME: the spec file's, made importable)."""
+    import re
+
+    from .export import SUFFIX
+
+    if args.out:
+        return str(args.out)
+    stem = os.path.splitext(os.path.basename(args.spec))[0]
+    if stem == "spec":  # a run folder's spec.yaml: the spec's name
+        stem = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", checked.spec.name).lower()
+    stem = re.sub(r"\W", "_", stem) or "model"
+    return ("_" + stem if stem[0].isdigit() else stem) + SUFFIX[args.to]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """dlspec export: the spec's model as plain PyTorch source, ONNX, TorchScript or an ExportedProgram, with
+    the checkpoint's weights when one is given (a run folder: its checkpoint.pt), each file checked against
+    dlspec.build's model."""
+    from . import check, export, load, runs
+    from .builder import ResourceError, build_checked
+    from .report import render_diagnostics
+    from .session import Refused
+
+    run_folder(args)
+    try:
+        sizes = _export_sizes(args.size or [])
+    except ValueError as e:
+        print(f"dlspec export: {e}", file=sys.stderr)
+        return 2
+    spec = load(args.spec)
+    checked = check(spec)
+    if not checked.ok:
+        print(render_diagnostics(checked), file=sys.stderr)
+        print(f"dlspec export: {args.spec} has errors: nothing exported", file=sys.stderr)
+        return 2 if any(d.code == codes.IO for d in spec.diagnostics) else 1
+    unknown = sorted(set(sizes) - set().union(*(export.symbol_values(n) for n in (
+        list(checked.networks.values()) or [checked]))))
+    if unknown:
+        print(f"dlspec export: --size {unknown[0]}: {args.spec}'s inputs have no symbolic size {unknown[0]}",
+              file=sys.stderr)
+        return 2
+    ckpt = None
+    if args.checkpoint:
+        if not os.path.isfile(args.checkpoint):
+            print(f"dlspec export: no checkpoint file {args.checkpoint}", file=sys.stderr)
+            return 2
+        try:
+            ckpt = runs.load_checkpoint(args.checkpoint)
+        except runs.CheckpointError as e:
+            print(f"dlspec: {e}", file=sys.stderr)
+            return 1
+    path = _export_path(args, checked)
+    weights = os.path.splitext(path)[0] + ".pt" if ckpt is not None and args.to == "python" else None
+    for p in (path, weights):
+        if p and os.path.exists(p) and not args.force:
+            print(f"dlspec export: {p} exists: give another --out, or --force to replace it", file=sys.stderr)
+            return 2
+    try:
+        model = build_checked(checked)
+        if ckpt is not None:
+            _load_weights(args, ckpt, checked, model)
+        model.eval()
+        written = export.write(checked, model, args.to, path, args.spec,
+                               model.state_dict() if ckpt is not None else None, sizes)
+    except ResourceError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except Refused as e:
+        return _refused(e)
+    except export.ExportError as e:
+        print(f"dlspec export: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"dlspec export: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    weights_of = f"the weights of {args.checkpoint}" if ckpt is not None else "fresh weights (no --checkpoint)"
+    print(f"{checked.spec.name} ({weights_of}):")
+    bad = False
+    for w in written:
+        line = f"  wrote {w.path}: {w.what}"
+        if w.difference is not None:
+            same = w.difference <= export.TOLERANCE
+            bad |= not same
+            line += (f"\n    checked: {w.note}, max |difference| from dlspec.build {w.difference:.1e}"
+                     + ("" if same else f" (more than {export.TOLERANCE:g}: this export is not faithful)"))
+        elif w.note:
+            line += f"\n    {w.note}"
+        print(line)
+    return 1 if bad else 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS
 
@@ -625,6 +743,22 @@ def parser() -> argparse.ArgumentParser:
                    "and comparison)")
     common(r)
     r.set_defaults(func=cmd_run, command_parser=r)
+    from .export import FORMATS
+
+    e = sub.add_parser("export", help="write the model as plain PyTorch source (python), ONNX, TorchScript or a "
+                       "torch.export ExportedProgram, checked against dlspec.build")
+    e.add_argument("spec", metavar="SPEC|RUN_DIR", help="a spec, or a run folder (its spec.yaml and checkpoint.pt)")
+    e.add_argument("--to", choices=FORMATS, default="python", help="the form (default python)")
+    e.add_argument("--checkpoint", metavar="PATH", help="the weights (default: a run folder's checkpoint.pt; a "
+                   "spec alone: fresh weights)")
+    e.add_argument("--out", "-o", metavar="PATH", help="the file (default: the spec's name + .py, .onnx, "
+                   ".torchscript.pt or .pt2 in the current folder)")
+    e.add_argument("--size", action="append", metavar="NAME=N", help="the value a symbolic input size is traced with "
+                   f"(e.g. T=100, once per size; from 2 to {EXPORT_SIZE_MAX:,}): where the model makes it a constant (an RNN "
+                   "unrolled by torch.export), the only value the file accepts")
+    e.add_argument("--force", action="store_true", help="replace files that exist")
+    e.set_defaults(func=cmd_export, command_parser=e)
+
     w = sub.add_parser("show", help="draw what each layer makes of one input (feature maps, sequences) and "
                        "print its statistics")
     w.add_argument("spec", metavar="SPEC|RUN_DIR", help="a spec, or a run folder (its spec.yaml and checkpoint.pt)")
