@@ -366,39 +366,94 @@ def _predict_reconstruction(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
+def _describe(out: Any, target: Any, s: Any, threshold: Any, classify: bool = True) -> tuple[str, bool | None]:
+    """A prediction as words (and, with a class target, whether it is right): the class and its probability
+    for a classifier, the values otherwise."""
+    import torch
+
+    names = s.bundle.classes
+
+    def lab(c: int) -> str:
+        return f"{c} ({names[c]})" if names and c < len(names) and names[c] != str(c) else str(c)
+
+    if s.bundle.task == "classification" and classify:
+        if threshold is not None:  # one logit (or probability) for class 1
+            p1 = out.reshape(()) if threshold == 0.5 else out.reshape(()).sigmoid()
+            p = torch.stack([1 - p1, p1])
+        else:
+            p = out.softmax(-1)
+        k = int(p.argmax())
+        text = f"predicted {lab(k)} p={float(p[k]):.3f}"
+        if target is None:
+            return text, None
+        right = k == int(target)
+        return text + f" · target {lab(int(target))} {'✓' if right else '✗'}", right
+    pv = [round(float(v), 4) for v in out.flatten()[:6]]
+    text = f"predicted {pv if len(pv) > 1 else pv[0]}"
+    if target is not None:
+        tv = [round(float(v), 4) for v in torch.as_tensor(target).float().flatten()[:6]]
+        text += f" · target {tv if len(tv) > 1 else tv[0]}"
+    return text, None
+
+
+def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
+    """predict --input: the user's images, folders, CSV rows and .npy arrays, prepared as the data set's
+    samples; a line each, and the accuracy over those whose folder or column gives the class."""
+    import torch
+
+    from .inputs import InputError, collect
+    from .objectives import binary_threshold
+
+    if s.task.name not in ("classification", "regression"):
+        print(f"dlspec predict: --input takes a classifier or a regression model; {args.spec} is task "
+              f"{s.task.name}", file=sys.stderr)
+        return 2
+    try:
+        samples = collect([p for group in args.input for p in group], s.bundle)
+    except InputError as e:
+        print(f"dlspec predict: {e}", file=sys.stderr)
+        return 2
+    threshold = binary_threshold(s.resolved)
+    right = judged = 0
+    width = min(max(len(x.source) for x in samples), 60)
+    for i in range(0, len(samples), 256):
+        chunk = samples[i:i + 256]
+        try:
+            with torch.no_grad():
+                out = s.model(torch.stack([c.x for c in chunk]).to(s.device)).float().cpu()
+        except RuntimeError as e:  # what torch refuses for these values (ids beyond the vocabulary, ...)
+            print(f"dlspec predict: the model cannot run on {chunk[0].source}: {str(e).splitlines()[0][:200]}",
+                  file=sys.stderr)
+            return 2
+        for c, o in zip(chunk, out, strict=True):
+            text, ok = _describe(o, c.target, s, threshold)
+            print(f"{c.source:<{width}}  {text}")
+            if ok is not None:
+                judged += 1
+                right += ok
+    if judged:
+        print(f"accuracy {right / judged:.4f} ({right} of {judged} inputs with a known class)")
+    return 0
+
+
 @_with_checkpoint
 def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
     import torch
 
+    if args.input:
+        return _predict_inputs(args, s)
     if s.task.name == "reconstruction":
         return _predict_reconstruction(args, s, opts)
     test = s.bundle.test
     n = min(args.n, len(test))
     with torch.no_grad():
         out = s.model(test.x[:n].to(s.device)).float().cpu()
-    names = s.bundle.classes
     from .objectives import binary_threshold
 
     threshold = binary_threshold(s.resolved)
     for i in range(n):
         y = test.y[i]
-        if s.bundle.task == "classification" and y.dim() == 0:
-            if threshold is not None:  # one logit (or probability) for class 1
-                p1 = out[i].reshape(()) if threshold == 0.5 else out[i].reshape(()).sigmoid()
-                p = torch.stack([1 - p1, p1])
-            else:
-                p = out[i].softmax(-1)
-            k = int(p.argmax())
-
-            def lab(c: int) -> str:
-                return f"{c} ({names[c]})" if names and names[c] != str(c) else str(c)
-
-            mark = "✓" if k == int(y) else "✗"
-            print(f"sample {i:>3}: predicted {lab(k)} p={float(p[k]):.3f} · target {lab(int(y))} {mark}")
-        else:
-            pv = [round(float(v), 4) for v in out[i].flatten()[:6]]
-            tv = [round(float(v), 4) for v in y.float().flatten()[:6]]
-            print(f"sample {i:>3}: predicted {pv if len(pv) > 1 else pv[0]} · target {tv if len(tv) > 1 else tv[0]}")
+        print(f"sample {i:>3}: " + _describe(out[i], y, s, threshold, classify=y.dim() == 0)[0])
     return 0
 
 
@@ -589,6 +644,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"dlspec export: {p} exists: give another --out, or --force to replace it", file=sys.stderr)
             return 2
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         model = build_checked(checked)
         if ckpt is not None:
             _load_weights(args, ckpt, checked, model)
@@ -607,7 +663,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"dlspec export: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         return 1
     weights_of = f"the weights of {args.checkpoint}" if ckpt is not None else "fresh weights (no --checkpoint)"
-    print(f"{checked.spec.name} ({weights_of}):")
+    print(f"{checked.spec.name}, {weights_of}:")
     bad = False
     for w in written:
         line = f"  wrote {w.path}: {w.what}"
@@ -774,7 +830,7 @@ def parser() -> argparse.ArgumentParser:
     common(w)
     w.set_defaults(func=cmd_show, command_parser=w)
     for name, fn, hlp in (("eval", cmd_eval, "test metrics of a checkpoint"),
-                          ("predict", cmd_predict, "predictions for a few test samples"),
+                          ("predict", cmd_predict, "predictions for a few test samples, or for your own files (--input)"),
                           ("generate", cmd_generate, "sample text from a language model, or images from a generator")):
         q = sub.add_parser(name, help=hlp)
         q.add_argument("spec", metavar="SPEC|RUN_DIR", help="a spec, or a run folder (its spec.yaml and checkpoint.pt)")
@@ -784,6 +840,9 @@ def parser() -> argparse.ArgumentParser:
         common(q)
         if name == "predict":
             q.add_argument("-n", type=_positive, default=10, help="how many test samples (default 10)")
+            q.add_argument("--input", nargs="+", action="append", metavar="PATH",
+                           help="your own inputs instead of test samples: image files, folders of them (a "
+                           "subfolder named after a class gives the target), CSV files, .npy arrays")
             q.add_argument("--image", metavar="PNG", help="reconstruction: where the picture goes (default "
                            "reconstructions.png)")
         if name == "generate":

@@ -127,14 +127,16 @@ def _torch_class(module: Any, src: _Source) -> str:
 
 
 def _call_args(cls_expr: str, module: Any, kwargs: dict[str, Any]) -> str:
-    """`Conv2d(1, 6, kernel_size=5)`: the leading required parameters positionally, the rest by name."""
+    """`Conv2d(1, 6, kernel_size=5)`: the first two required parameters positionally (a kernel size after the
+    channels by name), the rest by name."""
     try:
         params = list(inspect.signature(type(module).__init__).parameters.values())[1:]
     except (TypeError, ValueError):
         params = []
     parts, rest = [], dict(kwargs)
-    for p in params:
-        if p.kind is not p.POSITIONAL_OR_KEYWORD or p.default is not p.empty or p.name not in rest:
+    for i, p in enumerate(params[:2]):  # Linear(400, 120), Conv2d(1, 6, kernel_size=5), AvgPool2d(2, stride=2)
+        if p.kind is not p.POSITIONAL_OR_KEYWORD or p.default is not p.empty or p.name not in rest or (
+                i and p.name == "kernel_size"):
             break
         parts.append(rest.pop(p.name))
     return f"{cls_expr}(" + ", ".join([*parts, *(f"{k}={v}" for k, v in rest.items())]) + ")"
@@ -310,7 +312,7 @@ def _helper_sources(names: list[str]) -> str:
         obj = own[name]
         text = inspect.getsource(obj)
         for base in getattr(obj, "__bases__", ()):
-            if base.__name__ in own:
+            if base.__module__ == modules.__name__:
                 need(base.__name__)
         for other in own:
             if other != name and re.search(rf"\b{other}\b", text):
@@ -350,9 +352,11 @@ def python_source(checked: Checked, model: Any, source: str, weights: str | None
             + (f"Weights: {weights} beside this file (load() reads it).\n" if weights else
                "Weights: fresh (torch's initialisation); export with --checkpoint to ship trained ones.\n")
             + f'Try it: python {filename} (a random batch through the model).  In code: model = load().\n"""\n')
-    parts = [head, "from __future__ import annotations\n",
-             "from collections import OrderedDict\nfrom pathlib import Path\nfrom typing import Any\n",
-             "import torch\nfrom torch import nn\n"]
+    body = helpers + "\n".join(classes)
+    stdlib = [line for line, used in (("from collections import OrderedDict", "OrderedDict(" in body),
+                                       ("from pathlib import Path", True),
+                                       ("from typing import Any", re.search(r"\bAny\b", body) is not None)) if used]
+    parts = [head, "from __future__ import annotations\n", "\n".join(stdlib) + "\n", "import torch\nfrom torch import nn\n"]
     if helpers:
         parts.append("\n# --- from dlspec/modules.py: the modules torch.nn lacks " + "-" * 40 + "\n\n" + helpers)
     parts.append("\n" + "\n\n".join(classes))
@@ -715,7 +719,7 @@ def write_onnx(checked: Checked, model: Any, path: str, source: str,
             # through torch.export: the program says which sizes the model made constants (an RNN unrolled over
             # T steps), and the ONNX inputs then say so too, instead of accepting another T and computing garbage
             ep, _, fixed = export_program(getattr(top, name) if name else top, net, name or checked.spec.name, sizes)
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
                 warnings.simplefilter("ignore")
                 try:
                     torch.onnx.export(ep, _example(net, sizes), dest, dynamo=True, external_data=False,
@@ -728,6 +732,20 @@ def write_onnx(checked: Checked, model: Any, path: str, source: str,
             diff, note = _check_onnx(dest, built, net, fixed, sizes)
             out.append(Written(dest, f"ONNX (dynamic axes: {axes})", diff, note))
     return out
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """A logger's warnings off (torch.onnx's registry lists each torchvision operator it skips without it)."""
+    import logging
+
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _name_onnx_axes(path: str, net: Checked, fixed: set[str], sizes: dict[str, int] | None) -> str:

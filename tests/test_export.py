@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 torch = pytest.importorskip("torch")
+sys.path.insert(0, os.path.dirname(__file__))
 import dlspec  # noqa: E402
 from dlspec import cli, dims, export  # noqa: E402
 
@@ -89,6 +90,41 @@ def test_python_export_is_the_built_model(path: Path, tmp_path: Path) -> None:
         for name, net, m in networks(checked, model):
             x = fresh_input(net)
             close(m(*x), (getattr(top, name) if name else top)(*x), tol=0)
+
+
+from dlspec.registry import REGISTRY  # noqa: E402
+
+LAYER_CASES = [pytest.param(name, i, id=f"{name}-{i}") for name in sorted(REGISTRY)
+               for i in range(len(REGISTRY[name].examples))]
+
+
+@pytest.mark.parametrize("name, i", LAYER_CASES)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_every_layer_example_exports(name: str, i: int, tmp_path: Path) -> None:
+    """Each registry entry's examples (so a new layer type is covered once it has examples): the python file
+    gives dlspec.build's outputs with its weights."""
+    from conftest import spec_text
+
+    entry = REGISTRY[name]
+    ex = entry.examples[i]
+    layer: dict[str, Any] = {name: ex.args}
+    if entry.arity != 1:
+        layer["from"] = ["input", "input"]
+    checked = dlspec.check(dlspec.loads(spec_text([layer], ex.input, ex.dtype)))
+    if not checked.ok or (entry.torch_min and not hasattr(torch.nn, name) and not entry.structural):
+        pytest.skip("not buildable with this torch")
+    torch.manual_seed(0)
+    model = dlspec.build(checked).eval()
+    out = tmp_path / "layer.py"
+    out.write_text(export.python_source(checked, model, "layer", None), encoding="utf-8")
+    top = getattr(export.load_python(str(out)), export.class_name(checked.spec.name))()
+    top.load_state_dict(model.state_dict())
+    top.eval()
+    x = export.example_inputs(checked, batch=3, seed=3)
+    if ex.dtype == "long":
+        x = (torch.randint(0, ex.args.get("num_embeddings", 2), x[0].shape),)
+    with torch.no_grad():
+        close(model(*x), top(*x), tol=0)
 
 
 def _forward_shapes(text: str) -> tuple[str, list[tuple[int, str]]]:
