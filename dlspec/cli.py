@@ -600,6 +600,17 @@ def _export_path(args: argparse.Namespace, checked: Any) -> str:
     return ("_" + stem if stem[0].isdigit() else stem) + SUFFIX[args.to]
 
 
+def _magnitude(d: float) -> str:
+    """0, or the power of ten above a difference (< 1e-06): what float reordering gives differs by machine."""
+    import math
+
+    if d == 0:
+        return "0"
+    if not math.isfinite(d):
+        return "inf (the outputs differ in shape)"
+    return f"< 1e{math.floor(math.log10(d)) + 1:+03d}"
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """dlspec export: the spec's model as plain PyTorch source, ONNX, TorchScript or an ExportedProgram, with
     the checkpoint's weights when one is given (a run folder: its checkpoint.pt), each file checked against
@@ -645,6 +656,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             return 2
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        import torch
+
+        cfg = checked.spec.train_config
+        torch.manual_seed(int(getattr(cfg, "seed", 0) or 0))  # fresh weights as `dlspec run` draws them
         model = build_checked(checked)
         if ckpt is not None:
             _load_weights(args, ckpt, checked, model)
@@ -662,7 +677,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"dlspec export: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         return 1
-    weights_of = f"the weights of {args.checkpoint}" if ckpt is not None else "fresh weights (no --checkpoint)"
+    weights_of = f"the weights of {args.checkpoint}" if ckpt is not None else "fresh weights (train.seed; no --checkpoint)"
     print(f"{checked.spec.name}, {weights_of}:")
     bad = False
     for w in written:
@@ -670,7 +685,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if w.difference is not None:
             same = w.difference <= export.TOLERANCE
             bad |= not same
-            line += (f"\n    checked: {w.note}, max |difference| from dlspec.build {w.difference:.1e}"
+            line += (f"\n    checked: {w.note}, max |difference| from dlspec.build {_magnitude(w.difference)}"
                      + ("" if same else f" (more than {export.TOLERANCE:g}: this export is not faithful)"))
         elif w.note:
             line += f"\n    {w.note}"

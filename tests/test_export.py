@@ -256,7 +256,7 @@ def test_a_trained_run_exports_with_its_weights(tmp_path: Path, capsys: Any, mon
     (folder,) = list((tmp_path / "runs").glob("*/*"))
     rc, out, err = run(capsys, folder, "--out", tmp_path / "qs.py")
     assert rc == 0, err
-    assert "wrote" in out and "max |difference| from dlspec.build 0.0e+00" in out
+    assert "wrote" in out and "max |difference| from dlspec.build 0\n" in out
     assert (tmp_path / "qs.pt").is_file()
     from dlspec.session import Options, prepare
 
