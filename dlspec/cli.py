@@ -35,16 +35,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         unreadable |= any(d.code == codes.IO for d in spec.diagnostics)
         results.append(check(spec))
     if args.diagram:
-        from .diagram import render, to_dot
+        from .diagram import render
 
         if len(results) != 1:
             print("dlspec check: --diagram draws one spec; give one file", file=sys.stderr)
             return 2
-        why = render(to_dot(results[0]), args.diagram)
+        why, how = render(results[0], args.diagram)
         if why:
             print(f"dlspec check: {why}", file=sys.stderr)
             return 2
-        print(f"wrote {args.diagram}", file=sys.stderr)
+        print(f"wrote {args.diagram} ({how})", file=sys.stderr)
     if args.format == "dot":
         from .diagram import to_dot
 
@@ -54,7 +54,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2, default=str))  # (a spec holds plain values)
     else:
         color = _color(args.color)
-        print("\n\n".join(render_text(c, color) for c in results))
+        print("\n\n".join(render_text(c, color, args.depth) for c in results))
     if unreadable:
         return 2
     return 1 if any(not c.ok for c in results) else 0
@@ -774,6 +774,8 @@ def parser() -> argparse.ArgumentParser:
                    help="dot: the network as a Graphviz diagram (dot -Tsvg draws it)")
     c.add_argument("--diagram", metavar="FILE", help="also draw the diagram into FILE (.svg, .png, .pdf) with Graphviz")
     c.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    c.add_argument("--depth", type=_bounded(0, 1000, "--depth"), metavar="N",
+                   help="the table's nested rows down to N levels (0: the top-level entries only; default: all)")
     c.set_defaults(func=cmd_check, command_parser=c)
     ly = sub.add_parser("layers", help="list the layer types, or one type's arguments")
     ly.add_argument("name", nargs="?")

@@ -27,19 +27,32 @@ def _shape(row: Row) -> str:
 
 
 class _Writer:
+    """Writes the dot text, and keeps the same graph as data (nodes, edges, clusters) for draw_matplotlib."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.count = 0
+        self.nodes: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # id -> (label, shape, enclosing clusters)
+        self.edges: list[tuple[str, str, bool]] = []  # (from, to, dashed)
+        self.clusters: dict[str, str] = {}  # id -> label
+        self.stack: list[str] = []  # the clusters being written
+        self.lines_text = ""
 
     def node(self, label: str, indent: str, **attrs: str) -> str:
         self.count += 1
         nid = f"n{self.count}"
         extra = "".join(f", {k}={_quote(v) if k != 'style' else v}" for k, v in attrs.items())
         self.lines.append(f"{indent}{nid} [label={_quote(label)}{extra}];")
+        self.nodes[nid] = (label, attrs.get("shape", "box"), tuple(self.stack))
         return nid
 
     def edge(self, a: str, b: str, indent: str, dashed: bool = False) -> None:
         self.lines.append(f"{indent}{a} -> {b}" + (" [style=dashed]" if dashed else "") + ";")
+        self.edges.append((a, b, dashed))
+
+    def open(self, cluster: str, label: str) -> None:
+        self.clusters[cluster] = label
+        self.stack.append(cluster)
 
     def network(self, checked: Checked, indent: str) -> None:
         spec = checked.spec
@@ -89,6 +102,7 @@ class _Writer:
         self.lines.append(f"{indent}subgraph {cluster} {{")
         inner = indent + "  "
         self.lines.append(f"{inner}label={_quote((f'{idx}  ' if idx else '') + describe_row(row))}; style=rounded;")
+        self.open(cluster, (f"{idx}  " if idx else "") + describe_row(row))
         branches: list[list[Row]] = []
         for v in row.children.values():
             if v and isinstance(v[0], list):
@@ -113,11 +127,16 @@ class _Writer:
         else:
             out = ends[-1] if ends else self.node(f"{describe_row(row)}\n{_shape(row)}", inner, shape="box")
         self.lines.append(f"{indent}}}")
+        self.stack.pop()
         return out
 
 
 def to_dot(checked: Checked) -> str:
     """The Graphviz (dot) text of a checked spec."""
+    return _write(checked).lines_text
+
+
+def _write(checked: Checked) -> _Writer:
     w = _Writer()
     name = checked.spec.name or "spec"
     w.lines += [f"digraph {_quote(name)} {{", "  rankdir=TB;", f"  label={_quote(name)}; labelloc=t;",
@@ -126,31 +145,145 @@ def to_dot(checked: Checked) -> str:
         for net_name, net in checked.networks.items():
             w.count += 1
             w.lines += [f"  subgraph cluster_{w.count} {{", f"    label={_quote('network ' + net_name)}; style=dashed;"]
+            w.open(f"cluster_{w.count}", f"network {net_name}")
             w.network(net, "    ")
             w.lines.append("  }")
+            w.stack.pop()
     else:
         w.network(checked, "  ")
     w.lines.append("}")
-    return "\n".join(w.lines) + "\n"
+    w.lines_text = "\n".join(w.lines) + "\n"
+    return w
 
 
-def render(dot_text: str, path: str) -> str | None:
-    """Draw dot_text into path (.svg, .png or .pdf) with Graphviz's `dot`; None, or why it could not."""
+def render(checked: Checked, path: str) -> tuple[str | None, str]:
+    """Draw the diagram into path (.svg, .png or .pdf): with Graphviz's `dot` when it is installed, else with
+    matplotlib (a simpler layered layout).  (why it could not, or None; what drew it)."""
     import shutil
     import subprocess
 
     fmt = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     if fmt not in ("svg", "png", "pdf"):
-        return f"--diagram {path}: the file must end in .svg, .png or .pdf (or use --format dot for the text)"
+        return f"--diagram {path}: the file must end in .svg, .png or .pdf (or use --format dot for the text)", ""
+    w = _write(checked)
     exe = shutil.which("dot")
     if exe is None:
-        return ("Graphviz's `dot` is not installed, so no picture: install Graphviz (apt install graphviz, brew "
-                "install graphviz, conda install graphviz) or paste `dlspec check --format dot` into an online viewer")
+        try:
+            draw_matplotlib(w, path, checked.spec.name or "spec")
+        except ImportError:
+            return ("no picture: it needs Graphviz's `dot` (apt install graphviz, brew install graphviz, conda install "
+                    "graphviz) or matplotlib (pip install 'dlspec[plot]')"), ""
+        except OSError as e:
+            return f"cannot write {path}: {e.strerror or e}", ""
+        return None, ("drawn with matplotlib: Graphviz's `dot` is not installed (apt install graphviz, brew install "
+                      "graphviz, conda install graphviz) and lays it out better")
     try:
-        p = subprocess.run([exe, f"-T{fmt}", "-o", path], input=dot_text, text=True, capture_output=True, timeout=60)
+        p = subprocess.run([exe, f"-T{fmt}", "-o", path], input=w.lines_text, text=True, capture_output=True,
+                           timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"dot failed: {e}"
+        return f"dot failed: {e}", ""
     if p.returncode != 0:
-        return f"dot failed: {(p.stderr.strip().splitlines() or ['exit status ' + str(p.returncode)])[0][:200]}"
-    return None
+        return f"dot failed: {(p.stderr.strip().splitlines() or ['exit status ' + str(p.returncode)])[0][:200]}", ""
+    return None, "drawn with Graphviz"
 
+
+def layers_of(w: _Writer) -> dict[str, int]:
+    """Each node's layer: the longest path to it from an input (the nodes are written in a topological order)."""
+    into: dict[str, list[str]] = {n: [] for n in w.nodes}
+    for a, b, _ in w.edges:
+        into[b].append(a)
+    depth: dict[str, int] = {}
+    for n in w.nodes:
+        depth[n] = 1 + max((depth[a] for a in into[n] if a in depth), default=-1)
+    return depth
+
+
+def draw_matplotlib(w: _Writer, path: str, title: str) -> None:
+    """The diagram without Graphviz: a node per row in layers from the top (its longest path from an input),
+    side by side within a layer; clusters as shaded boxes around their nodes, labelled along their left side;
+    an edge that passes over other layers goes round them (an identity skip, dashed, on the right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    depth = layers_of(w)
+    rows: dict[int, list[str]] = {}
+    for n in w.nodes:
+        rows.setdefault(depth[n], []).append(n)
+    col_w, row_h, box_w, box_h, merge_w = 3.0, 0.72, 2.6, 0.44, 1.5
+    into: dict[str, list[str]] = {n: [] for n in w.nodes}
+    for a, b, dashed in w.edges:
+        if not dashed:
+            into[b].append(a)
+    pos: dict[str, tuple[float, float]] = {}
+    for d in sorted(rows):  # each node under its inputs (their mean), pushed apart where a layer is crowded
+        want = {n: sum(pos[a][0] for a in into[n]) / len(into[n]) if into[n] else 0.0 for n in rows[d]}
+        order = sorted(rows[d], key=lambda n: want[n])
+        xs_: list[float] = []
+        for n in order:
+            xs_.append(want[n] if not xs_ else max(want[n], xs_[-1] + col_w))
+        shift = sum(x - want[n] for x, n in zip(xs_, order, strict=True)) / len(order)
+        for x, n in zip(xs_, order, strict=True):
+            pos[n] = (x - shift, -d * row_h)
+
+    def half(n: str) -> float:
+        return (merge_w if w.nodes[n][1] == "circle" else box_w) / 2
+
+    levels = {c: 0 for c in w.clusters}
+    for _, _, stack in w.nodes.values():
+        for k, c in enumerate(stack):
+            levels[c] = max(levels[c], len(stack) - k)
+    xs = [x for x, _ in pos.values()]
+    margin = 0.3 + 0.25 * max(levels.values(), default=0)
+    x_min, x_max = min(xs) - box_w / 2 - margin - 0.3, max(xs) + box_w / 2 + margin + 0.3
+    height = (max(rows) + 1) * row_h + 0.6
+    fig, ax = plt.subplots(figsize=(max(4.0, x_max - x_min), max(2.0, height)))
+    ax.set_xlim(x_min, x_max)
+    ax.set_ylim(-height + 0.3, row_h / 2)
+    ax.axis("off")
+    ax.set_title(title, fontsize=11)
+    for c in sorted(w.clusters, key=lambda c: -levels[c]):  # outermost first: inner ones are drawn over them
+        members = [n for n, (_, _, stack) in w.nodes.items() if c in stack]
+        if not members:
+            continue
+        hx, vy = 0.12 + 0.25 * levels[c], 0.03 + 0.06 * levels[c]
+        x0 = min(pos[n][0] - half(n) for n in members) - hx
+        x1 = max(pos[n][0] + half(n) for n in members) + hx
+        y0 = min(pos[n][1] for n in members) - box_h / 2 - vy
+        y1 = max(pos[n][1] for n in members) + box_h / 2 + vy
+        ax.add_patch(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, boxstyle="round,pad=0,rounding_size=0.08",
+                                    facecolor="#eef2f8" if levels[c] % 2 else "#f7f9fc", edgecolor="#8a9bb0",
+                                    linewidth=0.8, zorder=1))
+        ax.text(x0 + 0.1, y1 - 0.06, w.clusters[c], ha="left", va="top", rotation=90, fontsize=6, color="#4a5a70",
+                zorder=2)
+    arrow = {"arrowstyle": "-|>", "color": "#555555", "lw": 0.8, "shrinkA": 0, "shrinkB": 0}
+    for a, b, dashed in w.edges:
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        between = [n for n in w.nodes if depth[a] < depth[n] < depth[b]]
+        blocked = [n for n in between if abs(pos[n][0] - xa) < box_w or abs(pos[n][0] - xb) < box_w]
+        ls = "--" if dashed else "-"
+        if not blocked:
+            ax.annotate("", xy=(xb, yb + box_h / 2), xytext=(xa, ya - box_h / 2), zorder=3,
+                        arrowprops={**arrow, "linestyle": ls})
+            continue
+        # round the layers in between, on the source's side (an identity skip on the right, a skip from the
+        # middle on the left)
+        side = 1 if dashed or xa > xb + 0.01 else -1
+        edge_x = (max if side > 0 else min)(pos[n][0] + side * half(n) for n in [a, b, *blocked])
+        xr = edge_x + side * 0.2
+        ax.plot([xa + side * half(a), xr, xr], [ya, ya, yb], color="#555555", lw=0.8, linestyle=ls, zorder=3)
+        ax.annotate("", xy=(xb + side * half(b), yb), xytext=(xr, yb), zorder=3,
+                    arrowprops={**arrow, "linestyle": ls})
+    for n, (label, shape, _) in w.nodes.items():
+        x, y = pos[n]
+        merge = shape == "circle"
+        text = label.replace("\n", "  ") if merge else label
+        ax.add_patch(FancyBboxPatch((x - half(n), y - box_h / 2), 2 * half(n), box_h,
+                                    boxstyle=f"round,pad=0,rounding_size={0.2 if shape in ('ellipse', 'circle') else 0.05}",
+                                    facecolor="#fff8e6" if merge else "white", edgecolor="#333333", linewidth=0.9,
+                                    zorder=4))
+        ax.text(x, y, text, ha="center", va="center", fontsize=6.5, zorder=5)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)

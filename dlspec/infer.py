@@ -36,6 +36,7 @@ class Row:
     # None when not counted: the layer has an error, or its input is unknown (the table leaves it blank); a
     # container (Residual, Concat, a block) counts the layers it holds, also when it fails to merge them
     params: int | None = 0
+    buffers: int = 0  # values of untrained state (BatchNorm's running statistics), nested rows' included
     macs: Dim | None = 0
     children: dict[str, Any] = field(default_factory=dict)  # arg -> list[Row] | list[list[Row]]
     rep: int = 0
@@ -96,6 +97,11 @@ class Checked:
     def params(self) -> int:
         """The sum of the counted rows (the numbers the table shows; of every network); see uncounted()."""
         return sum(r.params for r in self.rows if r.params is not None) + sum(n.params for n in self.networks.values())
+
+    @property
+    def buffers(self) -> int:
+        """Values of untrained state (BatchNorm's running statistics) in all the rows (of every network)."""
+        return sum(r.buffers for r in self.rows) + sum(n.buffers for n in self.networks.values())
 
     @property
     def macs(self) -> Dim:
@@ -583,6 +589,13 @@ class Checker:
             if not isinstance(own_p, int):
                 own_p = own_m = None  # (MACs may be `?`: the parameters do not depend on the unknown sizes)
         kids = [r for v in row.children.values() for k in v for r in (k if isinstance(k, list) else [k])]
+        own_b = 0
+        if own_p is not None:
+            try:
+                own_b = int(entry.buffers(row.args))
+            except (TypeError, KeyError, ValueError):
+                own_b = 0
+        row.buffers = own_b + sum(r.buffers for r in kids)
         counted = [r for r in kids if r.params is not None]
         if counted:
             row.params = (own_p or 0) + sum(r.params for r in counted if r.params is not None)

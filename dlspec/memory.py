@@ -212,6 +212,31 @@ def _elements(shape: Any, symbols: dict[str, int]) -> int | None:
     return n
 
 
+def saved_values(row: Any) -> Any:
+    """The values per sample training keeps of one layer for the backward pass: its output's, or what its
+    registry entry says (a recurrent layer's gates of every step); a size or a symbolic expression."""
+    if row.entry.saved is not None and row.input is not None and row.output is not None:
+        return row.entry.saved(row.args, row.input.shape, row.output.shape)
+    return dims.product(row.output.shape) if row.output is not None else dims.UNKNOWN
+
+
+def activation_values(checked: Any) -> tuple[Any, Any]:
+    """(values training keeps per sample, the inference peak per sample: the largest layer input plus output)
+    of a spec of one network, as sizes or symbolic expressions (the peak, a maximum, is None when symbolic)."""
+    from .infer import sum_dims
+
+    leaves = [r for r in checked.all_rows() if not r.children and r.output is not None]
+    train = sum_dims([saved_values(r) for r in leaves])
+    pairs = []
+    for r in leaves:
+        ins = r.inputs or ([r.input] if r.input is not None else [])
+        pair = [dims.product(t.shape) for t in ins] + [dims.product(r.output.shape)]
+        if not all(isinstance(v, int) for v in pair):
+            return train, None
+        pairs.append(sum(int(v) for v in pair))
+    return train, max(pairs, default=0)
+
+
 def estimate(checked: Any, batch_size: int | None = None, eval_batch_size: int | None = None,
              optimizer: tuple[str, dict[str, Any]] | None = None, symbols: dict[str, int] | None = None,
              precision: str = "fp32", trial: bool = True) -> Estimate:
@@ -235,11 +260,12 @@ def estimate(checked: Any, batch_size: int | None = None, eval_batch_size: int |
         if r.output is None:
             continue
         n = _elements(r.output.shape, symbols)
-        if n is None:
+        kept = _elements((saved_values(r),), symbols) if r.entry.saved is not None else n
+        if n is None or kept is None:
             unknown.append(r.type)
             continue
         b = n * (8 if r.output.dtype == "long" else act)
-        per_sample += b
+        per_sample += kept * (8 if r.output.dtype == "long" else act)
         largest_bytes = max(largest_bytes, b)
         outputs.append((r, b))
     # where the activations become large: the first layer whose output is at least half the largest one

@@ -248,6 +248,12 @@ class LayerType:
     infer: Callable[..., TT]
     family: str = "misc"
     params: Callable[[dict[str, Any]], int] = lambda a: 0
+    # values of the state that is not trained (BatchNorm's running mean, variance and batch count): in the
+    # state dict and the checkpoint, not in the parameter count
+    buffers: Callable[[dict[str, Any]], int] = lambda a: 0
+    # values per sample that training keeps for the backward pass, when more than the output (None: the
+    # output's): a recurrent layer keeps each step's gates (memory.estimate, the table's activation line)
+    saved: Callable[[dict[str, Any], Shape, Shape], Dim] | None = None
     macs: Callable[[dict[str, Any], Shape, Shape], Dim] = lambda a, x, y: 0
     build: Callable[..., Any] | None = None  # (args, children_modules) -> nn.Module; None: torch.nn.<name>
     label: Callable[[dict[str, Any]], str] | None = None  # short label for arithmetic notes ('conv3')

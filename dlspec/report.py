@@ -78,7 +78,9 @@ def is_graph(checked: Checked) -> bool:
     return any(r.item.sources is not None for r in checked.all_rows()) or len(checked.spec.inputs) > 1
 
 
-def table_rows(checked: Checked) -> list[list[str]]:
+def table_rows(checked: Checked, depth: int | None = None) -> list[list[str]]:
+    """The table's cells: the inputs, then every row, nested ones (labelled, indented) down to `depth` levels
+    below the top (None: all; 0: the top-level entries only, their counts including what they hold)."""
     out: list[list[str]] = []
     spec = checked.spec
     graph = is_graph(checked)
@@ -103,6 +105,8 @@ def table_rows(checked: Checked) -> list[list[str]]:
         # nested lists are labelled (`body:`, `shortcut:`, `branch 0:`, ...) unless there is only one kind of
         # them, as in a block or a Sequential; a stand-in's torch layers are in its own line already
         labelled = len(row.entry.children) > 1
+        if depth is not None and row.depth >= depth:
+            return
         for arg, v in ({} if row.item.stand_in and not row.item.block else row.children).items():
             if v and isinstance(v[0], list):
                 for i, branch in enumerate(v):
@@ -122,9 +126,9 @@ def table_rows(checked: Checked) -> list[list[str]]:
     return out
 
 
-def render_table(checked: Checked) -> str:
+def render_table(checked: Checked, depth: int | None = None) -> str:
     head = ["#", "layer", "output", "map", "params", "MACs"] + (["reads"] if is_graph(checked) else [])
-    rows = table_rows(checked)
+    rows = table_rows(checked, depth)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     right = {0, 4, 5}
 
@@ -149,8 +153,30 @@ def totals_line(checked: Checked) -> str:
         line = f"outputs {out} · params"
     else:
         line = f"output {out} · params"
-    line += f" {p:,} ({mb:.2f} MB as float32) · MACs {m} per sample"
+    line += f" {p:,} ({mb:.2f} MB as float32)"
+    if checked.buffers:  # state in the state dict that the optimizer does not train
+        line += f" · non-trainable {checked.buffers:,} (BatchNorm running statistics)"
+    line += f" · MACs {m} per sample"
     return line + not_counted(checked)
+
+
+def memory_line(checked: Checked) -> str | None:
+    """The activation memory of one sample as float32: for training, what autograd keeps for the backward
+    pass (every layer's output; a recurrent layer's gates of every step), and for inference the largest layer
+    input plus output (what must exist at once).  None when a layer has an error; with symbolic input sizes,
+    the training values as an expression."""
+    from .memory import activation_values, fmt_bytes
+
+    if not checked.rows or any(r.output is None for r in checked.all_rows()):
+        return None
+    train, peak = activation_values(checked)
+    if not isinstance(train, int):
+        if train == dims.UNKNOWN:
+            return None
+        return (f"activations per sample: {train} values to train (what autograd keeps for the backward pass; "
+                "4 bytes each as float32)")
+    return (f"activations per sample: {fmt_bytes(4 * train)} to train (what autograd keeps for the backward "
+            f"pass), {fmt_bytes(4 * (peak or 0))} for inference (the largest layer input plus output)")
 
 
 def not_counted(checked: Checked) -> str:
@@ -188,18 +214,25 @@ def networks_line(checked: Checked) -> str:
     return line + not_counted(checked)
 
 
-def render_text(checked: Checked, color: bool = False) -> str:
+def _totals(checked: Checked) -> str:
+    mem = memory_line(checked)
+    return totals_line(checked) + (f"\n{mem}" if mem else "")
+
+
+def render_text(checked: Checked, color: bool = False, depth: int | None = None) -> str:
+    """The text `dlspec check` prints: the table (nested rows down to `depth` levels; None: all), the totals,
+    the diagnostics."""
     spec = checked.spec
     title = f"{spec.path}: {spec.name}"
     parts = [title]
     if checked.rows or spec.input is not None:
-        parts.append(render_table(checked))
-        parts.append(totals_line(checked))
+        parts.append(render_table(checked, depth))
+        parts.append(_totals(checked))
     for name, net in checked.networks.items():  # one table per network, titled with its name
         parts.append(f"network {name}")
         if net.rows or net.spec.input is not None:
-            parts.append(render_table(net))
-            parts.append(totals_line(net))
+            parts.append(render_table(net, depth))
+            parts.append(_totals(net))
     if checked.networks:
         parts.append(networks_line(checked))
     if checked.diagnostics:
@@ -224,6 +257,7 @@ def _row_json(row: Row) -> dict[str, Any]:
         "type": row.type,
         "output_shape": _json_shape(row.output.shape) if row.output else None,
         "params": row.params,
+        "buffers": row.buffers,
         "macs": row.macs,
         "args": {k: _json_value(v) for k, v in row.args.items()},
     }
@@ -243,9 +277,22 @@ def _network_json(checked: Checked) -> dict[str, Any]:
         "input": _json_shape(spec.input.shape) if spec.input else None,
         "output": _json_shape(checked.output.shape) if checked.output else None,
         "params": checked.params,
+        "buffers": checked.buffers,
         "macs": checked.macs,
+        "activation_values": _activation_json(checked),
         "layers": [_row_json(r) for r in checked.rows],
     }
+
+
+def _activation_json(checked: Checked) -> dict[str, Any] | None:
+    """{"train": values, "inference": values} of one sample's activations (memory_line; values, not bytes: an
+    expression string for symbolic sizes, inference null then); None when a layer has an error."""
+    from .memory import activation_values
+
+    if not checked.rows or any(r.output is None for r in checked.all_rows()):
+        return None
+    train, peak = activation_values(checked)
+    return {"train": train, "inference": peak}
 
 
 def to_json(checked: Checked) -> dict[str, Any]:

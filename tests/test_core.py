@@ -415,8 +415,8 @@ def test_rows_with_errors_have_no_counts_and_containers_sum_their_layers():
     assert c.params == 128
     from dlspec.report import totals_line
 
-    assert totals_line(c) == ("output (N, 64, 28, 28) · params 128 (0.00 MB as float32) · MACs 0 per sample · "
-                              "not counted: 1 layer with errors")
+    assert totals_line(c) == ("output (N, 64, 28, 28) · params 128 (0.00 MB as float32) · non-trainable 129 "
+                              "(BatchNorm running statistics) · MACs 0 per sample · not counted: 1 layer with errors")
     c = chk("""\
         input: [16, 32, 32]
         layers:

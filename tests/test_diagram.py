@@ -73,3 +73,25 @@ def test_residual_skip_is_dashed_and_merges(capsys) -> None:
     assert rc == 0 and out.startswith('digraph "ResNetTiny"') and "[style=dashed]" in out and 'label="+\\n' in out
     rc = cli.main(["check", "--diagram", "/tmp/dlspec-test.txt", str(ROOT / "specs" / "lenet.yaml")])
     assert rc == 2 and "must end in .svg, .png or .pdf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "inception_tiny", "zoo/unet", "dcgan"])
+def test_without_graphviz_matplotlib_draws_the_same_graph(name: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    """No `dot` on the PATH: --diagram still writes the picture, of the graph the dot text describes (the same
+    nodes and edges, parsed back from it), every edge pointing down the page."""
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    from dlspec import cli, diagram
+
+    monkeypatch.setattr(shutil, "which", lambda exe: None)
+    path = ROOT / "specs" / f"{name}.yaml"
+    out = tmp_path / "d.png"
+    assert cli.main(["check", "--diagram", str(out), str(path)]) == 0
+    assert "drawn with matplotlib" in capsys.readouterr().err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    w = diagram._write(dlspec.check(str(path)))
+    nodes, edges = parse(w.lines_text)
+    assert set(w.nodes) == set(nodes) and {(a, b) for a, b, _ in w.edges} == edges
+    layer = diagram.layers_of(w)
+    assert all(layer[a] < layer[b] for a, b in edges)

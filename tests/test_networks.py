@@ -410,9 +410,12 @@ def test_cli_check_prints_a_table_per_network(capsys: pytest.CaptureFixture[str]
     assert parts[1] == "network generator" and parts[4] == "network discriminator"
     assert parts[2].splitlines()[0].split() == ["#", "layer", "output", "map", "params", "MACs"]
     assert "0  Linear(100→6272)" in parts[2] and "8  Tanh" in parts[2]
-    assert parts[3] == "output (N, 1, 28, 28) · params 759,680 (3.04 MB as float32) · MACs 7.25 M per sample"
+    assert parts[3].splitlines()[0] == ("output (N, 1, 28, 28) · params 759,680 (3.04 MB as float32) · non-trainable "
+                                        "386 (BatchNorm running statistics) · MACs 7.25 M per sample")
+    assert parts[3].splitlines()[1].startswith("activations per sample: ")
     assert "6  Linear(6272→1)" in parts[5]
-    assert parts[6] == "output (N, 1) · params 138,625 (0.55 MB as float32) · MACs 6.63 M per sample"
+    assert parts[6].splitlines()[0] == ("output (N, 1) · params 138,625 (0.55 MB as float32) · non-trainable 257 "
+                                        "(BatchNorm running statistics) · MACs 6.63 M per sample")
     assert parts[7] == "2 networks (generator, discriminator) · params 898,305 (3.59 MB as float32) in all"
     assert parts[8] == "specs/dcgan.yaml: ok\n"
     checked = dlspec.check(str(DCGAN))

@@ -82,6 +82,7 @@ def test_example_matches_torch(name: str, i: int) -> None:
 
     assert tuple(y.shape) == (BATCH,) + tuple(row.output.shape), f"{name} {ex.args} on {ex.input}"
     assert sum(p.numel() for p in model.parameters()) == row.params == checked.params
+    assert sum(b.numel() for b in model.buffers()) == row.buffers == checked.buffers  # BatchNorm's statistics
     if name in MAC_CHECKED:
         assert flops.get_total_flops() / 2 / BATCH == row.macs
     if name == "TransformerEncoderLayer":

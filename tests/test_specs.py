@@ -138,6 +138,7 @@ def test_spec_builds_and_runs(path: Path) -> None:
     built = dlspec.build(checked)
     assert isinstance(built, torch.nn.Module)
     assert sum(p.numel() for p in built.parameters()) == checked.params
+    assert sum(b.numel() for b in built.buffers()) == checked.buffers  # non-trainable: BatchNorm's statistics
     built.eval()
     models = [built[name] for name in checked.networks] if checked.networks else [built]
     assert isinstance(built, torch.nn.ModuleDict) == bool(checked.networks)

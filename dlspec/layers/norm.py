@@ -46,6 +46,11 @@ def batchnorm(ranks: tuple[int, ...], what: str) -> Any:
     return infer
 
 
+def _running(a: dict[str, Any]) -> int:
+    """The running mean and variance, one value per feature each, and the count of batches seen."""
+    return 2 * a["num_features"] + 1 if a["track_running_stats"] else 0
+
+
 _BN_ARGS = {"num_features": Arg(Int(1), inferred=True), "eps": Arg(Float(0.0, open_min=True), 1e-5),
             "momentum": Arg(Optional_(Float(0.0, 1.0)), 0.1), "affine": Arg(Bool(), True),
             "track_running_stats": Arg(Bool(), True)}
@@ -62,7 +67,7 @@ for _name, _ranks, _what, _ex in _BN_TYPES:
         keras=(KerasName("BatchNormalization", ranks=_ranks),),
         errors=[ErrorExample({"num_features": _ex[0][0] + 1}, _ex[0], codes.SHAPE_MISMATCH),
                 ErrorExample({"num_features": 4}, (4,) + (5,) * max(_ranks), codes.RANK)], infer=batchnorm(_ranks, _what),
-        params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "bn",
+        params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "bn", buffers=_running,
         examples=[Example({}, e) for e in _ex] + [Example({"affine": False, "momentum": None}, _ex[0])],
     ))
 
@@ -99,7 +104,7 @@ for _n in (1, 2, 3):
     register(LayerType(
         name=f"InstanceNorm{_n}d", family="norm", prefix="inorm", keeps_channels=True,
         errors=[ErrorExample({"num_features": 4, "affine": True}, (3,) + (5,) * _n, codes.SHAPE_MISMATCH)], args=dict(_IN_ARGS), infer=instancenorm(_n),
-        params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "in",
+        params=lambda a: 2 * a["num_features"] if a["affine"] else 0, label=lambda a: "in", buffers=_running,
         examples=[Example({}, (3,) + (6,) * _n), Example({"affine": True}, (2,) + (5,) * _n)],
     ))
 
