@@ -8,9 +8,10 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from . import codes
+from . import codes, dims
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "off")  # --compile MODE
 _STARTED = time.perf_counter()  # the command's start, for summary.json's timings (after Python's own start-up)
@@ -493,17 +494,91 @@ def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
-def _show_session(args: argparse.Namespace) -> Any:
-    """The session `dlspec show` draws: the checkpoint's weights, or the spec's fresh ones (train.seed)."""
-    from .session import prepare
+@dataclass
+class _Shown:
+    """What `dlspec show` runs: a network's model and checked spec, its data set (None: the spec has no
+    `train:` section, or the network does not read the data's samples) and device."""
+
+    model: Any
+    checked: Any
+    bundle: Any
+    device: Any
+    name: str  # the spec's name, with the network's for one of several
+
+
+def _show_target(args: argparse.Namespace) -> _Shown | int:
+    """The model `dlspec show` draws: the checkpoint's weights, or fresh ones (train.seed); a session with its
+    data set when the spec has a `train:` section, else the spec alone (inputs: --npy, --image or random)."""
+    import torch
+
+    from . import check, load, runs
+    from .builder import ResourceError, build_checked
+    from .report import render_diagnostics
+    from .session import Refused, prepare
 
     run_folder(args)
-    if args.checkpoint:
-        s, _ = _session_with_checkpoint(args)
-        return s
-    s = prepare(args.spec, list(args.overrides), _options(args), training=False)
-    s.model.eval()
-    return s
+    spec = load(args.spec)
+    args.spec_has_data = spec.train is not None
+    if spec.train is not None:
+        if args.checkpoint:
+            sess, _ = _session_with_checkpoint(args)
+        else:
+            sess = prepare(args.spec, list(args.overrides), _options(args), training=False)
+        model, checked, bundle, device = sess.model, sess.checked, sess.bundle, sess.device
+    else:
+        checked = check(spec)
+        if not checked.ok:
+            print(render_diagnostics(checked), file=sys.stderr)
+            return 2 if any(d.code == codes.IO for d in spec.diagnostics) else 1
+        torch.manual_seed(0)
+        try:
+            model = build_checked(checked)
+        except ResourceError as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        if args.checkpoint:
+            if not os.path.isfile(args.checkpoint):
+                raise Refused([], message=f"no checkpoint file {args.checkpoint}", status=2)
+            try:
+                ckpt = runs.load_checkpoint(args.checkpoint)
+            except runs.CheckpointError as e:
+                raise Refused([], message=str(e)) from None
+            _load_weights(args, ckpt, checked, model)
+        bundle, device = None, torch.device("cpu")
+    model.eval()
+    name = checked.spec.name
+    if checked.networks:
+        if args.network not in checked.networks:
+            names = ", ".join(checked.networks)
+            print(f"dlspec show: {args.spec} has several networks: give --network NAME ({names})"
+                  if args.network is None else f"dlspec show: no network {args.network!r} in {args.spec}: {names}",
+                  file=sys.stderr)
+            return 2
+        checked, model, name = checked.networks[args.network], model[args.network], f"{name} · {args.network}"
+    elif args.network:
+        print(f"dlspec show: {args.spec} has one network; --network is for a spec of several", file=sys.stderr)
+        return 2
+    if len(checked.spec.inputs) > 1:
+        print(f"dlspec show: {name} reads {len(checked.spec.inputs)} inputs; show runs a network of one",
+              file=sys.stderr)
+        return 2
+    if bundle is not None and not _reads_samples(bundle, checked.spec.input):
+        bundle = None  # a GAN's generator reads noise, not the data's images
+    return _Shown(model, checked, bundle, device, name)
+
+
+def _reads_samples(bundle: Any, inp: Any) -> bool:
+    """Whether a network's input is the data set's samples (its fixed sizes equal, its symbolic ones any)."""
+    shape = tuple(bundle.sample_shape)
+    return inp is not None and len(shape) == len(inp.shape) and all(
+        not isinstance(d, int) or d == s for d, s in zip(inp.shape, shape, strict=True))
+
+
+def _random_sample(checked: Any) -> Any:
+    """A random input of the network's shape (seeded: the same each time), symbolic sizes at export's values."""
+    from .export import example_inputs
+
+    return example_inputs(checked, batch=1, seed=0)[0][0]
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -511,30 +586,38 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .session import Refused
 
     try:
-        s = _show_session(args)
+        target = _show_target(args)
     except Refused as e:
         return _refused(e)
-    if s.checked.networks:
-        print(f"dlspec show: {args.spec} has several networks; show draws a spec of one", file=sys.stderr)
-        return 2
-    b = s.bundle
+    if isinstance(target, int):
+        return target
+    b = target.bundle
+    from .export import symbol_values
+
+    shape = tuple(b.sample_shape) if b is not None else tuple(
+        dims.evaluate(d, symbol_values(target.checked)) for d in target.checked.spec.input.shape)
+    dtype = b.x_dtype if b is not None else target.checked.spec.input.dtype
     try:
         if args.npy:
-            x = show.load_npy(args.npy, b.sample_shape, b.x_dtype)
+            x = show.load_npy(args.npy, shape, dtype)
             source = args.npy
         elif args.image:
-            norm = b.info.get("normalize") if isinstance(b.info.get("normalize"), dict) else {}
-            x = show.load_image(args.image, b.sample_shape, float(b.info.get("scale") or 255),
-                                norm.get("mean"), norm.get("std"))
+            info: dict[str, Any] = b.info if b is not None else {}
+            norm: dict[str, Any] = info["normalize"] if isinstance(info.get("normalize"), dict) else {}
+            x = show.load_image(args.image, shape, float(info.get("scale") or 255), norm.get("mean"), norm.get("std"))
             source = args.image
+        elif b is None:
+            x = _random_sample(target.checked)
+            source = "a random input " + dims.fmt_shape(tuple(x.shape), batch=False) + (
+                "" if args.spec_has_data else " (the spec has no data set: --npy or --image give one)")
         else:
             if not 0 <= args.sample < len(b.test):
                 raise show.ShowError(f"--sample must be from 0 to {len(b.test) - 1} (the test split's samples)")
             x = b.test.x[args.sample]
             label = b.test.y[args.sample]
             source = f"{b.name} test sample {args.sample}" + (f" (label {int(label)})" if label.dim() == 0 else "")
-        outs = show.run_layers(s.model, x.unsqueeze(0).to(s.device))
-        chosen = show.pick(outs, s.model, args.layers)
+        outs = show.run_layers(target.model, x.unsqueeze(0).to(target.device))
+        chosen = show.pick(outs, target.model, args.layers)
     except show.ShowError as e:
         print(f"dlspec show: {e}", file=sys.stderr)
         return 2
@@ -542,20 +625,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"dlspec show: the model cannot run on {args.npy or args.image}: {str(e).splitlines()[0][:200]}",
               file=sys.stderr)
         return 2
-    print(f"{s.checked.spec.name} on {source}" + (f", weights of {args.checkpoint}" if args.checkpoint else
+    s = target
+    print(f"{s.name} on {source}" + (f", weights of {args.checkpoint}" if args.checkpoint else
                                                    ", fresh weights (no --checkpoint)"))
     print("\n".join(show.stats_table(outs)))
-    out_dir = args.out or os.path.join("show", s.checked.spec.name)
+    out_dir = args.out or os.path.join("show", s.name.replace(" · ", "_"))
     try:
         os.makedirs(out_dir, exist_ok=True)
         written = []
         for o in chosen:
             path = os.path.join(out_dir, f"{o.index:02d}_{o.name}.png")
-            what = show.draw(o, path, f"{s.checked.spec.name} · layer {o.index} {o.name} ({o.kind}) · {source}")
+            what = show.draw(o, path, f"{s.name} · layer {o.index} {o.name} ({o.kind}) · {source}")
             written.append(f"  {path}: {what}")
         if args.weights:
             path = os.path.join(out_dir, "kernels.png")
-            drawn = show.draw_kernels(s.model, path, f"{s.checked.spec.name} · first Conv2d's kernels")
+            drawn = show.draw_kernels(s.model, path, f"{s.name} · first Conv2d's kernels")
             written.append(f"  {path}: {drawn}" if drawn else "  (no Conv2d: no kernels to draw)")
     except ImportError:
         print("dlspec show: the pictures need matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
@@ -843,6 +927,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--layers", metavar="LIST", help="indices or names, comma-separated, or `all` (default: every "
                    "convolution, pooling and recurrent layer)")
     w.add_argument("--weights", action="store_true", help="also draw the first convolution's kernels")
+    w.add_argument("--network", metavar="NAME", help="a spec of several networks (a GAN): the one to draw")
     w.add_argument("--out", metavar="DIR", help="where the pictures go (default show/NAME)")
     common(w)
     w.set_defaults(func=cmd_show, command_parser=w)

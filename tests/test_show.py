@@ -127,3 +127,45 @@ def test_a_run_folder_stands_for_its_spec_and_checkpoint(tmp_path, capsys, monke
     assert rc == 0 and f"weights of {run / 'checkpoint.pt'}" in out
     assert cli.main(["eval", "specs/quickstart.yaml"]) == 2
     assert "give --checkpoint PATH (the weights), or the run folder instead" in capsys.readouterr().err
+
+
+def test_a_spec_without_data_runs_on_an_array_or_a_random_input(tmp_path, capsys, monkeypatch):
+    """No `train:` section (specs/resnet_tiny.yaml): --npy's array, or a seeded random input, through fresh
+    weights (seed 0); the statistics are the built layers' applied by hand to the same array."""
+    import numpy as np
+
+    import dlspec
+
+    monkeypatch.chdir(REPO)
+    x = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(5))
+    np.save(tmp_path / "x.npy", x.numpy())
+    rc, out, err = show(capsys, "specs/resnet_tiny.yaml", "--npy", tmp_path / "x.npy", "--out", tmp_path / "o")
+    assert rc == 0, err
+    torch.manual_seed(0)
+    model = dlspec.build("specs/resnet_tiny.yaml").eval()
+    want, h = [], x.unsqueeze(0)
+    with torch.no_grad():
+        for name, layer in model.named_children():
+            h = layer(h)
+            v = h[0].double()
+            want.append((name, float(v.mean()), float(v.std(unbiased=False)), float((v == 0).double().mean())))
+    got = rows(out)
+    assert [g[0] for g in got] == [w[0] for w in want]
+    for g, w in zip(got, want, strict=True):  # printed to 4 decimals, the zeros as a percentage to 1
+        assert g[1:3] == pytest.approx(w[1:3], abs=6e-5) and g[3] == pytest.approx(w[3], abs=5.1e-4)
+    rc, out, err = show(capsys, "specs/resnet_tiny.yaml", "--out", tmp_path / "r")
+    assert rc == 0 and "on a random input (3, 32, 32) (the spec has no data set" in out
+
+
+def test_a_gan_shows_the_network_asked_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    rc, _, err = show(capsys, "specs/dcgan.yaml", "train.data.name=shapes", "--out", tmp_path / "o")
+    assert rc == 2 and "give --network NAME (generator, discriminator)" in err
+    rc, out, err = show(capsys, "specs/dcgan.yaml", "--network", "generator", "train.data.name=shapes",
+                        "--out", tmp_path / "g")
+    assert rc == 0, err
+    assert "DCGAN · generator on a random input (100,)" in out  # it reads noise, not the data's images
+    rc, out, err = show(capsys, "specs/dcgan.yaml", "--network", "discriminator", "train.data.name=shapes",
+                        "--out", tmp_path / "d")
+    assert rc == 0, err
+    assert "DCGAN · discriminator on shapes test sample 0" in out
