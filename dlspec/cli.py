@@ -142,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .session import Refused, prepare
     from .train import run
 
+    if getattr(args, "nproc", None):
+        return _launch(args)
     opts = _options(args)
     overrides = list(args.overrides)
     spec_path = args.spec
@@ -160,6 +162,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"dlspec: --out {opts.out}: {why}", file=sys.stderr)
             return 2
         s = prepare(spec_path, overrides, opts)
+        if s.world is not None and not s.world.main:  # rank 0 writes the run folder; the others train
+            from .distributed import leave
+
+            try:
+                return run(s, opts, "", spec_path)
+            finally:
+                leave()
         try:
             run_dir = runs.new_run_dir(opts.out, s.checked.spec.name)
             lock = runs.lock_run_dir(run_dir)  # a new folder: a lock others see while this run writes it
@@ -182,9 +191,81 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             for w in s.warnings:
                 print(render(w, doc=s.doc) + "\n", file=sys.stderr)
-            return run(s, opts, run_dir, spec_path)
+            try:
+                return run(s, opts, run_dir, spec_path)
+            finally:
+                from .distributed import leave
+
+                leave()
     except Refused as e:
         return _refused(e)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """dlspec run --nproc K: the same command in K processes, started by torch's own launcher (torchrun, as
+    `python -m torch.distributed.run --standalone --nproc-per-node K -m dlspec run ...`); its exit status."""
+
+    if os.environ.get("WORLD_SIZE"):
+        print("dlspec run: --nproc inside torchrun: leave it out (torchrun already started the processes)",
+              file=sys.stderr)
+        return 2
+    words, skip = [], False
+    for w in args.argv:
+        if skip:
+            skip = False
+        elif w == "--nproc":
+            skip = True
+        elif not w.startswith("--nproc="):
+            words.append(w)
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env and args.threads is None:  # the cores shared out between the processes
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
+    problem = _world_refusal(args)
+    if problem:
+        print(f"dlspec run: {problem}", file=sys.stderr)
+        return 2
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    os.environ.update(env)
+    launch = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "--module", "dlspec",
+                                           *words])
+    try:
+        torchrun(launch)
+    except ChildFailedError as e:  # each process said why on its own; here, which one failed first
+        rank, failure = e.get_first_failure()
+        code = int(failure.exitcode)
+        how = f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"
+        print(f"dlspec run: process {rank} of {args.nproc} {how}; torchrun stopped the others", file=sys.stderr)
+        return code if 0 < code < 256 else 1
+    except KeyboardInterrupt:  # torchrun passed the signal on; its processes saved and stopped
+        return 130
+    except SignalException as e:  # (the same, as torchrun's agent reports Ctrl-C, SIGTERM, SIGHUP)
+        return 128 + int(e.sigval)
+    return 0
+
+
+def _world_refusal(args: argparse.Namespace) -> str | None:
+    """What K processes cannot run, found before they start: a batch size that does not divide among them
+    (anything else wrong with the spec each process reports as one process would)."""
+    from .schema import parse_spec
+    from .session import Refused, load_document
+
+    if not args.spec or not os.path.isfile(args.spec):
+        return None
+    try:
+        doc = load_document(args.spec, list(args.overrides))
+    except Refused:
+        return None
+    if doc.data is None:
+        return None
+    bs = getattr(parse_spec(doc).train_config, "batch_size", None)
+    if isinstance(bs, int) and bs % args.nproc:
+        return (f"train.batch_size {bs} is not divisible by --nproc {args.nproc}: give a multiple of {args.nproc} "
+                "(each process takes an equal part of every batch)")
+    return None
 
 
 def _reason(e: OSError) -> str:
@@ -203,8 +284,11 @@ def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, override
     if not os.path.isfile(ckpt_path):
         print(f"dlspec: no checkpoint.pt in {args.resume}", file=sys.stderr)
         return 2
+    from .distributed import from_env, leave
+
+    main = from_env().main  # of several processes, rank 0 locks the folder and writes into it
     try:
-        lock = runs.lock_run_dir(args.resume)
+        lock: Any = runs.lock_run_dir(args.resume) if main else _Unlocked()
     except runs.RunInUse as e:
         print(f"dlspec: {e}", file=sys.stderr)
         return 1
@@ -242,13 +326,25 @@ def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, override
             finish_only = True  # trained to the end, but writing summary.json failed: finish that
         opts.epochs = opts.device = None  # already applied
         s = prepare(src, [], opts, doc=doc)
-        if runs.plain(doc.data) != ckpt.get("spec"):  # e.g. more epochs: spec.yaml says what now runs
+        if runs.plain(doc.data) != ckpt.get("spec") and main:  # e.g. more epochs: spec.yaml says what now runs
             try:
                 runs.write_spec(args.resume, doc.data, src, s.overrides)
             except runs.WriteError as e:
                 print(f"dlspec: {e}; not resumed, {args.resume} is as it was", file=sys.stderr)
                 return 1
-        return run(s, opts, args.resume, src, resume=ckpt, finish_only=finish_only)
+        try:
+            return run(s, opts, args.resume, src, resume=ckpt, finish_only=finish_only)
+        finally:
+            leave()
+
+
+class _Unlocked(contextlib.AbstractContextManager):
+    """The run folder's lock for the processes other than rank 0 (which holds the real one)."""
+
+    note = None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
 
 def _nothing_to_resume(ckpt: dict[str, Any], doc: Any) -> str | None:
@@ -887,6 +983,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", default="runs", help="runs folder (default: runs)")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--nproc", type=_bounded(1, 1024, "a number of processes"), metavar="K",
+                   help="train in K processes on this machine (torchrun, DistributedDataParallel; gloo on the CPU, "
+                   "one GPU each with CUDA): the same results as one process with the same batch_size")
     f = r.add_argument_group("speed (each overrides the train: option of the same name; see README, Training fast)")
     f.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"),
                    help="bf16/fp16 autocast (fp16: CUDA only); auto: bf16 where the CPU has it natively")
@@ -1011,6 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help(sys.stderr)
         return 2
     _take_overrides(args, extras)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         rc: Any = args.func(args)
     except KeyboardInterrupt as e:  # a second Ctrl-C (or SIGTERM, SIGHUP) while a run stops: 128 + the signal

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import runs
+from . import distributed, runs
 from .trainspec import TRAIN_ARGS, TrainConfig
 
 if TYPE_CHECKING:
@@ -77,17 +77,20 @@ def final_metrics(tr: Trainer, run_dir: str, restoring: bool, say: Any) -> tuple
     test = tr.s.bundle.test
     best, path = tr.best, os.path.join(run_dir, "best.pt")
     if restoring and best is not None:
-        try:
-            saved = runs.load_checkpoint(path)
-            if "epoch" in saved and int(saved["epoch"]) != int(best["epoch"]):  # a resume chose another best
-                raise runs.CheckpointError(path, f"holds epoch {saved['epoch']}, not the best epoch {best['epoch']}")
-            tr.model.load_state_dict(saved["model"])
-        except Exception as e:  # noqa: BLE001 - deleted, damaged, or a run folder from before best.pt
-            why = "there is none" if not os.path.exists(path) else \
-                f"it {e.reason}" if isinstance(e, runs.CheckpointError) else f"{type(e).__name__}: {str(e).strip()[:200]}"
-            say(f"note: cannot restore the best epoch's weights from {path} ({why}); the final numbers are the "
-                "last epoch's")
-        else:
+        restored = False
+        if tr.world.main:  # rank 0 reads best.pt; the others get its weights from it
+            try:
+                saved = runs.load_checkpoint(path)
+                if "epoch" in saved and int(saved["epoch"]) != int(best["epoch"]):  # a resume chose another best
+                    raise runs.CheckpointError(path, f"holds epoch {saved['epoch']}, not the best epoch {best['epoch']}")
+                tr.model.load_state_dict(saved["model"])
+                restored = True
+            except Exception as e:  # noqa: BLE001 - deleted, damaged, or a run folder from before best.pt
+                why = "there is none" if not os.path.exists(path) else \
+                    f"it {e.reason}" if isinstance(e, runs.CheckpointError) else f"{type(e).__name__}: {str(e).strip()[:200]}"
+                say(f"note: cannot restore the best epoch's weights from {path} ({why}); the final numbers are the "
+                    "last epoch's")
+        if distributed.share_from_main(tr.model, restored, tr.world, tr.device):
             final = {f"test_{k}": v for k, v in tr.evaluate(test).items()}
             return final, int(best["epoch"]), f"best epoch {best['epoch']} ({best['metric']} {best['value']:.4f})"
     last = tr.history[-1] if tr.history else {}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import codes, tasks
+from . import codes, distributed, tasks
 from . import overrides as ov
 from .contract import DataFacts, check_metrics
 from .data import DATASETS, Bundle, DataError, Split, data_root
@@ -75,6 +75,7 @@ class Session:
     warnings: list[Diagnostic] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     prepare_s: float = 0.0  # reading, checking, loading the data, building: everything before the Trainer
+    world: Any = None  # distributed.World: this process's rank among torchrun's (None: one process)
 
 
 # --- preparing a run ---------------------------------------------------------------------------------
@@ -91,6 +92,22 @@ def load_document(path: str, items: list[str]) -> Document:
             raise Refused([d], doc, status=2) from None
         doc.overrides = list(items)
     return doc
+
+
+def _world_problems(world: Any, cfg: Any, device: Any) -> list[Diagnostic]:
+    """What several processes cannot run: the same on every rank (each checks its own copy of the spec)."""
+    d = []
+    if cfg.batch_size % world.size:
+        d.append(error(codes.TRAIN, f"batch_size {cfg.batch_size} is not divisible by the {world.size} processes",
+                       ("train", "batch_size"), help=f"a multiple of {world.size}: each process takes an equal part "
+                       "of every batch"))
+    if device is not None and device.type == "cuda":
+        n = torch.cuda.device_count()
+        if world.local_rank >= n:
+            d.append(error(codes.DEVICE, f"process {world.rank} (local rank {world.local_rank}) has no GPU: this "
+                           f"machine has {n}", ("train", "device"),
+                           help=f"--nproc-per-node {n} at most on this machine (one GPU per process)"))
+    return d
 
 
 def pick_device(doc: Document, wanted: str) -> tuple[torch.device | None, list[Diagnostic]]:
@@ -155,6 +172,12 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
         raise Refused(checked.diagnostics, doc)
     warnings = [d for d in checked.diagnostics if d.severity == "warning"]
     device, d = pick_device(doc, cfg.device)
+    world = distributed.from_env()
+    if world.distributed and training:
+        d += _world_problems(world, cfg, device)
+        if device is not None and device.type == "cuda" and not d:  # one GPU per process: LOCAL_RANK's
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
     if cfg.precision == "fp16" and device is not None and device.type != "cuda":
         d.append(error(codes.PRECISION, f"precision fp16 needs a CUDA device (this run is on {device.type})",
                        ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
@@ -209,7 +232,14 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
     init_weights(model, cfg.init)
     s = Session(doc=doc, checked=checked, cfg=cfg, bundle=bundle, model=model.to(device), device=device,  # type: ignore[arg-type]
                 resolved=resolved, symbols=symbols, warnings=warnings, task=task, task_args=task_args,
-                overrides=items if not doc.overrides else list(doc.overrides))
+                overrides=items if not doc.overrides else list(doc.overrides),
+                world=world if training else distributed.World())
+    if world.distributed and training:
+        if task.resolve is not None:  # its own optimizers: its networks take their own steps (a GAN)
+            raise Refused(warnings + [error(codes.TRAIN, f"several processes do not train the {task.name} task yet "
+                                            "(its networks take their own steps)", ("train",),
+                                            help="run it in one process")], doc)
+        distributed.join(world, device)
     if cfg.val_split:
         split_validation(s)
     n = len(s.bundle.train)

@@ -66,17 +66,25 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     except runs.WriteError as e:
         print(f"dlspec: {e}; {_kept(run_dir)}", file=sys.stderr)
         return 1
+    except (RuntimeError, OSError) as e:  # a collective that failed: another process of the run is gone
+        world = s.world
+        if world is None or not world.distributed:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        print(f"dlspec: process {world.rank} of {world.size}: lost the other processes ({first}); stopping"
+              + (f"; {_kept(run_dir, 'continue')}" if world.main else ""), file=sys.stderr)
+        return 1
 
 
-def _kept(run_dir: str) -> str:
-    """What a run folder keeps after a failed write, and how to go on: one phrase."""
+def _kept(run_dir: str, then: str = "free space and continue") -> str:
+    """What a run folder keeps after a failed write (or a lost process), and how to go on: one phrase."""
     path = os.path.join(run_dir, "checkpoint.pt")
     try:
         st = runs.load_checkpoint(path)
     except Exception:  # noqa: BLE001 - none yet (the first epoch's failed), or unreadable
         return f"no checkpoint was saved in {run_dir}, so the run cannot be resumed"
     where = f"epoch {int(st['epoch'])}" + (f", batch {int(st['batch'])}" if st.get("batch") else "")
-    return f"{run_dir} keeps the checkpoint of {where}; free space and continue with: dlspec run --resume {run_dir}"
+    return f"{run_dir} keeps the checkpoint of {where}; {then} with: dlspec run --resume {run_dir}"
 
 
 def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None,
@@ -87,14 +95,16 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     if resume is not None:
         tr.load(resume)
     log = runs.MetricsLog(run_dir, tr.history)
-    if resume is not None:
+    if resume is not None and tr.world.main:
         log.write()  # metrics.csv says what the checkpoint holds (with checkpoint_every > 1 it ran ahead)
-        if not finish_only:  # summary.json is a finished run's; this one goes on
+        if not finish_only and tr.world.main:  # summary.json is a finished run's; this one goes on
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run_dir, "summary.json"))
 
+    main = tr.world.main  # rank 0 alone prints and writes (all of them, with one process)
+
     def say(*a: Any) -> None:
-        if opts.quiet:
+        if opts.quiet or not main:
             return
         try:
             print(*a, flush=True)
@@ -133,8 +143,9 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         if tr.stop_requested:
             raise Aborted(signum)
         tr.stop_requested, tr.stop_signal = True, signum
-        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
-            print("\n" + _stop_message(signum), file=sys.stderr, flush=True)
+        if main:  # (every process of several gets the signal; one says so)
+            with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+                print("\n" + _stop_message(signum), file=sys.stderr, flush=True)
 
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
     base = tr.clock  # the run's time before this command (zero for a new run)
@@ -144,7 +155,9 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
 
     def save(epoch_s: float = 0.0, epoch_samples: int = 0) -> None:
         tr.clock = Clock(base.run_s + time.perf_counter() - t_start, base.train_s + train_time, epoch_s, epoch_samples)
-        runs.atomic_save(tr.state(), checkpoint)
+        state = tr.state()  # on every rank: it adds up the ranks' sums
+        if main:
+            runs.atomic_save(state, checkpoint)
 
     def stop_with_checkpoint(where: str, epoch_s: float = 0.0, epoch_samples: int = 0) -> int:
         save(epoch_s, epoch_samples)
@@ -160,7 +173,8 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             ep = tr.epoch
             if tr.stop_requested:  # a signal while evaluating or saving: stop before the next epoch starts
                 return stop_with_checkpoint(f"after epoch {ep}")
-            bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch)
+            bar = _progress(opts, tr.steps_per_epoch, f"epoch {ep + 1}/{cfg.epochs}", initial=tr.batch) if main \
+                else None
             t0 = time.perf_counter()
             start_batch = tr.batch
             finished = tr.train_epoch(bar)
@@ -176,7 +190,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             if not finished:
                 return stop_with_checkpoint(f"at epoch {ep + 1}, batch {tr.batch}", spent, trained)
             row: dict[str, Any] = {"epoch": ep + 1}
-            row.update({f"train_{k}": v for k, v in tr.meter.result().items()})
+            row.update({f"train_{k}": v for k, v in tr.totals(tr.meter).items()})
             last = tr.epoch == cfg.epochs
             plateau = tr.sched is not None and not tr.sched_per_batch and type(tr.sched).__name__ == "ReduceLROnPlateau"
             evaluate = (ep + 1) % cfg.eval_every == 0 or last
@@ -197,17 +211,20 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             tr.task.end_epoch()  # a task's own schedulers
             tr.history.append(row)
             say(epoch_line(row, cfg.epochs))
-            for line in tr.task.after_epoch(run_dir, ep + 1, last):  # pictures, generated text
+            for line in (tr.task.after_epoch(run_dir, ep + 1, last) if main else []):  # pictures, generated text
                 say(line)
             improved, tr.stopped_early = early_stop(tr, row, cfg)
             # best.pt, then checkpoint.pt, then metrics.csv: a write that fails (a full disk) leaves
             # metrics.csv with the rows of the checkpoint before, and best.pt at most ahead of it by
             # weights a resume computes again bit for bit
-            if improved:
+            if improved and main:
                 save_best(tr, run_dir)
             if (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early:
                 save()
-            log.add(row)
+            if main:
+                log.add(row)
+            else:
+                log.rows.append(row)
             if tr.stopped_early:
                 say(f"early stopping: {watched} has not improved for {tr.bad_evals} evaluation(s)")
                 break
@@ -215,6 +232,8 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         for n, handler in old.items():
             signal.signal(n, handler)
     final, final_epoch, final_from = final_metrics(tr, run_dir, restoring, say)
+    if not main:
+        return 0
     note = runs.plot_curves(run_dir, tr.history, name=s.checked.spec.name,
                             best=tr.best if cfg.early_stopping else None)
     if note:
@@ -231,7 +250,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                        if opts.started is not None else {})},
         "device": str(s.device),
         "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
-        "threads": torch.get_num_threads(), "threads_requested": opts.threads,
+        "threads": torch.get_num_threads(), "threads_requested": opts.threads, "processes": tr.world.size,
         "precision": tr.plan.precision, "path": tr.plan.name, "plan": tr.plan.as_dict(), "params": sum(p.numel() for p in tr.model.parameters()),
         "data": {"name": b.name, "train": len(b.train), "val": len(s.val) if s.val is not None else 0,
                  "test": len(b.test), **b.info},

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed, runs
 from . import graphs as graph_engine
 from . import plan as fast_path
-from . import runs
 from .contract import CLASS_LOSSES, default_metrics
 from .data import Split
 from .data.base import float_bytes
@@ -123,7 +123,8 @@ class Trainer:
             b.test = Split(b.test.x.to(self.device), b.test.y.to(self.device))
             if s.val is not None:
                 s.val = Split(s.val.x.to(self.device), s.val.y.to(self.device))
-        self.say: Any = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, flush=True))
+        self.world = s.world if s.world is not None else distributed.World()
+        self.say: Any = (lambda *a: None) if opts.quiet or not self.world.main else (lambda *a: print(*a, flush=True))
         sched = s.resolved.get("scheduler")
         _, _, opt_kw = s.resolved["optimizer"]
         self.plan = fast_path.plan(cfg, self.device, self.model, s.resolved["optimizer"][0] if training else None,
@@ -131,6 +132,14 @@ class Trainer:
                                len(s.bundle.sample_shape), opt_kw)
         # the optimizer implementation this run chose (not the spec's): re-applied after loading a checkpoint,
         # and left out of the checkpoint, which keeps the spec's own values
+        if self.world.distributed:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            off = [w for w, on in (("cuda graph", self.plan.graph), ("compile", self.plan.compile)) if on]
+            self.plan.graph = self.plan.tensor_lr = False
+            self.plan.compile = None
+            self.plan.why = [w for w in self.plan.why if not w.startswith(("cuda graph", "compile"))]
+            self.plan.why.append(f"ddp: {self.world.size} processes ({backend}), DistributedDataParallel"
+                                 + (f"; {' and '.join(off)} off with several processes" if off else ""))
         if self.plan.graph and not self.task.graph_ok:
             self.plan.graph = self.plan.tensor_lr = False
             self.plan.why.append(f"cuda graph: off, {self.task.why_not_graph}")
@@ -156,6 +165,11 @@ class Trainer:
         self.forward: Any = self.model
         if self.plan.compile:
             self.forward = torch.compile(self.model, mode=self.plan.compile)
+        if self.world.distributed:  # the replica whose backward averages the gradients over the ranks
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
         self._compiled_ok = False
         self.graphs = graph_engine.Graphs(self) if self.plan.graph else None
         self._eval_meters: dict[int, Meter] = {}
@@ -189,7 +203,7 @@ class Trainer:
             "scheduler": self._portable_scheduler_state(),
             "epoch": self.epoch,
             "batch": self.batch,
-            "meter": self.meter.state() if self.batch else None,
+            "meter": self._meter_state() if self.batch else None,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "spec_hash": runs.spec_hash(self.s.doc.data),
@@ -202,6 +216,16 @@ class Trainer:
         }
         if self.scaler is not None:
             st["scaler"] = self.scaler.state_dict()
+        return st
+
+    def _meter_state(self) -> dict[str, Any]:
+        """The epoch's sums so far, over every rank (a checkpoint is the same whatever the number of processes)."""
+        st = self.meter.state()
+        if self.world.distributed and not self.own_step:
+            sums = {k: v.to(self.device) for k, v in st["sums"].items()}
+            distributed.add_up(list(sums.values()), self.world)
+            st = {"sums": {k: v.cpu() for k, v in sums.items()},
+                  "count": distributed.add_counts(st["count"], self.world, self.device)}
         return st
 
     def _portable_optimizer_state(self) -> dict[str, Any]:
@@ -241,7 +265,7 @@ class Trainer:
         if self.sched is not None and st.get("scheduler") is not None:
             self.sched.load_state_dict(st["scheduler"])
         self.epoch, self.batch = int(st["epoch"]), int(st["batch"])
-        if st.get("meter"):
+        if st.get("meter") and self.world.main:  # the sums of every rank: rank 0 carries them, the others add theirs
             self.meter.load(st["meter"])
         torch.set_rng_state(st["rng"]["torch"])
         if st["rng"].get("cuda") and torch.cuda.is_available():
@@ -278,15 +302,24 @@ class Trainer:
                     self.sched.step()
                     graphs.after_schedule()
             else:
+                share = 1.0
+                if self.world.distributed:  # this rank's part of the global batch, weighted by its size
+                    n = len(idx)
+                    mine = idx[distributed.part(n, self.world)]
+                    # a last batch smaller than the world: a rank without a sample still steps (DDP needs every
+                    # rank's backward), on one sample weighted 0
+                    idx, share = (mine, len(mine) * self.world.size / n) if len(mine) else (idx[:1], 0.0)
                 x, y = data.x[idx], data.y[idx]
                 if not self.on_device:
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                self.task.step(x, y) if self.own_step else self.step(x, y)
+                self.task.step(x, y) if self.own_step else self.step(x, y, share)
                 if graphs is not None and not graphs.started and not graphs.failed:
                     graphs.start()  # the first step ran eagerly and made the optimizer's state
             self.batch = b + 1
             if bar is not None:
                 bar.update(1)
+            if self.world.distributed:  # a stop on one rank stops them all after the same batch
+                self.stop_requested = distributed.any_rank(self.stop_requested, self.world, self.device)
             if self.stop_requested:
                 return False
         self.batch = 0
@@ -321,26 +354,29 @@ class Trainer:
             o, t = _flat(out, y, self.per_step)
             return self.loss_fn(o.float(), _target(t, o, self.loss_fn)), o, t
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One eager training step on a batch."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, share: float = 1.0) -> None:
+        """One eager training step on a batch (`share`: this rank's part of a global batch, times the world size:
+        the loss weight that makes the ranks' averaged gradient the whole batch's)."""
         cfg = self.s.cfg
         loss, o, t = self._loss(x, y, self.autocast)
         self.opt.zero_grad(set_to_none=True)
+        objective = loss * share if share != 1.0 else loss
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             if cfg.clip_grad_norm:
                 self.scaler.unscale_(self.opt)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
             self.scaler.step(self.opt)
             self.scaler.update()
         else:
-            loss.backward()
+            objective.backward()
             if cfg.clip_grad_norm:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
             self.opt.step()
         if self.sched is not None and self.sched_per_batch:
             self.sched.step()
-        self.meter.add(loss, o.detach().float(), t)
+        if share:  # (0: a stand-in sample of a rank with none, not counted)
+            self.meter.add(loss, o.detach().float(), t)
 
     def fused_step(self, idx: torch.Tensor) -> int:
         """The step a CUDA graph captures: gather by index, forward, loss, backward, clip, optimizer step,
@@ -362,6 +398,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> dict[str, float]:
+        if self.world.distributed:  # the plain module: DDP's forward would sync buffers, and parts differ in size
+            ddp, self.forward = self.forward, self.model
+            try:
+                return self._evaluate(split)
+            finally:
+                self.forward = ddp
+        return self._evaluate(split)
+
+    def _evaluate(self, split: Split) -> dict[str, float]:
         self.model.eval()
         self.task.start_eval()
         bs = self.s.cfg.eval_batch_size or max(256, 4 * self.s.cfg.batch_size)
@@ -374,7 +419,19 @@ class Trainer:
             if self.graphs.evaluate(split.x, split.y, bs, meter):
                 return meter.result()
         meter = Meter(self.metrics, self.device, self.threshold)
-        for i in range(0, len(split), bs):
-            x, y = split.x[i:i + bs].to(self.device), split.y[i:i + bs].to(self.device)
+        part = distributed.part(len(split), self.world)  # each rank its part; the sums added up
+        for i in range(part.start, part.stop, bs):
+            j = min(i + bs, part.stop)
+            x, y = split.x[i:j].to(self.device), split.y[i:j].to(self.device)
             meter.count += self.eval_batch(x, y, meter)
-        return meter.result()
+        return self.totals(meter)
+
+    def totals(self, meter: Any) -> dict[str, float]:
+        """A meter's result over every rank (its own, for one process); the meter itself is left as it is."""
+        if not self.world.distributed:
+            return meter.result()
+        sums = {k: v.clone() for k, v in meter.sums.items()}
+        distributed.add_up(list(sums.values()), self.world)
+        total = Meter(self.metrics, self.device, self.threshold)
+        total.sums, total.count = sums, distributed.add_counts(meter.count, self.world, self.device)
+        return total.result()

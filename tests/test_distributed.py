@@ -1,0 +1,178 @@
+"""Several processes (torchrun, gloo on the CPU): 2 processes × 32 samples follow 1 process × 64 — the same
+losses epoch by epoch and the same weights to 1e-6 relative, for a CNN and an LSTM; a checkpoint of 2
+processes resumes on 1 and on 2 as an uninterrupted run; refusals come before anything starts.  The reference
+is dlspec's own one-process run, which test_train checks against a hand-written loop."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.distributed.is_available():
+    pytest.skip("this torch has no torch.distributed", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+SGD = "train.optimizer={SGD: {lr: 0.05, momentum: 0.9}}"  # (Adam magnifies float-order differences of ~1e-7)
+CNN = (str(ROOT / "specs" / "quickstart.yaml"), ["train.data.n_train=320", "train.data.n_test=96", SGD])
+LSTM_SPEC = """\
+# An LSTM over a sine series, for the distributed tests.
+name: lstm_series
+input: [50, 1]
+layers:
+  - LSTM: {hidden_size: 16, batch_first: true}
+  - Last
+  - Linear: {out_features: 1}
+train:
+  data: {name: sine_series, n_train: 320, n_valid: 0, n_test: 96}
+  loss: MSELoss
+  optimizer: {SGD: {lr: 0.05, momentum: 0.9}}
+  batch_size: 64
+  epochs: 2
+"""
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return e
+
+
+def dlspec_run(args: list[str], nproc: int, out: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    base = [sys.executable, "-m", "dlspec", "run", *args, "--out", str(out), "--no-progress", "--threads", "1"]
+    if nproc > 1:
+        base = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                "-m", "dlspec", "run", *args, "--out", str(out), "--no-progress", "--threads", "1"]
+    return subprocess.run(base, capture_output=True, text=True, env=env(), timeout=timeout, cwd=str(ROOT))
+
+
+def folder(out: Path) -> Path:
+    (run,) = list(out.glob("*/*"))
+    return run
+
+
+def losses(run: Path) -> list[float]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [float(r["train_loss"]) for r in csv.DictReader(f)]
+
+
+def weights(run: Path) -> dict[str, Any]:
+    return torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")["model"]
+
+
+def same_weights(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-6) -> float:
+    assert a.keys() == b.keys()
+    worst = 0.0
+    for k in a:
+        scale = float(a[k].abs().max()) or 1.0
+        worst = max(worst, float((a[k] - b[k]).abs().max()) / scale)
+    assert worst <= rel, f"weights differ by {worst:.2e} relative"
+    return worst
+
+
+@pytest.fixture(scope="module")
+def lstm_spec(tmp_path_factory: Any) -> str:
+    p = tmp_path_factory.mktemp("spec") / "lstm_series.yaml"
+    p.write_text(LSTM_SPEC, encoding="utf-8")
+    return str(p)
+
+
+@pytest.mark.parametrize("which", ["cnn", "lstm"])
+def test_two_processes_follow_one(which: str, tmp_path: Path, lstm_spec: str) -> None:
+    spec, extra = CNN if which == "cnn" else (lstm_spec, [])
+    args = [spec, *extra, "train.epochs=2", "train.batch_size=64"]
+    one = dlspec_run(args, 1, tmp_path / "one")
+    two = dlspec_run(args, 2, tmp_path / "two")
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "ddp: 2 processes (gloo)" in two.stdout and two.stdout.count("epoch 1/2") == 1  # rank 0 alone prints
+    a, b = folder(tmp_path / "one"), folder(tmp_path / "two")
+    assert losses(a) == pytest.approx(losses(b), rel=1e-6)
+    same_weights(weights(a), weights(b))
+    assert len(list((tmp_path / "two").glob("*/*"))) == 1  # one run folder, rank 0's
+
+
+def test_a_checkpoint_of_two_processes_resumes_on_one_and_on_two(tmp_path: Path) -> None:
+    spec, extra = CNN
+    whole = dlspec_run([spec, *extra, "train.epochs=2"], 1, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    for n in (1, 2):
+        half = dlspec_run([spec, *extra, "train.epochs=1"], 2, tmp_path / f"half{n}")
+        assert half.returncode == 0, half.stderr[-2000:]
+        run = folder(tmp_path / f"half{n}")
+        rest = dlspec_run(["--resume", str(run), "--epochs", "2"], n, tmp_path / "unused")
+        assert rest.returncode == 0, rest.stderr[-2000:]
+        assert losses(run) == pytest.approx(losses(folder(tmp_path / "whole")), rel=1e-6)
+        same_weights(weights(run), weights(folder(tmp_path / "whole")))
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_they_start(tmp_path: Path) -> None:
+    spec, extra = CNN
+    r = subprocess.run([sys.executable, "-m", "dlspec", "run", spec, *extra, "train.batch_size=63", "--nproc", "2",
+                        "--out", str(tmp_path)], capture_output=True, text=True, env=env(), timeout=120, cwd=str(ROOT))
+    assert r.returncode == 2
+    assert "train.batch_size 63 is not divisible by --nproc 2" in r.stderr and "Traceback" not in r.stderr
+    # under torchrun itself, every process says so in the diagnostic's words
+    r = dlspec_run([spec, *extra, "train.batch_size=63"], 2, tmp_path / "x")
+    assert r.returncode != 0 and "batch_size 63 is not divisible by the 2 processes" in r.stdout + r.stderr
+    assert not list((tmp_path / "x").glob("*/*"))
+
+
+def test_nproc_starts_torchrun(tmp_path: Path) -> None:
+    spec, extra = CNN
+    r = subprocess.run([sys.executable, "-m", "dlspec", "run", spec, *extra, "train.epochs=1", "--nproc", "2",
+                        "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True, env=env(),
+                       timeout=240, cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ddp: 2 processes (gloo)" in r.stdout
+    summary = (folder(tmp_path) / "summary.json").read_text()
+    assert '"processes": 2' in summary
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the processes through /proc (Linux)")
+def test_a_killed_process_stops_the_run_with_a_message(tmp_path: Path) -> None:
+    """kill -9 of one of 2 processes mid-run: the survivor and the launcher end within seconds, saying which
+    process went, and the run folder keeps its last checkpoint."""
+    import signal
+    import time
+
+    spec, extra = CNN
+    p = subprocess.Popen([sys.executable, "-m", "dlspec", "run", spec, "train.epochs=200", "--nproc", "2",
+                          "--out", str(tmp_path), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env(), cwd=str(ROOT))
+    try:
+        t0 = time.monotonic()
+        while not list(tmp_path.glob("*/*/checkpoint.pt")):  # an epoch done: both processes train
+            assert p.poll() is None and time.monotonic() - t0 < 180, "the run did not start"
+            time.sleep(0.2)
+        workers = _children(p.pid)
+        assert len(workers) == 2, workers
+        os.kill(max(workers), signal.SIGKILL)
+        t1 = time.monotonic()
+        out, err = p.communicate(timeout=150)
+        assert time.monotonic() - t1 < 150
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0
+    assert "was killed by signal 9; torchrun stopped the others" in err, err[-2000:]
+    assert "Traceback" not in err
