@@ -119,3 +119,17 @@ def share_from_main(model: Any, ok: bool, world: World, device: Any) -> bool:
         for v in model.state_dict().values():
             dist.broadcast(v, 0)
     return bool(t.item() > 0)
+
+
+def has_batchnorm(model: Any) -> bool:
+    from torch import nn
+
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def sync_batchnorm(model: Any) -> Any:
+    """The model with its BatchNorm layers as SyncBatchNorm (statistics over every process's part of the
+    batch): the same parameters and buffers under the same names, so checkpoints load either way."""
+    from torch import nn
+
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

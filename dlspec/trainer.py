@@ -124,6 +124,10 @@ class Trainer:
             if s.val is not None:
                 s.val = Split(s.val.x.to(self.device), s.val.y.to(self.device))
         self.world = s.world if s.world is not None else distributed.World()
+        self.sync_bn = self.world.distributed and cfg.sync_batchnorm and self.device.type == "cuda" \
+            and distributed.has_batchnorm(self.model)
+        if self.sync_bn:  # before the optimizer: the same parameters, in SyncBatchNorm modules
+            self.model = s.model = distributed.sync_batchnorm(self.model)
         self.say: Any = (lambda *a: None) if opts.quiet or not self.world.main else (lambda *a: print(*a, flush=True))
         sched = s.resolved.get("scheduler")
         _, _, opt_kw = s.resolved["optimizer"]
@@ -140,6 +144,11 @@ class Trainer:
             self.plan.why = [w for w in self.plan.why if not w.startswith(("cuda graph", "compile"))]
             self.plan.why.append(f"ddp: {self.world.size} processes ({backend}), DistributedDataParallel"
                                  + (f"; {' and '.join(off)} off with several processes" if off else ""))
+            if distributed.has_batchnorm(self.model):
+                self.plan.why.append(
+                    "sync_batchnorm: on, BatchNorm over the whole batch" if self.sync_bn else
+                    "sync_batchnorm: off, each process normalises its part of the batch"
+                    + (" (torch's SyncBatchNorm needs CUDA)" if cfg.sync_batchnorm else " (as written)"))
         if self.plan.graph and not self.task.graph_ok:
             self.plan.graph = self.plan.tensor_lr = False
             self.plan.why.append(f"cuda graph: off, {self.task.why_not_graph}")

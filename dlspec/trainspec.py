@@ -169,6 +169,8 @@ TRAIN_ARGS: dict[str, Arg] = {
                       doc="evaluate the test set every k epochs; null: as eval_every without val_split, else only at the end"),
     "shuffle": Arg(Bool(), True, doc="a new batch order every epoch"),
     "drop_last": Arg(Bool(), False, doc="skip the last, smaller batch of each epoch"),
+    "sync_batchnorm": Arg(Bool(), True, doc="several processes on CUDA: BatchNorm over the whole batch "
+                          "(SyncBatchNorm); false, or on the CPU (torch has it for CUDA only): each process's part"),
     "eval_batch_size": Arg(Optional_(Int(1, MAX_BATCH)), None, doc="default: 4 × batch_size, at least 256"),
     "checkpoint_every": Arg(Int(1, MAX_EPOCHS), 1, doc="write checkpoint.pt every k epochs (and at the end)"),
 }
@@ -202,6 +204,7 @@ class TrainConfig:
     test_every: int | None = None
     shuffle: bool = True
     drop_last: bool = False
+    sync_batchnorm: bool = True
     eval_batch_size: int | None = None
     checkpoint_every: int = 1
     written: set[str] = field(default_factory=set)
