@@ -133,3 +133,12 @@ def sync_batchnorm(model: Any) -> Any:
     from torch import nn
 
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def barrier(world: World) -> None:
+    """Wait for every rank (the end of a run: the processes leave the group together)."""
+    if not world.distributed:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import runs
+from . import distributed, runs
 from .selection import early_stop, final_metrics, restores_best, save_best, test_due, train_on
 from .session import Options, Session
 from .trainer import Clock, Trainer
@@ -233,6 +233,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             signal.signal(n, handler)
     final, final_epoch, final_from = final_metrics(tr, run_dir, restoring, say)
     if not main:
+        distributed.barrier(tr.world)  # leave together, once rank 0 has written the summary
         return 0
     note = runs.plot_curves(run_dir, tr.history, name=s.checked.spec.name,
                             best=tr.best if cfg.early_stopping else None)
@@ -263,6 +264,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     say("test " + fmt_metrics("", {k[5:]: v for k, v in final.items()})
         + "".join(f" │ {k.replace('_', ' ')} {v:.4f}" for k, v in baseline.items())
         + (f" │ weights of the {final_from}" if cfg.early_stopping else ""))
+    distributed.barrier(tr.world)
     return 0
 
 
