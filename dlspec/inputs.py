@@ -132,6 +132,7 @@ def _csv(path: str, bundle: Any) -> list[Sample]:
 
     from .data.base import DataError
     from .data.files import _has_header, _read_table
+    from .data.files import _is_number as _number
 
     try:
         rows = _read_table(path, ",")
@@ -182,14 +183,6 @@ def _csv(path: str, bundle: Any) -> list[Sample]:
                 tgt = float(cell)
         out.append(Sample(f"{path}:{line}", t.long() if bundle.x_dtype == "long" else t, tgt))
     return out
-
-
-def _number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
 
 
 def collect(paths: list[str], bundle: Any) -> list[Sample]:

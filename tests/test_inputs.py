@@ -113,3 +113,39 @@ def test_inputs_that_are_not_samples_get_one_line(trained: Any, tmp_path: Path, 
     folder, _ = trained
     rc, out, err = predict(capsys, folder, "--input", make(tmp_path))
     assert rc == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_csv_rows_of_a_table_model_by_column_name(tmp_path: Path, capsys: Any) -> None:
+    """A model trained on a csv data set (normalize: true): rows of another CSV whose header names the training
+    file's feature columns in another order, with the target column, are read by name, normalised with the
+    training split's statistics and judged against their targets."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)) * [3.0, 0.5] + [10.0, -2.0]
+    y = np.where(x[:, 0] - 10.0 + 4 * (x[:, 1] + 2.0) > 0, "yes", "no")
+    with open(tmp_path / "train.csv", "w") as f:
+        f.write("a,b,label\n" + "".join(f"{p:.5f},{q:.5f},{t}\n" for (p, q), t in zip(x, y, strict=True)))
+    (tmp_path / "spec.yaml").write_text(
+        "# A two-feature classifier, for the predict test.\nname: table\ninput: [2]\nlayers:\n"
+        "  - Linear: {out_features: 16}\n  - ReLU\n  - Linear: {out_features: 2}\n"
+        f"train:\n  data: {{name: csv, path: {tmp_path / 'train.csv'}, target: label, normalize: true}}\n"
+        "  epochs: 30\n  batch_size: 32\n  optimizer: {Adam: {lr: 0.01}}\n", encoding="utf-8")
+    assert cli.main(["run", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "runs"), "--quiet",
+                     "--no-progress"]) == 0
+    (folder,) = list((tmp_path / "runs").glob("*/*"))
+    s = prepare(str(folder / "spec.yaml"), [], Options(progress=False, quiet=True), training=False)
+    s.model.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=False)["model"])
+    s.model.eval()
+    rows = x[:12]
+    with open(tmp_path / "mine.csv", "w") as f:  # b before a, an extra column, the target
+        f.write("b,note,a,label\n" + "".join(f"{q:.5f},n,{p:.5f},{t}\n" for (p, q), t in zip(rows, y[:12], strict=True)))
+    norm = s.bundle.info["normalize"]
+    by_hand = (torch.tensor(rows, dtype=torch.float32) - torch.tensor(norm["mean"])) / torch.tensor(norm["std"])
+    want = [int(k) for k in s.model(by_hand).argmax(-1)]
+    capsys.readouterr()
+    assert cli.main(["predict", str(folder), "--input", str(tmp_path / "mine.csv")]) == 0
+    out = capsys.readouterr().out
+    got = predicted(out)
+    assert [got[f"{tmp_path / 'mine.csv'}:{line}"] for line in range(2, 14)] == want
+    classes = s.bundle.classes
+    right = sum(classes[w] == t for w, t in zip(want, y[:12], strict=True))
+    assert f"accuracy {right / 12:.4f} ({right} of 12 inputs with a known class)" in out
