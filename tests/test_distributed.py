@@ -224,35 +224,39 @@ def test_on_the_cpu_batchnorm_is_per_process_and_the_plan_says_so(tmp_path: Path
         in r.stdout
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the processes through /proc (Linux)")
+STOPPER = """\
+# Runs dlspec's command line with a Ctrl-C sent to one process (rank STOP_RANK) after its STOP_AT-th step.
+import os, signal, sys
+from dlspec import cli, trainer
+step, done = trainer.Trainer.step, [0]
+def stepped(self, *a, **k):
+    step(self, *a, **k)
+    done[0] += 1
+    if done[0] == int(os.environ["STOP_AT"]) and os.environ.get("RANK") == os.environ["STOP_RANK"]:
+        os.kill(os.getpid(), signal.SIGINT)
+trainer.Trainer.step = stepped
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.parametrize("resume_on", [1, 2])
 def test_stopped_mid_epoch_resumes_on_one_or_two_as_if_never_stopped(resume_on: int, tmp_path: Path) -> None:
-    """Ctrl-C to a 2-process run (torchrun passes it on): every process stops after the same batch, rank 0
-    saves once; resumed on 1 or 2 processes, the run ends where an uninterrupted one does."""
-    import signal
-    import time
-
+    """Ctrl-C reaching one process (rank 1) in the 8th batch of epoch 2: every process stops after that batch,
+    rank 0 saves once; resumed on 1 or 2 processes, the run ends where an uninterrupted one does."""
     spec, extra = CNN
     args = [spec, "train.data.n_train=3840", "train.data.n_test=96", SGD, "train.epochs=3", "train.batch_size=128"]
     whole = dlspec_run(args, 2, tmp_path / "whole")  # the same processes up to the stop: the same float order
     assert whole.returncode == 0, whole.stderr[-2000:]
+    stopper = tmp_path / "stopper.py"
+    stopper.write_text(STOPPER, encoding="utf-8")
     out = tmp_path / "cut"
-    p = subprocess.Popen([sys.executable, "-m", "dlspec", "run", *args, "--nproc", "2", "--out", str(out),
-                          "--no-progress", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env(), cwd=str(ROOT))
-    try:
-        t0 = time.monotonic()
-        while not list(out.glob("*/*/checkpoint.pt")):  # epoch 1 done
-            assert p.poll() is None and time.monotonic() - t0 < 180, "the run did not start"
-            time.sleep(0.05)
-        time.sleep(0.4)  # into epoch 2 (30 batches of about 40 ms)
-        p.send_signal(signal.SIGINT)
-        stdout, stderr = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 130, stderr[-2000:]
-    assert stdout.count("saved ") == 1 and "batch" in stdout.split("saved ")[1].splitlines()[0], stdout[-1500:]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        str(stopper), "run", *args, "--out", str(out), "--no-progress", "--threads", "1"],
+                       capture_output=True, text=True, env={**env(), "STOP_AT": "38", "STOP_RANK": "1"},
+                       timeout=240, cwd=str(ROOT))
+    assert r.returncode != 0  # the processes ended with 130, which torchrun reports as a failure
+    saved = [line for line in r.stdout.splitlines() if line.startswith("saved ")]
+    assert len(saved) == 1 and saved[0].split(" ", 2)[2].startswith("at epoch 2, batch 8"), r.stdout[-1500:]
     run = folder(out)
     rest = dlspec_run(["--resume", str(run)], resume_on, tmp_path / "unused")
     assert rest.returncode == 0, rest.stderr[-2000:]
@@ -260,3 +264,5 @@ def test_stopped_mid_epoch_resumes_on_one_or_two_as_if_never_stopped(resume_on: 
     # on 2 processes the float order is the uninterrupted run's: equal; on 1 it changes for the last ~50 steps,
     # and the weights drift apart as with any change of summation order (measured 4e-4; training.md)
     same_weights(weights(run), weights(folder(tmp_path / "whole")), rel=1e-5 if resume_on == 2 else 2e-3)
+
+
