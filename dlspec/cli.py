@@ -163,12 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         s = prepare(spec_path, overrides, opts)
         if s.world is not None and not s.world.main:  # rank 0 writes the run folder; the others train
-            from .distributed import leave
-
-            try:
-                return run(s, opts, "", spec_path)
-            finally:
-                leave()
+            return run(s, opts, "", spec_path)
         try:
             run_dir = runs.new_run_dir(opts.out, s.checked.spec.name)
             lock = runs.lock_run_dir(run_dir)  # a new folder: a lock others see while this run writes it
@@ -191,12 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             for w in s.warnings:
                 print(render(w, doc=s.doc) + "\n", file=sys.stderr)
-            try:
-                return run(s, opts, run_dir, spec_path)
-            finally:
-                from .distributed import leave
-
-                leave()
+            return run(s, opts, run_dir, spec_path)
     except Refused as e:
         return _refused(e)
 
@@ -217,19 +207,17 @@ def _launch(args: argparse.Namespace) -> int:
             skip = True
         elif not w.startswith("--nproc="):
             words.append(w)
-    env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in env and args.threads is None:  # the cores shared out between the processes
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
     problem = _world_refusal(args)
     if problem:
         print(f"dlspec run: {problem}", file=sys.stderr)
         return 2
+    if "OMP_NUM_THREADS" not in os.environ and args.threads is None:  # the cores shared out between the processes
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
 
-    os.environ.update(env)
     launch = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "--module", "dlspec",
                                            *words])
     try:
@@ -284,7 +272,7 @@ def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, override
     if not os.path.isfile(ckpt_path):
         print(f"dlspec: no checkpoint.pt in {args.resume}", file=sys.stderr)
         return 2
-    from .distributed import from_env, leave
+    from .distributed import from_env
 
     main = from_env().main  # of several processes, rank 0 locks the folder and writes into it
     try:
@@ -332,10 +320,7 @@ def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, override
             except runs.WriteError as e:
                 print(f"dlspec: {e}; not resumed, {args.resume} is as it was", file=sys.stderr)
                 return 1
-        try:
-            return run(s, opts, args.resume, src, resume=ckpt, finish_only=finish_only)
-        finally:
-            leave()
+        return run(s, opts, args.resume, src, resume=ckpt, finish_only=finish_only)
 
 
 class _Unlocked(contextlib.AbstractContextManager):
@@ -368,12 +353,56 @@ def run_folder(args: argparse.Namespace) -> None:
             args.checkpoint = os.path.join(folder, "checkpoint.pt")
 
 
+def _read_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint file, verified; Refused when it is missing (status 2) or damaged."""
+    from . import runs
+    from .session import Refused
+
+    if not os.path.isfile(path):
+        raise Refused([], message=f"no checkpoint file {path}", status=2)
+    try:
+        return runs.load_checkpoint(path)
+    except runs.CheckpointError as e:
+        raise Refused([], message=str(e)) from None
+
+
+def _checked_alone(spec: Any, refusal: str = "") -> Any:
+    """The checked spec, or the exit status when it has errors (they are printed, then `refusal` if given)."""
+    from . import check
+    from .report import render_diagnostics
+
+    checked = check(spec)
+    if checked.ok:
+        return checked
+    print(render_diagnostics(checked), file=sys.stderr)
+    if refusal:
+        print(refusal, file=sys.stderr)
+    return 2 if any(d.code == codes.IO for d in spec.diagnostics) else 1
+
+
+def _built_alone(args: argparse.Namespace, checked: Any, ckpt: dict[str, Any] | None) -> Any:
+    """The model of a checked spec without its data, in eval mode: fresh weights drawn with train.seed (0
+    without `train:`), or the checkpoint's (Refused when they are another model's); the exit status 1 instead
+    when its weights would not fit."""
+    import torch
+
+    from .builder import ResourceError, build_checked
+
+    torch.manual_seed(int(getattr(checked.spec.train_config, "seed", 0) or 0))  # as `dlspec run` draws them
+    try:
+        model = build_checked(checked)
+    except ResourceError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if ckpt is not None:
+        _load_weights(args, ckpt, checked, model)
+    return model.eval()
+
+
 def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     """The prepared session of eval / predict / generate with the checkpoint's weights in its model; Refused
     when the checkpoint is missing or damaged (before any data is loaded) or is another model's."""
-    import os
 
-    from . import runs
     from .session import Refused, prepare
 
     opts = _options(args)
@@ -381,12 +410,7 @@ def _session_with_checkpoint(args: argparse.Namespace) -> Any:
     if not args.checkpoint:
         raise Refused([], message=f"{args.spec}: give --checkpoint PATH (the weights), or the run folder instead of "
                       "the spec", status=2)
-    if not os.path.isfile(args.checkpoint):  # before loading any data
-        raise Refused([], message=f"no checkpoint file {args.checkpoint}", status=2)
-    try:
-        ckpt = runs.load_checkpoint(args.checkpoint)
-    except runs.CheckpointError as e:
-        raise Refused([], message=str(e)) from None
+    ckpt = _read_checkpoint(args.checkpoint)  # before loading any data
     s = prepare(args.spec, list(args.overrides), opts, training=False)
     _load_weights(args, ckpt, s.checked, s.model)
     s.model.eval()
@@ -607,10 +631,8 @@ def _show_target(args: argparse.Namespace) -> _Shown | int:
     data set when the spec has a `train:` section, else the spec alone (inputs: --npy, --image or random)."""
     import torch
 
-    from . import check, load, runs
-    from .builder import ResourceError, build_checked
-    from .report import render_diagnostics
-    from .session import Refused, prepare
+    from . import load
+    from .session import prepare
 
     run_folder(args)
     spec = load(args.spec)
@@ -622,24 +644,12 @@ def _show_target(args: argparse.Namespace) -> _Shown | int:
             sess = prepare(args.spec, list(args.overrides), _options(args), training=False)
         model, checked, bundle, device = sess.model, sess.checked, sess.bundle, sess.device
     else:
-        checked = check(spec)
-        if not checked.ok:
-            print(render_diagnostics(checked), file=sys.stderr)
-            return 2 if any(d.code == codes.IO for d in spec.diagnostics) else 1
-        torch.manual_seed(0)
-        try:
-            model = build_checked(checked)
-        except ResourceError as e:
-            print(str(e), file=sys.stderr)
-            return 1
-        if args.checkpoint:
-            if not os.path.isfile(args.checkpoint):
-                raise Refused([], message=f"no checkpoint file {args.checkpoint}", status=2)
-            try:
-                ckpt = runs.load_checkpoint(args.checkpoint)
-            except runs.CheckpointError as e:
-                raise Refused([], message=str(e)) from None
-            _load_weights(args, ckpt, checked, model)
+        checked = _checked_alone(spec)
+        if isinstance(checked, int):
+            return checked
+        model = _built_alone(args, checked, _read_checkpoint(args.checkpoint) if args.checkpoint else None)
+        if isinstance(model, int):
+            return model
         bundle, device = None, torch.device("cpu")
     model.eval()
     name = checked.spec.name
@@ -795,9 +805,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """dlspec export: the spec's model as plain PyTorch source, ONNX, TorchScript or an ExportedProgram, with
     the checkpoint's weights when one is given (a run folder: its checkpoint.pt), each file checked against
     dlspec.build's model."""
-    from . import check, export, load, runs
-    from .builder import ResourceError, build_checked
-    from .report import render_diagnostics
+    from . import export, load
     from .session import Refused
 
     run_folder(args)
@@ -806,28 +814,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"dlspec export: {e}", file=sys.stderr)
         return 2
-    spec = load(args.spec)
-    checked = check(spec)
-    if not checked.ok:
-        print(render_diagnostics(checked), file=sys.stderr)
-        print(f"dlspec export: {args.spec} has errors: nothing exported", file=sys.stderr)
-        return 2 if any(d.code == codes.IO for d in spec.diagnostics) else 1
+    checked = _checked_alone(load(args.spec), f"dlspec export: {args.spec} has errors: nothing exported")
+    if isinstance(checked, int):
+        return checked
     unknown = sorted(set(sizes) - set().union(*(export.symbol_values(n) for n in (
         list(checked.networks.values()) or [checked]))))
     if unknown:
         print(f"dlspec export: --size {unknown[0]}: {args.spec}'s inputs have no symbolic size {unknown[0]}",
               file=sys.stderr)
         return 2
-    ckpt = None
-    if args.checkpoint:
-        if not os.path.isfile(args.checkpoint):
-            print(f"dlspec export: no checkpoint file {args.checkpoint}", file=sys.stderr)
-            return 2
-        try:
-            ckpt = runs.load_checkpoint(args.checkpoint)
-        except runs.CheckpointError as e:
-            print(f"dlspec: {e}", file=sys.stderr)
-            return 1
+    try:
+        ckpt = _read_checkpoint(args.checkpoint) if args.checkpoint else None
+    except Refused as e:
+        return _refused(e)
     path = _export_path(args, checked)
     weights = os.path.splitext(path)[0] + ".pt" if ckpt is not None and args.to == "python" else None
     for p in (path, weights):
@@ -836,19 +835,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             return 2
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        import torch
-
-        cfg = checked.spec.train_config
-        torch.manual_seed(int(getattr(cfg, "seed", 0) or 0))  # fresh weights as `dlspec run` draws them
-        model = build_checked(checked)
-        if ckpt is not None:
-            _load_weights(args, ckpt, checked, model)
-        model.eval()
+        model = _built_alone(args, checked, ckpt)
+        if isinstance(model, int):
+            return model
         written = export.write(checked, model, args.to, path, args.spec,
                                model.state_dict() if ckpt is not None else None, sizes)
-    except ResourceError as e:
-        print(str(e), file=sys.stderr)
-        return 1
     except Refused as e:
         return _refused(e)
     except export.ExportError as e:

@@ -82,6 +82,13 @@ def add_up(tensors: list[Any], world: World) -> None:
         dist.all_reduce(t)
 
 
+def summed(sums: dict[str, Any], count: int, world: World, device: Any) -> tuple[dict[str, Any], int]:
+    """Copies of named sums (on `device`) and their count, added up over the ranks (a meter's totals)."""
+    out = {k: v.to(device, copy=True) for k, v in sums.items()}
+    add_up(list(out.values()), world)
+    return out, add_counts(count, world, device)
+
+
 def any_rank(flag: bool, world: World, device: Any) -> bool:
     """Whether any rank says so (a stop asked for on one rank stops them all at the same batch)."""
     if not world.distributed:

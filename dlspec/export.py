@@ -508,8 +508,6 @@ def write_python(checked: Checked, model: Any, path: str, source: str, state: di
                  sizes: dict[str, int] | None = None) -> list[Written]:
     """The .py file (and, with `state`, the sibling .pt it loads), checked: the same parameter count and, with
     dlspec.build's weights, the same outputs on a random batch."""
-    import os
-
     import torch
 
     weights = os.path.splitext(os.path.basename(path))[0] + ".pt" if state is not None else None

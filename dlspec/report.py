@@ -165,11 +165,12 @@ def memory_line(checked: Checked) -> str | None:
     pass (every layer's output; a recurrent layer's gates of every step), and for inference the largest layer
     input plus output (what must exist at once).  None when a layer has an error; with symbolic input sizes,
     the training values as an expression."""
-    from .memory import activation_values, fmt_bytes
+    from .memory import fmt_bytes
 
-    if not checked.rows or any(r.output is None for r in checked.all_rows()):
+    values = _activations(checked)
+    if values is None:
         return None
-    train, peak = activation_values(checked)
+    train, peak = values
     if not isinstance(train, int):
         if train == dims.UNKNOWN:
             return None
@@ -287,12 +288,17 @@ def _network_json(checked: Checked) -> dict[str, Any]:
 def _activation_json(checked: Checked) -> dict[str, Any] | None:
     """{"train": values, "inference": values} of one sample's activations (memory_line; values, not bytes: an
     expression string for symbolic sizes, inference null then); None when a layer has an error."""
+    values = _activations(checked)
+    return None if values is None else {"train": values[0], "inference": values[1]}
+
+
+def _activations(checked: Checked) -> tuple[Any, Any] | None:
+    """memory.activation_values of a spec of one network whose every layer has a shape; None otherwise."""
     from .memory import activation_values
 
     if not checked.rows or any(r.output is None for r in checked.all_rows()):
         return None
-    train, peak = activation_values(checked)
-    return {"train": train, "inference": peak}
+    return activation_values(checked)
 
 
 def to_json(checked: Checked) -> dict[str, Any]:

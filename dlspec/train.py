@@ -74,6 +74,8 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         print(f"dlspec: process {world.rank} of {world.size}: lost the other processes ({first}); stopping"
               + (f"; {_kept(run_dir, 'continue')}" if world.main else ""), file=sys.stderr)
         return 1
+    finally:
+        distributed.leave()  # (several processes: out of the process group, whatever ended the run)
 
 
 def _kept(run_dir: str, then: str = "free space and continue") -> str:
@@ -94,14 +96,13 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     tr = Trainer(s, opts)
     if resume is not None:
         tr.load(resume)
+    main = tr.world.main  # rank 0 alone prints and writes (all of them, with one process)
     log = runs.MetricsLog(run_dir, tr.history)
-    if resume is not None and tr.world.main:
+    if resume is not None and main:
         log.write()  # metrics.csv says what the checkpoint holds (with checkpoint_every > 1 it ran ahead)
-        if not finish_only and tr.world.main:  # summary.json is a finished run's; this one goes on
+        if not finish_only:  # summary.json is a finished run's; this one goes on
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run_dir, "summary.json"))
-
-    main = tr.world.main  # rank 0 alone prints and writes (all of them, with one process)
 
     def say(*a: Any) -> None:
         if opts.quiet or not main:
@@ -223,8 +224,6 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                 save()
             if main:
                 log.add(row)
-            else:
-                log.rows.append(row)
             if tr.stopped_early:
                 say(f"early stopping: {watched} has not improved for {tr.bad_evals} evaluation(s)")
                 break

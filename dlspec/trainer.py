@@ -231,10 +231,8 @@ class Trainer:
         """The epoch's sums so far, over every rank (a checkpoint is the same whatever the number of processes)."""
         st = self.meter.state()
         if self.world.distributed and not self.own_step:
-            sums = {k: v.to(self.device) for k, v in st["sums"].items()}
-            distributed.add_up(list(sums.values()), self.world)
-            st = {"sums": {k: v.cpu() for k, v in sums.items()},
-                  "count": distributed.add_counts(st["count"], self.world, self.device)}
+            sums, count = distributed.summed(self.meter.sums, self.meter.count, self.world, self.device)
+            st = {"sums": {k: v.cpu() for k, v in sums.items()}, "count": count}
         return st
 
     def _portable_optimizer_state(self) -> dict[str, Any]:
@@ -439,8 +437,6 @@ class Trainer:
         """A meter's result over every rank (its own, for one process); the meter itself is left as it is."""
         if not self.world.distributed:
             return meter.result()
-        sums = {k: v.clone() for k, v in meter.sums.items()}
-        distributed.add_up(list(sums.values()), self.world)
         total = Meter(self.metrics, self.device, self.threshold)
-        total.sums, total.count = sums, distributed.add_counts(meter.count, self.world, self.device)
+        total.sums, total.count = distributed.summed(meter.sums, meter.count, self.world, self.device)
         return total.result()
