@@ -93,8 +93,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def _refused(e: Any) -> int:
     from .diagnostics import locate, render, sort_key
 
-    if e.message:
-        print(f"dlspec: {e.message}", file=sys.stderr)
+    if getattr(e, "quiet", False):  # another process of this machine says it
+        return _status(e)
+    for line in e.message.splitlines():  # (indented lines go on the line before)
+        print(line if line.startswith(" ") else f"dlspec: {line}", file=sys.stderr)
     color = _color("auto") and sys.stderr.isatty()
     for d in e.diagnostics:
         locate(d, e.doc)
@@ -103,6 +105,10 @@ def _refused(e: Any) -> int:
     n = sum(1 for d in e.diagnostics if d.severity == "error")
     if n:
         print(f"dlspec: not started: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+    return _status(e)
+
+
+def _status(e: Any) -> int:
     if any(d.code == codes.IO for d in e.diagnostics):
         return 2  # the spec file itself cannot be read: a usage error, as for `dlspec check`
     return int(e.status)
@@ -138,8 +144,9 @@ def _speed_overrides(args: argparse.Namespace) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
-    from . import runs
-    from .session import Refused, prepare
+    from . import distributed, runs
+    from .distributed import from_env
+    from .session import Refused, agree, prepare
     from .train import run
 
     if getattr(args, "nproc", None):
@@ -157,10 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not spec_path:
             print("dlspec run: give a spec file (or --resume RUN_DIR)", file=sys.stderr)
             return 2
-        why = runs.unwritable(opts.out)
+        why = runs.unwritable(opts.out) if from_env().main else None  # (rank 0 alone writes)
         if why:  # before any data is loaded
-            print(f"dlspec: --out {opts.out}: {why}", file=sys.stderr)
-            return 2
+            raise Refused([], message=f"--out {opts.out}: {why}", status=2)
         s = prepare(spec_path, overrides, opts)
         if s.world is not None and not s.world.main:  # rank 0 writes the run folder; the others train
             return run(s, opts, "", spec_path)
@@ -188,7 +194,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(render(w, doc=s.doc) + "\n", file=sys.stderr)
             return run(s, opts, run_dir, spec_path)
     except Refused as e:
-        return _refused(e)
+        world = from_env()
+        if world.distributed and not e.agreed:  # refused before preparing: the other processes hear it too
+            e = agree(world, e) or e
+        status = _refused(e)
+        if e.together:
+            distributed.together(world)
+        distributed.leave()
+        return status
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -213,11 +226,15 @@ def _launch(args: argparse.Namespace) -> int:
         return 2
     if "OMP_NUM_THREADS" not in os.environ and args.threads is None:  # the cores shared out between the processes
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
+    import logging
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
 
+    # its log lines of a failed process (a W and an E line, with its own words): said here in one line instead
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     launch = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={args.nproc}", "--module", "dlspec",
                                            *words])
     try:
@@ -225,6 +242,9 @@ def _launch(args: argparse.Namespace) -> int:
     except ChildFailedError as e:  # each process said why on its own; here, which one failed first
         rank, failure = e.get_first_failure()
         code = int(failure.exitcode)
+        codes_ = {int(f.exitcode) for f in e.failures.values()}
+        if len(e.failures) == args.nproc and codes_ == {code} and code > 0:  # they stopped alike (a refusal)
+            return code if code < 256 else 1
         how = f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"
         print(f"dlspec run: process {rank} of {args.nproc} {how}; torchrun stopped the others", file=sys.stderr)
         return code if 0 < code < 256 else 1
@@ -265,44 +285,38 @@ def _reason(e: OSError) -> str:
 def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, overrides: list[str]) -> int:
     """dlspec run --resume RUN_DIR: the run folder locked, its checkpoint verified, the spec compared."""
     from . import runs
-    from .session import load_document, prepare
+    from .session import Refused, load_document, prepare
     from .train import run
 
     ckpt_path = os.path.join(args.resume, "checkpoint.pt")
     if not os.path.isfile(ckpt_path):
-        print(f"dlspec: no checkpoint.pt in {args.resume}", file=sys.stderr)
-        return 2
+        raise Refused([], message=f"no checkpoint.pt in {args.resume}", status=2)
     from .distributed import from_env
 
     main = from_env().main  # of several processes, rank 0 locks the folder and writes into it
     try:
         lock: Any = runs.lock_run_dir(args.resume) if main else _Unlocked()
     except runs.RunInUse as e:
-        print(f"dlspec: {e}", file=sys.stderr)
-        return 1
+        raise Refused([], message=str(e), status=1) from None
     except runs.WriteError as e:
-        print(f"dlspec: cannot resume {args.resume}: {e}", file=sys.stderr)
-        return 2
+        raise Refused([], message=f"cannot resume {args.resume}: {e}", status=2) from None
     with lock:
         if lock.note and not opts.quiet:
             print(lock.note, file=sys.stderr)
         try:
             ckpt = runs.load_checkpoint(ckpt_path)
         except runs.CheckpointError as e:
-            print(f"dlspec: cannot resume {args.resume}: {e}", file=sys.stderr)
-            return 2
+            raise Refused([], message=f"cannot resume {args.resume}: {e}", status=2) from None
         src = spec_path or os.path.join(args.resume, "spec.yaml")
         items = overrides + ([f"train.epochs={opts.epochs}"] if opts.epochs is not None else []) + \
             ([f"train.device={opts.device}"] if opts.device else [])
         doc = load_document(src, items)
         if doc.data is not None and runs.spec_hash(doc.data) != ckpt.get("spec_hash"):
             changes = runs.diff(ckpt.get("spec"), doc.data)
-            print(f"dlspec: {src} differs from the spec of the checkpoint in {args.resume}; refusing to resume:",
-                  file=sys.stderr)
-            for c in changes[:20]:
-                print(f"  {c}", file=sys.stderr)
-            print(f"  ({runs.may_change()} may change; start a new run for anything else)", file=sys.stderr)
-            return 1
+            raise Refused([], status=1, message="\n".join(
+                [f"{src} differs from the spec of the checkpoint in {args.resume}; refusing to resume:"]
+                + [f"  {c}" for c in changes[:20]]
+                + [f"  ({runs.may_change()} may change; start a new run for anything else)"]))
         why = _nothing_to_resume(ckpt, doc)
         finish_only = False
         if why:  # before any data is loaded; the run folder stays as it is

@@ -8,6 +8,8 @@ diagnostic that no test, annotation or `dlspec codes` line knows about.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ErrorCode(str):
     """A code: the string itself (so ``d.code == "rank"`` holds) and one line on what it means."""
@@ -20,6 +22,9 @@ class ErrorCode(str):
         obj.description = description
         obj.public = public
         return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (another process's diagnostics) as the code it is
+        return (ErrorCode, (str(self), self.description, self.public))
 
 
 # --- reading the file ----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 TIMEOUT_S = 120  # a collective that waits longer (a rank died, a node is gone) ends the run with an error
+READY_TIMEOUT_S = 900  # how long the ready ranks wait for the others to prepare (load a large data set, ...)
+_ready: Any = None  # the gloo group the ranks' verdicts go through (made by join)
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,47 @@ def join(world: World, device: Any) -> None:
     """Join the process group (once): NCCL for a CUDA device, gloo otherwise."""
     import torch.distributed as dist
 
+    global _ready
     if not world.distributed or dist.is_initialized():
         return
     backend = "nccl" if getattr(device, "type", "cpu") == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    # (made through the store, so it works even where another rank's device failed and it joined with gloo)
+    _ready = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=READY_TIMEOUT_S))
+
+
+def gather(obj: Any, world: World) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order: the ranks' verdicts on whether they can start.  A rank
+    that has not joined yet (it stopped before it knew its device) joins with gloo.  Raises RuntimeError
+    when another rank is gone or does not answer within READY_TIMEOUT_S."""
+    import torch.distributed as dist
+
+    join(world, None)
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj, group=_ready)
+    return out
+
+
+def together(world: World) -> None:
+    """Wait for every rank once more after agreeing not to start (each has said what it had to say before
+    any exits: torchrun stops the rest when the first process ends).  A rank that is gone does not hold the
+    others: its error is let go."""
+    import torch.distributed as dist
+
+    if world.distributed and _ready is not None:
+        try:
+            dist.barrier(group=_ready)
+        except (RuntimeError, ValueError, OSError):
+            pass
 
 
 def leave() -> None:
     import torch.distributed as dist
 
+    global _ready
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _ready = None
 
 
 def part(n: int, world: World) -> slice:

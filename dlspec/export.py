@@ -639,10 +639,11 @@ def _symbolic(size: Any, ep: Any) -> bool:
     return vr is None or vr.lower != vr.upper
 
 
-def export_program(module: Any, net: Checked, what: str, sizes: dict[str, int] | None = None
-                   ) -> tuple[Any, str, set[str]]:
-    """torch.export.export of one network's module on example_inputs, the batch and symbolic sizes dynamic where
-    the model allows: (program, a note on which stayed dynamic, the labels of those made constant)."""
+def export_program(module: Any, net: Checked, what: str, sizes: dict[str, int] | None = None,
+                   example: tuple | None = None) -> tuple[Any, str, set[str]]:
+    """torch.export.export of one network's module on `example` (example_inputs by default), the batch and
+    symbolic sizes dynamic where the model allows: (program, a note on which stayed dynamic, the labels of
+    those made constant)."""
     import warnings
 
     import torch
@@ -650,7 +651,8 @@ def export_program(module: Any, net: Checked, what: str, sizes: dict[str, int] |
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ep = torch.export.export(module, _example(net, sizes), dynamic_shapes=_dynamic_shapes(net))
+            ep = torch.export.export(module, example if example is not None else _example(net, sizes),
+                                     dynamic_shapes=_dynamic_shapes(net))
         except Exception as e:  # noqa: BLE001 - torch.export's refusal, in one line
             raise ExportError(f"torch.export cannot export {what}: {_first_line(e)}") from None
     note, fixed = _dynamic_note(ep, net)
@@ -716,17 +718,19 @@ def write_onnx(checked: Checked, model: Any, path: str, source: str,
             outputs = [n for n, _ in net.outputs] or ["output"]
             # through torch.export: the program says which sizes the model made constants (an RNN unrolled over
             # T steps), and the ONNX inputs then say so too, instead of accepting another T and computing garbage
-            ep, _, fixed = export_program(getattr(top, name) if name else top, net, name or checked.spec.name, sizes)
+            example = _example(net, sizes)  # (one batch: the program, the exporter and the axes' sizes)
+            ep, _, fixed = export_program(getattr(top, name) if name else top, net, name or checked.spec.name, sizes,
+                                          example)
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
                 warnings.simplefilter("ignore")
                 try:
-                    torch.onnx.export(ep, _example(net, sizes), dest, dynamo=True, external_data=False,
+                    torch.onnx.export(ep, example, dest, dynamo=True, external_data=False,
                                       input_names=list(net.spec.inputs),
                                       output_names=outputs, verbose=False)
                 except Exception as e:  # noqa: BLE001 - the exporter's refusal, in one line
                     raise ExportError(f"torch.onnx.export cannot export {name or checked.spec.name}: "
                                       f"{_first_line(e)}") from None
-            axes = _name_onnx_axes(dest, net, fixed, sizes)
+            axes = _name_onnx_axes(dest, net, fixed, example)
             diff, note = _check_onnx(dest, built, net, fixed, sizes)
             out.append(Written(dest, f"ONNX (dynamic axes: {axes})", diff, note))
     return out
@@ -746,7 +750,7 @@ def _quiet(name: str) -> Iterator[None]:
         log.setLevel(level)
 
 
-def _name_onnx_axes(path: str, net: Checked, fixed: set[str], sizes: dict[str, int] | None) -> str:
+def _name_onnx_axes(path: str, net: Checked, fixed: set[str], example: tuple) -> str:
     """Give the ONNX model's symbolic axes the spec's names (batch, T) in place of the exporter's (s0, s1), and
     the axes torch.export made constants their traced size; a note on which are dynamic."""
     import onnx
@@ -754,7 +758,6 @@ def _name_onnx_axes(path: str, net: Checked, fixed: set[str], sizes: dict[str, i
     m = onnx.load(path)
     rename: dict[str, str] = {}
     at: dict[str, int] = {}
-    example = _example(net, sizes)
     for i, (vi, axes) in enumerate(zip(m.graph.input, dynamic_axes(net), strict=False)):
         for axis, label in axes.items():
             d = vi.type.tensor_type.shape.dim[axis]

@@ -52,13 +52,9 @@ def _norm(bundle: Any) -> tuple[list[float] | None, list[float] | None]:
 
 
 def _normalise(t: Any, bundle: Any) -> Any:
-    import torch
+    from .show import normalised
 
-    mean, std = _norm(bundle)
-    if mean is None or std is None:
-        return t
-    view = (-1,) + (1,) * (t.dim() - 1)
-    return (t - torch.tensor(mean, dtype=torch.float32).reshape(view)) / torch.tensor(std, dtype=torch.float32).reshape(view)
+    return normalised(t, *_norm(bundle))
 
 
 def _image(path: str, bundle: Any) -> Any:

@@ -8,6 +8,7 @@ the run never starts half-way.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -55,6 +56,9 @@ class Refused(Exception):
     def __init__(self, diagnostics: list[Diagnostic], doc: Document | None = None, message: str = "", status: int = 1):
         super().__init__(message)
         self.diagnostics, self.doc, self.message, self.status = diagnostics, doc, message, status
+        self.agreed = False  # several processes: this is every rank's verdict (see agree)
+        self.together = False  # ... and every rank has it (they leave together once it is said)
+        self.quiet = False  # said by another process of this machine (the first, local rank 0)
         for d in diagnostics:  # preparing is over: the diagnostics get their positions
             locate(d, doc)
 
@@ -140,8 +144,73 @@ def facts_of(bundle: Bundle, dataset: str | None = None) -> DataFacts:
 def prepare(path: str, items: list[str], opts: Options, doc: Document | None = None, training: bool = True) -> Session:
     """Everything up to the first step; Refused (with diagnostics) when the run cannot start.
 
-    training=False (eval, predict, generate) skips constructing the optimizer and scheduler.
-    """
+    training=False (eval, predict, generate) skips constructing the optimizer and scheduler.  Several
+    processes (torchrun): every rank prepares its own, then they agree; when any cannot start, each raises
+    the same Refused (see agree)."""
+    world = distributed.from_env()
+    if not (training and world.distributed):
+        return _prepare(path, items, opts, doc, training)
+    try:
+        s = _prepare(path, items, opts, doc, training)
+    except Refused as e:
+        raise agree(world, e) or e from None
+    refused = agree(world, None, s.doc)
+    if refused is not None:
+        raise refused
+    return s
+
+
+def agree(world: distributed.World, refusal: Refused | None, doc: Document | None = None) -> Refused | None:
+    """Several processes: this rank's verdict (None: ready) against every other's.  The Refused every rank
+    then stops with (None when all are ready): a refusal found by all alike as it is, otherwise each
+    refusing process's diagnostics prefixed with which process (and machine) found them.  A rank that cannot
+    hear from the others (one died, or did not get ready in time) gets a Refused of its own that says so."""
+    import socket
+
+    mine = None if refusal is None else (refusal.diagnostics, refusal.message, refusal.status)
+    doc = refusal.doc if refusal is not None and refusal.doc is not None else doc
+    try:
+        verdicts = distributed.gather((socket.gethostname(), mine), world)
+    except (RuntimeError, ValueError, OSError) as e:  # (torch's DistError and its timeouts are RuntimeErrors)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        out = Refused(refusal.diagnostics if refusal else [], doc, status=refusal.status if refusal else 1,
+                      message=(refusal.message + "\n" if refusal and refusal.message else "")
+                      + f"process {world.rank} of {world.size}: the other processes did not get ready ({first}); "
+                      "one stopped before training began: see its message")
+        out.agreed = True
+        return out
+    bad = [(rank, host, v) for rank, (host, v) in enumerate(verdicts) if v is not None]
+    if not bad:
+        return None
+    groups: dict[Any, list[tuple[int, str, Any]]] = {}
+    for rank, host, v in bad:
+        key = (v[1], tuple((d.severity, str(d.code), d.message, d.path) for d in v[0]))
+        groups.setdefault(key, []).append((rank, host, v))
+    hosts = len({h for h, _ in verdicts}) > 1
+    diagnostics: list[Diagnostic] = []
+    messages: list[str] = []
+    for members in groups.values():
+        _, _, (diags, message, _) = members[0]
+        who = ""
+        if len(groups) > 1 or len(bad) < world.size:  # not every process says the same: which ones
+            ranks = [r for r, _, _ in members]
+            who = (f"process {ranks[0]}" if len(ranks) == 1 else "processes " + ", ".join(map(str, ranks))) \
+                + f" of {world.size}" + (" on " + ", ".join(sorted({h for _, h, _ in members})) if hosts else "")
+        for d in diags:
+            c = copy.copy(d)
+            if who:
+                c.message = f"{who}: {d.message}"
+            diagnostics.append(c)
+        if message:
+            messages.append(f"{who}: {message}" if who else message)
+    out = Refused(diagnostics, doc, message="\n".join(messages), status=max(v[2] for _, _, v in bad))
+    out.agreed = out.together = True
+    out.quiet = world.local_rank != 0
+    return out
+
+
+def _prepare(path: str, items: list[str], opts: Options, doc: Document | None, training: bool) -> Session:
+    """prepare() of one process."""
     if opts.threads is not None:
         most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
         if not 1 <= opts.threads <= most:  # torch hangs or crashes with thousands
@@ -178,6 +247,8 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
         if device is not None and device.type == "cuda" and not d:  # one GPU per process: LOCAL_RANK's
             device = torch.device("cuda", world.local_rank)
             torch.cuda.set_device(device)
+        if not d:  # the process group, before the data loads (the ranks agree on starting at the end)
+            distributed.join(world, device)
     if cfg.precision == "fp16" and device is not None and device.type != "cuda":
         d.append(error(codes.PRECISION, f"precision fp16 needs a CUDA device (this run is on {device.type})",
                        ("train", "precision"), help="use precision: bf16 on CPU, or fp32"))
@@ -239,7 +310,6 @@ def prepare(path: str, items: list[str], opts: Options, doc: Document | None = N
             raise Refused(warnings + [error(codes.TRAIN, f"several processes do not train the {task.name} task yet "
                                             "(its networks take their own steps)", ("train",),
                                             help="run it in one process")], doc)
-        distributed.join(world, device)
     if cfg.val_split:
         split_validation(s)
     n = len(s.bundle.train)

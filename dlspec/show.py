@@ -134,12 +134,18 @@ def load_image(path: str, shape: tuple[int, ...], scale: float, mean: list[float
             a = np.asarray(im, dtype=np.float32)
     except (OSError, ValueError) as e:
         raise ShowError(f"cannot read {path} as an image ({type(e).__name__}: {str(e)[:120]})") from None
-    t = torch.from_numpy(a.reshape(shape[1], shape[2], -1).transpose(2, 0, 1).copy()) / scale
-    if mean is not None and std is not None:
-        m = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-        t = (t - m) / s
-    return t
+    return normalised(torch.from_numpy(a.reshape(shape[1], shape[2], -1).transpose(2, 0, 1).copy()) / scale,
+                      mean, std)
+
+
+def normalised(t: Any, mean: list[float] | None, std: list[float] | None) -> Any:
+    """A sample (channels first) with a data set's per-channel normalisation (as it is without one)."""
+    import torch
+
+    if mean is None or std is None:
+        return t
+    view = (-1,) + (1,) * (t.dim() - 1)
+    return (t - torch.tensor(mean, dtype=torch.float32).reshape(view)) / torch.tensor(std, dtype=torch.float32).reshape(view)
 
 
 def draw(o: LayerOutput, path: str, title: str) -> str:

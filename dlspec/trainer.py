@@ -9,6 +9,7 @@ fixes, and evaluates a split.  What a batch is trained on and how its loss is fo
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,10 @@ def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> to
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
 
+
+
+def _not_profiler_note(record: logging.LogRecord) -> bool:
+    return "Profiler record function" not in record.getMessage()
 
 
 @dataclass
@@ -138,12 +143,14 @@ class Trainer:
         # and left out of the checkpoint, which keeps the spec's own values
         if self.world.distributed:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
-            off = [w for w, on in (("cuda graph", self.plan.graph), ("compile", self.plan.compile)) if on]
+            # torch.compile wraps the DDP replica (torch's DDPOptimizer cuts the graph at the gradient buckets);
+            # dlspec's CUDA graphs capture one process's whole step, without DDP's all-reduce: off
+            graph = self.plan.graph
             self.plan.graph = self.plan.tensor_lr = False
-            self.plan.compile = None
-            self.plan.why = [w for w in self.plan.why if not w.startswith(("cuda graph", "compile"))]
+            self.plan.why = [w for w in self.plan.why if not w.startswith("cuda graph")]
             self.plan.why.append(f"ddp: {self.world.size} processes ({backend}), DistributedDataParallel"
-                                 + (f"; {' and '.join(off)} off with several processes" if off else ""))
+                                 + (", compiled" if self.plan.compile else "")
+                                 + ("; cuda graph: off, its capture does not take DDP's all-reduce" if graph else ""))
             if distributed.has_batchnorm(self.model):
                 self.plan.why.append(
                     "sync_batchnorm: on, BatchNorm over the whole batch" if self.sync_bn else
@@ -171,14 +178,17 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.plan.precision == "fp16" else None
         if self.plan.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.forward: Any = self.model
-        if self.plan.compile:
-            self.forward = torch.compile(self.model, mode=self.plan.compile)
+        self.eager: Any = self.model  # the step's module uncompiled: the model, or its DDP replica
         if self.world.distributed:  # the replica whose backward averages the gradients over the ranks
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
+            self.eager = DistributedDataParallel(self.model, device_ids=ids)
+        self.forward: Any = self.eager
+        if self.plan.compile:
+            self.forward = torch.compile(self.eager, mode=self.plan.compile)
+            if self.world.distributed:  # (dynamo's note, on every rank, that DDP's profiler label is not traced)
+                logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_not_profiler_note)
         self._compiled_ok = False
         self.graphs = graph_engine.Graphs(self) if self.plan.graph else None
         self._eval_meters: dict[int, Meter] = {}
@@ -339,7 +349,7 @@ class Trainer:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's forward (compiled when the plan says so; a compiler failure on the first call
         falls back to the plain module, with a note)."""
-        if self.forward is self.model or self._compiled_ok:
+        if self.forward is self.eager or self.forward is self.model or self._compiled_ok:
             return self.forward(x)
         try:
             out = self.forward(x)
@@ -348,8 +358,8 @@ class Trainer:
             self.say(f"note: torch.compile failed ({type(e).__name__}: {first}); continuing without it")
             self.plan.why.append(f"compile: off, it failed ({type(e).__name__})")
             self.plan.compile = None
-            self.forward = self.model
-            return self.model(x)
+            self.forward = self.eager
+            return self.eager(x)
         self._compiled_ok = True
         return out
 
