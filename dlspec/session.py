@@ -305,11 +305,6 @@ def _prepare(path: str, items: list[str], opts: Options, doc: Document | None, t
                 resolved=resolved, symbols=symbols, warnings=warnings, task=task, task_args=task_args,
                 overrides=items if not doc.overrides else list(doc.overrides),
                 world=world if training else distributed.World())
-    if world.distributed and training:
-        if task.resolve is not None:  # its own optimizers: its networks take their own steps (a GAN)
-            raise Refused(warnings + [error(codes.TRAIN, f"several processes do not train the {task.name} task yet "
-                                            "(its networks take their own steps)", ("train",),
-                                            help="run it in one process")], doc)
     if cfg.val_split:
         split_validation(s)
     n = len(s.bundle.train)

@@ -24,6 +24,7 @@ from .data import Split
 from .data.base import float_bytes
 from .objectives import (
     Meter,
+    Sums,
     binary_threshold,
     make_loss,
     make_optimizer,
@@ -179,7 +180,8 @@ class Trainer:
         if self.plan.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.eager: Any = self.model  # the step's module uncompiled: the model, or its DDP replica
-        if self.world.distributed:  # the replica whose backward averages the gradients over the ranks
+        if self.world.distributed and not self.own_step:  # the replica whose backward averages the gradients
+            # over the ranks (a task with its own step makes a replica of each network it trains)
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -240,7 +242,7 @@ class Trainer:
     def _meter_state(self) -> dict[str, Any]:
         """The epoch's sums so far, over every rank (a checkpoint is the same whatever the number of processes)."""
         st = self.meter.state()
-        if self.world.distributed and not self.own_step:
+        if self.world.distributed:
             sums, count = distributed.summed(self.meter.sums, self.meter.count, self.world, self.device)
             st = {"sums": {k: v.cpu() for k, v in sums.items()}, "count": count}
         return st
@@ -319,17 +321,19 @@ class Trainer:
                     self.sched.step()
                     graphs.after_schedule()
             else:
-                share = 1.0
+                share, where = 1.0, None
                 if self.world.distributed:  # this rank's part of the global batch, weighted by its size
                     n = len(idx)
-                    mine = idx[distributed.part(n, self.world)]
+                    at = distributed.part(n, self.world)
+                    mine = idx[at]
                     # a last batch smaller than the world: a rank without a sample still steps (DDP needs every
                     # rank's backward), on one sample weighted 0
                     idx, share = (mine, len(mine) * self.world.size / n) if len(mine) else (idx[:1], 0.0)
+                    where = (at.start, at.stop, n) if len(mine) else (0, 1, n)
                 x, y = data.x[idx], data.y[idx]
                 if not self.on_device:
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                self.task.step(x, y) if self.own_step else self.step(x, y, share)
+                self.task.step(x, y, share, where) if self.own_step else self.step(x, y, share)
                 if graphs is not None and not graphs.started and not graphs.failed:
                     graphs.start()  # the first step ran eagerly and made the optimizer's state
             self.batch = b + 1
@@ -447,6 +451,7 @@ class Trainer:
         """A meter's result over every rank (its own, for one process); the meter itself is left as it is."""
         if not self.world.distributed:
             return meter.result()
-        total = Meter(self.metrics, self.device, self.threshold)
+        total = Meter(self.metrics, self.device, self.threshold) if isinstance(meter, Meter) \
+            else Sums(list(meter.sums), self.device)  # (a task's own sums: a GAN's losses)
         total.sums, total.count = distributed.summed(meter.sums, meter.count, self.world, self.device)
         return total.result()

@@ -393,8 +393,8 @@ def test_adversarial_stopped_mid_epoch_resumes_bit_exact(tmp_path, capsys, monke
     whole, _ = train(tmp_path, capsys, GAN, out="whole")
     real, steps = Adversarial.step, []
 
-    def step(self: Any, x: Any, y: Any) -> None:
-        real(self, x, y)
+    def step(self: Any, x: Any, y: Any, *a: Any) -> None:
+        real(self, x, y, *a)
         steps.append(1)
         if len(steps) == 8:  # batch 3 of epoch 2 (6 batches of 32 per epoch)
             self.tr.stop_requested = True

@@ -191,6 +191,7 @@ class Adversarial(Supervised):
         self.scheds: dict[str, Any] = {}
         self.per_batch: dict[str, bool] = {}
         self.meter = Sums(METRICS, tr.device)
+        self.Gt, self.Dt = self.G, self.D  # the networks the steps train through (DDP replicas, several processes)
 
     # set-up -----------------------------------------------------------------------------------------------
     def setup(self, impl: dict[str, Any]) -> None:
@@ -204,6 +205,12 @@ class Adversarial(Supervised):
             self.opts[name] = make_optimizer(resolved, net, **impl)
             self.scheds[name] = make_scheduler(resolved, self.opts[name], tr.s.cfg.epochs, max(1, tr.steps_per_epoch))
             self.per_batch[name] = scheduler_per_batch(resolved, tr.s.cfg)
+        if tr.world.distributed:  # a replica of each: its backward averages its gradients over the processes
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [tr.device.index] if tr.device.type == "cuda" else None
+            self.Gt = DistributedDataParallel(self.G, device_ids=ids)
+            self.Dt = DistributedDataParallel(self.D, device_ids=ids)
 
     def describe(self) -> str:
         return (f"adversarial ({self.loss}): {self.g_name} {sum(p.numel() for p in self.G.parameters()):,} params, "
@@ -224,28 +231,37 @@ class Adversarial(Supervised):
         if self.tr.s.cfg.clip_grad_norm:
             nn.utils.clip_grad_norm_(net.parameters(), self.tr.s.cfg.clip_grad_norm)
 
-    def step(self, x: Any, y: Any) -> None:
+    def step(self, x: Any, y: Any, share: float = 1.0, where: tuple[int, int, int] | None = None) -> None:
+        """One batch: d_steps discriminator steps, then one generator step.  Several processes: x is this
+        process's part [start, stop) of a global batch of n (`where`), its noise that part of the n draws one
+        process makes, its losses weighted by `share` (the part's size × processes / n)."""
         n = x.shape[0]
         opt_g, opt_d = self.opts[self.g_name], self.opts[self.d_name]
+
+        def noise() -> Any:
+            return self.noise(n) if where is None else self.noise(where[2])[where[0]:where[1]]
+
         with self.tr.autocast():
             for _ in range(int(self.args["d_steps"])):
-                fake = self.G(self.noise(n))
-                real_out, fake_out = self.D(x), self.D(fake.detach())
+                fake = self.Gt(noise())
+                real_out, fake_out = self.Dt(x), self.Dt(fake.detach())
                 d_loss = _d_loss(self.loss, real_out.float(), fake_out.float())
                 opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
+                (d_loss * share if share != 1.0 else d_loss).backward()
                 self._clip(self.D)
                 opt_d.step()
+            # (the discriminator itself, not its replica: its gradients here are dropped, not averaged)
             g_out = self.D(fake)
             g_loss = _g_loss(self.loss, g_out.float())
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        (g_loss * share if share != 1.0 else g_loss).backward()
         self._clip(self.G)
         opt_g.step()
         for name, sched in self.scheds.items():
             if sched is not None and self.per_batch[name]:
                 sched.step()
-        add_sums(self.meter, n, d_loss, g_loss, real_out, fake_out)
+        if share:  # (0: a stand-in sample of a process with none, not counted)
+            add_sums(self.meter, n, d_loss, g_loss, real_out, fake_out)
 
     def end_epoch(self) -> None:
         for name, sched in self.scheds.items():
