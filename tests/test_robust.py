@@ -184,7 +184,10 @@ def mutated(draw: st.DrawFn) -> str:
 def test_fuzz_check_never_raises(text: str) -> None:
     t0 = time.perf_counter()
     diagnose(text)
-    assert time.perf_counter() - t0 < 1.0
+    if time.perf_counter() - t0 >= 1.0:  # once more: a blow-up repeats, a cold start or a busy machine does not
+        t0 = time.perf_counter()
+        diagnose(text)
+        assert time.perf_counter() - t0 < 1.0
 
 
 OVERRIDE = st.one_of(
