@@ -50,6 +50,18 @@ def from_env() -> World:
     return World(rank, size, local)
 
 
+def backend(device: Any) -> str:
+    """The process group's backend for a device: NCCL for CUDA, gloo otherwise."""
+    return "nccl" if getattr(device, "type", "cpu") == "cuda" else "gloo"
+
+
+def replica(module: Any, device: Any) -> Any:
+    """The module's DistributedDataParallel replica (its backward averages the gradients over the ranks)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def join(world: World, device: Any) -> None:
     """Join the process group (once): NCCL for a CUDA device, gloo otherwise."""
     import torch.distributed as dist
@@ -57,8 +69,7 @@ def join(world: World, device: Any) -> None:
     global _ready
     if not world.distributed or dist.is_initialized():
         return
-    backend = "nccl" if getattr(device, "type", "cpu") == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group(backend(device), timeout=datetime.timedelta(seconds=TIMEOUT_S))
     # (made through the store, so it works even where another rank's device failed and it joined with gloo)
     _ready = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=READY_TIMEOUT_S))
 

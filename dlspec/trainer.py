@@ -142,14 +142,18 @@ class Trainer:
                                len(s.bundle.sample_shape), opt_kw)
         # the optimizer implementation this run chose (not the spec's): re-applied after loading a checkpoint,
         # and left out of the checkpoint, which keeps the spec's own values
+        if self.own_step and (self.plan.compile or self.plan.channels_last):
+            self.plan.compile, self.plan.channels_last = None, False
+            self.plan.why = [w for w in self.plan.why if not w.startswith(("compile", "channels_last"))]
+            self.plan.why.append(f"compile, channels_last: off, the {s.task.name} task runs its networks itself")
         if self.world.distributed:
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
             # torch.compile wraps the DDP replica (torch's DDPOptimizer cuts the graph at the gradient buckets);
             # dlspec's CUDA graphs capture one process's whole step, without DDP's all-reduce: off
             graph = self.plan.graph
             self.plan.graph = self.plan.tensor_lr = False
             self.plan.why = [w for w in self.plan.why if not w.startswith("cuda graph")]
-            self.plan.why.append(f"ddp: {self.world.size} processes ({backend}), DistributedDataParallel"
+            self.plan.why.append(f"ddp: {self.world.size} processes ({distributed.backend(self.device)}), "
+                                 "DistributedDataParallel"
                                  + (", compiled" if self.plan.compile else "")
                                  + ("; cuda graph: off, its capture does not take DDP's all-reduce" if graph else ""))
             if distributed.has_batchnorm(self.model):
@@ -160,10 +164,6 @@ class Trainer:
         if self.plan.graph and not self.task.graph_ok:
             self.plan.graph = self.plan.tensor_lr = False
             self.plan.why.append(f"cuda graph: off, {self.task.why_not_graph}")
-        if self.own_step and (self.plan.compile or self.plan.channels_last):
-            self.plan.compile, self.plan.channels_last = None, False
-            self.plan.why = [w for w in self.plan.why if not w.startswith(("compile", "channels_last"))]
-            self.plan.why.append(f"compile, channels_last: off, the {s.task.name} task runs its networks itself")
         self._impl = {"fused": True} if self.plan.fused else {}
         self._spec_impl = {k: opt_kw.get(k) for k in self._impl}
         if training and self.own_step:
@@ -182,10 +182,7 @@ class Trainer:
         self.eager: Any = self.model  # the step's module uncompiled: the model, or its DDP replica
         if self.world.distributed and not self.own_step:  # the replica whose backward averages the gradients
             # over the ranks (a task with its own step makes a replica of each network it trains)
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.eager = DistributedDataParallel(self.model, device_ids=ids)
+            self.eager = distributed.replica(self.model, self.device)
         self.forward: Any = self.eager
         if self.plan.compile:
             self.forward = torch.compile(self.eager, mode=self.plan.compile)

@@ -274,12 +274,14 @@ def test_stopped_mid_epoch_resumes_on_one_or_two_as_if_never_stopped(resume_on: 
 
 
 
-RANKED_DATA = """\
-# Runs dlspec's command line with DLSPEC_DATA taken from DATA_<RANK>: each process its own data folder.
+PER_RANK = """\
+# Runs dlspec's command line as process RANK of machines that differ: RANK<r>_NAME in the environment is
+# process r's NAME (RANK1_DLSPEC_DATA: rank 1's data folder), and a word @NAME of the command line its value.
 import os, sys
-os.environ["DLSPEC_DATA"] = os.environ["DATA_" + os.environ["RANK"]]
+own = "RANK" + os.environ["RANK"] + "_"
+os.environ.update({k[len(own):]: v for k, v in os.environ.items() if k.startswith(own)})
 from dlspec import cli
-sys.exit(cli.main(sys.argv[1:]))
+sys.exit(cli.main([os.environ[w[1:]] if w.startswith("@") else w for w in sys.argv[1:]]))
 """
 
 MNIST_SPEC = """\
@@ -307,13 +309,14 @@ def test_a_data_folder_missing_on_one_process_stops_every_process_with_its_diagn
     make_mnist(tmp_path / "here", n_train=40, n_test=20)
     (tmp_path / "empty").mkdir()
     script, spec = tmp_path / "ranked.py", tmp_path / "mnist.yaml"
-    script.write_text(RANKED_DATA, encoding="utf-8")
+    script.write_text(PER_RANK, encoding="utf-8")
     spec.write_text(MNIST_SPEC, encoding="utf-8")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), "run",
            str(spec), "--out", str(tmp_path / "runs"), "--no-progress", "--threads", "1"]
     t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=200, cwd=str(ROOT),
-                       env={**env(), "DATA_0": str(tmp_path / "here"), "DATA_1": str(tmp_path / "empty")})
+                       env={**env(), "RANK0_DLSPEC_DATA": str(tmp_path / "here"),
+                            "RANK1_DLSPEC_DATA": str(tmp_path / "empty")})
     assert time.monotonic() - t0 < 100
     assert r.returncode != 0
     said = [line for line in r.stderr.splitlines() if "process 1 of 2: " in line]
@@ -323,7 +326,8 @@ def test_a_data_folder_missing_on_one_process_stops_every_process_with_its_diagn
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/*"))
     # both data folders as they should be: the same command trains on both processes
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=200, cwd=str(ROOT),
-                       env={**env(), "DATA_0": str(tmp_path / "here"), "DATA_1": str(tmp_path / "here")})
+                       env={**env(), "RANK0_DLSPEC_DATA": str(tmp_path / "here"),
+                            "RANK1_DLSPEC_DATA": str(tmp_path / "here")})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ddp: 2 processes (gloo)" in r.stdout
 
@@ -335,14 +339,11 @@ def test_a_checkpoint_missing_on_one_process_stops_every_process(tmp_path: Path)
     assert one.returncode == 0, one.stderr[-2000:]
     run = folder(tmp_path / "o")
     script = tmp_path / "ranked.py"
-    script.write_text(RANKED_DATA.replace('os.environ["DLSPEC_DATA"] = os.environ["DATA_" + os.environ["RANK"]]',
-                                          'os.environ["DLSPEC_DATA"] = "."\n'
-                                          'sys.argv[sys.argv.index("--resume") + 1] = os.environ["RUN_" + '
-                                          'os.environ["RANK"]]'), encoding="utf-8")
+    script.write_text(PER_RANK, encoding="utf-8")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(script), "run", "--resume", "X", "--epochs", "2", "--no-progress", "--threads", "1"],
+                        str(script), "run", "--resume", "@RUN", "--epochs", "2", "--no-progress", "--threads", "1"],
                        capture_output=True, text=True, timeout=200, cwd=str(ROOT),
-                       env={**env(), "RUN_0": str(run), "RUN_1": str(tmp_path / "gone")})
+                       env={**env(), "RANK0_RUN": str(run), "RANK1_RUN": str(tmp_path / "gone")})
     assert r.returncode != 0
     assert f"dlspec: process 1 of 2: no checkpoint.pt in {tmp_path / 'gone'}" in r.stderr, r.stderr[-3000:]
     assert len(losses(run)) == 1  # not trained further
@@ -483,10 +484,11 @@ def test_a_gan_on_two_processes_follows_one_and_resumes_on_one(tmp_path: Path) -
     spec = tmp_path / "gan.yaml"
     spec.write_text(GAN_SPEC, encoding="utf-8")
     one = dlspec_run([str(spec)], 1, tmp_path / "one")
-    two = dlspec_run([str(spec)], 2, tmp_path / "two")
+    two = dlspec_run([str(spec), "train.compile=true"], 2, tmp_path / "two")  # (a GAN's networks: not compiled)
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "ddp: 2 processes (gloo)" in two.stdout
+    assert "ddp: 2 processes (gloo), DistributedDataParallel\n" in two.stdout
+    assert "compile, channels_last: off, the adversarial task runs its networks itself" in two.stdout
     a, b = folder(tmp_path / "one"), folder(tmp_path / "two")
     assert [x for row in gan_losses(a) for x in row] == pytest.approx([x for row in gan_losses(b) for x in row],
                                                                       rel=1e-6)

@@ -206,11 +206,9 @@ class Adversarial(Supervised):
             self.scheds[name] = make_scheduler(resolved, self.opts[name], tr.s.cfg.epochs, max(1, tr.steps_per_epoch))
             self.per_batch[name] = scheduler_per_batch(resolved, tr.s.cfg)
         if tr.world.distributed:  # a replica of each: its backward averages its gradients over the processes
-            from torch.nn.parallel import DistributedDataParallel
+            from .. import distributed
 
-            ids = [tr.device.index] if tr.device.type == "cuda" else None
-            self.Gt = DistributedDataParallel(self.G, device_ids=ids)
-            self.Dt = DistributedDataParallel(self.D, device_ids=ids)
+            self.Gt, self.Dt = distributed.replica(self.G, tr.device), distributed.replica(self.D, tr.device)
 
     def describe(self) -> str:
         return (f"adversarial ({self.loss}): {self.g_name} {sum(p.numel() for p in self.G.parameters()):,} params, "
