@@ -17,11 +17,12 @@ import json
 import os
 import platform
 import re
-import tempfile
 import zipfile
 from typing import Any
 
 import yaml
+
+from . import safeio
 
 # Options that do not change the training trajectory: a run may be resumed with them changed.
 NOT_HASHED = (("name",), ("description",), ("train", "epochs"), ("train", "device"), ("train", "eval_every"),
@@ -82,7 +83,7 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def safe_name(name: str) -> str:
     """A spec name as one folder name: no separators, no '..', nothing hidden."""
-    return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "run"
+    return safeio.file_part(name)
 
 
 def new_run_dir(base: str, name: str) -> str:
@@ -106,59 +107,10 @@ def write_spec(run_dir: str, data: Any, source_path: str, overrides: list[str]) 
     write_atomic(os.path.join(run_dir, "spec.yaml"), text.encode("utf-8"))
 
 
-# --- writing: whole files or nothing ---------------------------------------------------------------------
+# --- writing: whole files or nothing (safeio's, named here for the run folder's callers) ------------------
 
-class WriteError(Exception):
-    """A file of the run folder could not be written (a full disk, a quota, permissions); the file as it was
-    before, if any, is unchanged and no temp file is left.  str(): `no space left on device (PATH)`."""
-
-    def __init__(self, path: str, error: OSError):
-        self.path, self.error = path, error
-        self.errno = error.errno
-        reason = os.strerror(error.errno) if error.errno else (str(error) or type(error).__name__)
-        super().__init__(f"{reason[:1].lower() + reason[1:]} ({path})")
-
-
-def _write_file(path: str, data: bytes | memoryview) -> None:
-    """Write data to a new file and flush it to the disk (a rename after this cannot leave an empty file)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_atomic(path: str, data: bytes | memoryview) -> None:
-    """path gets exactly `data`, or stays as it was: written to a temp file beside it, then renamed over it.
-    Raises WriteError; the temp file is removed either way."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = ""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=d)
-        os.close(fd)
-        _write_file(tmp, data)
-        os.replace(tmp, path)
-        tmp = ""
-        _sync_dir(d)
-    except OSError as e:
-        raise WriteError(path, e) from None
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-
-
-def _sync_dir(d: str) -> None:
-    """The rename itself on the disk (POSIX; elsewhere, or where a folder cannot be opened, skipped)."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+WriteError = safeio.WriteError
+write_atomic = safeio.write_atomic
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from test_train import (  # noqa: E402
 )
 
 import dlspec  # noqa: E402
-from dlspec import cli, runs  # noqa: E402
+from dlspec import cli, runs, safeio  # noqa: E402
 from dlspec.data.base import DATASETS  # noqa: E402
 
 HERE = Path(__file__).resolve()
@@ -168,7 +168,7 @@ class FullDisk:
 
     def __init__(self, monkeypatch: Any, name: str, n: int):
         self.name, self.n, self.seen, self.full = name, n, 0, False
-        write_file = runs._write_file
+        write_file = safeio._write_file
 
         def failing(path: str, data: Any) -> None:
             if os.path.basename(path).startswith(f".{name}-"):
@@ -180,7 +180,7 @@ class FullDisk:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
             write_file(path, data)
 
-        monkeypatch.setattr(runs, "_write_file", failing)
+        monkeypatch.setattr(safeio, "_write_file", failing)
 
 
 def improvements(values: list[float]) -> list[int]:
