@@ -26,26 +26,36 @@ def _color(mode: str) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import check, load
+    from . import check, load, safeio
     from .report import render_text, to_json
 
+    if args.diagram is not None:
+        try:
+            safeio.check_output(args.diagram, "picture")
+        except safeio.FileRefused as e:
+            print(f"dlspec check: --diagram: {e}", file=sys.stderr)
+            return 2
     results = []
     unreadable = False
     for path in args.specs:
         spec = load(path)
         unreadable |= any(d.code == codes.IO for d in spec.diagnostics)
         results.append(check(spec))
-    if args.diagram:
+    if args.diagram is not None:
         from .diagram import render
 
         if len(results) != 1:
             print("dlspec check: --diagram draws one spec; give one file", file=sys.stderr)
             return 2
-        why, how = render(results[0], args.diagram)
+        try:
+            why, how = render(results[0], args.diagram)
+        except safeio.WriteError as e:
+            print(f"dlspec check: {e}; the diagram is not written", file=sys.stderr)
+            return 1
         if why:
             print(f"dlspec check: {why}", file=sys.stderr)
             return 2
-        print(f"wrote {args.diagram} ({how})", file=sys.stderr)
+        print(f"wrote {safeio.shown(args.diagram)} ({how})", file=sys.stderr)
     if args.format == "dot":
         from .diagram import to_dot
 
@@ -95,7 +105,9 @@ def _refused(e: Any) -> int:
 
     if getattr(e, "quiet", False):  # another process of this machine says it
         return _status(e)
-    for line in e.message.splitlines():  # (indented lines go on the line before)
+    from .safeio import shown
+
+    for line in map(shown, e.message.splitlines()):  # (indented lines go on the line before)
         print(line if line.startswith(" ") else f"dlspec: {line}", file=sys.stderr)
     color = _color("auto") and sys.stderr.isatty()
     for d in e.diagnostics:
@@ -478,26 +490,58 @@ def cmd_eval(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
+def _picture_path(command: str, given: str | None, default: str) -> str | None:
+    """--image of predict / generate: the path (default: `default` in the current folder), or None once the
+    refusal is printed (an empty path, a FIFO, a device, a folder, a missing folder)."""
+    from . import safeio
+
+    path = default if given is None else given
+    try:
+        safeio.check_output(path, "picture")
+    except safeio.FileRefused as e:
+        print(f"dlspec {command}: --image: {e}", file=sys.stderr)
+        return None
+    return path
+
+
+def _save_picture(command: str, fig: Any, path: str) -> bool:
+    """The figure as a PNG at path, whole or not at all; False once a failed write is printed (one line)."""
+    from . import safeio
+    from .pictures import save_figure
+
+    try:
+        save_figure(fig(), path)
+    except safeio.WriteError as e:
+        print(f"dlspec {command}: {e}; the picture is not written", file=sys.stderr)
+        return False
+    return True
+
+
 def _predict_reconstruction(args: argparse.Namespace, s: Any, opts: Any) -> int:
     """predict for task reconstruction: the first n test samples, their reconstructions as a PNG, and the MSE
     of each."""
-    from .pictures import image_rows, save_figure
+    from .pictures import image_rows
+    from .safeio import shown
     from .tasks.reconstruction import reconstruct
     from .trainer import Trainer
 
+    path = _picture_path("predict", args.image, "reconstructions.png")
+    if path is None:
+        return 2
     tr = Trainer(s, opts, training=False)
     n = min(args.n, len(s.bundle.test))
     clean, noised, out = reconstruct(tr, tr.task, n)
     for i in range(n):
         print(f"sample {i:>3}: reconstruction mse {float(((out[i] - clean[i]) ** 2).mean()):.5f}")
     rows = [("input", clean)] + ([("corrupted", noised)] if tr.task.corrupts else []) + [("output", out)]
-    path = args.image or "reconstructions.png"
+    title = f"{s.checked.spec.name} · {os.path.basename(args.checkpoint)}"
     try:
-        save_figure(image_rows(rows, f"{s.checked.spec.name} · {os.path.basename(args.checkpoint)}", shared=True), path)
+        if not _save_picture("predict", lambda: image_rows(rows, title, shared=True), path):
+            return 1
     except ImportError:
         print("dlspec predict: the picture needs matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
         return 1
-    print(f"wrote {path}: {n} test samples (rows: " + ", ".join(label for label, _ in rows) + ")")
+    print(f"wrote {shown(path)}: {n} test samples (rows: " + ", ".join(label for label, _ in rows) + ")")
     return 0
 
 
@@ -594,36 +638,55 @@ def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
 
 def _generate_samples(args: argparse.Namespace, s: Any, opts: Any) -> int:
     """generate for task adversarial: n samples of the generator from noise seeded --seed, as a PNG grid."""
-    from .tasks.adversarial import GRID_MAX, write_grid
+    from .pictures import image_grid
+    from .safeio import shown
+    from .tasks.adversarial import GRID_MAX
     from .trainer import Trainer
 
     n = args.n or 64
     if n > GRID_MAX:
         print(f"dlspec generate: -n must be at most {GRID_MAX} for a picture, not {n}", file=sys.stderr)
         return 2
+    path = _picture_path("generate", args.image, "samples.png")
+    if path is None:
+        return 2
     tr = Trainer(s, opts, training=False)
-    path = args.image or "samples.png"
+    batch, span = tr.task.samples(n, args.seed), tr.task.span()
+    title = f"{s.checked.spec.name} · seed {args.seed}"
     try:
-        write_grid(tr.task.samples(n, args.seed), path, f"{s.checked.spec.name} · seed {args.seed}", tr.task.span())
+        if not _save_picture("generate", lambda: image_grid(batch, columns=min(8, n), title=title, span=span), path):
+            return 1
     except ImportError:
         print("dlspec generate: the picture needs matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
         return 1
-    print(f"wrote {path}: {n} samples of {tr.task.g_name} (noise seed {args.seed})")
+    print(f"wrote {shown(path)}: {n} samples of {tr.task.g_name} (noise seed {args.seed})")
     return 0
 
 
 @_with_checkpoint
 def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
-    from .generate import generate
+    from .generate import GenerateError, generate
 
+    text_options = {"--prime": args.prime, "--length": args.length, "--temperature": args.temperature,
+                    "--top-k": args.top_k}
     if s.task.name == "adversarial":
+        given = [flag for flag, v in text_options.items() if v is not None]
+        if given:
+            print(f"dlspec generate: {given[0]} is for a language model; a generator (task adversarial) takes -n, "
+                  "--seed and --image", file=sys.stderr)
+            return 2
         return _generate_samples(args, s, opts)
-
-    try:
-        text = generate(s, args.prime, args.length, args.temperature, args.seed, args.top_k)
-    except ValueError as e:
-        print(f"dlspec generate: {e}", file=sys.stderr)
+    given = [flag for flag, v in (("-n", args.n), ("--image", args.image)) if v is not None]
+    if given:
+        print(f"dlspec generate: {given[0]} is for a generator (task adversarial); a language model takes --prime, "
+              "--length, --temperature, --top-k and --seed", file=sys.stderr)
         return 2
+    try:
+        text = generate(s, args.prime or "", 200 if args.length is None else args.length,
+                        0.8 if args.temperature is None else args.temperature, args.seed, args.top_k)
+    except GenerateError as e:
+        print(f"dlspec generate: {e}", file=sys.stderr)
+        return e.status
     print(text)
     return 0
 
@@ -646,6 +709,7 @@ def _show_target(args: argparse.Namespace) -> _Shown | int:
     import torch
 
     from . import load
+    from .safeio import shown
     from .session import prepare
 
     run_folder(args)
@@ -670,16 +734,17 @@ def _show_target(args: argparse.Namespace) -> _Shown | int:
     if checked.networks:
         if args.network not in checked.networks:
             names = ", ".join(checked.networks)
-            print(f"dlspec show: {args.spec} has several networks: give --network NAME ({names})"
-                  if args.network is None else f"dlspec show: no network {args.network!r} in {args.spec}: {names}",
+            print(f"dlspec show: {shown(args.spec)} has several networks: give --network NAME ({shown(names)})"
+                  if args.network is None else
+                  f"dlspec show: no network '{shown(args.network)}' in {shown(args.spec)}: {shown(names)}",
                   file=sys.stderr)
             return 2
         checked, model, name = checked.networks[args.network], model[args.network], f"{name} · {args.network}"
-    elif args.network:
-        print(f"dlspec show: {args.spec} has one network; --network is for a spec of several", file=sys.stderr)
+    elif args.network is not None:
+        print(f"dlspec show: {shown(args.spec)} has one network; --network is for a spec of several", file=sys.stderr)
         return 2
     if len(checked.spec.inputs) > 1:
-        print(f"dlspec show: {name} reads {len(checked.spec.inputs)} inputs; show runs a network of one",
+        print(f"dlspec show: {shown(name)} reads {len(checked.spec.inputs)} inputs; show runs a network of one",
               file=sys.stderr)
         return 2
     if bundle is not None and not _reads_samples(bundle, checked.spec.input):
@@ -701,10 +766,53 @@ def _random_sample(checked: Any) -> Any:
     return example_inputs(checked, batch=1, seed=0)[0][0]
 
 
+def _show_folder(args: argparse.Namespace, name: str) -> str:
+    """Where `dlspec show` writes: --out, or show/NAME (the spec's name as one file-name part, so a name such as
+    `/tmp/x` or `../x` stays under show/); FileRefused for a path that is not a folder."""
+    from . import safeio
+
+    if args.out is not None:
+        safeio.check_output_folder(args.out, "folder for the pictures")
+        return str(args.out)
+    folder = safeio.inside("show", safeio.file_part(name.replace(" · ", "_"), "spec"))
+    safeio.check_output_folder(folder, "folder for the pictures")
+    return folder
+
+
+def _show_files(out_dir: str, names: list[str]) -> list[str]:
+    """The pictures' paths in out_dir, each checked to stay there (a symlink out of it is refused) and not to be
+    a FIFO, a device or a folder already."""
+    from . import safeio
+
+    paths = [safeio.inside(out_dir, safeio.file_part(n)) for n in names]
+    if os.path.isdir(out_dir):
+        for p in paths:
+            safeio.check_output(p, "picture")
+    return paths
+
+
+def _show_options(args: argparse.Namespace) -> str | None:
+    """An option of `dlspec show` that cannot apply, whatever the spec: the refusal, else None."""
+    for flag, value in (("--checkpoint", args.checkpoint), ("--npy", args.npy), ("--image", args.image),
+                        ("--network", args.network)):
+        if value == "":
+            return f"{flag}: an empty value names nothing"
+    if args.npy and args.image:
+        return "--npy and --image each give the input: give one"
+    if args.sample is not None and (args.npy or args.image):
+        return "--sample picks a test sample of the data set; with --npy or --image the input is that file"
+    return None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import show
+    from . import safeio, show
+    from .safeio import shown
     from .session import Refused
 
+    why = _show_options(args)
+    if why:
+        print(f"dlspec show: {why}", file=sys.stderr)
+        return 2
     try:
         target = _show_target(args)
     except Refused as e:
@@ -712,62 +820,94 @@ def cmd_show(args: argparse.Namespace) -> int:
     if isinstance(target, int):
         return target
     b = target.bundle
+    if args.sample is not None and b is None:
+        print("dlspec show: --sample picks a test sample of the spec's data set, and this network reads none "
+              "(--npy or --image give an input)", file=sys.stderr)
+        return 2
+    try:
+        out_dir = _show_folder(args, target.name)
+    except safeio.FileRefused as e:
+        print(f"dlspec show: --out: {e}", file=sys.stderr)
+        return 2
     from .export import symbol_values
 
     shape = tuple(b.sample_shape) if b is not None else tuple(
         dims.evaluate(d, symbol_values(target.checked)) for d in target.checked.spec.input.shape)
     dtype = b.x_dtype if b is not None else target.checked.spec.input.dtype
+    sample = args.sample or 0
     try:
         if args.npy:
             x = show.load_npy(args.npy, shape, dtype)
-            source = args.npy
+            source = shown(args.npy)
         elif args.image:
             info: dict[str, Any] = b.info if b is not None else {}
             norm: dict[str, Any] = info["normalize"] if isinstance(info.get("normalize"), dict) else {}
             x = show.load_image(args.image, shape, float(info.get("scale") or 255), norm.get("mean"), norm.get("std"))
-            source = args.image
+            source = shown(args.image)
         elif b is None:
             x = _random_sample(target.checked)
             source = "a random input " + dims.fmt_shape(tuple(x.shape), batch=False) + (
                 "" if args.spec_has_data else " (the spec has no data set: --npy or --image give one)")
         else:
-            if not 0 <= args.sample < len(b.test):
+            if not 0 <= sample < len(b.test):
                 raise show.ShowError(f"--sample must be from 0 to {len(b.test) - 1} (the test split's samples)")
-            x = b.test.x[args.sample]
-            label = b.test.y[args.sample]
-            source = f"{b.name} test sample {args.sample}" + (f" (label {int(label)})" if label.dim() == 0 else "")
+            x = b.test.x[sample]
+            label = b.test.y[sample]
+            source = f"{b.name} test sample {sample}" + (f" (label {int(label)})" if label.dim() == 0 else "")
         outs = show.run_layers(target.model, x.unsqueeze(0).to(target.device))
         chosen = show.pick(outs, target.model, args.layers)
+        paths = _show_files(out_dir, [f"{o.index:02d}_{o.name}.png" for o in chosen] + ["kernels.png"] * args.weights)
     except show.ShowError as e:
         print(f"dlspec show: {e}", file=sys.stderr)
         return 2
+    except safeio.FileRefused as e:
+        print(f"dlspec show: --out: {e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:  # what torch refuses for this input (a file of the wrong range of ids, ...)
-        print(f"dlspec show: the model cannot run on {args.npy or args.image}: {str(e).splitlines()[0][:200]}",
-              file=sys.stderr)
+        print(f"dlspec show: the model cannot run on {shown(args.npy or args.image)}: "
+              f"{str(e).splitlines()[0][:200]}", file=sys.stderr)
         return 2
     s = target
-    print(f"{s.name} on {source}" + (f", weights of {args.checkpoint}" if args.checkpoint else
-                                                   ", fresh weights (no --checkpoint)"))
+    print(f"{shown(s.name)} on {source}" + (f", weights of {shown(args.checkpoint)}" if args.checkpoint else
+                                            ", fresh weights (no --checkpoint)"))
     print("\n".join(show.stats_table(outs)))
-    out_dir = args.out or os.path.join("show", s.name.replace(" · ", "_"))
+    return _write_pictures(s, chosen, paths, out_dir, source, args.weights)
+
+
+def _write_pictures(s: Any, chosen: list[Any], paths: list[str], out_dir: str, source: str, weights: bool) -> int:
+    """show's pictures into out_dir, all or none: drawn one at a time, moved in once every one is written; a
+    failed write (a full disk) leaves the folder as it was, and removes it if show made it."""
+    from . import safeio, show
+    from .safeio import shown
+
+    written: list[str] = []
+
+    def pictures() -> Any:
+        for o, path in zip(chosen, paths, strict=False):
+            png, what = show.draw(o, f"{s.name} · layer {o.index} {o.name} ({o.kind}) · {source}")
+            written.append(f"  {shown(path)}: {what}")
+            yield path, png
+        if weights:
+            drawn = show.draw_kernels(s.model, f"{s.name} · first Conv2d's kernels")
+            if drawn is None:
+                written.append("  (no Conv2d: no kernels to draw)")
+                return
+            written.append(f"  {shown(paths[-1])}: {drawn[1]}")
+            yield paths[-1], drawn[0]
+
+    made: list[str] = []
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        written = []
-        for o in chosen:
-            path = os.path.join(out_dir, f"{o.index:02d}_{o.name}.png")
-            what = show.draw(o, path, f"{s.name} · layer {o.index} {o.name} ({o.kind}) · {source}")
-            written.append(f"  {path}: {what}")
-        if args.weights:
-            path = os.path.join(out_dir, "kernels.png")
-            drawn = show.draw_kernels(s.model, path, f"{s.name} · first Conv2d's kernels")
-            written.append(f"  {path}: {drawn}" if drawn else "  (no Conv2d: no kernels to draw)")
+        made = safeio.make_folders(out_dir)
+        safeio.write_all(pictures())
     except ImportError:
+        safeio.remove_folders(made)
         print("dlspec show: the pictures need matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
         return 1
-    except OSError as e:
-        print(f"dlspec show: cannot write into {out_dir}: {e.strerror or e}", file=sys.stderr)
+    except safeio.WriteError as e:
+        safeio.remove_folders(made)
+        print(f"dlspec show: {e}; no picture written", file=sys.stderr)
         return 1
-    print(f"wrote {len(written)} picture(s) into {out_dir}:")
+    print(f"wrote {sum(1 for w in written if not w.startswith('  ('))} picture(s) into {shown(out_dir)}:")
     print("\n".join(written))
     return 0
 
@@ -897,18 +1037,22 @@ def cmd_codes(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from . import safeio
     from .editor_schema import text
 
-    out = text()
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(out)
-        except OSError as e:
-            print(f"dlspec: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
-            return 2
-    else:
-        sys.stdout.write(out)
+    if args.output is None:
+        sys.stdout.write(text())
+        return 0
+    try:
+        safeio.check_output(args.output, "file")
+    except safeio.FileRefused as e:
+        print(f"dlspec schema: --output: {e}", file=sys.stderr)
+        return 2
+    try:
+        safeio.write_atomic(args.output, text().encode("utf-8"))
+    except safeio.WriteError as e:
+        print(f"dlspec schema: {e}; nothing written", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -1025,7 +1169,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("spec", metavar="SPEC|RUN_DIR", help="a spec, or a run folder (its spec.yaml and checkpoint.pt)")
     w.add_argument("overrides", nargs="*", metavar="PATH=VALUE")
     w.add_argument("--checkpoint", metavar="PATH", help="the weights (default: fresh ones, seeded by train.seed)")
-    w.add_argument("--sample", type=int, default=0, metavar="K", help="the data set's test sample K (default 0)")
+    w.add_argument("--sample", type=int, metavar="K", help="the data set's test sample K (default 0)")
     w.add_argument("--npy", metavar="PATH", help="a .npy array of one sample instead")
     w.add_argument("--image", metavar="PATH", help="an image file instead (resized and normalised as the data set's)")
     w.add_argument("--layers", metavar="LIST", help="indices or names, comma-separated, or `all` (default: every "
@@ -1052,9 +1196,11 @@ def parser() -> argparse.ArgumentParser:
             q.add_argument("--image", metavar="PNG", help="reconstruction: where the picture goes (default "
                            "reconstructions.png)")
         if name == "generate":
-            q.add_argument("--prime", default="", help="text to start from")
-            q.add_argument("--length", type=int, default=200, help="characters to generate (at most 1,000,000)")
-            q.add_argument("--temperature", type=float, default=0.8)
+            q.add_argument("--prime", help="text to start from (default: one character drawn at random)")
+            q.add_argument("--length", type=int, help="characters to generate after the prime (default 200, at "
+                           "most 1,000,000)")
+            q.add_argument("--temperature", type=float, help="of the sampling (default 0.8; from 2**-126 to 100: "
+                           "near 0 the likeliest character, 1 the model's probabilities)")
             q.add_argument("--top-k", type=_positive, default=None, metavar="K",
                            help="sample from the K likeliest characters only")
             q.add_argument("-n", type=_positive, default=None, help="a generator (task adversarial): how many "
@@ -1106,7 +1252,84 @@ def _take_overrides(args: argparse.Namespace, extras: list[str]) -> None:
     sub.error(msg + (f" ({'; '.join(hints)})" if hints else ""))
 
 
+class StdoutError(OSError):
+    """A write to standard output failed (a full disk behind `> file`, an I/O error): the command's output is
+    lost, which is not a bug of dlspec's; main() says so in one line.  (A closed pipe stays a BrokenPipeError.)"""
+
+
+class _GuardedStdout:
+    """sys.stdout while dlspec runs: the same stream, whose failed writes raise StdoutError (told apart from a
+    command's own OSErrors) and are remembered (`failed`), so that main() tells them even where a caller
+    swallowed the error (argparse's --help does); a closed pipe is still a BrokenPipeError, and not a failure."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self.failed: OSError | None = None
+
+    def _guard(self, call: Any, *a: Any) -> Any:
+        try:
+            return call(*a)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self.failed = self.failed or e
+            raise StdoutError(e.errno, e.strerror) from None
+
+    def write(self, text: str) -> int:
+        return int(self._guard(self._stream.write, text))
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+def _drop_stdout(stream: Any) -> None:
+    """After a failed (or closed) standard output: its descriptor onto /dev/null, so that the flush at Python's
+    exit finds nothing to fail on (the recipe of Python's signal docs for SIGPIPE)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file descriptor (a test's capture): nothing is flushed at exit
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: the command's exit status.  A failed write to standard output (a full disk, an I/O
+    error) is one line and status 1, whatever the command; a closed pipe (`| head`) ends it silently, status 0."""
+    stdout = sys.stdout
+    guarded = _GuardedStdout(stdout)
+    sys.stdout = guarded  # type: ignore[assignment]
+    rc = 0
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # here, not at Python's exit: a full disk is told now
+    except SystemExit:  # argparse's --help and --version (0), a usage error (2)
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+        if guarded.failed is None:
+            raise
+    except BrokenPipeError:
+        _drop_stdout(stdout)
+        return 0
+    except StdoutError:
+        pass  # told below
+    finally:
+        sys.stdout = stdout
+    if guarded.failed is not None:
+        _drop_stdout(stdout)
+        e = guarded.failed
+        reason = os.strerror(e.errno) if e.errno else (str(e) or type(e).__name__)
+        print(f"dlspec: cannot write to standard output: {reason[:1].lower() + reason[1:]}", file=sys.stderr)
+        return rc or 1  # (a command that had failed keeps its status)
+    return rc
+
+
+def _main(argv: list[str] | None) -> int:
     p = parser()
     args, extras = p.parse_known_args(_compile_mode_apart(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
@@ -1120,8 +1343,8 @@ def main(argv: list[str] | None = None) -> int:
         rc: Any = args.func(args)
     except KeyboardInterrupt as e:  # a second Ctrl-C (or SIGTERM, SIGHUP) while a run stops: 128 + the signal
         return 128 + int(getattr(e, "signum", 2))
-    except BrokenPipeError:
-        return 0
+    except (BrokenPipeError, StdoutError):
+        raise
     except Exception as e:  # a bug of dlspec's, not the user's mistake: one line, and how to see more
         if os.environ.get("DLSPEC_DEBUG"):
             raise

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .codes import CODES, ErrorCode
+from .safeio import shown
 
 if TYPE_CHECKING:
     from .source import Document
@@ -131,9 +132,30 @@ def sort_key(d: Diagnostic) -> tuple[int, int, int]:
     return (1 if d.override is not None else 0, d.line or 0, d.column or 0)
 
 
+SOURCE_WIDTH = 160  # characters of a source line shown under a diagnostic (a longer one: the part around the caret)
+
+
+def _excerpt(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """The source line as printed, and the caret's columns in it: control characters escaped (the caret moves
+    with them), and a line longer than SOURCE_WIDTH cut to the part around the caret, `…` where it is cut."""
+    line = shown(text)
+    start, end = len(shown(text[:start])), len(shown(text[:end]))
+    if len(line) <= SOURCE_WIDTH:
+        return line, start, end
+    left = max(0, min(start - SOURCE_WIDTH // 4, len(line) - SOURCE_WIDTH))
+    part = line[left:left + SOURCE_WIDTH]
+    head = "…" if left else ""
+    tail = "…" if left + SOURCE_WIDTH < len(line) else ""
+    start = min(start - left, SOURCE_WIDTH) + len(head)
+    end = max(start + 1, min(end - left + len(head), len(head) + len(part)))
+    return head + part + tail, start, end
+
+
 def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = False,
            doc: Document | None = None) -> str:
-    """mypy/rustc-style text: header, the source line with a caret, then notes and help."""
+    """mypy/rustc-style text: header, the source line with a caret, then notes and help.  What the user wrote
+    (the file's name, its text, a name quoted in the message) is printed with control characters escaped, so a
+    terminal escape in a file name is shown, never sent; to_json keeps the exact text."""
     if doc is not None:
         locate(d, doc)
         source_lines = doc.lines
@@ -142,21 +164,22 @@ def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = F
         sev = ("\x1b[1;31m" if sev == "error" else "\x1b[1;33m") + sev + "\x1b[0m"
     if d.override is not None:
         return _render_override(d, sev)
-    loc = d.file or "<spec>"
+    loc = shown(d.file or "<spec>")
     if d.line is not None:
         loc += f":{d.line}"
         if d.column is not None:
             loc += f":{d.column}"
-    out = [f"{loc}: {sev}[{d.code}]: {d.message}"]
+    out = [f"{loc}: {sev}[{d.code}]: {shown(d.message)}"]
     if source_lines is not None and d.line is not None and 0 < d.line <= len(source_lines):
         text = source_lines[d.line - 1].rstrip("\n")
         gutter = " " * len(str(d.line))
+        start = (d.column or 1) - 1
+        end = d.end_column - 1 if d.end_column and d.column and d.end_column > d.column else start + 1
+        end = max(start + 1, min(end, len(text))) if len(text) > start else start + 1
+        line, start, end = _excerpt(text, start, end)
         out.append(f"{gutter} |")
-        out.append(f"{d.line} | {text}")
+        out.append(f"{d.line} | {line}")
         if d.column is not None:
-            start = d.column - 1
-            end = d.end_column - 1 if d.end_column and d.end_column > d.column else start + 1
-            end = max(start + 1, min(end, len(text))) if len(text) > start else start + 1
             out.append(f"{gutter} | " + " " * start + "^" * (end - start))
         out += _tail(d, gutter)
     else:
@@ -168,16 +191,17 @@ def _render_override(d: Diagnostic, sev: str) -> str:
     """A value from the command line: the override is the source line, the caret under its value."""
     item = d.override or ""
     start, end = d.override_span or (0, len(item))
-    out = [f"command line: {sev}[{d.code}]: {d.message}", "  |", f"  | {item}",
+    line, start, end = _excerpt(item, start, max(end, start + 1))
+    out = [f"command line: {sev}[{d.code}]: {shown(d.message)}", "  |", f"  | {line}",
            "  | " + " " * start + "^" * max(1, end - start)]
-    notes = [f"set on the command line for {d.file}"] if d.file else []
+    notes = [f"set on the command line for {shown(d.file)}"] if d.file else []
     return "\n".join(out + _tail(d, " ", notes))
 
 
 def _tail(d: Diagnostic, gutter: str, extra: list[str] | None = None) -> list[str]:
-    out = [f"{gutter} = note: {n}" for n in (extra or []) + d.notes]
+    out = [f"{gutter} = note: {shown(n)}" for n in (extra or []) + d.notes]
     if d.help:
-        out.append(f"{gutter} = help: {d.help}")
+        out.append(f"{gutter} = help: {shown(d.help)}")
     return out
 
 

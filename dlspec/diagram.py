@@ -158,32 +158,36 @@ def _write(checked: Checked) -> _Writer:
 
 def render(checked: Checked, path: str) -> tuple[str | None, str]:
     """Draw the diagram into path (.svg, .png or .pdf): with Graphviz's `dot` when it is installed, else with
-    matplotlib (a simpler layered layout).  (why it could not, or None; what drew it)."""
+    matplotlib (a simpler layered layout).  (why it could not, or None; what drew it).  The picture is made
+    in memory and written whole or not at all: safeio.WriteError when it cannot be written (a full disk)."""
     import shutil
     import subprocess
 
+    from .safeio import shown, write_atomic
+
     fmt = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     if fmt not in ("svg", "png", "pdf"):
-        return f"--diagram {path}: the file must end in .svg, .png or .pdf (or use --format dot for the text)", ""
+        return (f"--diagram {shown(path)}: the file must end in .svg, .png or .pdf (or use --format dot for the "
+                "text)"), ""
     w = _write(checked)
     exe = shutil.which("dot")
     if exe is None:
         try:
-            draw_matplotlib(w, path, checked.spec.name or "spec")
+            data = draw_matplotlib(w, fmt, checked.spec.name or "spec")
         except ImportError:
             return ("no picture: it needs Graphviz's `dot` (apt install graphviz, brew install graphviz, conda install "
                     "graphviz) or matplotlib (pip install 'dlspec[plot]')"), ""
-        except OSError as e:
-            return f"cannot write {path}: {e.strerror or e}", ""
+        write_atomic(path, data)
         return None, ("drawn with matplotlib: Graphviz's `dot` is not installed (apt install graphviz, brew install "
                       "graphviz, conda install graphviz) and lays it out better")
     try:
-        p = subprocess.run([exe, f"-T{fmt}", "-o", path], input=w.lines_text, text=True, capture_output=True,
-                           timeout=60)
+        p = subprocess.run([exe, f"-T{fmt}"], input=w.lines_text.encode("utf-8"), capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"dot failed: {e}", ""
-    if p.returncode != 0:
-        return f"dot failed: {(p.stderr.strip().splitlines() or ['exit status ' + str(p.returncode)])[0][:200]}", ""
+        return f"dot failed: {shown(e)}", ""
+    if p.returncode != 0 or not p.stdout:
+        err = p.stderr.decode("utf-8", "replace").strip().splitlines() or ["exit status " + str(p.returncode)]
+        return f"dot failed: {shown(err[0][:200])}", ""
+    write_atomic(path, p.stdout)
     return None, "drawn with Graphviz"
 
 
@@ -198,15 +202,20 @@ def layers_of(w: _Writer) -> dict[str, int]:
     return depth
 
 
-def draw_matplotlib(w: _Writer, path: str, title: str) -> None:
+def draw_matplotlib(w: _Writer, fmt: str, title: str) -> bytes:
     """The diagram without Graphviz: a node per row in layers from the top (its longest path from an input),
     side by side within a layer; clusters as shaded boxes around their nodes, labelled along their left side;
-    an edge that passes over other layers goes round them (an identity skip, dashed, on the right)."""
+    an edge that passes over other layers goes round them (an identity skip, dashed, on the right).  The
+    file's bytes in `fmt` (svg, png, pdf); every text drawn as it is (no mathtext: a `$` in a name is a dollar)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
+
+    from .pictures import title_text
 
     depth = layers_of(w)
     rows: dict[int, list[str]] = {}
@@ -243,7 +252,7 @@ def draw_matplotlib(w: _Writer, path: str, title: str) -> None:
     ax.set_xlim(x_min, x_max)
     ax.set_ylim(-height + 0.3, row_h / 2)
     ax.axis("off")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title_text(title), fontsize=11, parse_math=False)
     for c in sorted(w.clusters, key=lambda c: -levels[c]):  # outermost first: inner ones are drawn over them
         members = [n for n, (_, _, stack) in w.nodes.items() if c in stack]
         if not members:
@@ -257,7 +266,7 @@ def draw_matplotlib(w: _Writer, path: str, title: str) -> None:
                                     facecolor="#eef2f8" if levels[c] % 2 else "#f7f9fc", edgecolor="#8a9bb0",
                                     linewidth=0.8, zorder=1))
         ax.text(x0 + 0.1, y1 - 0.06, w.clusters[c], ha="left", va="top", rotation=90, fontsize=6, color="#4a5a70",
-                zorder=2)
+                zorder=2, parse_math=False)
     arrow = {"arrowstyle": "-|>", "color": "#555555", "lw": 0.8, "shrinkA": 0, "shrinkB": 0}
     for a, b, dashed in w.edges:
         (xa, ya), (xb, yb) = pos[a], pos[b]
@@ -284,6 +293,10 @@ def draw_matplotlib(w: _Writer, path: str, title: str) -> None:
                                     boxstyle=f"round,pad=0,rounding_size={0.2 if shape in ('ellipse', 'circle') else 0.05}",
                                     facecolor="#fff8e6" if merge else "white", edgecolor="#333333", linewidth=0.9,
                                     zorder=4))
-        ax.text(x, y, text, ha="center", va="center", fontsize=6.5, zorder=5)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+        ax.text(x, y, text, ha="center", va="center", fontsize=6.5, zorder=5, parse_math=False)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()

@@ -6,7 +6,14 @@ character), so generating N characters costs N single-step forward passes, not N
 prefix.  A model with a layer that mixes time steps otherwise (a causal Transformer, a convolution over
 time) has no state to carry: it is run over the last `window` characters at every step — the context it
 was trained on, the data's seq_len, and at most its positional embedding's length — so the context
-slides along the text.  `top_k` keeps only the k likeliest characters before sampling.
+slides along the text.  `top_k` keeps only the k likeliest characters before sampling (a k beyond the
+vocabulary keeps them all).
+
+Each character is drawn from softmax(logits / T); where logits / T overflows float32 (a tiny T), from
+softmax((logits − max) / T), the same distribution, whose exponents stay finite for every T from
+MIN_TEMPERATURE up (the likeliest character's term is exp(0) = 1, the others' exp of a number ≤ 0): a tiny T
+samples the likeliest character (greedy) instead of dividing into inf − inf = nan.  An empty prime starts the text from one character drawn uniformly (seeded), which the
+`length` characters then follow.
 """
 
 from __future__ import annotations
@@ -19,7 +26,22 @@ from torch import nn
 from .infer import Checked, Row
 from .modules import SpecModel
 
-MAX_LENGTH = 1_000_000  # characters one `dlspec generate` writes (--length)
+MAX_LENGTH = 1_000_000  # characters one `dlspec generate` writes (--length), and the most a prime may hold
+# The temperature's range.  The scores are float32 and (logits - max) / T is computed in float32: a T below the
+# smallest normal float32, 2**-126 ≈ 1.18e-38, becomes 0 (or a subnormal that hardware may flush to 0) there,
+# and 0 / 0 is nan; from 2**-126 up, 1 / T ≤ 2**126 is finite and every exponent is finite or -inf.  The top
+# (100) is the one `train.task.language_model.temperature` has: beyond it the samples are uniform noise.
+MIN_TEMPERATURE = 2.0 ** -126
+MAX_TEMPERATURE = 100.0
+
+
+class GenerateError(ValueError):
+    """A request generate() refuses (a temperature out of range, a prime with unknown characters) or a model
+    whose scores are not numbers: one line for the user.  status: the exit status (2: an option, 1: the model)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
 
 
 def _per_step(row: Row) -> bool:
@@ -54,19 +76,28 @@ def window(s: Any) -> int | None:
 
 
 def generate(s: Any, prime: str, length: int, temperature: float, seed: int, top_k: int | None = None) -> str:
+    """`prime`, then `length` characters sampled from the model at `temperature` (GenerateError for a request
+    out of range, before the model runs)."""
+    from .safeio import shown
+
     vocab = s.bundle.vocab
     if not vocab:
-        raise ValueError(f"{s.bundle.name} is not a char_text dataset: nothing to generate")
-    if not 0 < temperature < float("inf"):  # (nan too)
-        raise ValueError(f"--temperature must be a number > 0, not {temperature}")
+        raise GenerateError(f"{s.bundle.name} is not a char_text dataset: nothing to generate")
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:  # (nan too)
+        raise GenerateError(f"--temperature must be from {MIN_TEMPERATURE:.3g} (2**-126, the smallest normal float32) "
+                            f"to {MAX_TEMPERATURE:g}, not {temperature}")
     if not 0 <= length <= MAX_LENGTH:
-        raise ValueError(f"--length must be from 0 to {MAX_LENGTH:,}, not {length}")
+        raise GenerateError(f"--length must be from 0 to {MAX_LENGTH:,}, not {length}")
     if top_k is not None and not 1 <= top_k:
-        raise ValueError(f"--top-k must be at least 1, not {top_k}")
+        raise GenerateError(f"--top-k must be at least 1, not {top_k}")
+    if len(prime) > MAX_LENGTH:
+        raise GenerateError(f"--prime holds {len(prime):,} characters, more than the {MAX_LENGTH:,} it may have")
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted({c for c in prime if c not in index})
     if unknown:
-        raise ValueError(f"--prime has characters that are not in the vocabulary: {''.join(unknown)!r}")
+        raise GenerateError(f"--prime has characters that are not in the vocabulary ({len(vocab)} characters of "
+                            f"{s.bundle.name}): " + shown(repr("".join(unknown[:20])))
+                            + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""))
     ids = [index[c] for c in prime] or [int(torch.randint(len(vocab), (1,), generator=torch.Generator().manual_seed(seed)))]
     one_hot = s.bundle.x_dtype == "float"
     g = torch.Generator().manual_seed(seed)
@@ -89,7 +120,14 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int, top
     with torch.no_grad():
         logits = (_forward(s.checked, model, encode(ids), state) if carry else model(context()))[0, -1]
         for i in range(length):
-            scores = logits.float().cpu() / temperature
+            scores = logits.float().cpu()
+            if not bool(torch.isfinite(scores).all()):
+                raise GenerateError("the model's scores are not all finite numbers (nan or inf): its weights are "
+                                    "broken (a training run that diverged?)", status=1)
+            scaled = scores / temperature
+            if not bool(torch.isfinite(scaled).all()):  # a tiny temperature: the same distribution, shifted
+                scaled = (scores - scores.max()) / temperature
+            scores = scaled
             if top_k is not None and top_k < scores.numel():
                 kth = torch.topk(scores, top_k).values[-1]
                 scores = scores.masked_fill(scores < kth, float("-inf"))

@@ -1,13 +1,25 @@
 """Pictures written into a run folder or by `dlspec predict` / `dlspec generate`: rows of images (inputs
 above reconstructions, a grid of generated samples).  matplotlib's object API with the Agg canvas (no
-pyplot); ImportError without matplotlib, which the callers turn into a note."""
+pyplot); ImportError without matplotlib, which the callers turn into a note.
+
+A title holds user text (a spec's name, a file name): it is drawn as it is (`parse_math=False`: a `$` is a
+dollar sign, never mathtext that could fail to parse), with control characters escaped and at most
+TITLE_MAX characters."""
 
 from __future__ import annotations
 
 import io
 from typing import Any
 
-from . import runs
+from . import safeio
+
+TITLE_MAX = 200  # characters of a picture's title (a spec's name may be far longer)
+
+
+def title_text(text: str) -> str:
+    """A title as drawn: control characters escaped, cut to TITLE_MAX characters with an ellipsis."""
+    t = safeio.shown(text)
+    return t if len(t) <= TITLE_MAX else t[:TITLE_MAX - 1] + "…"
 
 
 def _as_image(t: Any, span: tuple[float, float] | None = None) -> Any:
@@ -52,9 +64,9 @@ def image_rows(rows: list[tuple[str, Any]], title: str = "", shared: bool = Fals
             else:
                 ax.axis("off")
             if c == 0:
-                ax.set_ylabel(label, fontsize=9)
+                ax.set_ylabel(label, fontsize=9, parse_math=False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title_text(title), fontsize=10, parse_math=False)
     labelled = any(label for label, _ in rows)
     fig.subplots_adjust(left=0.08 if labelled else 0.01, right=0.99, bottom=0.01,
                         top=1 - 0.45 / fig.get_figheight() if title else 0.99, wspace=0.06, hspace=0.06)
@@ -67,7 +79,13 @@ def image_grid(batch: Any, columns: int = 8, title: str = "", span: tuple[float,
     return image_rows(rows, title, span=span)
 
 
-def save_figure(fig: Any, path: str, dpi: int = 100) -> None:
+def png_bytes(fig: Any, dpi: int = 100) -> bytes:
+    """The figure as a PNG file's bytes (drawn in memory: nothing is written until it is whole)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    runs.write_atomic(path, buf.getbuffer())
+    return buf.getvalue()
+
+
+def save_figure(fig: Any, path: str, dpi: int = 100) -> None:
+    """The figure as a PNG at path, whole or not at all (safeio.WriteError)."""
+    safeio.write_atomic(path, png_bytes(fig, dpi))

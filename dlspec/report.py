@@ -8,6 +8,7 @@ from . import dims
 from .diagnostics import render
 from .dims import Dim
 from .infer import Checked, Row
+from .safeio import shown
 
 
 def fmt_int(n: Dim) -> str:
@@ -128,7 +129,7 @@ def table_rows(checked: Checked, depth: int | None = None) -> list[list[str]]:
 
 def render_table(checked: Checked, depth: int | None = None) -> str:
     head = ["#", "layer", "output", "map", "params", "MACs"] + (["reads"] if is_graph(checked) else [])
-    rows = table_rows(checked, depth)
+    rows = [[shown(c) for c in r] for r in table_rows(checked, depth)]  # names as written, controls escaped
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     right = {0, 4, 5}
 
@@ -210,7 +211,7 @@ def networks_line(checked: Checked) -> str:
     """The total of a spec of several networks: their names, the parameters of all of them."""
     p = checked.params
     n = len(checked.networks)
-    line = f"{n} network{'s' if n != 1 else ''} ({', '.join(checked.networks)}) · params {p:,} " \
+    line = f"{n} network{'s' if n != 1 else ''} ({shown(', '.join(checked.networks))}) · params {p:,} " \
         f"({p * 4 / 1e6:.2f} MB as float32) in all"
     return line + not_counted(checked)
 
@@ -222,15 +223,15 @@ def _totals(checked: Checked) -> str:
 
 def render_text(checked: Checked, color: bool = False, depth: int | None = None) -> str:
     """The text `dlspec check` prints: the table (nested rows down to `depth` levels; None: all), the totals,
-    the diagnostics."""
+    the diagnostics.  The file's path and every name in it are printed with control characters escaped."""
     spec = checked.spec
-    title = f"{spec.path}: {spec.name}"
+    title = f"{shown(spec.path)}: {shown(spec.name)}"
     parts = [title]
     if checked.rows or spec.input is not None:
         parts.append(render_table(checked, depth))
         parts.append(_totals(checked))
     for name, net in checked.networks.items():  # one table per network, titled with its name
-        parts.append(f"network {name}")
+        parts.append(f"network {shown(name)}")
         if net.rows or net.spec.input is not None:
             parts.append(render_table(net, depth))
             parts.append(_totals(net))
@@ -238,7 +239,7 @@ def render_text(checked: Checked, color: bool = False, depth: int | None = None)
         parts.append(networks_line(checked))
     if checked.diagnostics:
         parts.append(render_diagnostics(checked, color))
-    parts.append(f"{spec.path}: {summary_line(checked)}")
+    parts.append(f"{shown(spec.path)}: {summary_line(checked)}")
     return "\n\n".join(parts)
 
 

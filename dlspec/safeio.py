@@ -23,6 +23,7 @@ import re
 import stat
 import tempfile
 import unicodedata
+from collections.abc import Iterable
 from typing import IO
 
 
@@ -41,11 +42,12 @@ class WriteError(Exception):
         super().__init__(f"{reason[:1].lower() + reason[1:]} ({shown(path)})")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def shown(text: object) -> str:
-    """Text as it may be printed: control characters (ESC, NUL, newlines, bidi overrides) as escapes."""
+    """Text as it may be printed: control characters (ESC, NUL, newlines, bidi overrides) as escapes, and lone
+    surrogates too (a file name's undecodable byte such as 0x9b, a C1 CSI to some terminals, is `\\udc9b`)."""
     s = str(text)
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s)
 
@@ -178,6 +180,46 @@ def check_output(path: str, what: str = "file") -> None:
         raise FileRefused(f"{shown(path)} is {k}: give the path of a file to write")
 
 
+def check_output_folder(path: str, what: str = "folder") -> None:
+    """Refuse a folder to write into that is empty (``''``), holds a NUL, or exists and is not a folder (a file,
+    a FIFO, a device); one that does not exist yet is made by the writer (its parents too)."""
+    if not path:
+        raise FileRefused(f"an empty path is not a {what}")
+    if "\x00" in path:
+        raise FileRefused(f"{shown(path)} holds a NUL character")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise FileRefused(f"cannot write into {shown(path)}: {_reason(e)}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise FileRefused(f"{shown(path)} is {kind(st.st_mode) or 'a file'}: give the path of a {what}")
+
+
+def make_folders(path: str) -> list[str]:
+    """os.makedirs(path), returning the folders it made (outermost first), for remove_folders to take back;
+    WriteError when it cannot (a full disk, a parent that is a file, permissions)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p) and p != os.path.dirname(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        remove_folders(missing[::-1])
+        raise WriteError(path, e) from None
+    return missing[::-1]
+
+
+def remove_folders(made: list[str]) -> None:
+    """Remove the folders make_folders made, innermost first, where they are still empty."""
+    for d in reversed(made):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
 def _write_file(path: str, data: bytes | memoryview) -> None:
     """Write data to a new file and flush it to the disk (a rename after this cannot leave an empty file)."""
     with open(path, "wb") as f:
@@ -190,27 +232,54 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
     """path gets exactly `data`, or stays as it was: written to a temp file beside it, then renamed over it.
     A symlink at path is replaced, never written through.  Raises WriteError; the temp file is removed either
     way.  A new file gets the permissions the user's umask gives (as open() would), a replaced one keeps its."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = ""
+    write_all([(path, data)])
+
+
+def write_all(files: Iterable[tuple[str, bytes | memoryview]]) -> list[str]:
+    """Several files, all or none: each written to a temp file beside its path as `files` gives it (so a
+    generator that renders them holds one at a time), and only once every one is written are they renamed into
+    place.  A failed write (WriteError), or an exception `files` raises itself, removes every temp file: each
+    path is as it was.  (A rename that fails after others were done, which a full disk does not cause, leaves
+    those earlier files new.)  The paths, in order."""
+    done: list[tuple[str, str]] = []  # (temp, path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=d)
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            old = os.lstat(path)
-            os.chmod(tmp, old.st_mode & 0o777 if stat.S_ISREG(old.st_mode) else _umask_mode())
-        if not os.path.lexists(path):
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, _umask_mode())
-        _write_file(tmp, data)
-        os.replace(tmp, path)
-        tmp = ""
-        _sync_dir(d)
+        for path, data in files:
+            done.append((_temp_beside(path), path))
+            try:
+                _write_file(done[-1][0], data)
+            except OSError as e:
+                raise WriteError(path, e) from None
+        for i, (tmp, path) in enumerate(done):
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise WriteError(path, e) from None
+            done[i] = ("", path)
+        for d in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for _, p in done):
+            _sync_dir(d)
+    finally:
+        for tmp, _ in done:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+    return [p for _, p in done]
+
+
+def _temp_beside(path: str) -> str:
+    """A new empty file beside path (hidden, `.NAME-xxxx.tmp`) with the mode path keeps or a new file gets."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp",
+                                   dir=os.path.dirname(os.path.abspath(path)))
     except OSError as e:
         raise WriteError(path, e) from None
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        old = os.lstat(path)
+        os.chmod(tmp, old.st_mode & 0o777 if stat.S_ISREG(old.st_mode) else _umask_mode())
+    if not os.path.lexists(path):
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _umask_mode())
+    return tmp
 
 
 def _umask_mode() -> int:

@@ -10,8 +10,10 @@ default: every convolution, pooling and recurrent layer) get a PNG each:
     (T, F) or (C, L)     one image: steps (or positions) across, features (or channels) down
     (F,) features        a bar strip
 
-`--weights` also draws the first convolution's kernels.  The pictures go into one folder (`--out`), named
-`NN_layer.png` in layer order.
+`--weights` also draws the first convolution's kernels.  The pictures go into one folder (`--out`; default
+show/NAME, NAME the spec's name as one file-name part), named `NN_layer.png` in layer order, all of them or
+none: each is drawn in memory and written beside its place, and they are moved in once every one is written
+(a full disk leaves the folder as it was).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from .safeio import shown
 
 MAX_MAPS = 64  # feature maps drawn per layer (the first ones)
 SATURATED = 0.01  # a Sigmoid output below 0.01 or above 0.99, a Tanh one beyond ±0.99
@@ -77,24 +81,33 @@ def run_layers(model: Any, x: Any) -> list[LayerOutput]:
 
 
 def pick(outs: list[LayerOutput], model: Any, wanted: str | None) -> list[LayerOutput]:
-    """The layers to draw: `wanted` is a comma-separated list of indices or module names, or `all`."""
+    """The layers to draw: `wanted` is a comma-separated list of indices or module names (each layer once, in
+    the order given), or `all`.  A list that names no layer is refused, as is a name that is no layer's."""
     if wanted is None:
         modules = dict(model.named_children())
         chosen = [o for o in outs if is_default(modules[o.name])]
         return chosen or outs
-    if wanted == "all":
+    if wanted.strip() == "all":
         return outs
     by_name = {o.name: o for o in outs}
-    chosen = []
+    picked: dict[int, LayerOutput] = {}
     for w in (p.strip() for p in wanted.split(",") if p.strip()):
         if w.isdigit() and int(w) < len(outs):
-            chosen.append(outs[int(w)])
+            o = outs[int(w)]
         elif w in by_name:
-            chosen.append(by_name[w])
+            o = by_name[w]
         else:
-            raise ShowError(f"--layers: no layer '{w}'; the layers are 0 .. {len(outs) - 1}: "
-                            + ", ".join(o.name for o in outs))
-    return chosen
+            raise ShowError(f"--layers: no layer '{shown(w)}'; {_choices(outs)}")
+        picked.setdefault(o.index, o)
+    if not picked:
+        raise ShowError(f"--layers {shown(wanted)!r} names no layer; {_choices(outs)}")
+    return list(picked.values())
+
+
+def _choices(outs: list[LayerOutput]) -> str:
+    """What --layers can pick, for its refusals."""
+    return (f"the layers are 0 .. {len(outs) - 1}: " + ", ".join(o.name for o in outs) + ", or `all`") if outs \
+        else "the model has no layers to draw"
 
 
 def load_npy(path: str, shape: tuple[int, ...], dtype: str) -> Any:
@@ -148,12 +161,12 @@ def normalised(t: Any, mean: list[float] | None, std: list[float] | None) -> Any
     return (t - torch.tensor(mean, dtype=torch.float32).reshape(view)) / torch.tensor(std, dtype=torch.float32).reshape(view)
 
 
-def draw(o: LayerOutput, path: str, title: str) -> str:
-    """The PNG of one layer's output; returns a phrase saying what it shows."""
+def draw(o: LayerOutput, title: str) -> tuple[bytes, str]:
+    """The PNG of one layer's output (its bytes) and a phrase saying what it shows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .pictures import save_figure
+    from .pictures import png_bytes, title_text
 
     v = o.value
     if v.dim() == 3:  # (C, H, W) feature maps
@@ -193,18 +206,18 @@ def draw(o: LayerOutput, path: str, title: str) -> str:
         ax.bar(range(len(flat)), flat, width=1.0, color="tab:blue")
         ax.set_xlabel("feature")
         what = f"{len(flat)} activations"
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title_text(title), fontsize=9, parse_math=False)
     fig.tight_layout()
-    save_figure(fig, path)
-    return what
+    return png_bytes(fig), what
 
 
-def draw_kernels(model: Any, path: str, title: str) -> str | None:
+def draw_kernels(model: Any, title: str) -> tuple[bytes, str] | None:
     """The first convolution's kernels as a grid (each out-channel's kernel; RGB for 3 input channels, else
-    the mean over the input channels).  None when the model has no 2-d convolution."""
+    the mean over the input channels): the PNG's bytes and what it shows.  None when the model has no 2-d
+    convolution."""
     from torch import nn
 
-    from .pictures import image_grid, save_figure
+    from .pictures import image_grid, png_bytes
 
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
@@ -212,8 +225,7 @@ def draw_kernels(model: Any, path: str, title: str) -> str | None:
     w = conv.weight.detach().float().cpu()
     k = w if w.shape[1] in (1, 3) else w.mean(1, keepdim=True)
     k = k[:MAX_MAPS]
-    save_figure(image_grid(k, columns=min(8, len(k)), title=title), path)
-    return f"{len(k)} kernels of {w.shape[2]}×{w.shape[3]}"
+    return png_bytes(image_grid(k, columns=min(8, len(k)), title=title)), f"{len(k)} kernels of {w.shape[2]}×{w.shape[3]}"
 
 
 def stats_table(outs: list[LayerOutput]) -> list[str]:

@@ -333,14 +333,26 @@ def _syntax_error(e: yaml.MarkedYAMLError, text: str, path: str) -> Diagnostic:
 
 
 def read(path: str) -> Document:
-    """Read a spec file; an unreadable file becomes an `io` diagnostic, never an exception."""
+    """Read a spec file; an unreadable file becomes an `io` diagnostic, never an exception.  Only a regular file
+    is read (a FIFO is refused without waiting for a writer, a device or a folder without reading it), and no
+    more of it than a spec may hold."""
+    import io
+
+    from . import safeio
+
     bound = limits.current().spec_bytes
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(bound + 1)  # no more than a spec may hold (a huge file, /dev/zero, a pipe)
+        with safeio.open_input(path, "spec file") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+            text = f.read(bound + 1)  # no more than a spec may hold (a huge file)
+    except safeio.FileRefused as e:
+        return _unreadable(path, str(e))
     except (OSError, UnicodeDecodeError) as e:
-        doc = Document(path=path, text="")
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        doc.diagnostics.append(Diagnostic("error", codes.IO, f"cannot read {path}: {reason}", file=path))
-        return doc
+        return _unreadable(path, f"cannot read {path}: {reason}")
     return parse(text, path)
+
+
+def _unreadable(path: str, message: str) -> Document:
+    doc = Document(path=path, text="")
+    doc.diagnostics.append(Diagnostic("error", codes.IO, message, file=path))
+    return doc
