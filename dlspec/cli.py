@@ -858,7 +858,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         chosen = show.pick(outs, target.model, args.layers)
         paths = _show_files(out_dir, [f"{o.index:02d}_{o.name}.png" for o in chosen] + ["kernels.png"] * args.weights)
     except show.ShowError as e:
-        print(f"dlspec show: {e}", file=sys.stderr)
+        print(f"dlspec show: {shown(str(e))}", file=sys.stderr)
         return 2
     except safeio.FileRefused as e:
         print(f"dlspec show: --out: {e}", file=sys.stderr)
@@ -1275,8 +1275,8 @@ class _GuardedStdout:
             self.failed = self.failed or e
             raise StdoutError(e.errno, e.strerror) from None
 
-    def write(self, text: str) -> int:
-        return int(self._guard(self._stream.write, text))
+    def write(self, text: str) -> Any:
+        return self._guard(self._stream.write, text)
 
     def flush(self) -> None:
         self._guard(self._stream.flush)

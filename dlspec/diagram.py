@@ -13,12 +13,16 @@ from __future__ import annotations
 from . import dims
 from .infer import Checked, Row
 from .report import describe_row
+from .safeio import shown
 
 MERGE_SIGN = {"Residual": "+", "Add": "+", "Concat": "cat", "Concatenate": "cat", "Multiply": "×", "Mean": "mean",
               "Max": "max", "Stack": "stack"}
 
 
 def _quote(text: str) -> str:
+    """A DOT string: the text's own control characters escaped as the text output shows them (`\\x1b`), its
+    line breaks (the label's lines) as DOT's `\\n`."""
+    text = "\n".join(shown(line) for line in text.split("\n"))
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
@@ -163,7 +167,7 @@ def render(checked: Checked, path: str) -> tuple[str | None, str]:
     import shutil
     import subprocess
 
-    from .safeio import shown, write_atomic
+    from .safeio import write_atomic
 
     fmt = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     if fmt not in ("svg", "png", "pdf"):

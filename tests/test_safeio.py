@@ -6,6 +6,7 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,55 @@ def test_shown_escapes_control_characters() -> None:
     assert safeio.shown("a\x1b[31mb\nc") == "a\\x1b[31mb\\nc"
     assert safeio.shown("\u202eevil") == "\\u202eevil"
     assert safeio.shown("café ☃") == "café ☃"
+
+
+def test_shown_escapes_an_undecodable_byte_of_a_file_name() -> None:
+    name = os.fsdecode(b"a\x9bb")  # 0x9b: CSI to a terminal that reads 8-bit C1 codes
+    assert safeio.shown(name) == "a\\udc9bb" and safeio.shown(safeio.shown(name)) == safeio.shown(name)
+
+
+def test_write_all_writes_every_file_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = tmp_path / "b.png"
+    old.write_bytes(b"old")
+    paths = [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
+    real, calls = safeio._write_file, []
+
+    def full_at_third(path: str, data: bytes | memoryview) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(safeio, "_write_file", full_at_third)
+    with pytest.raises(safeio.WriteError, match=r"no space left on device \(.*c\.png\)"):
+        safeio.write_all((p, p.encode()) for p in paths)
+    assert sorted(os.listdir(tmp_path)) == ["b.png"] and old.read_bytes() == b"old"  # no temp, nothing replaced
+
+    def failing() -> Any:
+        yield paths[0], b"a"
+        raise ImportError("no matplotlib")
+
+    monkeypatch.setattr(safeio, "_write_file", real)
+    with pytest.raises(ImportError):
+        safeio.write_all(failing())
+    assert sorted(os.listdir(tmp_path)) == ["b.png"]
+    assert safeio.write_all((p, p.encode()) for p in paths) == paths
+    assert [Path(p).read_bytes() for p in paths] == [p.encode() for p in paths]
+
+
+def test_output_folders(tmp_path: Path, fifo: Path) -> None:
+    with pytest.raises(safeio.FileRefused, match="FIFO"):
+        safeio.check_output_folder(str(fifo))
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(safeio.FileRefused, match="is a file: give the path of a folder"):
+        safeio.check_output_folder(str(tmp_path / "f"))
+    with pytest.raises(safeio.FileRefused, match="empty"):
+        safeio.check_output_folder("")
+    safeio.check_output_folder(str(tmp_path))
+    safeio.check_output_folder(str(tmp_path / "new" / "deeper"))
+    made = safeio.make_folders(str(tmp_path / "new" / "deeper"))
+    assert made == [str(tmp_path / "new"), str(tmp_path / "new" / "deeper")]
+    safeio.remove_folders(made)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(safeio.WriteError):
+        safeio.make_folders(str(tmp_path / "f" / "sub"))
