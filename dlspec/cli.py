@@ -824,10 +824,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("dlspec show: --sample picks a test sample of the spec's data set, and this network reads none "
               "(--npy or --image give an input)", file=sys.stderr)
         return 2
+    where = "--out: " if args.out is not None else ""
     try:
         out_dir = _show_folder(args, target.name)
     except safeio.FileRefused as e:
-        print(f"dlspec show: --out: {e}", file=sys.stderr)
+        print(f"dlspec show: {where}{e}", file=sys.stderr)
         return 2
     from .export import symbol_values
 
@@ -861,7 +862,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"dlspec show: {shown(str(e))}", file=sys.stderr)
         return 2
     except safeio.FileRefused as e:
-        print(f"dlspec show: --out: {e}", file=sys.stderr)
+        print(f"dlspec show: {where}{e}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # what torch refuses for this input (a file of the wrong range of ids, ...)
         print(f"dlspec show: the model cannot run on {shown(args.npy or args.image)}: "
@@ -883,7 +884,7 @@ def _write_pictures(s: Any, chosen: list[Any], paths: list[str], out_dir: str, s
     written: list[str] = []
 
     def pictures() -> Any:
-        for o, path in zip(chosen, paths, strict=False):
+        for o, path in zip(chosen, paths, strict=False):  # (paths ends with kernels.png under --weights)
             png, what = show.draw(o, f"{s.name} · layer {o.index} {o.name} ({o.kind}) · {source}")
             written.append(f"  {shown(path)}: {what}")
             yield path, png
@@ -898,7 +899,7 @@ def _write_pictures(s: Any, chosen: list[Any], paths: list[str], out_dir: str, s
     made: list[str] = []
     try:
         made = safeio.make_folders(out_dir)
-        safeio.write_all(pictures())
+        n = len(safeio.write_all(pictures()))
     except ImportError:
         safeio.remove_folders(made)
         print("dlspec show: the pictures need matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
@@ -907,7 +908,7 @@ def _write_pictures(s: Any, chosen: list[Any], paths: list[str], out_dir: str, s
         safeio.remove_folders(made)
         print(f"dlspec show: {e}; no picture written", file=sys.stderr)
         return 1
-    print(f"wrote {sum(1 for w in written if not w.startswith('  ('))} picture(s) into {shown(out_dir)}:")
+    print(f"wrote {n} picture(s) into {shown(out_dir)}:")
     print("\n".join(written))
     return 0
 
@@ -1265,11 +1266,13 @@ class _GuardedStdout:
     def __init__(self, stream: Any):
         self._stream = stream
         self.failed: OSError | None = None
+        self.closed_pipe = False
 
     def _guard(self, call: Any, *a: Any) -> Any:
         try:
             return call(*a)
         except BrokenPipeError:
+            self.closed_pipe = True
             raise
         except OSError as e:
             self.failed = self.failed or e
@@ -1314,7 +1317,8 @@ def main(argv: list[str] | None = None) -> int:
         if guarded.failed is None:
             raise
     except BrokenPipeError:
-        _drop_stdout(stdout)
+        if guarded.closed_pipe:  # (standard output's, not another pipe's)
+            _drop_stdout(stdout)
         return 0
     except StdoutError:
         pass  # told below
