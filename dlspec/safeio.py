@@ -7,7 +7,8 @@
 - **Outputs land where the user said.** `inside(folder, name)` is a path under `folder` (resolved, symlinks
   included) or a refusal; `file_part` turns any text (a spec's name) into one safe file-name part.
   `check_output` refuses a target that exists and is not a regular file (/dev/full, a FIFO, a folder), so an
-  atomic rename never replaces a device.  `write_atomic` writes a whole file or nothing (temp, fsync, rename).
+  atomic rename never replaces a device.  `write_atomic` writes a whole file or nothing (temp, fsync, rename);
+  `write_together` several files that belong together: all of them, or none.
 - **What is printed is printable.** `shown(text)` escapes control characters (terminal escape codes in a file
   name are shown as `\\x1b`, never sent to the terminal).
 
@@ -23,6 +24,7 @@ import re
 import stat
 import tempfile
 import unicodedata
+from collections.abc import Iterable, Sequence
 from typing import IO
 
 
@@ -190,6 +192,83 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
     """path gets exactly `data`, or stays as it was: written to a temp file beside it, then renamed over it.
     A symlink at path is replaced, never written through.  Raises WriteError; the temp file is removed either
     way.  A new file gets the permissions the user's umask gives (as open() would), a replaced one keeps its."""
+    tmp = _staged(path, data)
+    try:
+        os.replace(tmp, path)
+        tmp = ""
+        _sync_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as e:
+        raise WriteError(path, e) from None
+    finally:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+def write_together(files: Sequence[tuple[str, bytes | memoryview]]) -> None:
+    """Files that belong together (an exported .py and the .pt it loads) all land, or none does and each path
+    is as it was: every file is first written whole to a temp file beside it (a full disk fails here, before
+    any is replaced), then all are renamed in; should a rename fail, those already renamed are put back (a
+    replaced file from a hard link kept to it).  Raises WriteError for the file that failed; no temp is left."""
+    staged: list[tuple[str, str]] = []
+    try:
+        for path, data in files:
+            staged.append((path, _staged(path, data)))
+    except WriteError:
+        _remove(tmp for _, tmp in staged)
+        raise
+    done: list[tuple[str, str | None]] = []  # (path, a link to the file it replaced, or None)
+    try:
+        for path, tmp in staged:
+            old = _keep(path)
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                _remove([old] if old else [])
+                raise WriteError(path, e) from None
+            done.append((path, old))
+    except WriteError:
+        for path, old in reversed(done):
+            with contextlib.suppress(OSError):
+                if old:
+                    os.replace(old, path)
+                else:
+                    os.remove(path)
+        _remove(tmp for _, tmp in staged)
+        raise
+    _remove(old for _, old in done if old)
+    for d in {os.path.dirname(os.path.abspath(p)) for p, _ in files}:
+        _sync_dir(d)
+
+
+def _keep(path: str) -> str | None:
+    """A hard link beside `path` to the regular file there (to put it back), or None when there is none (or
+    the file system has no hard links: then it cannot be put back)."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    d = os.path.dirname(os.path.abspath(path))
+    for n in range(100):
+        link = os.path.join(d, f".{os.path.basename(path)}-{os.getpid()}-{n}.old")
+        try:
+            os.link(path, link)
+            return link
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def _remove(paths: Iterable[str | None]) -> None:
+    for p in paths:
+        if p:
+            with contextlib.suppress(OSError):
+                os.remove(p)
+
+
+def _staged(path: str, data: bytes | memoryview) -> str:
+    """A temp file beside `path` holding `data`, flushed to the disk, with the permissions path will have
+    (a replaced file's, or the umask's for a new one); WriteError (and no temp left) when it cannot be written."""
     d = os.path.dirname(os.path.abspath(path))
     tmp = ""
     try:
@@ -202,15 +281,12 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
             with contextlib.suppress(OSError):
                 os.chmod(tmp, _umask_mode())
         _write_file(tmp, data)
-        os.replace(tmp, path)
-        tmp = ""
-        _sync_dir(d)
+        return tmp
     except OSError as e:
-        raise WriteError(path, e) from None
-    finally:
         if tmp:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+        raise WriteError(path, e) from None
 
 
 def _umask_mode() -> int:
