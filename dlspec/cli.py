@@ -814,14 +814,14 @@ def _export_refusal(paths: list[str], force: bool) -> tuple[str, int] | None:
     from .safeio import FileRefused, check_output, shown
 
     for p in paths:
-        parent = os.path.dirname(os.path.abspath(p))
-        why = unwritable(parent)
+        if os.path.lexists(p):
+            try:
+                check_output(p, "file to write")
+            except FileRefused as e:
+                return str(e), 2
+        why = unwritable(os.path.dirname(os.path.abspath(p)))
         if why is not None:
             return f"cannot write {shown(p)}: {why}", 2
-        try:
-            check_output(p, "file to write")
-        except FileRefused as e:
-            return str(e), 2
         if os.path.lexists(p) and not force:
             return f"{shown(p)} exists: give another --out, or --force to replace it", 2
     return None

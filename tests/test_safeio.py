@@ -140,3 +140,49 @@ def test_shown_escapes_control_characters() -> None:
     assert safeio.shown("a\x1b[31mb\nc") == "a\\x1b[31mb\\nc"
     assert safeio.shown("\u202eevil") == "\\u202eevil"
     assert safeio.shown("café ☃") == "café ☃"
+
+
+def test_write_together_writes_every_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "m.py", tmp_path / "m.pt"
+    a.write_bytes(b"old py")
+    safeio.write_together([(str(a), b"py"), (str(b), b"pt")])
+    assert (a.read_bytes(), b.read_bytes()) == (b"py", b"pt") and sorted(os.listdir(tmp_path)) == ["m.pt", "m.py"]
+
+
+def test_write_together_leaves_every_file_as_it_was_when_one_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the second file: the first is not replaced either (a .py without its .pt, or the new .py
+    beside the old .pt, is no export), and no temp file is left."""
+    a, b = tmp_path / "m.py", tmp_path / "m.pt"
+    a.write_bytes(b"old py")
+    write_file = safeio._write_file
+
+    def full_at_pt(path: str, data: bytes) -> None:
+        if os.path.basename(path).startswith(".m.pt-"):
+            raise OSError(28, os.strerror(28))
+        write_file(path, data)
+
+    monkeypatch.setattr(safeio, "_write_file", full_at_pt)
+    with pytest.raises(safeio.WriteError, match=r"no space left on device \(.*m\.pt\)"):
+        safeio.write_together([(str(a), b"new py"), (str(b), b"pt")])
+    assert a.read_bytes() == b"old py" and os.listdir(tmp_path) == ["m.py"]
+
+
+def test_write_together_puts_back_what_it_replaced_when_a_rename_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "m.py", tmp_path / "m.pt"
+    a.write_bytes(b"old py")
+    b.write_bytes(b"old pt")
+    replace = os.replace
+
+    def failing(src: str, dst: str) -> None:
+        if str(dst) == str(b) and ".m.pt-" in str(src):
+            raise OSError(5, os.strerror(5))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(safeio.WriteError, match="input/output error"):
+        safeio.write_together([(str(a), b"new py"), (str(b), b"new pt")])
+    monkeypatch.undo()
+    assert (a.read_bytes(), b.read_bytes()) == (b"old py", b"old pt")
+    assert sorted(os.listdir(tmp_path)) == ["m.pt", "m.py"]
