@@ -797,7 +797,7 @@ def _export_path(args: argparse.Namespace, checked: Any) -> str:
     from .export import SUFFIX
     from .safeio import file_part
 
-    if args.out:
+    if args.out is not None:
         return str(args.out)
     stem = os.path.splitext(os.path.basename(args.spec))[0]
     if stem == "spec":  # a run folder's spec.yaml: the spec's name
@@ -814,11 +814,13 @@ def _export_refusal(paths: list[str], force: bool) -> tuple[str, int] | None:
     from .safeio import FileRefused, check_output, shown
 
     for p in paths:
-        if os.path.lexists(p):
+        if not p or os.path.lexists(p):
             try:
                 check_output(p, "file to write")
             except FileRefused as e:
                 return str(e), 2
+        if p.endswith(("/", os.sep)):
+            return f"{shown(p)} is a folder's path: give the path of a file to write", 2
         why = unwritable(os.path.dirname(os.path.abspath(p)))
         if why is not None:
             return f"cannot write {shown(p)}: {why}", 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import inspect
 import keyword
 import math
@@ -115,6 +116,7 @@ _TOP_NAMES = frozenset({"annotations", "OrderedDict", "Path", "Any", "torch", "n
 _BUILTINS = frozenset(dir(builtins))
 
 
+@functools.cache
 def _taken() -> frozenset[str]:
     """What no generated name may be: keywords, builtins, what the file imports or defines at its top level
     (dlspec.modules' classes and functions, which it copies in)."""

@@ -419,7 +419,9 @@ def test_bad_out_targets_are_refused_before_anything_is_written(tmp_path: Path, 
                      (plain / "m.py", f"cannot write {plain / 'm.py'}: not a directory ({plain} is a file)"),
                      (plain / "d" / "m.py", f"cannot write {plain / 'd' / 'm.py'}: not a directory ({plain} is a "
                       "file, so no folder can be made in it)"),
-                     (plain, f"{plain} exists: give another --out, or --force to replace it")]:
+                     (plain, f"{plain} exists: give another --out, or --force to replace it"),
+                     ("", "an empty path is not a file to write"),
+                     (f"{tmp_path}/new/", f"{tmp_path}/new/ is a folder's path: give the path of a file to write")]:
         rc, stdout, err = run(capsys, path, "--out", out)
         assert (rc, stdout, err) == (2, "", f"dlspec export: {why}\n")
     assert plain.read_text() == "x"
