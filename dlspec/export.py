@@ -140,7 +140,7 @@ class _Source:
     def fresh(self, base: str) -> str:
         """A new local variable of forward named after `base` (a layer's or input's name): an identifier as
         Python reads it, no keyword, builtin or top-level name of the file, and none used before (numbered)."""
-        base = re.sub(r"\W", "_", unicodedata.normalize("NFKC", base)).strip("_") or "v"
+        base = re.sub(r"\W", "_", unicodedata.normalize("NFKC", base)) or "v"
         if base[0].isdigit():
             base = "v" + base
         if base in _taken() or base in ("self", "x"):
