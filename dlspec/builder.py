@@ -6,6 +6,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .infer import Checked, Row
+from .schema import LAYER_ATTRIBUTES
 
 
 class SpecError(ValueError):
@@ -72,7 +73,7 @@ def layout(rows: list[Row], inputs: list[str] | None = None, outputs: list[str] 
             base = prefix(row)
             counts[base] = counts.get(base, 0) + 1
             key = numbered(base, counts[base])
-        while key in keys or key in _RESERVED:  # `name: forward` would hide nn.Module.forward: forward_
+        while key in keys or key in LAYER_ATTRIBUTES:  # `name: forward` would hide the module's forward: forward_
             key += "_"
         keys.add(key)
         refs = None
@@ -95,23 +96,6 @@ def build_list(rows: list[Row], inputs: list[str] | None = None, outputs: list[s
         return SpecModel(named)
     return Graph(named, [(key, refs, pos, last, name) for key, _, refs, pos, last, name in steps],
                  list(inputs or ["input"]), list(outputs or []))
-
-
-class _Attributes:
-    """What a module name may not be: an attribute every nn.Module has (forward, train, eval, ...)."""
-
-    def __init__(self) -> None:
-        self.names: set[str] | None = None
-
-    def __contains__(self, name: str) -> bool:
-        if self.names is None:
-            import torch.nn as nn
-
-            self.names = set(dir(nn.Module))
-        return name in self.names
-
-
-_RESERVED = _Attributes()
 
 
 def _positions(rows: list[Row]) -> list[int]:

@@ -899,7 +899,7 @@ def _write_pictures(s: Any, chosen: list[Any], paths: list[str], out_dir: str, s
     made: list[str] = []
     try:
         made = safeio.make_folders(out_dir)
-        n = len(safeio.write_all(pictures()))
+        n = len(safeio.write_together(pictures()))
     except ImportError:
         safeio.remove_folders(made)
         print("dlspec show: the pictures need matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
@@ -931,18 +931,55 @@ def _export_sizes(words: list[str]) -> dict[str, int]:
 
 
 def _export_path(args: argparse.Namespace, checked: Any) -> str:
-    """--out, or NAME + the format's suffix in the current folder (NAME: the spec file's, made importable)."""
+    """--out, or NAME + the format's suffix in the current folder (NAME: the spec file's, made importable: one
+    file-name part of letters, digits and _, whatever the file or the spec's name holds)."""
     import re
 
     from .export import SUFFIX
+    from .safeio import file_part
 
-    if args.out:
+    if args.out is not None:
         return str(args.out)
     stem = os.path.splitext(os.path.basename(args.spec))[0]
     if stem == "spec":  # a run folder's spec.yaml: the spec's name
         stem = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", checked.spec.name).lower()
-    stem = re.sub(r"\W", "_", stem) or "model"
+    stem = re.sub(r"\W", "_", file_part(stem, "model"))
     return ("_" + stem if stem[0].isdigit() else stem) + SUFFIX[args.to]
+
+
+def _export_refusal(paths: list[str], force: bool) -> tuple[str, int] | None:
+    """(why, exit status) when the files an export writes cannot be written there, before anything is made:
+    a path that is a device, a FIFO or a folder (safeio.check_output), a folder that cannot be made or written
+    in, a file that exists (without --force); else None."""
+    from .runs import unwritable
+    from .safeio import FileRefused, check_output, shown
+
+    for p in paths:
+        if not p or os.path.lexists(p):
+            try:
+                check_output(p, "file to write")
+            except FileRefused as e:
+                return str(e), 2
+        if p.endswith(("/", os.sep)):
+            return f"{shown(p)} is a folder's path: give the path of a file to write", 2
+        why = unwritable(os.path.dirname(os.path.abspath(p)))
+        if why is not None:
+            return f"cannot write {shown(p)}: {why}", 2
+        if os.path.lexists(p) and not force:
+            return f"{shown(p)} exists: give another --out, or --force to replace it", 2
+    return None
+
+
+def _made_folders(folder: str) -> list[str]:
+    """Make `folder` and its missing parents; those made, outermost first (OSError when one cannot be)."""
+    made: list[str] = []
+    p = os.path.abspath(folder)
+    while not os.path.exists(p):
+        made.insert(0, p)
+        p = os.path.dirname(p)
+    for d in made:
+        os.mkdir(d)
+    return made
 
 
 def _magnitude(d: float) -> str:
@@ -961,6 +998,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     the checkpoint's weights when one is given (a run folder: its checkpoint.pt), each file checked against
     dlspec.build's model."""
     from . import export, load
+    from .safeio import WriteError, shown
     from .session import Refused
 
     run_folder(args)
@@ -969,7 +1007,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"dlspec export: {e}", file=sys.stderr)
         return 2
-    checked = _checked_alone(load(args.spec), f"dlspec export: {args.spec} has errors: nothing exported")
+    checked = _checked_alone(load(args.spec), f"dlspec export: {shown(args.spec)} has errors: nothing exported")
     if isinstance(checked, int):
         return checked
     unknown = sorted(set(sizes) - set().union(*(export.symbol_values(n) for n in (
@@ -983,31 +1021,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     except Refused as e:
         return _refused(e)
     path = _export_path(args, checked)
-    weights = os.path.splitext(path)[0] + ".pt" if ckpt is not None and args.to == "python" else None
-    for p in (path, weights):
-        if p and os.path.exists(p) and not args.force:
-            print(f"dlspec export: {p} exists: give another --out, or --force to replace it", file=sys.stderr)
-            return 2
+    targets = export.destinations(checked, args.to, path, weights=ckpt is not None)
+    if len(set(map(os.path.abspath, targets))) < len(targets):
+        print(f"dlspec export: --out {shown(path)}: the weights go beside the .py file as {shown(targets[-1])}, "
+              "the same file: give a path ending in .py", file=sys.stderr)
+        return 2
+    refusal = _export_refusal(targets, args.force)
+    if refusal is not None:
+        print(f"dlspec export: {refusal[0]}", file=sys.stderr)
+        return refusal[1]
+    made: list[str] = []
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         model = _built_alone(args, checked, ckpt)
         if isinstance(model, int):
             return model
+        made = _made_folders(os.path.dirname(os.path.abspath(path)))
         written = export.write(checked, model, args.to, path, args.spec,
                                model.state_dict() if ckpt is not None else None, sizes)
-    except Refused as e:
-        return _refused(e)
-    except export.ExportError as e:
-        print(f"dlspec export: {e}", file=sys.stderr)
+    except (Refused, export.ExportError, WriteError, OSError) as e:
+        for d in reversed(made):  # the folders made for the files, which are not there
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        if isinstance(e, Refused):
+            return _refused(e)
+        if isinstance(e, WriteError):
+            print(f"dlspec export: {e}: nothing was written", file=sys.stderr)
+        elif isinstance(e, OSError):
+            print(f"dlspec export: cannot write {shown(path)}: {e.strerror or e}: nothing was written", file=sys.stderr)
+        else:
+            print(f"dlspec export: {shown(e)}", file=sys.stderr)
         return 1
-    except OSError as e:
-        print(f"dlspec export: cannot write {path}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    weights_of = f"the weights of {args.checkpoint}" if ckpt is not None else "fresh weights (train.seed; no --checkpoint)"
-    print(f"{checked.spec.name}, {weights_of}:")
+    weights_of = f"the weights of {shown(args.checkpoint)}" if ckpt is not None else \
+        "fresh weights (train.seed; no --checkpoint)"
+    print(f"{shown(checked.spec.name)}, {weights_of}:")
     bad = False
     for w in written:
-        line = f"  wrote {w.path}: {w.what}"
+        line = f"  wrote {shown(w.path)}: {shown(w.what)}"
         if w.difference is not None:
             same = w.difference <= export.TOLERANCE
             bad |= not same

@@ -13,17 +13,20 @@ symbolic sizes stay dynamic where torch.export can keep them so (export_program 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
 import inspect
 import keyword
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import dims
+from . import dims, safeio
 from .builder import ctor_args, layout
 from .infer import Checked, Row
 
@@ -46,7 +49,7 @@ def _merge(name: str, module: Any, xs: list[str]) -> str | None:
             out = f"torch.maximum({out}, {x})"
         return out
     if name == "Concatenate":
-        return f"torch.cat([{', '.join(xs)}], dim={module.dim})"
+        return f"torch.cat([{', '.join(xs)}], dim={_value(module.dim)})"
     if name == "Average":
         return f"torch.stack(torch.broadcast_tensors({', '.join(xs)})).mean(0)"
     return None
@@ -56,6 +59,7 @@ def _is_merge(module: Any) -> bool:
     from . import modules
 
     return type(module).__module__ == modules.__name__ and _merge(type(module).__name__, module, ["x"]) is not None
+ONNX_MAX_BYTES = 2**31 - 1  # what one protobuf message (an ONNX file without external data) can hold
 TOLERANCE = 1e-3  # the largest output difference from dlspec.build an export may show (float32 reordering: ~1e-6)
 _COMMENT_COLUMN = 64  # where the shape comments of forward start (a longer line puts its comment after it)
 
@@ -65,10 +69,60 @@ class ExportError(Exception):
 
 
 def class_name(name: str) -> str:
-    """A spec's name as a Python class name: LeNet stays LeNet, lstm_rows becomes LstmRows."""
+    """A spec's name as a Python class name: LeNet stays LeNet, lstm_rows becomes LstmRows (ASCII letters and
+    digits only, whatever the name holds; see _class_names for the names the file itself takes)."""
     parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
-    out = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
+    out = "".join(p[:1].upper() + p[1:] for p in parts)[:_CLASS_NAME_MAX] or "Model"
     return "Model" + out if out[0].isdigit() else out
+
+
+_CLASS_NAME_MAX = 64  # a class name made from a spec's name is cut here (the name itself is free text)
+
+
+# --- what the spec puts into the file: each piece through one of these ------------------------------------
+# A spec's `name:` is free text and a path on the command line any text: neither is ever pasted into the source.
+# Names become identifiers (class_name, _Source.fresh, _attr: checked, else a string key), text a literal whose
+# value is that text (_docstring, repr) or a comment that cannot end early (_comment), values repr()s (_value).
+
+def _text(s: str) -> str:
+    """Text as one printable line: a newline, any control or format character (bidi overrides), a lone surrogate
+    written as its escape (\\n, \\u202e, \\udc80), as repr() writes them."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in s)
+
+
+def _docstring(text: str) -> str:
+    """A triple-quoted literal of `text`: its lines kept, each made printable by _text, backslashes and double
+    quotes escaped, so nothing in it can end it early."""
+    body = "\n".join(_text(line) for line in text.split("\n"))
+    return '"""' + body.replace("\\", "\\\\").replace('"', '\\"') + '"""'
+
+
+def _comment(text: str) -> str:
+    """A `# ...` comment of one line, whatever text holds."""
+    return "# " + _text(text)
+
+
+def _plain(name: str) -> bool:
+    """Whether `name` can be written as itself in code as an attribute or variable name: an identifier, not a
+    keyword, as Python reads it (NFKC), and not private (`__x` in a class body would be mangled to _C__x)."""
+    return (name.isidentifier() and not keyword.iskeyword(name) and unicodedata.normalize("NFKC", name) == name
+            and not name.startswith("__"))
+
+
+# the names the file defines or imports at its top level (but for its own classes): no class or variable of
+# the spec's may take one
+_TOP_NAMES = frozenset({"annotations", "OrderedDict", "Path", "Any", "torch", "nn", "load"})
+_BUILTINS = frozenset(dir(builtins))
+
+
+@functools.cache
+def _taken() -> frozenset[str]:
+    """What no generated name may be: keywords, builtins, what the file imports or defines at its top level
+    (dlspec.modules' classes and functions, which it copies in)."""
+    from . import modules
+
+    return frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | _BUILTINS | _TOP_NAMES | frozenset(vars(modules))
 
 
 # --- the python source ---------------------------------------------------------------------------------
@@ -84,8 +138,12 @@ class _Source:
         return name
 
     def fresh(self, base: str) -> str:
-        base = re.sub(r"\W", "_", base)
-        if keyword.iskeyword(base) or base in ("self", "torch", "nn", "x", "forward"):
+        """A new local variable of forward named after `base` (a layer's or input's name): an identifier as
+        Python reads it, no keyword, builtin or top-level name of the file, and none used before (numbered)."""
+        base = re.sub(r"\W", "_", unicodedata.normalize("NFKC", base)) or "v"
+        if base[0].isdigit():
+            base = "v" + base
+        if base in _taken() or base in ("self", "x"):
             base += "_"
         name, n = base, 1
         while name in self.names:
@@ -96,16 +154,21 @@ class _Source:
 
 
 def _attr(path: str, key: str) -> str:
-    return f"{path}.{key}" if not keyword.iskeyword(key) else f"getattr({path}, {key!r})"
+    """path.key, or getattr(path, 'key') for a key that is no plain name in code (a keyword, ...)."""
+    return f"{path}.{key}" if _plain(key) else f"getattr({path}, {key!r})"
 
 
 def _value(v: Any) -> str:
+    """A constructor argument as a Python literal (numbers, text, booleans, None, tuples of them); ExportError
+    for any other value (none reaches here: the registry's kinds)."""
     if isinstance(v, (list, tuple)):
         items = ", ".join(_value(x) for x in v)
         return f"({items},)" if len(v) == 1 else f"({items})"
     if isinstance(v, float):
         return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
-    return repr(v)
+    if v is None or isinstance(v, (bool, int, str)):
+        return repr(v)
+    raise ExportError(f"a {type(v).__name__} argument has no export")
 
 
 def _torch_class(module: Any, src: _Source) -> str:
@@ -234,7 +297,7 @@ class _Forward:
         if isinstance(module, modules.Concat):
             parts = [self.flow(b, module.branches[i], f"{path}.branches[{i}]", {"input": args[0]},
                                self.src.fresh("branch"))[0] for i, b in enumerate(row.children["branches"])]
-            self.emit(f"{out} = torch.cat([{', '.join(parts)}], dim={module.dim})", shape)
+            self.emit(f"{out} = torch.cat([{', '.join(parts)}], dim={_value(module.dim)})", shape)
             return out
         merged = _merge(type(module).__name__, module, args) if type(module).__module__ == modules.__name__ else None
         if merged is not None:
@@ -250,7 +313,7 @@ class _Forward:
         width = max((len(code) for code, c in self.lines if c and len(code) < _COMMENT_COLUMN), default=0)
         out = []
         for code, comment in self.lines:
-            out.append(f"{indent}{code:<{width}}  # {comment}" if comment else f"{indent}{code}")
+            out.append(f"{indent}{code:<{width}}  {_comment(comment)}" if comment else f"{indent}{code}")
         return "\n".join(line.rstrip() for line in out)
 
 
@@ -266,15 +329,21 @@ def _input_note(checked: Checked) -> str:
     return ", ".join(parts)
 
 
+def _set_module(path: str, key: str, ctor: str, indent: str) -> str:
+    """The line of __init__ that makes a module an attribute: self.key = ..., or self.add_module('key', ...)
+    for a key that is no plain name in code."""
+    if _plain(key):
+        return f"{indent}{path}.{key} = {ctor}\n"
+    return f"{indent}{path}.add_module({key!r}, {ctor})\n"
+
+
 def network_class(checked: Checked, model: Any, cls: str, src: _Source) -> str:
     """The class of one network: __init__ with its layers, forward one line per layer."""
     steps, _ = layout(checked.rows, list(checked.spec.inputs), checked.spec.outputs)
     graphy = any(refs for _, _, refs, *_ in steps) or len(checked.spec.inputs) > 1
     # the merges are expressions in forward; they hold no state (the state_dict is dlspec.build's all the same)
     steps = [s for s in steps if not _is_merge(getattr(model, s[0]))]
-    init = "".join(f"        self.{key} = {_ctor(row, getattr(model, key), src, '        ')}\n"
-                   if not keyword.iskeyword(key) else
-                   f"        self.add_module({key!r}, {_ctor(row, getattr(model, key), src, '        ')})\n"
+    init = "".join(_set_module("self", key, _ctor(row, getattr(model, key), src, "        "), "        ")
                    for key, row, *_ in steps)
     fw = _Forward(src)
     src.names = set()
@@ -290,7 +359,7 @@ def network_class(checked: Checked, model: Any, cls: str, src: _Source) -> str:
     sig = ", ".join(f"{p}: torch.Tensor" for p in params.values())
     rtype = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"
     return (f"class {cls}(nn.Module):\n"
-            f'    """{checked.spec.name}: input {_input_note(checked)}, output {out_note}."""\n\n'
+            f"    {_docstring(f'{_text(checked.spec.name)}: input {_input_note(checked)}, output {out_note}.')}\n\n"
             f"    def __init__(self) -> None:\n"
             f"        super().__init__()\n{init}\n"
             f"    def forward(self, {sig}) -> {rtype}:\n"
@@ -324,34 +393,64 @@ def _helper_sources(names: list[str]) -> str:
     return "\n\n".join(inspect.getsource(own[n]).rstrip() + "\n" for n in order)
 
 
+def _class_names(checked: Checked) -> tuple[str, dict[str | None, str]]:
+    """The file's classes: the spec's (its name as a class name) and each network's (None: a spec of one
+    network has one class).  None of them is a name the file takes otherwise (a helper it copies, Path, a
+    builtin), and no two are the same: the one that would be gets a suffix (ResidualModel, GenA2)."""
+    used = set(_taken())
+
+    def pick(base: str, suffix: str) -> str:
+        if base in used:
+            base += suffix
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}{n}"
+        used.add(name)
+        return name
+
+    top = pick(class_name(checked.spec.name), "Model")
+    if not checked.networks:
+        return top, {None: top}
+    return top, {n: pick(class_name(n), "Network") for n in checked.networks}
+
+
+def top_class(checked: Checked) -> str:
+    """The name of the class the exported python file gives for the whole model (load() makes one)."""
+    return _class_names(checked)[0]
+
+
+def _string(text: str) -> str:
+    """A string literal of `text` (repr()'s, in double quotes where it can be)."""
+    r = repr(text)
+    return '"' + r[1:-1] + '"' if r[0] == "'" and '"' not in text else r
+
+
 def python_source(checked: Checked, model: Any, source: str, weights: str | None, filename: str = "model.py") -> str:
     """The standalone .py file of a built spec (`model` is what dlspec.build gave for `checked`); `weights` the
     file name of the sibling state dict that load() reads by default (None: fresh weights); `filename` the
-    file's own name (its docstring says how to run it)."""
+    file's own name (its docstring says how to run it); `source` the spec's path (the docstring says so too).
+    The spec's name and these paths are free text: they are in the file as literals (_docstring, _string) only."""
     from . import __version__
 
     src = _Source()
-    top = class_name(checked.spec.name)
+    top, names = _class_names(checked)
     nets: list[tuple[str | None, Checked]] = [*checked.networks.items()] or [(None, checked)]
-    classes, names = [], {}
-    for name, net in nets:
-        cls = class_name(name) if name is not None else top
-        if name is not None and cls == top:
-            cls += "Network"
-        names[name] = cls
-        classes.append(network_class(net, model[name] if name is not None else model, cls, src))
+    classes = [network_class(net, model[name] if name is not None else model, names[name], src) for name, net in nets]
     if checked.networks:
-        fields = "".join(f"        self.{n} = {names[n]}()\n" for n in checked.networks)
-        classes.append(f"class {top}(nn.Module):\n"
-                       f'    """The networks of {checked.spec.name} (each its own module, called on its own)."""\n\n'
+        fields = "".join(_set_module("self", n, f"{names[n]}()", "        ") for n in checked.networks)
+        doc = _docstring(f"The networks of {_text(checked.spec.name)} (each its own module, called on its own).")
+        classes.append(f"class {top}(nn.Module):\n    {doc}\n\n"
                        f"    def __init__(self) -> None:\n        super().__init__()\n{fields}")
     helpers = _helper_sources(src.helpers)
-    default = f'Path(__file__).with_name("{weights}")' if weights else "None"
-    demo = _demo(checked, top)
-    head = (f'"""{checked.spec.name}, exported by dlspec {__version__} from {source}: plain PyTorch, no dlspec import.\n\n'
-            + (f"Weights: {weights} beside this file (load() reads it).\n" if weights else
-               "Weights: fresh (torch's initialisation); export with --checkpoint to ship trained ones.\n")
-            + f'Try it: python {filename} (a random batch through the model).  In code: model = load().\n"""\n')
+    default = f"Path(__file__).with_name({_string(weights)})" if weights else "None"
+    demo = _demo(checked)
+    head = _docstring(f"{_text(checked.spec.name)}, exported by dlspec {__version__} from {_text(source)}: plain "
+                      "PyTorch, no dlspec import.\n\n"
+                      + (f"Weights: {_text(weights)} beside this file (load() reads it).\n" if weights else
+                         "Weights: fresh (torch's initialisation); export with --checkpoint to ship trained ones.\n")
+                      + f"Try it: python {_text(filename)} (a random batch through the model).  In code: model = "
+                      "load().\n") + "\n"
     body = helpers + "\n".join(classes)
     stdlib = [line for line, used in (("from collections import OrderedDict", "OrderedDict(" in body),
                                        ("from pathlib import Path", True),
@@ -370,22 +469,22 @@ def python_source(checked: Checked, model: Any, source: str, weights: str | None
     return "\n".join(parts).replace("\n\n\n\n", "\n\n\n")
 
 
-def _demo(checked: Checked, top: str) -> str:
+def _demo(checked: Checked) -> str:
     nets: list[tuple[str | None, Checked]] = [*checked.networks.items()] or [(None, checked)]
     lines = ['\n\nif __name__ == "__main__":', "    model = load().eval()"]
     for name, net in nets:
         args = []
         bindings = symbol_values(net)
         for t in net.spec.inputs.values():
-            shape = ", ".join(str(dims.evaluate(d, bindings)) for d in t.shape)
+            shape = ", ".join(_value(int(dims.evaluate(d, bindings))) for d in t.shape)
             if t.dtype == "long":
-                args.append(f"torch.randint(0, {vocab(net)}, (2, {shape}))")
+                args.append(f"torch.randint(0, {_value(vocab(net))}, (2, {shape}))")
             else:
                 args.append(f"torch.randn(2, {shape})")
-        target = f"model.{name}" if name is not None else "model"
+        target = _attr("model", name) if name is not None else "model"
         lines.append("    with torch.no_grad():")
         lines.append(f"        y = {target}({', '.join(args)})")
-        lines.append("    print(" + (f"{name!r}, " if name is not None else "") +
+        lines.append("    print(" + (f"{_string(name)}, " if name is not None else "") +
                      "[tuple(t.shape) for t in y] if isinstance(y, tuple) else tuple(y.shape))")
     return "\n".join(lines) + "\n"
 
@@ -453,7 +552,8 @@ class Written:
 
 
 def load_python(path: str) -> Any:
-    """The exported .py file as a module (its classes, load())."""
+    """An exported .py file as a module (its classes, load()): for a file the user has; the export's own check
+    never imports a file (source_module runs the text it generated)."""
     import importlib.util
     import sys
 
@@ -465,6 +565,32 @@ def load_python(path: str) -> Any:
     sys.modules[name] = module  # TorchScript reads the classes' source through the module
     spec.loader.exec_module(module)
     return module
+
+
+_SERIAL = iter(range(1, 1 << 62))
+
+
+@contextlib.contextmanager
+def source_module(text: str) -> Iterator[Any]:
+    """The python source `text` (python_source's) run as a module: compiled from the string itself, never read
+    back from a file (which anything may have changed since it was written).  Its lines are in linecache under a
+    name no file has, so inspect and TorchScript read the classes' source as from a file."""
+    import linecache
+    import sys
+    import types
+
+    name = f"dlspec_export_{next(_SERIAL)}"
+    filename = f"<{name}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules[name] = module  # TorchScript resolves the classes' globals through the module
+    try:
+        exec(compile(text, filename, "exec"), module.__dict__)  # noqa: S102 - the text generated here, from checked pieces
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+        linecache.cache.pop(filename, None)
 
 
 def _outputs(y: Any) -> list[Any]:
@@ -504,35 +630,53 @@ def _other_batch(net: Checked, sizes: dict[str, int] | None, fixed: set[str] | f
     return example_inputs(net, batch=2 if "batch" in fixed else 3, bindings=bindings, seed=1)
 
 
+def weights_path(path: str) -> str:
+    """The state dict shipped beside an exported .py file: lenet.py -> lenet.pt."""
+    return os.path.splitext(path)[0] + ".pt"
+
+
+def destinations(checked: Checked, fmt: str, path: str, weights: bool = False) -> list[str]:
+    """The files an export to `path` writes: the .py (and its .pt with `weights`), or a file per network."""
+    if fmt == "python":
+        return [path] + ([weights_path(path)] if weights else [])
+    return [_per_network(path, name) for name in checked.networks] or [path]
+
+
 def write_python(checked: Checked, model: Any, path: str, source: str, state: dict[str, Any] | None,
                  sizes: dict[str, int] | None = None) -> list[Written]:
-    """The .py file (and, with `state`, the sibling .pt it loads), checked: the same parameter count and, with
-    dlspec.build's weights, the same outputs on a random batch."""
+    """The .py file (and, with `state`, the sibling .pt it loads), checked before either is written: the same
+    parameter count and, with dlspec.build's weights, the same outputs on a random batch.  Both files land or
+    neither does (safeio.write_together; WriteError)."""
+    import io
+
     import torch
 
-    weights = os.path.splitext(os.path.basename(path))[0] + ".pt" if state is not None else None
-    text = python_source(checked, model, source, weights, os.path.basename(path))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    out = [Written(path, "python source")]
-    if state is not None:
-        wpath = os.path.join(os.path.dirname(path), weights or "")
-        torch.save(state, wpath)
-        out.append(Written(wpath, "state dict"))
-    out[0].difference, out[0].note = check_python(checked, model, path, sizes)
+    weights = weights_path(path) if state is not None else None
+    text = python_source(checked, model, source, os.path.basename(weights) if weights else None,
+                         os.path.basename(path))
+    difference, note = check_python(checked, model, text, sizes)
+    files: list[tuple[str, bytes | memoryview]] = [(path, text.encode("utf-8"))]
+    out = [Written(path, "python source", difference, note)]
+    if weights is not None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        files.append((weights, buf.getbuffer()))
+        out.append(Written(weights, "state dict"))
+    safeio.write_together(files)
     return out
 
 
-def check_python(checked: Checked, model: Any, path: str, sizes: dict[str, int] | None = None) -> tuple[float, str]:
-    """(largest output difference, what was compared) of an exported .py file against the built model."""
+def check_python(checked: Checked, model: Any, text: str, sizes: dict[str, int] | None = None) -> tuple[float, str]:
+    """(largest output difference, what was compared) of exported python source (the text itself, run in
+    memory) against the built model."""
     import torch
 
-    mod = load_python(path)
-    top = getattr(mod, class_name(checked.spec.name))()
+    with source_module(text) as mod:
+        top = getattr(mod, top_class(checked))()
     n_built = sum(p.numel() for p in model.parameters())
     n_file = sum(p.numel() for p in top.parameters())
     if n_built != n_file:
-        raise ExportError(f"{path} has {n_file:,} parameters, dlspec.build's model {n_built:,}")
+        raise ExportError(f"the exported source has {n_file:,} parameters, dlspec.build's model {n_built:,}")
     top.load_state_dict(model.state_dict())
     top.eval()
     worst = 0.0
@@ -545,15 +689,10 @@ def check_python(checked: Checked, model: Any, path: str, sizes: dict[str, int] 
 
 @contextlib.contextmanager
 def generated(checked: Checked, model: Any, source: str) -> Iterator[Any]:
-    """The exported python module of `checked` (written to a temporary file and imported), holding `model`'s
+    """The exported python module of `checked` (its source run in memory, source_module), holding `model`'s
     weights, in eval mode: what the traced forms trace (its forward has named inputs, TorchScript can script it)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        py = os.path.join(tmp, "exported_" + re.sub(r"\W", "_", checked.spec.name.lower()) + ".py")
-        with open(py, "w", encoding="utf-8") as f:
-            f.write(python_source(checked, model, source, None, os.path.basename(py)))
-        top = getattr(load_python(py), class_name(checked.spec.name))()
+    with source_module(python_source(checked, model, source, None)) as mod:
+        top = getattr(mod, top_class(checked))()
         top.load_state_dict(model.state_dict())
         yield top.eval()
 
@@ -561,12 +700,14 @@ def generated(checked: Checked, model: Any, source: str) -> Iterator[Any]:
 def write_torchscript(checked: Checked, model: Any, path: str, source: str,
                       sizes: dict[str, int] | None = None) -> list[Written]:
     """A TorchScript archive (torch.jit.load) per network: torch.jit.script of the exported python module,
-    or, where scripting refuses it, torch.jit.trace on a batch of 2 (the note says so)."""
+    or, where scripting refuses it, torch.jit.trace on a batch of 2 (the note says so).  Each is made and
+    checked in memory, then all are written together (safeio.write_together)."""
+    import io
     import warnings
 
     import torch
 
-    out = []
+    out, files = [], []
     with generated(checked, model, source) as top:
         for name, net, built in _networks(checked, model):
             target = getattr(top, name) if name else top
@@ -579,12 +720,16 @@ def write_torchscript(checked: Checked, model: Any, path: str, source: str,
                     with torch.no_grad():
                         scripted = torch.jit.trace(target, _example(net, sizes), check_trace=False)
                     how = f"traced on a batch of 2 (torch.jit.script refused: {_first_line(e)[:100]})"
-                scripted.save(dest)
-                loaded = torch.jit.load(dest)
+                buf = io.BytesIO()
+                torch.jit.save(scripted, buf)
+                data = buf.getvalue()
+                loaded = torch.jit.load(io.BytesIO(data))
             x = _other_batch(net, sizes)
             with torch.no_grad():
                 diff = max_difference(built.eval()(*x), _run(loaded, x))
+            files.append((dest, data))
             out.append(Written(dest, f"TorchScript, {how}", diff, "outputs on a batch of 3 (torch.jit.load)"))
+    safeio.write_together(files)
     return out
 
 
@@ -662,25 +807,31 @@ def export_program(module: Any, net: Checked, what: str, sizes: dict[str, int] |
 def write_exported_program(checked: Checked, model: Any, path: str, source: str,
                            sizes: dict[str, int] | None = None) -> list[Written]:
     """A torch.export ExportedProgram (.pt2, torch.export.load) per network, of the exported python module, the
-    batch and the symbolic sizes dynamic where the model allows (the note says which stayed so)."""
+    batch and the symbolic sizes dynamic where the model allows (the note says which stayed so); made and
+    checked in memory, then written together."""
+    import io
     import warnings
 
     import torch
 
-    out = []
+    out, files = [], []
     with generated(checked, model, source) as top:
         for name, net, built in _networks(checked, model):
             dest = _per_network(path, name)
             ep, note, fixed = export_program(getattr(top, name) if name else top, net, name or checked.spec.name, sizes)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.export.save(ep, dest)
-                loaded = torch.export.load(dest).module()
+                buf = io.BytesIO()
+                torch.export.save(ep, buf)
+                data = buf.getvalue()
+                loaded = torch.export.load(io.BytesIO(data)).module()
             x = _other_batch(net, sizes, fixed)
             with torch.no_grad():
                 diff = max_difference(built.eval()(*x), _run(loaded, x))
+            files.append((dest, data))
             out.append(Written(dest, f"ExportedProgram ({note})", diff,
                                f"outputs on a batch of {x[0].shape[0]} (torch.export.load)"))
+    safeio.write_together(files)
     return out
 
 
@@ -699,7 +850,8 @@ def _first_line(e: BaseException) -> str:
 def write_onnx(checked: Checked, model: Any, path: str, source: str,
                sizes: dict[str, int] | None = None) -> list[Written]:
     """An ONNX model per network (torch.onnx.export, the dynamo exporter: the `onnx` extra) of the exported
-    python module, its batch and symbolic sizes dynamic axes named batch, T, ...; checked with onnxruntime."""
+    python module, its batch and symbolic sizes dynamic axes named batch, T, ...; checked with onnxruntime, in
+    memory, then written together."""
     import io
     import warnings
 
@@ -711,7 +863,7 @@ def write_onnx(checked: Checked, model: Any, path: str, source: str,
     except ImportError:
         raise ExportError("ONNX export needs the onnx packages: pip install 'dlspec[onnx]' "
                           "(onnx, onnxscript, onnxruntime)") from None
-    out = []
+    out, files = [], []
     with generated(checked, model, source) as top:
         for name, net, built in _networks(checked, model):
             dest = _per_network(path, name)
@@ -724,15 +876,20 @@ def write_onnx(checked: Checked, model: Any, path: str, source: str,
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
                 warnings.simplefilter("ignore")
                 try:
-                    torch.onnx.export(ep, example, dest, dynamo=True, external_data=False,
-                                      input_names=list(net.spec.inputs),
-                                      output_names=outputs, verbose=False)
+                    program = torch.onnx.export(ep, example, None, dynamo=True, external_data=False,
+                                                input_names=list(net.spec.inputs), output_names=outputs, verbose=False)
+                    proto = program.model_proto if program is not None else None
                 except Exception as e:  # noqa: BLE001 - the exporter's refusal, in one line
                     raise ExportError(f"torch.onnx.export cannot export {name or checked.spec.name}: "
                                       f"{_first_line(e)}") from None
-            axes = _name_onnx_axes(dest, net, fixed, example)
-            diff, note = _check_onnx(dest, built, net, fixed, sizes)
+            if proto is None or proto.ByteSize() >= ONNX_MAX_BYTES:
+                raise ExportError(f"the ONNX model of {name or checked.spec.name} is over 2 GB, more than one ONNX "
+                                  "file holds (export it to exported-program or torchscript)")
+            data, axes = _name_onnx_axes(proto.SerializeToString(), net, fixed, example)
+            diff, note = _check_onnx(data, dest, built, net, fixed, sizes)
+            files.append((dest, data))
             out.append(Written(dest, f"ONNX (dynamic axes: {axes})", diff, note))
+    safeio.write_together(files)
     return out
 
 
@@ -750,12 +907,12 @@ def _quiet(name: str) -> Iterator[None]:
         log.setLevel(level)
 
 
-def _name_onnx_axes(path: str, net: Checked, fixed: set[str], example: tuple) -> str:
-    """Give the ONNX model's symbolic axes the spec's names (batch, T) in place of the exporter's (s0, s1), and
-    the axes torch.export made constants their traced size; a note on which are dynamic."""
+def _name_onnx_axes(data: bytes, net: Checked, fixed: set[str], example: tuple) -> tuple[bytes, str]:
+    """The ONNX model (its bytes) with its symbolic axes given the spec's names (batch, T) in place of the
+    exporter's (s0, s1), and the axes torch.export made constants their traced size; a note on which are dynamic."""
     import onnx
 
-    m = onnx.load(path)
+    m = onnx.load_from_string(data)
     rename: dict[str, str] = {}
     at: dict[str, int] = {}
     for i, (vi, axes) in enumerate(zip(m.graph.input, dynamic_axes(net), strict=False)):
@@ -769,14 +926,15 @@ def _name_onnx_axes(path: str, net: Checked, fixed: set[str], example: tuple) ->
         for d in vi.type.tensor_type.shape.dim:
             if d.dim_param in rename:
                 d.dim_param = rename[d.dim_param]
-    onnx.save(m, path)
     kept = ", ".join(sorted(set(rename.values()), key=lambda s: (s != "batch", s))) or "none"
-    return kept + (f"; fixed by torch.export at {', '.join(f'{k}={v}' for k, v in sorted(at.items()))} (--size "
-                   "changes it)" if fixed else "")
+    return m.SerializeToString(), kept + (f"; fixed by torch.export at {', '.join(f'{k}={v}' for k, v in sorted(at.items()))} (--size "
+                                          "changes it)" if fixed else "")
 
 
-def _check_onnx(path: str, built: Any, net: Checked, fixed: set[str], sizes: dict[str, int] | None
+def _check_onnx(data: bytes, path: str, built: Any, net: Checked, fixed: set[str], sizes: dict[str, int] | None
                 ) -> tuple[float | None, str]:
+    """(largest output difference, what was compared) of an ONNX model (its bytes, to be written to `path`)
+    under onnxruntime."""
     import torch
 
     try:
@@ -785,7 +943,7 @@ def _check_onnx(path: str, built: Any, net: Checked, fixed: set[str], sizes: dic
         return None, "not checked: onnxruntime is not installed"
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: not onnxruntime's warnings on stderr
-    sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     x = _other_batch(net, sizes, fixed)
     feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), x, strict=True)}
     try:

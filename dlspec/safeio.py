@@ -7,7 +7,8 @@
 - **Outputs land where the user said.** `inside(folder, name)` is a path under `folder` (resolved, symlinks
   included) or a refusal; `file_part` turns any text (a spec's name) into one safe file-name part.
   `check_output` refuses a target that exists and is not a regular file (/dev/full, a FIFO, a folder), so an
-  atomic rename never replaces a device.  `write_atomic` writes a whole file or nothing (temp, fsync, rename).
+  atomic rename never replaces a device.  `write_atomic` writes a whole file or nothing (temp, fsync, rename);
+  `write_together` several files that belong together: all of them, or none.
 - **What is printed is printable.** `shown(text)` escapes control characters (terminal escape codes in a file
   name are shown as `\\x1b`, never sent to the terminal).
 
@@ -232,54 +233,104 @@ def write_atomic(path: str, data: bytes | memoryview) -> None:
     """path gets exactly `data`, or stays as it was: written to a temp file beside it, then renamed over it.
     A symlink at path is replaced, never written through.  Raises WriteError; the temp file is removed either
     way.  A new file gets the permissions the user's umask gives (as open() would), a replaced one keeps its."""
-    write_all([(path, data)])
+    tmp = _staged(path, data)
+    try:
+        os.replace(tmp, path)
+        tmp = ""
+        _sync_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as e:
+        raise WriteError(path, e) from None
+    finally:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
-def write_all(files: Iterable[tuple[str, bytes | memoryview]]) -> list[str]:
-    """Several files, all or none: each written to a temp file beside its path as `files` gives it (so a
-    generator that renders them holds one at a time), and only once every one is written are they renamed into
-    place.  A failed write (WriteError), or an exception `files` raises itself, removes every temp file: each
-    path is as it was.  (A rename that fails after others were done, which a full disk does not cause, leaves
-    those earlier files new.)  The paths, in order."""
-    done: list[tuple[str, str]] = []  # (temp, path)
+def write_together(files: Iterable[tuple[str, bytes | memoryview]]) -> list[str]:
+    """Files that belong together (an exported .py and the .pt it loads, the pictures of one `dlspec show`) all
+    land, or none does and each path is as it was: every file is first written whole to a temp file beside it
+    as `files` yields it (a generator that renders them holds one at a time; a full disk fails here, before any
+    is replaced), then all are renamed in; should a rename fail, those already renamed are put back (a replaced
+    file from a hard link kept to it).  Raises WriteError for the file that failed, or what `files` raised
+    itself; no temp is left.  Returns the paths, in order."""
+    staged: list[tuple[str, str]] = []
     try:
         for path, data in files:
-            done.append((_temp_beside(path), path))
-            try:
-                _write_file(done[-1][0], data)
-            except OSError as e:
-                raise WriteError(path, e) from None
-        for i, (tmp, path) in enumerate(done):
+            staged.append((path, _staged(path, data)))
+    except BaseException:
+        _remove(tmp for _, tmp in staged)
+        raise
+    done: list[tuple[str, str | None]] = []  # (path, a link to the file it replaced, or None)
+    try:
+        for path, tmp in staged:
+            old = _keep(path)
             try:
                 os.replace(tmp, path)
             except OSError as e:
+                _remove([old] if old else [])
                 raise WriteError(path, e) from None
-            done[i] = ("", path)
-        for d in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for _, p in done):
-            _sync_dir(d)
-    finally:
-        for tmp, _ in done:
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
-    return [p for _, p in done]
+            done.append((path, old))
+    except WriteError:
+        for path, old in reversed(done):
+            with contextlib.suppress(OSError):
+                if old:
+                    os.replace(old, path)
+                else:
+                    os.remove(path)
+        _remove(tmp for _, tmp in staged)
+        raise
+    _remove(old for _, old in done if old)
+    for d in dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p, _ in staged):
+        _sync_dir(d)
+    return [p for p, _ in staged]
 
 
-def _temp_beside(path: str) -> str:
-    """A new empty file beside path (hidden, `.NAME-xxxx.tmp`) with the mode path keeps or a new file gets."""
+def _keep(path: str) -> str | None:
+    """A hard link beside `path` to the regular file there (to put it back), or None when there is none (or
+    the file system has no hard links: then it cannot be put back)."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    d = os.path.dirname(os.path.abspath(path))
+    for n in range(100):
+        link = os.path.join(d, f".{os.path.basename(path)}-{os.getpid()}-{n}.old")
+        try:
+            os.link(path, link)
+            return link
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def _remove(paths: Iterable[str | None]) -> None:
+    for p in paths:
+        if p:
+            with contextlib.suppress(OSError):
+                os.remove(p)
+
+
+def _staged(path: str, data: bytes | memoryview) -> str:
+    """A temp file beside `path` holding `data`, flushed to the disk, with the permissions path will have
+    (a replaced file's, or the umask's for a new one); WriteError (and no temp left) when it cannot be written."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = ""
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-    except OSError as e:
-        raise WriteError(path, e) from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        old = os.lstat(path)
-        os.chmod(tmp, old.st_mode & 0o777 if stat.S_ISREG(old.st_mode) else _umask_mode())
-    if not os.path.lexists(path):
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=d)
+        os.close(fd)
         with contextlib.suppress(OSError):
-            os.chmod(tmp, _umask_mode())
-    return tmp
+            old = os.lstat(path)
+            os.chmod(tmp, old.st_mode & 0o777 if stat.S_ISREG(old.st_mode) else _umask_mode())
+        if not os.path.lexists(path):
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, _umask_mode())
+        _write_file(tmp, data)
+        return tmp
+    except OSError as e:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        raise WriteError(path, e) from None
 
 
 def _umask_mode() -> int:

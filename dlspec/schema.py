@@ -6,8 +6,10 @@ their registry entry (names case-insensitive, did-you-mean for unknown names and
 
 from __future__ import annotations
 
+import keyword
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -666,10 +668,9 @@ class _Parser:
                 out["expect"] = tuple(shape)
         if "name" in meta:
             n = meta["name"]
-            if not isinstance(n, str) or not n.isidentifier():
-                self.err(codes.INVALID_ARGUMENT, f"name must be a Python identifier, got {n!r}", path + ("name",),
-                         index=index, help="a name is letters, digits and _, not starting with a digit, e.g. "
-                         "`name: conv1`; it names the module in the built model")
+            problem = layer_name_problem(n)
+            if problem is not None:
+                self.err(codes.INVALID_ARGUMENT, problem[0], path + ("name",), index=index, help=problem[1])
             else:
                 out["name"] = n
         if "from" in meta:
@@ -1011,10 +1012,12 @@ def _blocks(data: dict[Any, Any], diags: list[Diagnostic]) -> dict[str, BlockDef
     raw_blocks = data.get("blocks")
     blocks: dict[str, Any] = dict(raw_blocks) if isinstance(raw_blocks, dict) else {}
     for bname in list(blocks):
-        if not isinstance(bname, str) or not bname.isidentifier():
-            diags.append(error(codes.SPEC_STRUCTURE, f"block name {yaml_text(bname)} is not a name", ("blocks", bname),
-                               key=True, help="a block is named like a layer: letters, digits and _, not starting "
-                               "with a digit (e.g. `stage1`)"))
+        problem = ((f"block name {yaml_text(bname)} is not a name", "") if not isinstance(bname, str) or
+                   not bname.isidentifier() else python_name_problem(bname, "block name"))
+        if problem is not None:
+            diags.append(error(codes.SPEC_STRUCTURE, problem[0], ("blocks", bname), key=True, help=problem[1] or
+                               "a block is named like a layer: letters, digits and _, not starting with a digit "
+                               "(e.g. `stage1`)"))
             del blocks[bname]
     out = {n: bd for n, raw in blocks.items() if (bd := _block_def(n, raw, diags)) is not None}
     for bname in out:
@@ -1038,10 +1041,11 @@ def _body(doc: Document, spec: Spec, data: dict[Any, Any], diags: list[Diagnosti
             spec.inputs = {"input": spec.input}
     elif isinstance(data.get("inputs"), dict):
         for iname, raw in data["inputs"].items():
-            if not isinstance(iname, str) or not iname.isidentifier():
-                diags.append(error(codes.INVALID_INPUT, f"input name {yaml_text(iname)} is not a name",
-                                   base + ("inputs", iname), key=True, help="name each input like a variable: "
-                                   "`image:`"))
+            problem = ((f"input name {yaml_text(iname)} is not a name", "") if not isinstance(iname, str) or
+                       not iname.isidentifier() else python_name_problem(iname, "input name"))
+            if problem is not None:
+                diags.append(error(codes.INVALID_INPUT, problem[0], base + ("inputs", iname), key=True,
+                                   help=problem[1] or "name each input like a variable: `image:`"))
                 continue
             tt, d = _parse_input(doc, raw, base + ("inputs", iname), scalar=True)
             diags.extend(d)
@@ -1110,19 +1114,63 @@ def _networks(doc: Document, spec: Spec, raw: Any, diags: list[Diagnostic]) -> N
         spec.networks.setdefault(str(name), net)  # (checked under a bad name too: its mistakes are said now)
 
 
-# the attributes of torch's nn.ModuleDict (and so of every nn.Module) that are not underscored: `dlspec.build`
-# gives a networks spec as an nn.ModuleDict, which cannot hold a key that is one of them (tests/test_networks.py
-# compares this list with the installed torch's)
-MODULE_ATTRIBUTES = frozenset("""
-    T_destination add_module apply bfloat16 buffers call_super_init children clear compile cpu cuda double
+# The names the modules of dlspec.build's model already have, which a module it holds cannot take (nn.Module
+# refuses a child under an attribute's name).  Written out, not read from torch: `dlspec check` never imports it
+# (tests/test_hostile_export.py and tests/test_networks.py compare them with the installed torch's).
+# nn.Module's own, not underscored: its methods, and `training`, the flag model.train() and model.eval() set
+NN_MODULE_ATTRIBUTES = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
     dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half ipu
-    items keys load_state_dict modules mtia named_buffers named_children named_modules named_parameters
-    parameters pop register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    load_state_dict modules mtia named_buffers named_children named_modules named_parameters
+    parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
     register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
     register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
     register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to
-    to_empty train training type update values xpu zero_grad
+    to_empty train training type xpu zero_grad
 """.split())
+# a spec of several networks is an nn.ModuleDict: its dict methods too
+MODULE_ATTRIBUTES = NN_MODULE_ATTRIBUTES | {"clear", "items", "keys", "pop", "update", "values"}
+# a layer list is an nn.Sequential (its list methods) or dlspec's Graph (what its steps read, in, out): a layer
+# named one of these is stored as NAME_ (`forward` as forward_; builder.layout), but for `training`, refused
+LAYER_ATTRIBUTES = NN_MODULE_ATTRIBUTES | {"append", "extend", "insert", "pop", "steps", "input_names",
+                                           "output_names"}
+
+
+def python_name_problem(name: str, what: str, form: str = "`{}:`") -> tuple[str, str] | None:
+    """(message, help) when an identifier cannot stand for itself in Python code (a module attribute, a variable
+    of `dlspec export`'s file): a keyword, or a name Python reads as another (it NFKC-normalises identifiers:
+    `ﬁ` is `fi`, so two names would be one, and the exported file's `self.ﬁ` would not be dlspec.build's).
+    None for a good name.  `form`: how the help writes the fixed name (`name: {}` for a layer's)."""
+    if keyword.iskeyword(name):
+        return (f"{what} '{name}' is a Python keyword, which Python code cannot use as a name",
+                f"write another name, e.g. {form.format(name + '_')}")
+    read = unicodedata.normalize("NFKC", name)
+    if read != name:
+        return (f"{what} '{name}' is '{read}' to Python (it reads names NFKC-normalised), so exported code would "
+                "not find it", f"write {form.format(read)}")
+    return None
+
+
+def layer_name_problem(name: Any) -> tuple[str, str] | None:
+    """(message, help) when `name:` cannot name a layer, else None.  It names the layer's module in the built
+    model (model.NAME, its state_dict keys) and a variable in the exported code: an identifier, not a keyword,
+    as Python reads it, not underscored (torch's own state: _modules, _parameters, dunders) and not `training`
+    (every module's flag).  nn.Module's method names are allowed: the module is stored as NAME_ (forward_)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return (f"name must be a Python identifier, got {name!r}", "a name is letters, digits and _, not starting "
+                "with a digit, e.g. `name: conv1`; it names the module in the built model")
+    problem = python_name_problem(name, "name", "`name: {}`")
+    if problem is not None:
+        return problem
+    if name.startswith("_"):
+        plain = name.strip("_")
+        return (f"name '{name}' starts with _, as the names torch keeps a module's own state under (_modules, "
+                "_parameters, __dict__)", f"write `name: {plain}`" if plain.isidentifier() and
+                layer_name_problem(plain) is None else "write a name that starts with a letter, e.g. `name: conv1`")
+    if name == "training":
+        return ("name 'training' is taken: every torch module holds its training flag under it (model.train() "
+                "and model.eval() set it)", "give the layer another name, e.g. `name: training_`")
+    return None
 
 
 def _network_name(name: Any, blocks: dict[str, BlockDef]) -> tuple[str, str] | None:
@@ -1130,6 +1178,9 @@ def _network_name(name: Any, blocks: dict[str, BlockDef]) -> tuple[str, str] | N
     if not isinstance(name, str) or not name.isidentifier():
         return (f"network name {yaml_text(name)} is not a name", "name a network like a variable: letters, digits "
                 "and _, not starting with a digit (e.g. `generator`)")
+    problem = python_name_problem(name, "network name")
+    if problem is not None:
+        return problem
     if name.startswith("_") or name in MODULE_ATTRIBUTES:
         return (f"network name '{name}' is taken by torch's nn.ModuleDict, which `dlspec.build` gives",
                 "give the network another name (e.g. `generator`, `discriminator`)")

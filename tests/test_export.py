@@ -82,7 +82,7 @@ def test_python_export_is_the_built_model(path: Path, tmp_path: Path) -> None:
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "collections", "pathlib", "typing", "torch"}, imported
     mod = export.load_python(str(out))
-    top = getattr(mod, export.class_name(checked.spec.name))()
+    top = getattr(mod, export.top_class(checked))()
     assert sum(p.numel() for p in top.parameters()) == sum(p.numel() for p in model.parameters())
     top.load_state_dict(model.state_dict())  # strict: the same names and shapes
     top.eval()
@@ -117,7 +117,7 @@ def test_every_layer_example_exports(name: str, i: int, tmp_path: Path) -> None:
     model = dlspec.build(checked).eval()
     out = tmp_path / "layer.py"
     out.write_text(export.python_source(checked, model, "layer", None), encoding="utf-8")
-    top = getattr(export.load_python(str(out)), export.class_name(checked.spec.name))()
+    top = getattr(export.load_python(str(out)), export.top_class(checked))()
     top.load_state_dict(model.state_dict())
     top.eval()
     x = export.example_inputs(checked, batch=3, seed=3)
@@ -150,7 +150,7 @@ def test_each_forward_comment_is_the_shape_torch_gives(name: str, tmp_path: Path
     assert len(wanted) >= len(checked.rows) or len(wanted) >= 3
     ns: dict[str, Any] = {"__name__": "shapes", "__file__": str(tmp_path / "x.py")}
     exec(compile(text, "shapes", "exec"), ns)  # noqa: S102 - the generated file, instrumented
-    top = ns[export.class_name(checked.spec.name)]().eval()
+    top = ns[export.top_class(checked)]().eval()
     got = []
     with torch.no_grad():
         for net_name, net, _ in networks(checked, model):

@@ -148,7 +148,7 @@ def test_shown_escapes_an_undecodable_byte_of_a_file_name() -> None:
     assert safeio.shown(name) == "a\\udc9bb" and safeio.shown(safeio.shown(name)) == safeio.shown(name)
 
 
-def test_write_all_writes_every_file_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_together_takes_a_generator_every_file_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old = tmp_path / "b.png"
     old.write_bytes(b"old")
     paths = [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
@@ -162,7 +162,7 @@ def test_write_all_writes_every_file_or_none(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(safeio, "_write_file", full_at_third)
     with pytest.raises(safeio.WriteError, match=r"no space left on device \(.*c\.png\)"):
-        safeio.write_all((p, p.encode()) for p in paths)
+        safeio.write_together((p, p.encode()) for p in paths)
     assert sorted(os.listdir(tmp_path)) == ["b.png"] and old.read_bytes() == b"old"  # no temp, nothing replaced
 
     def failing() -> Any:
@@ -171,9 +171,9 @@ def test_write_all_writes_every_file_or_none(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(safeio, "_write_file", real)
     with pytest.raises(ImportError):
-        safeio.write_all(failing())
+        safeio.write_together(failing())
     assert sorted(os.listdir(tmp_path)) == ["b.png"]
-    assert safeio.write_all((p, p.encode()) for p in paths) == paths
+    assert safeio.write_together((p, p.encode()) for p in paths) == paths
     assert [Path(p).read_bytes() for p in paths] == [p.encode() for p in paths]
 
 
@@ -193,3 +193,48 @@ def test_output_folders(tmp_path: Path, fifo: Path) -> None:
     assert not (tmp_path / "new").exists()
     with pytest.raises(safeio.WriteError):
         safeio.make_folders(str(tmp_path / "f" / "sub"))
+
+def test_write_together_writes_every_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "m.py", tmp_path / "m.pt"
+    a.write_bytes(b"old py")
+    safeio.write_together([(str(a), b"py"), (str(b), b"pt")])
+    assert (a.read_bytes(), b.read_bytes()) == (b"py", b"pt") and sorted(os.listdir(tmp_path)) == ["m.pt", "m.py"]
+
+
+def test_write_together_leaves_every_file_as_it_was_when_one_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the second file: the first is not replaced either (a .py without its .pt, or the new .py
+    beside the old .pt, is no export), and no temp file is left."""
+    a, b = tmp_path / "m.py", tmp_path / "m.pt"
+    a.write_bytes(b"old py")
+    write_file = safeio._write_file
+
+    def full_at_pt(path: str, data: bytes) -> None:
+        if os.path.basename(path).startswith(".m.pt-"):
+            raise OSError(28, os.strerror(28))
+        write_file(path, data)
+
+    monkeypatch.setattr(safeio, "_write_file", full_at_pt)
+    with pytest.raises(safeio.WriteError, match=r"no space left on device \(.*m\.pt\)"):
+        safeio.write_together([(str(a), b"new py"), (str(b), b"pt")])
+    assert a.read_bytes() == b"old py" and os.listdir(tmp_path) == ["m.py"]
+
+
+def test_write_together_puts_back_what_it_replaced_when_a_rename_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "m.py", tmp_path / "m.pt"
+    a.write_bytes(b"old py")
+    b.write_bytes(b"old pt")
+    replace = os.replace
+
+    def failing(src: str, dst: str) -> None:
+        if str(dst) == str(b) and ".m.pt-" in str(src):
+            raise OSError(5, os.strerror(5))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(safeio.WriteError, match="input/output error"):
+        safeio.write_together([(str(a), b"new py"), (str(b), b"new pt")])
+    monkeypatch.undo()
+    assert (a.read_bytes(), b.read_bytes()) == (b"old py", b"old pt")
+    assert sorted(os.listdir(tmp_path)) == ["m.pt", "m.py"]
