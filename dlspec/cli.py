@@ -536,7 +536,7 @@ def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
     samples; a line each, and the accuracy over those whose folder or column gives the class."""
     import torch
 
-    from .inputs import InputError, collect
+    from .inputs import InputError, collect, id_range
     from .objectives import binary_threshold
 
     if s.task.name not in ("classification", "regression"):
@@ -544,7 +544,7 @@ def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
               f"{s.task.name}", file=sys.stderr)
         return 2
     try:
-        samples = collect([p for group in args.input for p in group], s.bundle)
+        samples = collect([p for group in args.input for p in group], s.bundle, id_range(s.model, s.bundle))
     except InputError as e:
         print(f"dlspec predict: {e}", file=sys.stderr)
         return 2
@@ -719,7 +719,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     dtype = b.x_dtype if b is not None else target.checked.spec.input.dtype
     try:
         if args.npy:
-            x = show.load_npy(args.npy, shape, dtype)
+            x = show.load_npy(args.npy, shape, dtype, target.model, b)
             source = args.npy
         elif args.image:
             info: dict[str, Any] = b.info if b is not None else {}

@@ -106,7 +106,7 @@ def test_npy_batches_and_csv_rows_are_model_ready_values(trained: Any, tmp_path:
     (lambda d: ((d / "m.bin").write_bytes(b"\0"), d / "m.bin")[1], "not an image"),
     (lambda d: ((d / "bad.png").write_bytes(b"not a png"), d / "bad.png")[1], "cannot read"),
     (lambda d: (np.save(d / "nan.npy", np.full((1, 28, 28), np.nan, dtype=np.float32)), d / "nan.npy")[1],
-     "nan or infinite"),
+     "holds 784 values that are not a finite number (nan, infinite or beyond float32), the first nan at [0, 0, 0]"),
 ])
 def test_inputs_that_are_not_samples_get_one_line(trained: Any, tmp_path: Path, capsys: Any, make: Any,
                                                   message: str) -> None:
