@@ -16,7 +16,7 @@ The bounds (docs/limits.md, "Input files"), each raisable with its environment v
     text bytes     DLSPEC_MAX_TEXT_BYTES     256 MiB (char_text)
     folder files   DLSPEC_MAX_FOLDER_FILES   1,000,000 images in one folder tree
 
-and fixed ones: 32 dimensions of an array, 1 MiB of a .npz's table of contents, 16 Mi characters of a CSV
+and fixed ones: 32 dimensions of an array, 1 MiB of a .npz's table of contents, 16 MiB of a CSV
 line (Python's csv module's 131,072 characters a field).
 
 What is read is what a user expects: a 16-bit image at its real scale (x / 65535 maps to 0..1 as 8-bit
@@ -29,9 +29,9 @@ anything blocks on it.  numpy and Pillow are imported inside the readers; this m
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
+import re
 import struct
 import warnings
 from collections.abc import Callable, Iterator
@@ -43,7 +43,8 @@ from .safeio import FileRefused, open_input, shown
 
 ARRAY_DIMS = 32  # dimensions of an .npy array (numpy 1's own bound)
 NPZ_DIRECTORY_BYTES = 1 << 20  # a .npz's table of contents (its zip central directory): some 10,000 members
-CSV_LINE = 1 << 24  # characters of one CSV line
+CSV_LINE = 1 << 24  # bytes of one CSV line
+_CR = re.compile(r"(?<=\r)(?!\n)")  # after a lone \r: where universal newlines end a line
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # no EPS (Ghostscript), no exotic decoders
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -279,6 +280,8 @@ def check_header(h: ArrayHeader, name: str, available: int, where: str, subject:
     if any(d < 0 for d in h.shape):
         raise ReadError(f"{name} is damaged: {subject} gives the shape {h.shape}, with a negative size")
     said = f"{subject} claims shape {h.shape} {dt} ({h.nbytes:,} bytes)"
+    if math.prod(d for d in h.shape if d) * dt.itemsize >= 2**63:  # numpy's own bound, even for 0 values
+        raise ReadError(f"{name} is damaged: {subject} claims shape {h.shape}, larger than any array can be")
     if h.nbytes > available:
         raise ReadError(f"{name} is damaged: {said} but {where.format(available=f'{max(available, 0):,}')}")
     limit = bounds().array_bytes
@@ -443,24 +446,6 @@ def check_ids(a: Any, name: str, vocab: int | None, what: str) -> None:
 # --- CSV ----------------------------------------------------------------------------------------------
 
 
-class _Capped(io.RawIOBase):
-    """A binary file that refuses to give more than `limit` bytes (a file that grows while it is read)."""
-
-    def __init__(self, f: IO[bytes], limit: int, path: str):
-        self.f, self.limit, self.path, self.seen = f, limit, path, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.f.readinto(b)  # type: ignore[attr-defined]
-        self.seen += n or 0
-        if self.seen > self.limit:
-            raise ReadError(f"{shown(self.path)} is larger than {self.limit:,} bytes, "
-                            + bound_words("csv_bytes", "a CSV file"), "bound")
-        return n or 0
-
-
 @dataclass
 class Table:
     """The columns a caller asked for of a CSV file's data rows."""
@@ -489,15 +474,14 @@ class CsvReader:
         self.caller_rows = max_rows is not None and max_rows < b.csv_rows
         self.columns = b.csv_columns
         self._stack = contextlib.ExitStack()
-        f = self._stack.enter_context(opened(path, "CSV file"))
-        size = os.fstat(f.fileno()).st_size
-        if size > b.csv_bytes:
+        self._file = self._stack.enter_context(opened(path, "CSV file"))
+        size = os.fstat(self._file.fileno()).st_size
+        self.limit = b.csv_bytes
+        if size > self.limit:
             self.close()
-            raise ReadError(f"{self.name} has {size:,} bytes: more than {b.csv_bytes:,}, "
+            raise ReadError(f"{self.name} has {size:,} bytes: more than {self.limit:,}, "
                             + bound_words("csv_bytes", "a CSV file"), "bound")
-        text = io.TextIOWrapper(io.BufferedReader(_Capped(f, b.csv_bytes, path)), encoding="utf-8-sig", newline="")
-        self._stack.callback(text.detach)
-        self._reader = csv.reader(self._lines(text), delimiter=delimiter)
+        self._reader = csv.reader(self._lines(), delimiter=delimiter)
         self._count = 0
         self.head: list[tuple[int, list[str]]] = []
         try:
@@ -523,20 +507,33 @@ class CsvReader:
         with contextlib.suppress(Exception):
             self._stack.close()
 
-    def _lines(self, text: IO[str]) -> Iterator[str]:
-        n = 0
+    def _lines(self) -> Iterator[str]:
+        """The file's lines as text, split as Python's universal newlines split them (\\n, \\r\\n, \\r, the
+        ends kept, as csv wants), each decoded on its own (a UTF-8 error is at its line); the bytes and the
+        length of a line bounded."""
+        n, seen = 0, 0
         while True:
-            try:
-                line = text.readline(CSV_LINE + 1)
-            except UnicodeDecodeError as e:
-                raise ReadError(f"{self.name} is not UTF-8 text (line {n + 1}: {e.reason})", "encoding") from None
-            if not line:
+            raw = self._file.readline(CSV_LINE + 1)
+            if not raw:
                 return
-            n += 1
-            if len(line) > CSV_LINE:
-                raise ReadError(f"{self.name} line {n} is longer than {CSV_LINE:,} characters, the bound for a CSV "
+            seen += len(raw)
+            if seen > self.limit:  # a file that grows while it is read
+                raise ReadError(f"{self.name} is larger than {self.limit:,} bytes, "
+                                + bound_words("csv_bytes", "a CSV file"), "bound")
+            if len(raw) > CSV_LINE:
+                raise ReadError(f"{self.name} line {n + 1} is longer than {CSV_LINE:,} bytes, the bound for a CSV "
                                 "line", "bound")
-            yield line
+            if n == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ReadError(f"{self.name} is not UTF-8 text (line {n + 1}, byte {e.start + 1}: {e.reason})",
+                                "encoding") from None
+            for line in _CR.split(text) if "\r" in text[:-2] else (text,):
+                if line:  # (a lone \r at the very end leaves an empty piece)
+                    n += 1
+                    yield line
 
     def _rows(self) -> Iterator[tuple[int, list[str]]]:
         """(line number, fields as they are) of each row that is not blank, bounded and checked for width."""
