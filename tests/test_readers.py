@@ -481,6 +481,74 @@ def test_fifos_devices_and_folders_are_refused_without_blocking(tmp_path: Path) 
     assert sum("is a folder" in line for line in lines) == 5
 
 
+# --- dlspec show --npy / --image -------------------------------------------------------------------------
+
+IMAGE_SPEC = "# a small CNN\ninput: [1, 28, 28]\nlayers:\n  - Conv2d: {out_channels: 2, kernel_size: 3}\n  - Flatten\n"
+IDS_SPEC = ("# ids\ninput: {shape: [16], dtype: long}\nlayers:\n  - Embedding: {num_embeddings: 62, embedding_dim: 4}\n"
+            "  - Flatten\n")
+
+
+def show(tmp_path: Path, spec: str, *argv: Any, capsys: Any = None) -> tuple[int, str, str]:
+    """`dlspec show` of a spec without data (fresh weights): in-process, or (no capsys: a FIFO may be read) in a
+    subprocess, where a hang fails on its timeout."""
+    (tmp_path / "spec.yaml").write_text(spec)
+    argv = ("show", str(tmp_path / "spec.yaml"), *map(str, argv), "--out", str(tmp_path / "out"))
+    if capsys is not None:
+        from dlspec import cli
+
+        capsys.readouterr()
+        rc = cli.main(list(argv))
+        c = capsys.readouterr()
+        return rc, c.out, c.err
+    p = subprocess.run([sys.executable, "-m", "dlspec", *argv], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_show_refuses_hostile_npy_and_images_in_one_line(tmp_path: Path, capsys: Any) -> None:
+    """Each was an internal error (exit 70), a hang, or a picture of inf drawn silently."""
+    pytest.importorskip("torch")
+    (tmp_path / "bomb.png").write_bytes(png_header(20000, 20000))
+    np.save(tmp_path / "inf.npy", np.full((1, 28, 28), np.inf, np.float16))
+    np.save(tmp_path / "zero.npy", np.zeros((0, 1, 28, 28), np.float32))
+    (tmp_path / "liar.npy").write_bytes(npy_bytes("<f4", (800000000000, 1, 28, 28), bytes(100)))
+    os.mkfifo(tmp_path / "fifo.npy")
+    os.mkfifo(tmp_path / "fifo.png")
+    cases = [(("--image", "bomb.png"), "bomb.png is a 20000×20000 image (400,000,000 pixels): more than 67,108,864 "
+                                       "pixels, the bound for an image (DLSPEC_MAX_IMAGE_PIXELS=N raises it)"),
+             (("--npy", "inf.npy"), "inf.npy holds 784 values that are not a finite number (nan, infinite or beyond "
+                                    "float32), the first inf at [0, 0, 0]"),
+             (("--npy", "zero.npy"), "zero.npy holds no sample: its shape is [0, 1, 28, 28]"),
+             (("--npy", "liar.npy"), "liar.npy is damaged: its header claims shape (800000000000, 1, 28, 28)"),
+             (("--npy", "fifo.npy"), "fifo.npy is a FIFO (named pipe), not a .npy file"),
+             (("--image", "fifo.png"), "fifo.png is a FIFO (named pipe), not a regular file")]
+    for (flag, name), message in cases:
+        rc, out, err = show(tmp_path, IMAGE_SPEC, flag, tmp_path / name, capsys=None if "fifo" in name else capsys)
+        assert rc == 2 and err.startswith("dlspec show: ") and message in err and len(err.splitlines()) == 1, err
+    for ids, where in (([3] * 15 + [2**63 - 1], "9223372036854775807 at [15]"), ([-1] * 16, "-1 at [0]")):
+        np.save(tmp_path / "ids.npy", np.array(ids))
+        rc, out, err = show(tmp_path, IDS_SPEC, "--npy", tmp_path / "ids.npy", capsys=capsys)
+        assert rc == 2 and err == f"dlspec show: {tmp_path / 'ids.npy'} holds the id {where}: the model's ids are 0 " \
+                                  "to 61 (layer embed1 Embedding has num_embeddings 62)\n", err
+
+
+def test_show_reads_big_endian_and_16_bit_files_as_their_values(tmp_path: Path, capsys: Any) -> None:
+    """A big-endian .npy (an internal error before) shows what its native twin shows; a 16-bit PNG shows what
+    the .npy of its raw values / 65535 shows (it was drawn as saturated white)."""
+    pytest.importorskip("torch")
+    x = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "le.npy", x)
+    np.save(tmp_path / "be.npy", x.astype(">f4"))
+    raw = (x[0] * 0.02 * 65535).round().astype(np.uint16)  # a dark image: 2 % of the range at most
+    Image.fromarray(raw).save(tmp_path / "deep.png")
+    np.save(tmp_path / "deep.npy", (raw / 65535).astype(np.float32)[None])
+    tables = {}
+    for flag, name in (("--npy", "le.npy"), ("--npy", "be.npy"), ("--image", "deep.png"), ("--npy", "deep.npy")):
+        rc, out, err = show(tmp_path, IMAGE_SPEC, flag, tmp_path / name, capsys=capsys)
+        assert rc == 0, err
+        tables[name] = out.splitlines()[1:4]  # the statistics of each layer
+    assert tables["le.npy"] == tables["be.npy"] and tables["deep.png"] == tables["deep.npy"]
+
+
 # --- the property test: random bytes and random headers to every reader -------------------------------
 
 PROPERTY_SCRIPT = r'''
