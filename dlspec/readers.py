@@ -358,12 +358,11 @@ def read_npz(path: str, names: list[str], accept: Callable[[list[str], dict[str,
         f.seek(0)
         try:
             with zipfile.ZipFile(f) as z:
-                infos: dict[str, Any] = {}
-                for info in z.infolist():
-                    infos.setdefault(npz_member(info.filename), info)
-                stored = list(infos)
+                files = z.namelist()
+                stored = [npz_member(n) for n in files]  # numpy's NpzFile.files
+                infos = {n: z.getinfo(n if n in files else n + ".npy") for n in names if n in files or n in stored}
                 headers = {}
-                for n in (n for n in names if n in infos):
+                for n in infos:
                     with z.open(infos[n]) as m:
                         h = _npy_header(m, f"{shown(path)}: array '{shown(n)}'")
                         check_header(h, shown(path), infos[n].file_size - m.tell(),

@@ -836,3 +836,21 @@ def test_every_reader_returns_the_reference_or_its_one_line_error() -> None:
         "DLSPEC_MAX_CSV_BYTES": str(MiB), "DLSPEC_MAX_TEXT_BYTES": str(MiB)})
     assert p.returncode == 0, p.stdout + p.stderr[-6000:]
     assert p.stdout.split() == ["OK", "images", "OK", "npys", "OK", "npzs", "OK", "csvs", "OK", "texts", "OK", "idxs"]
+
+
+def test_every_bound_is_documented_with_its_default_and_variable(monkeypatch: Any) -> None:
+    """docs/limits.md's "Input files" table states each bound's default and variable as the code has them."""
+    from dlspec.memory import fmt_bytes
+
+    for var in readers.ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    section = (REPO / "docs" / "limits.md").read_text(encoding="utf-8").split("## Input files")[1].split("\n## ")[0]
+    b = readers.bounds()
+    for name, var in readers.ENV.items():
+        (row,) = [line for line in section.splitlines() if f"`{var}`" in line]
+        value = getattr(b, name)
+        default = row.split("|")[2]
+        assert f"{value:,}" in default or fmt_bytes(value).replace(".0 ", " ") in default, (var, row)
+    for fixed in (f"| {readers.ARRAY_DIMS} |", f"| {fmt_bytes(readers.NPZ_DIRECTORY_BYTES).replace('.0 ', ' ')} |",
+                  f"| {fmt_bytes(readers.CSV_LINE).replace('.0 ', ' ')} |"):
+        assert fixed in section, fixed

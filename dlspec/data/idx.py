@@ -59,7 +59,7 @@ class _Source:
         try:
             self.file = open_input(path, "file")  # a FIFO or a device is refused, not read
         except FileRefused as e:
-            raise DataError(str(e), help="check the file's permissions" if "ermission" in str(e) else None) from None
+            raise DataError(str(e), help="check the file's permissions" if "permission denied" in str(e) else None) from None
         try:
             self.size = os.fstat(self.file.fileno()).st_size
             head = self.file.read(2)
