@@ -199,12 +199,8 @@ def _pixels(im: Any, path: str, channels: int, size: tuple[int, int] | None, for
             if im.mode == "I" and raw.size and (int(raw.min()) < 0 or int(raw.max()) > 65535):
                 raise ReadError(f"{shown(path)} is a 32-bit integer image with values from {int(raw.min())} to "
                                 f"{int(raw.max())}: only 16-bit values (0 .. 65535) are read", "value")
-            if form == "uint8":
-                u8 = np.rint(raw / 257.0).astype(np.uint8)
-                small = Image.fromarray(u8)
-                if size is not None and small.size != (size[1], size[0]):
-                    small = small.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                return np.asarray(small, dtype=np.uint8)
+            if form == "uint8":  # rounded to 8 bits first, then resized as an 8-bit image is
+                return np.asarray(_resized(Image.fromarray(np.rint(raw / 257.0).astype(np.uint8)), size))
             gray = (raw / 257.0).astype(np.float32)
         if form == "uint8":
             return np.rint(np.asarray(_resized(Image.fromarray(gray), size))).astype(np.uint8)
@@ -351,6 +347,9 @@ def read_npz(path: str, names: list[str], accept: Callable[[list[str], dict[str,
     import zlib
 
     with opened(path, ".npz file") as f:
+        head = f.read(4)
+        if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # numpy.load's own test of a .npz
+            raise ReadError(f"{shown(path)} is not a .npz file: it is not a zip archive (it starts with {head!r})")
         cd = _directory_size(f)
         if cd is not None and cd > NPZ_DIRECTORY_BYTES:
             raise ReadError(f"{shown(path)} has a table of contents of {cd:,} bytes: more than {NPZ_DIRECTORY_BYTES:,}, "

@@ -890,3 +890,6 @@ def test_char_text_and_idx_bounds(tmp_path, monkeypatch):
     raises(lambda: read_idx(path), "(7,840 bytes of data): more than 7,000 bytes", "DLSPEC_MAX_ARRAY_BYTES")
     monkeypatch.setenv("DLSPEC_MAX_ARRAY_BYTES", "7840")
     assert read_idx(path).shape == (10, 28, 28)
+    with open(path, "wb") as f:  # found by test_readers' property test: no values, but a shape numpy refuses
+        f.write(struct.pack(">IIIII", 0x0C04, 0, 215, 82898144, 3768346080))
+    raises(lambda: read_idx(path), "is damaged", "a shape larger than any array can have")

@@ -129,6 +129,9 @@ def read_idx(path: str, ndim: int | None = None) -> Any:
         count = math.prod(dims)
         need = count * dtype.itemsize
         said = f"its header says {' × '.join(map(str, dims))} {_IDX_TYPES[code][1]}s ({need:,} bytes of data)"
+        if math.prod(d for d in dims if d) * dtype.itemsize >= 2**63:  # no array has this shape, even of 0 values
+            raise DataError(f"{path} is damaged: {said}, a shape larger than any array can have",
+                            help="the file is damaged or not an MNIST-style file: delete it and download it again")
         if src.gzip and need > GZIP_MAX_RATIO * src.size:
             raise DataError(f"{path} cannot be an IDX file: {said} but a gzip file of {src.size:,} bytes holds at "
                             f"most {GZIP_MAX_RATIO * src.size:,}",
