@@ -580,7 +580,7 @@ def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
     samples; a line each, and the accuracy over those whose folder or column gives the class."""
     import torch
 
-    from .inputs import InputError, collect
+    from .inputs import InputError, collect, id_range
     from .objectives import binary_threshold
 
     if s.task.name not in ("classification", "regression"):
@@ -588,7 +588,7 @@ def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
               f"{s.task.name}", file=sys.stderr)
         return 2
     try:
-        samples = collect([p for group in args.input for p in group], s.bundle)
+        samples = collect([p for group in args.input for p in group], s.bundle, id_range(s.model, s.bundle))
     except InputError as e:
         print(f"dlspec predict: {e}", file=sys.stderr)
         return 2
@@ -838,7 +838,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     sample = args.sample or 0
     try:
         if args.npy:
-            x = show.load_npy(args.npy, shape, dtype)
+            x = show.load_npy(args.npy, shape, dtype, target.model, b)
             source = shown(args.npy)
         elif args.image:
             info: dict[str, Any] = b.info if b is not None else {}

@@ -70,6 +70,11 @@ def kind(mode: int) -> str | None:
     return "not a regular file"
 
 
+def _a(what: str) -> str:
+    """`a file`, `an image file`: the article a noun takes (by its first letter, enough for dlspec's nouns)."""
+    return ("an " if what[:1].lower() in "aeio" else "a ") + what
+
+
 def _reason(e: OSError) -> str:
     r = e.strerror or str(e) or type(e).__name__
     return r[:1].lower() + r[1:]
@@ -83,7 +88,7 @@ def check_input(path: str, what: str = "file") -> os.stat_result:
         raise FileRefused(f"cannot read {shown(path)}: {_reason(e)}") from None
     k = kind(st.st_mode)
     if k:
-        raise FileRefused(f"{shown(path)} is {k}, not a {what}")
+        raise FileRefused(f"{shown(path)} is {k}, not {_a(what)}")
     return st
 
 
@@ -95,12 +100,12 @@ def open_input(path: str, what: str = "file") -> IO[bytes]:
         fd = os.open(path, flags)
     except OSError as e:
         if e.errno is not None and os.path.isdir(path):
-            raise FileRefused(f"{shown(path)} is a folder, not a {what}") from None
+            raise FileRefused(f"{shown(path)} is a folder, not {_a(what)}") from None
         raise FileRefused(f"cannot read {shown(path)}: {_reason(e)}") from None
     try:
         k = kind(os.fstat(fd).st_mode)
         if k:
-            raise FileRefused(f"{shown(path)} is {k}, not a {what}")
+            raise FileRefused(f"{shown(path)} is {k}, not {_a(what)}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -114,7 +119,7 @@ def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
     with open_input(path, what) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise FileRefused(f"{shown(path)} is larger than {limit:,} bytes, the bound for a {what}")
+        raise FileRefused(f"{shown(path)} is larger than {limit:,} bytes, the bound for {_a(what)}")
     return data
 
 
@@ -164,7 +169,7 @@ def check_output(path: str, what: str = "file") -> None:
     """Refuse an output path that exists and is not a regular file (a device such as /dev/full, a FIFO, a
     folder, a socket): writing would block, or replace it.  A symlink to a regular file is written through."""
     if not path:
-        raise FileRefused(f"an empty path is not a {what}")
+        raise FileRefused(f"an empty path is not {_a(what)}")
     if "\x00" in path:
         raise FileRefused(f"{shown(path)} holds a NUL character")
     try:
@@ -185,7 +190,7 @@ def check_output_folder(path: str, what: str = "folder") -> None:
     """Refuse a folder to write into that is empty (``''``), holds a NUL, or exists and is not a folder (a file,
     a FIFO, a device); one that does not exist yet is made by the writer (its parents too)."""
     if not path:
-        raise FileRefused(f"an empty path is not a {what}")
+        raise FileRefused(f"an empty path is not {_a(what)}")
     if "\x00" in path:
         raise FileRefused(f"{shown(path)} holds a NUL character")
     try:
@@ -195,7 +200,7 @@ def check_output_folder(path: str, what: str = "folder") -> None:
     except OSError as e:
         raise FileRefused(f"cannot write into {shown(path)}: {_reason(e)}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise FileRefused(f"{shown(path)} is {kind(st.st_mode) or 'a file'}: give the path of a {what}")
+        raise FileRefused(f"{shown(path)} is {kind(st.st_mode) or 'a file'}: give the path of {_a(what)}")
 
 
 def make_folders(path: str) -> list[str]:

@@ -110,45 +110,53 @@ def _choices(outs: list[LayerOutput]) -> str:
         else "the model has no layers to draw"
 
 
-def load_npy(path: str, shape: tuple[int, ...], dtype: str) -> Any:
+def load_npy(path: str, shape: tuple[int, ...], dtype: str, model: Any = None, bundle: Any = None) -> Any:
+    """A .npy array of one sample of `shape` (or a batch of one), read by readers.read_npy: its header checked
+    (shape, size) before its data is read.  Floats must be finite; token ids (dtype long) whole numbers in the
+    range the model reads (inputs.id_range of `model` and the data set `bundle`)."""
     import numpy as np
     import torch
 
-    try:
-        a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ShowError(f"cannot read {path} as a .npy array ({type(e).__name__}: {str(e)[:120]})") from None
-    if tuple(a.shape) == (1, *shape):
-        a = a[0]
-    if tuple(a.shape) != tuple(shape):
-        raise ShowError(f"{path} holds an array of shape {list(a.shape)}, but the model reads samples of shape "
+    from .inputs import id_range
+    from .readers import ArrayHeader, ReadError, check_finite, check_ids, read_npy
+    from .safeio import shown
+
+    def accept(h: ArrayHeader) -> None:
+        if h.shape in (tuple(shape), (1, *shape)):
+            return
+        if h.shape[:1] == (0,) and h.shape[1:] == tuple(shape):
+            raise ReadError(f"{shown(path)} holds no sample: its shape is {list(h.shape)}")
+        raise ReadError(f"{shown(path)} holds an array of shape {list(h.shape)}, but the model reads samples of shape "
                         f"{list(shape)}")
-    if a.dtype.kind not in "biuf":
-        raise ShowError(f"{path} holds {a.dtype} values, not numbers")
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.long() if dtype == "long" else t.float()
+
+    try:
+        a = read_npy(path, accept)
+        if a.shape != tuple(shape):
+            a = a[0]
+        if dtype == "long":
+            vocab, what = (id_range(model, bundle) if model is not None else None) or (None, "")
+            check_ids(a, shown(path), vocab, what)
+            return torch.from_numpy(a.astype(np.int64))
+        check_finite(a, shown(path))
+    except ReadError as e:
+        raise ShowError(str(e)) from None
+    return torch.from_numpy(a.astype(np.float32))
 
 
 def load_image(path: str, shape: tuple[int, ...], scale: float, mean: list[float] | None, std: list[float] | None) -> Any:
     """An image file as a sample of `shape` (C, H, W): gray or RGB as C says, resized to H×W, the data set's
-    scaling and normalisation."""
-    import numpy as np
+    scaling and normalisation (readers.read_image: the pixel bound, 16-bit images at their real scale)."""
     import torch
+
+    from .readers import ReadError, read_image
 
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise ShowError(f"--image needs a model that reads images (C, H, W) with C 1 or 3; this one reads {list(shape)}")
     try:
-        from PIL import Image
-    except ImportError:
-        raise ShowError("--image needs Pillow (pip install 'dlspec[vision]'); --npy takes an array instead") from None
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]), Image.Resampling.BILINEAR)
-            a = np.asarray(im, dtype=np.float32)
-    except (OSError, ValueError) as e:
-        raise ShowError(f"cannot read {path} as an image ({type(e).__name__}: {str(e)[:120]})") from None
-    return normalised(torch.from_numpy(a.reshape(shape[1], shape[2], -1).transpose(2, 0, 1).copy()) / scale,
-                      mean, std)
+        a = read_image(path, shape[0], (shape[1], shape[2]))
+    except ReadError as e:
+        raise ShowError(str(e)) from None
+    return normalised(torch.from_numpy(a.transpose(2, 0, 1).copy()) / scale, mean, std)
 
 
 def normalised(t: Any, mean: list[float] | None, std: list[float] | None) -> Any:

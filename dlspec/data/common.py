@@ -12,6 +12,8 @@ from typing import Any
 
 from ..diagnostics import did_you_mean
 from ..registry import REQUIRED, FloatList, Kind
+from ..safeio import kind as file_kind
+from ..safeio import shown
 from .base import DATASETS, DataError, Split
 
 
@@ -137,6 +139,14 @@ def find_path(path: str, root: str, what: str, arg: str = "path", folder: bool =
     for c in candidates:
         if (os.path.isdir(c) if folder else os.path.isfile(c)):
             return c
+    for c in candidates:  # there, but a FIFO, a device or a socket: never opened (a FIFO would block)
+        try:
+            k = file_kind(os.stat(c).st_mode)
+        except OSError:
+            continue
+        if k and k != "a folder":
+            raise DataError(f"{what}: '{shown(os.path.abspath(c))}' is {k}, not a {'folder' if folder else 'file'}",
+                            arg=arg, help=f"give the path of a {'folder' if folder else 'regular file'}")
     for c in candidates:  # not found: perhaps not allowed to look
         b = blocked(c)
         if b is not None:

@@ -6,17 +6,18 @@ imported inside the loaders only.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any
 
 from ..diagnostics import did_you_mean
+from ..readers import ArrayHeader, CsvReader, ReadError, is_number, opened, read_npz
 from ..registry import Arg, Bool, Choice, Float, Int, IntList, Kind, OneOf, Optional_
 from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
 from .common import (
     Normalize,
     Text,
+    check_memory,
     find_path,
     make_split,
     normalize_arrays,
@@ -30,7 +31,6 @@ from .common import (
 MAX_AUTO_CLASSES = 20
 MAX_CLASSES = 1_000_000  # class labels 0 .. K-1: K at most this (DLSPEC_MAX_CLASSES raises it)
 FLOAT32_MAX = 3.4028234663852886e38  # a float beyond this is inf as float32
-CSV_BYTES_PER_BYTE = 10  # a CSV file is read as Python text cells first: about 10 bytes of memory per byte of file
 NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (numpy.savez), or an empty one
 
 
@@ -111,6 +111,22 @@ def _targets(name: str, task: str, y_train: Any, y_test: Any, where: str) -> tup
 # --- npz ----------------------------------------------------------------------------------------------
 
 
+def data_error(e: ReadError, arg: str | None = "path") -> DataError:
+    """A reader's refusal as the data set's diagnostic, with the help its kind calls for."""
+    helps = {"encoding": "save the file as UTF-8",
+             "ragged": "every row needs the same columns (is the delimiter right?)",
+             "finite": "fix or remove that row: nan and infinite values (or values beyond float32, about 3.4e38) make "
+                       "every loss nan",
+             "value": "feature columns must hold numbers; leave text columns out with `features: [...]`",
+             "memory": "use a smaller file, or a machine with more memory",
+             "bound": "the file is damaged, or larger than meant: raise the bound if it is not (docs/limits.md)"}
+    if e.kind in ("finite", "value"):
+        arg = "features"
+    elif e.kind == "ragged":
+        arg = "delimiter"
+    return DataError(str(e), arg=arg, help=helps.get(e.kind))
+
+
 def _load_npz(args: dict[str, Any], root: str) -> Bundle:
     import numpy as np
 
@@ -119,50 +135,42 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
     path = find_path(a["path"], root, "npz")
     keys = {k: a[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     try:
-        f = open(path, "rb")  # opened here so that it is closed whatever np.load makes of it
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}", arg="path") from None
-    with f:
-        head = f.read(6)
-        f.seek(0)
-        if not head.startswith(NPZ_MAGIC) and not head.startswith(b"\x93NUMPY"):
-            text = head and all(32 <= c < 127 or c in b"\t\r\n" for c in head)
-            raise DataError(f"{path} is not a .npz file: it is not a zip archive (it starts with {head!r}"
-                            + (", text" if text else "") + ")", arg="path",
-                            help="npz reads files written by numpy.savez; for a table of numbers use the csv data set")
-        if head.startswith(NPZ_MAGIC):
-            _check_members(path, f, [keys[k] for k in keys])
-        try:
-            z = np.load(f, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001 - damaged zip, a pickle, a file that is not numpy's at all...
-            raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
-                            help="the file is damaged or not written by numpy.savez") from None
-        if not hasattr(z, "files"):
-            raise DataError(f"{path} is a .npy file (one array); npz needs a .npz file of named arrays", arg="path",
-                            help="save with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
-        try:
-            stored = list(z.files)
-            need = ["x_train", "y_train"]
-            if any(keys[k] in stored for k in ("x_test", "y_test")):
-                need += ["x_test", "y_test"]
-            missing = [k for k in need if keys[k] not in stored]
-            if missing:
-                notes = [f"the file holds: {', '.join(stored) or 'no arrays'}"]
-                notes += [f"'{keys[k]}': did you mean '{h}'?" for k in missing if (h := did_you_mean(keys[k], stored))]
-                raise DataError(f"{path} has no array " + ", ".join(repr(keys[k]) for k in missing), arg=missing[0],
-                                notes=notes, help="name the stored arrays with the options x_train, y_train, x_test, "
-                                                  "y_test (the test pair may be left out: test_fraction)")
-            arrays = {k: z[keys[k]] for k in keys if keys[k] in stored}
-        except DataError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a damaged member, a pickled object array...
-            raise DataError(f"cannot read {path} as a .npz file: {e}", arg="path",
-                            help="the file is damaged or not written by numpy.savez; object arrays are not read "
-                                 "(no pickles)") from None
-        finally:
-            z.close()
+        with opened(path, ".npz file") as f:
+            head = f.read(6)
+    except ReadError as e:
+        raise DataError(str(e), arg="path") from None
+    if not head.startswith(NPZ_MAGIC) and not head.startswith(b"\x93NUMPY"):
+        text = head and all(32 <= c < 127 or c in b"\t\r\n" for c in head)
+        raise DataError(f"{path} is not a .npz file: it is not a zip archive (it starts with {head!r}"
+                        + (", text" if text else "") + ")", arg="path",
+                        help="npz reads files written by numpy.savez; for a table of numbers use the csv data set")
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path} is a .npy file (one array); npz needs a .npz file of named arrays", arg="path",
+                        help="save with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+
+    def accept(stored: list[str], headers: dict[str, ArrayHeader]) -> None:
+        need = ["x_train", "y_train"]
+        if any(keys[k] in stored for k in ("x_test", "y_test")):
+            need += ["x_test", "y_test"]
+        missing = [k for k in need if keys[k] not in stored]
+        if missing:
+            notes = [f"the file holds: {', '.join(stored) or 'no arrays'}"]
+            notes += [f"'{keys[k]}': did you mean '{h}'?" for k in missing if (h := did_you_mean(keys[k], stored))]
+            raise DataError(f"{path} has no array " + ", ".join(repr(keys[k]) for k in missing), arg=missing[0],
+                            notes=notes, help="name the stored arrays with the options x_train, y_train, x_test, "
+                                              "y_test (the test pair may be left out: test_fraction)")
+        total = sum(h.nbytes + 4 * h.count for h in headers.values())  # each array and its float32 copy
+        check_memory("npz", total, f"the arrays of {path}", "path", "use a smaller file (or a machine with more memory)")
+
+    try:
+        _, found = read_npz(path, list(dict.fromkeys(keys.values())), accept)
+    except ReadError as e:
+        raise DataError(str(e), arg="path", help={"file": "the file is damaged or not written by numpy.savez",
+                                                  "value": "store numbers, one row per sample; object arrays are not "
+                                                           "read (no pickles)"}.get(e.kind, data_error(e).help)) from None
+    arrays = {k: found[keys[k]] for k in keys if keys[k] in found}
     for k, v in arrays.items():
-        if v.dtype.kind not in "biuf" or v.ndim == 0:
+        if v.ndim == 0:
             raise DataError(f"{path}: array '{keys[k]}' is not numeric data per sample (dtype {v.dtype}, "
                             f"shape {tuple(v.shape)})", arg=k, help="store numbers, one row per sample")
         if k.startswith("x"):
@@ -204,43 +212,6 @@ def _load_npz(args: dict[str, Any], root: str) -> Bundle:
         info["split"] = split_note
     return Bundle("npz", make_split(xtr, ytr), make_split(xte, yte), task=task, num_classes=num_classes,
                   classes=[str(i) for i in range(num_classes)] if num_classes else None, info=info)
-
-
-def _check_members(path: str, f: Any, names: list[str]) -> None:
-    """The headers of the arrays npz will read, before any is read: an array claiming more bytes than the
-    archive says it holds is damaged, and the arrays (with their float32 copies) must fit in memory."""
-    import zipfile
-
-    import numpy.lib.format as npy
-
-    from .common import check_memory
-
-    total = 0
-    try:
-        with zipfile.ZipFile(f) as z:
-            infos = {i.filename: i for i in z.infolist()}
-            for name in names:
-                info = infos.get(name + ".npy") or infos.get(name)
-                if info is None:
-                    continue
-                with z.open(info) as member:
-                    version = npy.read_magic(member)
-                    shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else
-                                       npy.read_array_header_2_0)(member)
-                count = math.prod(shape)
-                nbytes = count * dtype.itemsize
-                if nbytes > info.file_size:
-                    raise DataError(f"{path} is damaged: its array '{name}' claims shape {tuple(shape)} {dtype} "
-                                    f"({nbytes:,} bytes) but the archive holds {info.file_size:,} bytes for it",
-                                    arg="path", help="write the file again with numpy.savez")
-                total += nbytes + 4 * count  # and its float32 copy
-    except DataError:
-        raise
-    except Exception:  # noqa: BLE001, S110 - damaged: np.load says how, below
-        pass
-    finally:
-        f.seek(0)
-    check_memory("npz", total, f"the arrays of {path}", "path", "use a smaller file (or a machine with more memory)")
 
 
 _SHAPE = Optional_(IntList(min=1, allow_minus_one=True, text="a list of positive sizes (one may be -1)"))
@@ -293,46 +264,7 @@ class Delimiter(Kind):
         return None if isinstance(v, str) and len(v) == 1 and v not in "\"\r\n" else f"must be {self.text}"
 
 
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
-def _read_table(path: str, delimiter: str) -> list[tuple[int, list[str]]]:
-    """(line number, fields) for each non-blank row; DataError for unreadable or ragged files."""
-    import csv
-
-    from .common import check_memory
-
-    rows: list[tuple[int, list[str]]] = []
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        size = 0
-    check_memory("csv", CSV_BYTES_PER_BYTE * size, f"reading {path} ({size:,} bytes) as a table of text cells",
-                 "path", "use a smaller file (or a machine with more memory)")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            for row in reader:
-                if row and any(c.strip() for c in row):
-                    rows.append((reader.line_num, [c.strip() for c in row]))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})", arg="path",
-                        help="save the file as UTF-8") from None
-    except (OSError, csv.Error) as e:
-        raise DataError(f"cannot read {path}: {e}", arg="path") from None
-    if not rows:
-        raise DataError(f"{path} is empty", arg="path")
-    width = len(rows[0][1])
-    for line, row in rows:
-        if len(row) != width:
-            raise DataError(f"{path} line {line} has {len(row)} fields but the first row has {width}",
-                            arg="delimiter", help="every row needs the same columns (is the delimiter right?)")
-    return rows
+_is_number = is_number
 
 
 def _has_header(rows: list[tuple[int, list[str]]], header: Any) -> bool:
@@ -366,26 +298,6 @@ def _column(path: str, names: list[str] | None, ref: Any, width: int, what: str)
     return names.index(ref)
 
 
-def _numbers(path: str, rows: list[tuple[int, list[str]]], j: int, name: str) -> Any:
-    import numpy as np
-
-    cells = [r[j] for _, r in rows]
-    try:
-        values = np.array(cells, dtype=np.float64)
-    except ValueError:
-        for line, r in rows:
-            if not _is_number(r[j]):
-                raise DataError(f"{path} line {line}, column {name}: {r[j]!r} is not a number" if r[j] else
-                                f"{path} line {line}, column {name}: the value is missing",
-                                arg="features", help="feature columns must hold numbers; leave text columns out "
-                                                     "with `features: [...]`") from None
-        raise
-    i = first_not_finite(values)
-    if i is not None:
-        raise _not_finite(path, rows[i][0], f"column {name}", rows[i][1][j], "features")
-    return values
-
-
 def _not_finite(path: str, line: int, column: str, cell: str, arg: str) -> DataError:
     return DataError(f"{path} line {line}, {column}: {cell!r} is not a finite number", arg=arg,
                      help="fix or remove that row: nan and infinite values (or values beyond float32, about 3.4e38) "
@@ -399,40 +311,51 @@ def _finite_number(s: str) -> bool:
         return False
 
 
+def _read_split(reader: CsvReader, p: str, arg: str, a: dict[str, Any]) -> tuple[Any, list[tuple[int, str]], list[str],
+                                                                                str]:
+    """One CSV file's features (float32, rows × features), its (line, target cell) pairs, the feature names
+    and the target's: the header and the columns decided from its first rows, then every row streamed."""
+    rows = reader.head
+    by_name = [c for c in [a["target"], *(a["features"] or [])] if isinstance(c, str)]
+    header = _has_header(rows, a["header"]) or (a["header"] == "auto" and bool(by_name) and
+                                                all(c in rows[0][1] for c in by_name))
+    names = rows[0][1] if header else None
+    if header and len(rows) == 1:
+        raise DataError(f"{p} has a header but no data rows", arg=arg)
+    width = reader.width
+    t = _column(p, names, a["target"], width, "target")
+    feats = [_column(p, names, c, width, "features") for c in a["features"]] if a["features"] else \
+        [j for j in range(width) if j != t]
+    if t in feats:
+        raise DataError(f"the target column {a['target']!r} is also in features", arg="features")
+    if not feats:
+        raise DataError(f"{p} has no feature columns besides the target", arg="features")
+    label = [names[j] if names else str(j) for j in feats]
+    table = reader.table(header, feats, [repr(names[j]) if names else str(j) for j in feats], text=t)
+    return table.x, list(zip(table.lines, table.text or [], strict=True)), label, names[t] if names else str(t)
+
+
 def _load_csv(args: dict[str, Any], root: str) -> Bundle:
     import numpy as np
 
     t0 = time.perf_counter()
     a = resolve("csv", args)
     path = find_path(a["path"], root, "csv")
-    tables = {"train": (path, _read_table(path, a["delimiter"]))}
+    files = {"train": (path, "path")}
     if a["test_path"]:
-        tp = find_path(a["test_path"], root, "csv test_path", arg="test_path")
-        tables["test"] = (tp, _read_table(tp, a["delimiter"]))
+        files["test"] = (find_path(a["test_path"], root, "csv test_path", arg="test_path"), "test_path")
     parsed: dict[str, tuple[Any, list[tuple[int, str]]]] = {}  # split -> (x, [(line number, target cell)])
     names_used: list[str] = []
     target_name = ""
-    for split, (p, rows) in tables.items():
-        by_name = [c for c in [a["target"], *(a["features"] or [])] if isinstance(c, str)]
-        header = _has_header(rows, a["header"]) or (a["header"] == "auto" and bool(by_name) and
-                                                    all(c in rows[0][1] for c in by_name))
-        names = rows[0][1] if header else None
-        body = rows[1:] if header else rows
-        if not body:
-            raise DataError(f"{p} has a header but no data rows", arg="path" if split == "train" else "test_path")
-        width = len(rows[0][1])
-        t = _column(p, names, a["target"], width, "target")
-        feats = [_column(p, names, c, width, "features") for c in a["features"]] if a["features"] else \
-            [j for j in range(width) if j != t]
-        if t in feats:
-            raise DataError(f"the target column {a['target']!r} is also in features", arg="features")
-        if not feats:
-            raise DataError(f"{p} has no feature columns besides the target", arg="features")
-        label = [names[j] if names else str(j) for j in feats]
+    for split, (p, arg) in files.items():
+        try:
+            with CsvReader(p, a["delimiter"]) as reader:
+                x, targets, label, target = _read_split(reader, p, arg, a)
+        except ReadError as e:
+            raise data_error(e, arg) from None
         if split == "train":
-            names_used, target_name = label, names[t] if names else str(t)
-        x = np.stack([_numbers(p, body, j, repr(names[j]) if names else str(j)) for j in feats], axis=1)
-        parsed[split] = (x, [(line, r[t]) for line, r in body])
+            names_used, target_name = label, target
+        parsed[split] = (x, targets)
     if "test" in parsed and parsed["test"][0].shape[1] != parsed["train"][0].shape[1]:
         raise DataError(f"{a['test_path']} gives {parsed['test'][0].shape[1]} features, {path} "
                         f"{parsed['train'][0].shape[1]}", arg="test_path")
@@ -454,23 +377,23 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
         for s in parsed:
             for line, v in parsed[s][1]:
                 if not _is_number(v):
-                    raise DataError(f"{tables[s][0]} line {line}, target column {target_name!r}: {v!r} is not a "
+                    raise DataError(f"{files[s][0]} line {line}, target column {target_name!r}: {v!r} is not a "
                                     "number (task: regression)", arg="task",
                                     help="a regression target must be numeric; text labels mean task: classification")
                 if not _finite_number(v):
-                    raise _not_finite(tables[s][0], line, f"target column {target_name!r}", v, "target")
+                    raise _not_finite(files[s][0], line, f"target column {target_name!r}", v, "target")
             ys[s] = np.array(cells[s], dtype=np.float32)[:, None]
     else:
         for s in parsed:
             for line, v in parsed[s][1]:
                 if v == "":
-                    raise DataError(f"{tables[s][0]} line {line}: the target ({target_name!r}) is missing",
+                    raise DataError(f"{files[s][0]} line {line}: the target ({target_name!r}) is missing",
                                     arg="target")
         if numeric:  # sorted by value: labels 0 .. K-1 keep their ids
             for s in parsed:
                 for line, v in parsed[s][1]:
                     if not _finite_number(v):
-                        raise _not_finite(tables[s][0], line, f"target column {target_name!r}", v, "target")
+                        raise _not_finite(files[s][0], line, f"target column {target_name!r}", v, "target")
             values = sorted({float(v) for v in every})
             classes = [str(int(f)) if f == int(f) else str(f) for f in values]
             pos = {f: i for i, f in enumerate(values)}
@@ -488,7 +411,7 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
     xtr = parsed["train"][0]
     if "test" in parsed:
         xte, yte, ytr = parsed["test"][0], ys["test"], ys["train"]
-        split_note = f"test rows from {os.path.abspath(tables['test'][0])}"
+        split_note = f"test rows from {os.path.abspath(files['test'][0])}"
     else:
         tr, te = split_fraction("csv", len(xtr), a["test_fraction"], a["seed"], path)
         xtr, xte, ytr, yte = xtr[tr], xtr[te], ys["train"][tr], ys["train"][te]

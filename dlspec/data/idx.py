@@ -18,7 +18,9 @@ import struct
 import time
 from typing import Any
 
+from ..readers import bound_words, bounds
 from ..registry import Arg, Bool, IntList, Optional_
+from ..safeio import FileRefused, open_input
 from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register, reshaped
 from .common import (
     Normalize,
@@ -55,13 +57,16 @@ class _Source:
 
         self.path = path
         try:
-            self.file = open(path, "rb")
+            self.file = open_input(path, "file")  # a FIFO or a device is refused, not read
+        except FileRefused as e:
+            raise DataError(str(e), help="check the file's permissions" if "permission denied" in str(e) else None) from None
+        try:
             self.size = os.fstat(self.file.fileno()).st_size
             head = self.file.read(2)
             self.file.seek(0)
         except OSError as e:
-            raise DataError(f"cannot read {path}: {e.strerror or e}",
-                            help="check the file's permissions" if isinstance(e, PermissionError) else None) from None
+            self.file.close()
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
         self.gzip = head == b"\x1f\x8b"
         if not self.gzip and path.endswith(".gz"):
             self.file.close()
@@ -124,6 +129,9 @@ def read_idx(path: str, ndim: int | None = None) -> Any:
         count = math.prod(dims)
         need = count * dtype.itemsize
         said = f"its header says {' × '.join(map(str, dims))} {_IDX_TYPES[code][1]}s ({need:,} bytes of data)"
+        if math.prod(d for d in dims if d) * dtype.itemsize >= 2**63:  # no array has this shape, even of 0 values
+            raise DataError(f"{path} is damaged: {said}, a shape larger than any array can have",
+                            help="the file is damaged or not an MNIST-style file: delete it and download it again")
         if src.gzip and need > GZIP_MAX_RATIO * src.size:
             raise DataError(f"{path} cannot be an IDX file: {said} but a gzip file of {src.size:,} bytes holds at "
                             f"most {GZIP_MAX_RATIO * src.size:,}",
@@ -132,6 +140,10 @@ def read_idx(path: str, ndim: int | None = None) -> Any:
             have = src.size - header
             raise DataError(f"{path} {'is truncated' if have < need else 'has extra bytes'}: {said} but it has "
                             f"{have:,}", help="the file is damaged or incomplete: delete it and download it again")
+        if need > bounds().array_bytes:
+            raise DataError(f"{path}: {said}: more than {bounds().array_bytes:,} bytes, "
+                            + bound_words("array_bytes", "an array"),
+                            help="the file is damaged or not an MNIST-style file (or raise the bound)")
         check_memory(path, need, f"its data ({said[len('its header says '):]})", None,
                      "the file is damaged or not an MNIST-style file (or use a machine with more memory)")
         body = src.read(need)

@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from ..readers import ReadError, bounds, read_text
 from ..registry import Arg, Choice, Float, Int, Optional_
 from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
 from .common import Text, check_memory, find_path, make_split, resolve, take_subset
@@ -42,16 +43,13 @@ def _load_char_text(args: dict[str, Any], root: str) -> Bundle:
         size = os.path.getsize(path)
     except OSError:
         size = 0
-    check_memory("char_text", TEXT_BYTES_PER_CHAR * size, f"reading {path} ({size:,} bytes)", "path",
-                 "use a shorter text")
+    check_memory("char_text", TEXT_BYTES_PER_CHAR * min(size, bounds().text_bytes), f"reading {path} ({size:,} bytes)",
+                 "path", "use a shorter text")
     try:
-        with open(path, encoding="utf-8") as f:  # universal newlines: \r\n reads as \n
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})", arg="path",
-                        help="save the file as UTF-8 (plain ASCII is UTF-8)") from None
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}", arg="path") from None
+        text = read_text(path)  # universal newlines: \r\n reads as \n; at most the text bound
+    except ReadError as e:
+        raise DataError(str(e), arg="path", help="save the file as UTF-8 (plain ASCII is UTF-8)" if e.kind == "encoding"
+                        else "use a shorter text, or raise the bound" if e.kind == "bound" else None) from None
     seq_len, step = a["seq_len"], a["step"] or a["seq_len"]
     cut = int(len(text) * (1 - a["test_fraction"]))
     for part, n in (("training", cut), ("test", len(text) - cut)):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import time
 from typing import Any
 
+from ..readers import ReadError, bound_words, bounds, read_image
 from ..registry import Arg, Bool, Float, IntTuple, Optional_
 from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
 from .common import (
@@ -142,13 +144,15 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
         except (FileNotFoundError, RuntimeError, OSError) as e:
             raise DataError(f"'{folder}': {e}", arg="path",
                             help="image_folder reads FOLDER/<class>/<image> (torchvision's ImageFolder layout)") from None
+        kept = [(p, int(i)) for p, i in ds.samples if _regular(p)]  # a FIFO named x.png would block the decode
+        _count(folder, len(kept))
         if classes is None:
-            return list(ds.classes), [(p, int(i)) for p, i in ds.samples]
+            return list(ds.classes), kept
         extra = [c for c in ds.classes if c not in classes]
         if extra:
             raise DataError(f"'{folder}' has classes the training folder lacks: {', '.join(extra)}", arg="test_path")
         index = {c: classes.index(c) for c in ds.classes}
-        return classes, [(p, index[ds.classes[i]]) for p, i in ds.samples]
+        return classes, [(p, index[ds.classes[i]]) for p, i in kept]
     try:
         found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     except PermissionError:
@@ -163,17 +167,61 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
         extra = [c for c in found if c not in classes]
         if extra:
             raise DataError(f"'{folder}' has classes the training folder lacks: {', '.join(extra)}", arg="test_path")
-    samples = []
+    samples: list[tuple[str, int]] = []
     for i, c in enumerate(classes):
         d = os.path.join(folder, c)
-        if not os.path.isdir(d):
-            continue
-        for dirpath, dirnames, files in os.walk(d, followlinks=True, onerror=_unreadable):
-            dirnames.sort()
-            samples += [(os.path.join(dirpath, f), i) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if os.path.isdir(d):
+            samples += [(p, i) for p in _images_below(d, folder, len(samples))]
     if not samples:
         raise DataError(f"'{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders", arg="path")
     return classes, samples
+
+
+FOLDER_DEPTH = 64  # folders inside a class folder, one inside the other
+
+
+def _regular(path: str) -> bool:
+    """Whether path is a regular file (after symbolic links): a FIFO, a device or a socket is never opened."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _count(folder: str, n: int) -> None:
+    limit = bounds().folder_files
+    if n > limit:
+        raise DataError(f"'{folder}' holds more than {limit:,} images, " + bound_words("folder_files", "a folder"),
+                        arg="path", help="use a subset of the folder (a folder of fewer images)")
+
+
+def _images_below(d: str, folder: str, before: int) -> list[str]:
+    """The image files anywhere below the class folder d, in os.walk(followlinks=True)'s sorted order (as
+    torchvision's scan): regular files only, a folder reached again through a symbolic link (a loop) entered
+    once, at most FOLDER_DEPTH folders deep and the folder-files bound counted with the `before` found."""
+    out = []
+    seen: set[tuple[int, int]] = set()
+    top = d.rstrip(os.sep).count(os.sep)
+    for dirpath, dirnames, files in os.walk(d, followlinks=True, onerror=_unreadable):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if dirpath.count(os.sep) - top >= FOLDER_DEPTH:
+            raise DataError(f"'{dirpath}' is more than {FOLDER_DEPTH} folders below '{d}', the bound for image_folder",
+                            arg="path", help="image_folder reads FOLDER/<class>/<image>: move the images up")
+        dirnames.sort()
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            if f.lower().endswith(IMAGE_EXTENSIONS) and _regular(p):
+                out.append(p)
+        _count(folder, before + len(out))
+    return out
 
 
 IMAGE_BYTES_PER_VALUE = 5  # the uint8 images and their float32 form
@@ -187,9 +235,11 @@ def _check_images(n: int, hw: tuple[int, ...], channels: int, arg: str) -> None:
 
 
 def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, grayscale: bool) -> tuple[Any, Any]:
+    """The images as one uint8 (N, H, W, C) array, each read by readers.read_image (the pixel bound, 16-bit
+    images rounded to 8 bits at their real scale) and resized to `size` when given."""
     import numpy as np
 
-    image = import_optional("PIL.Image", "image_folder", package="Pillow")
+    import_optional("PIL.Image", "image_folder", package="Pillow")
     channels = 1 if grayscale else 3
     if size is not None:  # every image resized: known before one is decoded
         _check_images(len(samples), size, channels, "size")
@@ -197,22 +247,15 @@ def _decode(samples: list[tuple[str, int]], size: tuple[int, int] | None, graysc
     first = ""
     for k, (p, _) in enumerate(samples):
         try:
-            with image.open(p) as im:
-                im = im.convert("L" if grayscale else "RGB")
-                if size is not None and im.size != (size[1], size[0]):
-                    im = im.resize((size[1], size[0]), image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
-        except MemoryError:
-            what = f"resizing image {p} to {size[1]}×{size[0]}" if size is not None else f"decoding image {p}"
-            raise DataError(f"out of memory {what}", arg="size" if size is not None else "path",
-                            help="use a smaller `size`, or a machine with more memory") from None
-        except Exception as e:  # noqa: BLE001 - unreadable, truncated, not an image, a decompression bomb
-            bomb = type(e).__name__ == "DecompressionBombError"
-            raise DataError(f"cannot read image {p}: {e}", arg="path",
-                            help="the image is larger than Pillow decodes (Image.MAX_IMAGE_PIXELS): replace it"
-                            if bomb else "delete or replace the file (it is damaged or not an image)") from None
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
+            arr = read_image(p, channels, size, form="uint8")
+        except ReadError as e:
+            if e.kind == "memory":
+                what = f"resizing image {p} to {size[1]}×{size[0]}" if size is not None else f"decoding image {p}"
+                raise DataError(f"out of memory {what}", arg="size" if size is not None else "path",
+                                help="use a smaller `size`, or a machine with more memory") from None
+            raise DataError(str(e), arg="path", help="replace the image with a smaller one, or raise the bound"
+                            if e.kind == "bound" else "delete or replace the file (it is damaged or not an image)"
+                            ) from None
         if out is None:
             if size is None:  # the images' size is the first one's
                 _check_images(len(samples), arr.shape[:2], channels, "path")
