@@ -89,7 +89,8 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int, top
     with torch.no_grad():
         logits = (_forward(s.checked, model, encode(ids), state) if carry else model(context()))[0, -1]
         for i in range(length):
-            scores = logits.float().cpu() / temperature
+            scores = logits.float().cpu()
+            scores = (scores - scores.max()) / temperature  # ≤ 0, the largest 0: finite (tasks.language.MIN_TEMPERATURE)
             if top_k is not None and top_k < scores.numel():
                 kth = torch.topk(scores, top_k).values[-1]
                 scores = scores.masked_fill(scores < kth, float("-inf"))

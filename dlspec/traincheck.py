@@ -42,6 +42,7 @@ def check_train(checked: Checked) -> list[Diagnostic]:
     entry = DATASETS.get(cfg.data_name)
     facts = entry.facts(cfg.data_args) if entry is not None and entry.facts is not None else None
     task, task_args = tasks.chosen(cfg, facts)
+    diags += unused_networks(checked, task, task_args)
     if facts is not None:
         facts = tasks.task_facts(task, facts, task_args)
     loss = names.get("loss") if cfg.loss else None
@@ -92,6 +93,23 @@ def networks_refusal(checked: Checked) -> Diagnostic | None:
     path = ("train", "task") if written else ("train",) if checked.spec.train is not None else ()
     return error(codes.TRAIN, f"a spec of several networks (`networks:` {names}) trains with `train.task: "
                  f"{ADVERSARIAL}`" + (f", not {yaml_text(task)}" if written else ""), path, key=not written, help=help)
+
+
+def unused_networks(checked: Checked, task: Any, task_args: dict[str, Any]) -> list[Diagnostic]:
+    """An error at each network of `networks:` that the task does not train: `dlspec run` would build it, count
+    it, save it in every checkpoint and never train it — a network written to be trained (a GAN's encoder)
+    would stay at its random weights without a word.  (Without `train:` every network is built, to be used
+    from Python; a network the task names but the spec lacks is the task's own error.)"""
+    if not checked.networks or task is None or task.networks is None:
+        return []
+    used = list(task.networks(task_args))
+    if any(n not in checked.networks for n in used):  # a misspelt role: the task's contract names the networks
+        return []
+    roles = " and ".join(used)
+    return [error(codes.TRAIN, f"network '{name}' is not used: the {task.name} task trains {roles}", ("networks", name),
+                  key=True, help=f"remove it from `networks:` (or build it from Python with dlspec.build, without "
+                  f"`train:`); the task's networks are named under train.task.{task.name}")
+            for name in checked.networks if name not in used]
 
 
 def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any, ...] | None = None
