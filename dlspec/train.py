@@ -228,11 +228,12 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             # weights a resume computes again bit for bit
             if improved and main:
                 save_best(tr, run_dir)
-            if (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early:
+            saved = (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early
+            if saved:
                 save()
             if main:
                 log.add(row)
-                for line in _extras(tr, run_dir, ep + 1, last):  # pictures, generated text: once the epoch is saved
+                for line in _extras(tr, run_dir, ep + 1, last, saved):  # pictures, samples: once the epoch is saved
                     say(line)
             if tr.stopped_early:
                 say(f"early stopping: {watched} has not improved for {tr.bad_evals} evaluation(s)")
@@ -285,16 +286,15 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _extras(tr: Trainer, run_dir: str, epoch: int, last: bool) -> list[str]:
+def _extras(tr: Trainer, run_dir: str, epoch: int, last: bool, saved: bool) -> list[str]:
     """The task's lines and pictures after an epoch (samples.txt, samples.png, reconstructions.png), made once
     the epoch is saved: when one fails (a full disk, a sample torch refuses), the run says so in one line and
     goes on; the epoch is not lost."""
     try:
         return list(tr.task.after_epoch(run_dir, epoch, last))
     except Exception as e:  # noqa: BLE001 - anything: what is saved stays saved
-        saved = "saved" if os.path.exists(os.path.join(run_dir, "checkpoint.pt")) else "not affected"
-        return [f"note: epoch {epoch}: the {tr.s.task.name} task's samples after it failed ({_first_line(e)}); "
-                f"the run goes on (its checkpoint is {saved})"]
+        return [f"note: epoch {epoch}: the {tr.s.task.name} task's samples failed ({_first_line(e)}); "
+                + ("the epoch is saved, " if saved else "") + "the run goes on"]
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -10,6 +10,7 @@ Misspelt names get a did-you-mean and the check carries on as the name meant, so
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import codes, tasks, torchnames
@@ -151,6 +152,10 @@ def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any,
             diags.append(error(codes.TRAIN, f"{real} {kw} must be {torchnames.describe(p.kind)}, got "
                                f"{yaml_text(value)}", path + (kw,),
                                help=f"torch's default is {yaml_text(p.default)}" if not p.required else None))
+        elif (why := out_of_range(kw, value)) is not None:
+            diags.append(error(codes.TRAIN, f"{real} {kw} {why}, got {yaml_text(value)}", path + (kw,),
+                               help=f"torch's default is {yaml_text(p.default)}" if not p.required else
+                               "torch takes it, and then trains on nan or on nonsense without a word"))
     filled = torchnames.FILLED_IN.get(real, ())
     for p in classes[real]:
         if p.required and p.name not in kwargs and p.name not in filled:
@@ -158,6 +163,35 @@ def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any,
             diags.append(error(codes.TRAIN, f"{real} needs `{p.name}` ({torchnames.describe(p.kind)})", path,
                                key=True, help=f"write {kind}: {{{real}: {{{p.name}: {example}}}}}"))
     return real, diags
+
+
+# The ranges of the arguments, of any loss, optimizer or scheduler, that torch takes outside their meaning and
+# then trains on nan or on nonsense without a word (a negative learning rate climbs the loss, a momentum of
+# 2 or an lr of 2**63 diverges, an eps of 1e308 stops learning): (lowest, highest, integer), each inclusive.
+MAX_RATE = 100.0  # a learning rate, weight decay or eps: far beyond any real recipe (SGD's largest are about 10)
+RATE, FRACTION, PERIOD, FACTOR = (0.0, MAX_RATE, False), (0.0, 1.0, False), (1, None, True), (0.0, None, False)
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "lr": RATE, "max_lr": RATE, "base_lr": RATE, "eta_min": RATE, "min_lr": RATE, "weight_decay": RATE, "eps": RATE,
+    "momentum": FRACTION, "dampening": FRACTION, "label_smoothing": FRACTION, "betas": FRACTION,
+    "step_size": PERIOD, "T_max": PERIOD, "T_0": PERIOD,
+    "gamma": FACTOR,
+}
+
+
+def out_of_range(name: str, value: Any) -> str | None:
+    """Why a torch argument's value cannot be meant, or None: a number (or a list's) that is nan or infinite,
+    or outside the RANGES of its name."""
+    numbers = value if isinstance(value, list) else [value]
+    numbers = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        return "must be a finite number (torch takes nan and infinity, and trains on nan)"
+    lo, hi, whole = RANGES.get(name, (None, None, False))
+    for v in numbers:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            if hi is None:
+                return f"must be {'an integer' if whole else 'a number'} ≥ {lo:g}"
+            return f"must be a number from {lo:g} to {hi:g}"
+    return None
 
 
 def _unsupported(kind: str, name: str) -> str | None:
