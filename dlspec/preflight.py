@@ -30,6 +30,7 @@ from .memory import fmt_bytes
 from .schema import yaml_text
 
 NORMAL_BATCH = 32  # a refusal blames the batch size when a batch of this many samples would fit, else a layer
+FLOAT32_MAX = 3.4028234663852886e38  # the largest learning rate a step on float32 weights takes
 TRIAL_SAMPLES = 2  # samples of the trial step's batch (fewer when the run's smallest batch is smaller)
 
 
@@ -313,9 +314,10 @@ def _finite_lr(opt: torch.optim.Optimizer, stage: str) -> None:
     or negative, which every optimizer refuses when it is made with one (the steps would climb the loss)."""
     for g in opt.param_groups:
         lr = float(g["lr"])
-        if not math.isfinite(lr) or lr < 0:
-            raise _Failed(stage, _NotFinite(f"the learning rate becomes {lr}" + (" (negative: the steps would "
-                                                                               "climb the loss)" if lr < 0 else "")))
+        if not math.isfinite(lr) or lr < 0 or lr > FLOAT32_MAX:
+            why = " (negative: the steps would climb the loss)" if lr < 0 else \
+                " (more than float32 holds: torch fails at the step that uses it)" if lr > FLOAT32_MAX else ""
+            raise _Failed(stage, _NotFinite(f"the learning rate becomes {lr:g}{why}"))
 
 
 _STAGE_KEY = {"loss": "loss", "optimizer": "optimizer", "scheduler": "scheduler", "last-scheduler": "scheduler"}

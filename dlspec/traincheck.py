@@ -154,8 +154,9 @@ def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any,
                                help=f"torch's default is {yaml_text(p.default)}" if not p.required else None))
         elif (why := out_of_range(kw, value)) is not None:
             diags.append(error(codes.TRAIN, f"{real} {kw} {why}, got {yaml_text(value)}", path + (kw,),
-                               help=f"torch's default is {yaml_text(p.default)}" if not p.required else
-                               "torch takes it, and then trains on nan or on nonsense without a word"))
+                               help=(f"torch's default is {yaml_text(p.default)}; " if not p.required else "")
+                               + "torch does not refuse it when the run starts: it would train on nan or on nonsense, "
+                               "or fail in the middle of the run"))
     filled = torchnames.FILLED_IN.get(real, ())
     for p in classes[real]:
         if p.required and p.name not in kwargs and p.name not in filled:

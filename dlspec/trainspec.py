@@ -38,6 +38,17 @@ class F32Positive(Float):
         self.text = "a number ≥ 1.18e-38 (2**-126: a smaller one is 0 in float32)"
 
 
+class OpenFraction(Float):
+    """A fraction strictly between 0 and 1 (val_split: 1 would hold out every training sample)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 1.0, open_min=True)
+        self.text = "a number between 0 and 1 (both left out)"
+
+    def check(self, v: Any) -> str | None:
+        return super().check(v) or (f"must be {self.text}" if v == 1 else None)
+
+
 class TorchCall(Kind):
     """`Name` or `{Name: {kwarg: value}}` (a torch class and its keyword arguments)."""
 
@@ -169,7 +180,7 @@ TRAIN_ARGS: dict[str, Arg] = {
     "fused": Arg(OneOf(Choice("auto"), Bool()), "auto",
                  doc="the optimizer's fused step (torch's fused=True); auto: for Adam/AdamW on a CPU"),
     "clip_grad_norm": Arg(Optional_(F32Positive()), None, doc="clip the gradients' total norm to this"),
-    "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
+    "val_split": Arg(Optional_(OpenFraction()), None,
                      doc="hold out this fraction of the training data for validation"),
     "eval_every": Arg(Int(1, MAX_EPOCHS), 1, doc="evaluate every k epochs (and after the last); test_every says when the test set"),
     "early_stopping": Arg(Optional_(EarlyStopping()), None, doc="stop when a metrics.csv column stops improving"),
