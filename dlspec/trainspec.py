@@ -43,6 +43,7 @@ class OpenFraction(Float):
 
     def __init__(self) -> None:
         super().__init__(0.0, 1.0, open_min=True)
+        self.open_max = True
         self.text = "a number between 0 and 1 (both left out)"
 
     def check(self, v: Any) -> str | None:
