@@ -301,7 +301,7 @@ def _resume(args: argparse.Namespace, opts: Any, spec_path: str | None, override
     from .train import run
 
     ckpt_path = os.path.join(args.resume, "checkpoint.pt")
-    if not os.path.isfile(ckpt_path):
+    if not os.path.lexists(ckpt_path):  # (a FIFO or a folder in its place: load_checkpoint refuses it unread)
         raise Refused([], message=f"no checkpoint.pt in {args.resume}", status=2)
     from .distributed import from_env
 
@@ -384,12 +384,12 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
     from . import runs
     from .session import Refused
 
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise Refused([], message=f"no checkpoint file {path}", status=2)
     try:
-        return runs.load_checkpoint(path)
+        return runs.load_checkpoint(path)  # (a FIFO, a device, a folder: refused before it is opened)
     except runs.CheckpointError as e:
-        raise Refused([], message=str(e)) from None
+        raise Refused([], message=str(e), status=2 if e.not_a_file else 1) from None
 
 
 def _checked_alone(spec: Any, refusal: str = "") -> Any:

@@ -90,7 +90,7 @@ def kind_schema(kind: Kind, block: bool = False) -> dict[str, Any]:
         if kind.min is not None:
             out["exclusiveMinimum" if kind.open_min else "minimum"] = kind.min
         if kind.max is not None:
-            out["maximum"] = kind.max
+            out["exclusiveMaximum" if getattr(kind, "open_max", False) else "maximum"] = kind.max
         return out
     if isinstance(kind, Choice):
         return {"enum": [_json(o) for o in kind.options]}
@@ -156,6 +156,7 @@ _TRAIN_KINDS: dict[str, Any] = {
     "Metrics": _metrics,
     "EarlyStopping": _early_stopping,
     "Text": lambda: {"type": "string", "minLength": 1},
+    "Prime": lambda: {"type": "string", "minLength": 1, "maxLength": 10_000},  # (tasks.language.SAMPLE_MAX)
     "Normalize": lambda: {"anyOf": [{"type": ["null", "boolean"]}, {
         "type": "array", "minItems": 2, "maxItems": 2,
         "items": {"type": "array", "items": {"type": "number"}, "minItems": 1}}]},

@@ -9,9 +9,8 @@ was trained on, the data's seq_len, and at most its positional embedding's lengt
 slides along the text.  `top_k` keeps only the k likeliest characters before sampling (a k beyond the
 vocabulary keeps them all).
 
-Each character is drawn from softmax(logits / T); where logits / T overflows float32 (a tiny T), from
-softmax((logits − max) / T), the same distribution, whose exponents stay finite for every T from
-MIN_TEMPERATURE up (the likeliest character's term is exp(0) = 1, the others' exp of a number ≤ 0): a tiny T
+Each character is drawn from softmax((logits − max) / T), the distribution of softmax(logits / T), whose
+exponents stay finite for every T from MIN_TEMPERATURE up (the likeliest character's term is exp(0) = 1, the others' exp of a number ≤ 0): a tiny T
 samples the likeliest character (greedy) instead of dividing into inf − inf = nan.  An empty prime starts the text from one character drawn uniformly (seeded), which the
 `length` characters then follow.
 """
@@ -25,14 +24,11 @@ from torch import nn
 
 from .infer import Checked, Row
 from .modules import SpecModel
+from .tasks import language
 
 MAX_LENGTH = 1_000_000  # characters one `dlspec generate` writes (--length), and the most a prime may hold
-# The temperature's range.  The scores are float32 and (logits - max) / T is computed in float32: a T below the
-# smallest normal float32, 2**-126 ≈ 1.18e-38, becomes 0 (or a subnormal that hardware may flush to 0) there,
-# and 0 / 0 is nan; from 2**-126 up, 1 / T ≤ 2**126 is finite and every exponent is finite or -inf.  The top
-# (100) is the one `train.task.language_model.temperature` has: beyond it the samples are uniform noise.
-MIN_TEMPERATURE = 2.0 ** -126
-MAX_TEMPERATURE = 100.0
+# The temperature's range is the language-model task's (`train.task.language_model.temperature`): see there.
+MIN_TEMPERATURE, MAX_TEMPERATURE = language.MIN_TEMPERATURE, language.MAX_TEMPERATURE
 
 
 class GenerateError(ValueError):
@@ -124,10 +120,7 @@ def generate(s: Any, prime: str, length: int, temperature: float, seed: int, top
             if not bool(torch.isfinite(scores).all()):
                 raise GenerateError("the model's scores are not all finite numbers (nan or inf): its weights are "
                                     "broken (a training run that diverged?)", status=1)
-            scaled = scores / temperature
-            if not bool(torch.isfinite(scaled).all()):  # a tiny temperature: the same distribution, shifted
-                scaled = (scores - scores.max()) / temperature
-            scores = scaled
+            scores = (scores - scores.max()) / temperature  # ≤ 0, the largest 0: finite from MIN_TEMPERATURE up
             if top_k is not None and top_k < scores.numel():
                 kth = torch.topk(scores, top_k).values[-1]
                 scores = scores.masked_fill(scores < kth, float("-inf"))

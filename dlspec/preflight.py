@@ -30,6 +30,7 @@ from .memory import fmt_bytes
 from .schema import yaml_text
 
 NORMAL_BATCH = 32  # a refusal blames the batch size when a batch of this many samples would fit, else a layer
+FLOAT32_MAX = 3.4028234663852886e38  # the largest learning rate a step on float32 weights takes
 TRIAL_SAMPLES = 2  # samples of the trial step's batch (fewer when the run's smallest batch is smaller)
 
 
@@ -279,6 +280,7 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
             sched = make_scheduler(resolved, opt, s.cfg.epochs, max(1, steps_per_epoch(len(s.bundle.train), s.cfg)))
         except Exception as e:  # noqa: BLE001
             raise _Failed("scheduler", e) from None
+        _finite_lr(opt, "scheduler")  # the learning rate it starts with (OneCycleLR's max_lr / div_factor)
     try:
         if s.cfg.clip_grad_norm:
             nn.utils.clip_grad_norm_(model.parameters(), s.cfg.clip_grad_norm)
@@ -308,10 +310,14 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
 
 
 def _finite_lr(opt: torch.optim.Optimizer, stage: str) -> None:
-    """_Failed when the scheduler made a learning rate nan or infinite (gamma: .nan): every step after is nan."""
+    """_Failed when the scheduler made a learning rate nan or infinite (gamma: .nan): every step after is nan;
+    or negative, which every optimizer refuses when it is made with one (the steps would climb the loss)."""
     for g in opt.param_groups:
-        if not math.isfinite(float(g["lr"])):
-            raise _Failed(stage, _NotFinite(f"the learning rate becomes {float(g['lr'])}"))
+        lr = float(g["lr"])
+        if not math.isfinite(lr) or lr < 0 or lr > FLOAT32_MAX:
+            why = " (negative: the steps would climb the loss)" if lr < 0 else \
+                " (more than float32 holds: torch fails at the step that uses it)" if lr > FLOAT32_MAX else ""
+            raise _Failed(stage, _NotFinite(f"the learning rate becomes {lr:g}{why}"))
 
 
 _STAGE_KEY = {"loss": "loss", "optimizer": "optimizer", "scheduler": "scheduler", "last-scheduler": "scheduler"}

@@ -2,7 +2,7 @@
 
 Every file is written whole or not at all (temp file, fsync, rename: WriteError on a full disk leaves the
 previous file); checkpoints carry a SHA-256 of their contents, checked when read (with weights_only=True);
-a run folder is locked (flock on RUN/.lock) while a command writes it.
+a run folder is locked (flock on the folder itself; RUN/.lock names the process) while a command writes it.
 """
 
 from __future__ import annotations
@@ -167,62 +167,206 @@ def atomic_save(obj: dict[str, Any], path: str) -> None:
 class CheckpointError(Exception):
     """A file that is not a usable checkpoint; str(): `PATH is damaged: checksum mismatch` and the like."""
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, not_a_file: bool = False):
         self.path, self.reason = path, reason
-        super().__init__(f"{path} {reason}")
+        self.not_a_file = not_a_file  # a FIFO, a device, a folder, or unreadable: the path is wrong, not the file
+        super().__init__(f"{safeio.shown(path)} {reason}")
+
+
+# The bounds on what a checkpoint may hold (docs/limits.md, "Runs and checkpoints"), checked before its
+# values are used.  torch.load(weights_only=True) reads lists and dicts nested to any depth, and values shared
+# through the pickle's memo: 6 KB can stand for 10^9 values (a list of 1,000 references to a list of 1,000
+# references to ...), or for a 1 MB tensor used a million times, which a walk over them (the checksum, the
+# spec's comparison) would never finish.
+CHECKPOINT_PICKLE = 16 * 2**20  # bytes of the archive's data.pkl (all but the tensors' bytes): what torch.load reads
+CHECKPOINT_DEPTH = 256  # lists, dicts and tuples inside one another (a spec's own YAML nesting is at most 200)
+CHECKPOINT_EXTRA = 64 * 2**20  # the bytes its values stand for: at most twice the file's size plus this
+CHECKPOINT_ENV = {"pickle": "DLSPEC_MAX_CHECKPOINT_PICKLE", "depth": "DLSPEC_MAX_CHECKPOINT_DEPTH",
+                  "bytes": "DLSPEC_MAX_CHECKPOINT_EXTRA"}
+
+
+def checkpoint_bounds(size: int = 0) -> dict[str, int]:
+    """The bounds in force for a checkpoint file of `size` bytes: the defaults, or the environment's
+    DLSPEC_MAX_CHECKPOINT_* values."""
+    from .limits import _env
+
+    return {"pickle": _env(CHECKPOINT_ENV["pickle"], CHECKPOINT_PICKLE),
+            "depth": _env(CHECKPOINT_ENV["depth"], CHECKPOINT_DEPTH),
+            "bytes": 2 * size + _env(CHECKPOINT_ENV["bytes"], CHECKPOINT_EXTRA)}
+
+
+def _children(x: Any) -> Any:
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield k
+            yield v
+    else:
+        yield from x
+
+
+def _container(x: Any) -> bool:
+    return isinstance(x, (dict, list, tuple, set, frozenset))
+
+
+def _cost(x: Any) -> int:
+    """The bytes a walk over a value reads (digest hashes them): 8 for a number or a container, more for a
+    text, a long integer, a tensor (its elements' bytes, however few its storage holds: a stride of 0)."""
+    if isinstance(x, (str, bytes, bytearray)):
+        return 8 + len(x)
+    if isinstance(x, int):
+        return 8 + x.bit_length() // 8
+    nbytes = getattr(x, "nbytes", None)  # a tensor
+    return 8 + nbytes if isinstance(nbytes, int) else 8
+
+
+def measure(obj: Any, most_bytes: int, most_depth: int) -> tuple[str, str] | None:
+    """Why obj is not what a checkpoint holds — nested deeper than most_depth, standing for more than most_bytes
+    bytes (see _cost; a value shared through the pickle's memo counted at every use, as a walk over it meets
+    it), a container that holds itself — with the bound it is over ("depth", "bytes"; "" for the last), or
+    None.  Each container is looked at once (its cost and depth remembered), so this takes the time of the
+    pickle that made obj, not of the walk it stands for; and it does not recurse."""
+    done: dict[int, tuple[int, int]] = {}  # id -> (bytes, depth) of a container looked at
+    on_path: set[int] = set()
+    frames: list[list[Any]] = []  # [container, its children, bytes so far, depth so far]
+
+    def enter(x: Any) -> tuple[str, str] | None:
+        if id(x) in on_path:
+            return f"a {type(x).__name__} in it holds itself", ""
+        if len(frames) >= most_depth:
+            return f"its values are nested more than {most_depth:,} deep", "depth"
+        on_path.add(id(x))
+        frames.append([x, _children(x), 8, 1])
+        return None
+
+    def add(f: list[Any], cost: int, depth: int) -> tuple[str, str] | None:
+        f[2] += cost
+        f[3] = max(f[3], depth + 1)
+        if len(frames) - 1 + f[3] > most_depth:
+            return f"its values are nested more than {most_depth:,} deep", "depth"
+        if f[2] > most_bytes:
+            return f"its values stand for more than {most_bytes:,} bytes, a value used in several places counted " \
+                "at each", "bytes"
+        return None
+
+    if not _container(obj):
+        return None
+    why = enter(obj)
+    end = object()
+    while frames and why is None:
+        f = frames[-1]
+        child = next(f[1], end)
+        if child is end:
+            frames.pop()
+            on_path.discard(id(f[0]))
+            done[id(f[0])] = (f[2], f[3])
+            if frames:
+                why = add(frames[-1], f[2], f[3])
+        elif not _container(child):
+            why = add(f, _cost(child), 0)
+        elif id(child) in done:
+            why = add(f, *done[id(child)])
+        else:
+            why = enter(child)
+    return why
+
+
+def _archive_problem(f: Any, bounds: dict[str, int]) -> str | None:
+    """What torch.load must not be given: a compressed member (torch.save stores them; a compressed one can
+    stand for any size), or a data.pkl beyond its bound.  None for a zip archive as torch.save writes one."""
+    try:
+        infos = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError):
+        return None  # torch.load says what is wrong (and _bad_member where)
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            return f"is not a dlspec checkpoint: {info.filename} is compressed (torch.save stores its members as they are)"
+        if info.filename.endswith("data.pkl") and info.file_size > bounds["pickle"]:
+            return (f"is not a dlspec checkpoint: its {info.filename} has {info.file_size:,} bytes, more than the "
+                    f"bound of {bounds['pickle']:,} ({CHECKPOINT_ENV['pickle']}=N raises it)")
+    return None
+
+
+def _bounds_problem(st: Any, bounds: dict[str, int]) -> str | None:
+    found = measure(st, bounds["bytes"], bounds["depth"])
+    if found is None:
+        return None
+    why, bound = found
+    bound_is = {"depth": f"the bound; {CHECKPOINT_ENV['depth']}=N raises it",
+                "bytes": f"the bound: twice the file's size plus 64 MiB; {CHECKPOINT_ENV['bytes']}=N raises the 64 MiB"}
+    return f"is not a dlspec checkpoint: {why}" + (f" ({bound_is[bound]})" if bound else "")
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     """A dlspec checkpoint (checkpoint.pt, best.pt), verified: its checksum when it has one (checkpoints of
-    an earlier dlspec have none: then the zip archive's CRCs).  CheckpointError says what is wrong: empty,
-    not a zip archive, truncated, damaged (checksum or CRC mismatch, unreadable), not a dlspec checkpoint."""
+    an earlier dlspec have none: then the zip archive's CRCs).  CheckpointError says what is wrong: not a
+    regular file (a FIFO, a device, a folder: refused before it is read), empty, not a zip archive, truncated,
+    damaged (checksum or CRC mismatch, unreadable), not a dlspec checkpoint (also: beyond the bounds of
+    checkpoint_bounds, checked before its values are walked)."""
     import pickle
 
     import torch
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        size = os.path.getsize(path)
+        what = safeio.kind(os.stat(path).st_mode)
     except OSError as e:
-        raise CheckpointError(path, f"cannot be read: {os.strerror(e.errno) if e.errno else e}") from None
-    if size == 0:
-        raise CheckpointError(path, "is empty (0 bytes)")
-    if head != b"PK\x03\x04":
-        raise CheckpointError(path, "is not a checkpoint: not a zip archive (torch.save writes one)")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(path, f"is truncated: {size:,} bytes, and the end of its zip archive is missing")
+        raise CheckpointError(path, f"cannot be read: {os.strerror(e.errno) if e.errno else e}", True) from None
+    if what:
+        raise CheckpointError(path, f"is {what}, not a checkpoint file", True)
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refuses what a dlspec checkpoint never holds
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(path, "is not a dlspec checkpoint: it holds objects torch.load(weights_only=True) "
-                              f"does not read ({first})") from None
-    except Exception as e:  # noqa: BLE001 - miniz, pickle and zip errors of a damaged file
-        bad = _bad_member(path)
-        if bad:
-            raise CheckpointError(path, f"is damaged: CRC mismatch in {bad}") from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(path, f"is damaged: {type(e).__name__}: {first}") from None
-    if not isinstance(st, dict) or not isinstance(st.get("model"), dict):
-        what = "a dict without 'model'" if isinstance(st, dict) else f"a {type(st).__name__}"
-        raise CheckpointError(path, f"is not a dlspec checkpoint: it holds {what} (a plain state_dict? "
-                              "dlspec's hold it under 'model', with the spec)")
-    if CHECKSUM in st:
-        want = st.pop(CHECKSUM)
-        if digest(st) != want:
-            raise CheckpointError(path, "is damaged: checksum mismatch (its contents are not what was saved)")
-    else:
-        bad = _bad_member(path)  # a checkpoint of an earlier dlspec: no checksum, but the zip has CRCs
-        if bad:
-            raise CheckpointError(path, f"is damaged: CRC mismatch in {bad}")
+        f = safeio.open_input(path, "checkpoint file")  # (a FIFO put in its place since: refused, not waited on)
+    except safeio.FileRefused as e:
+        raise CheckpointError(path, f"cannot be read ({e})", True) from None
+    with f:
+        head = f.read(4)
+        size = os.fstat(f.fileno()).st_size
+        bounds = checkpoint_bounds(size)
+        if size == 0:
+            raise CheckpointError(path, "is empty (0 bytes)")
+        if head != b"PK\x03\x04":
+            raise CheckpointError(path, "is not a checkpoint: not a zip archive (torch.save writes one)")
+        f.seek(0)
+        if not zipfile.is_zipfile(f):
+            raise CheckpointError(path, f"is truncated: {size:,} bytes, and the end of its zip archive is missing")
+        problem = _archive_problem(f, bounds)
+        if problem:
+            raise CheckpointError(path, problem)
+        f.seek(0)
+        try:
+            st = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # weights_only refuses what a dlspec checkpoint never holds
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise CheckpointError(path, "is not a dlspec checkpoint: it holds objects torch.load(weights_only=True) "
+                                  f"does not read ({first})") from None
+        except Exception as e:  # noqa: BLE001 - miniz, pickle and zip errors of a damaged file
+            bad = _bad_member(f)
+            if bad:
+                raise CheckpointError(path, f"is damaged: CRC mismatch in {bad}") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CheckpointError(path, f"is damaged: {type(e).__name__}: {first}") from None
+        problem = _bounds_problem(st, bounds)  # before anything walks it: the checksum, the spec's comparison
+        if problem:
+            raise CheckpointError(path, problem)
+        if not isinstance(st, dict) or not isinstance(st.get("model"), dict):
+            what = "a dict without 'model'" if isinstance(st, dict) else f"a {type(st).__name__}"
+            raise CheckpointError(path, f"is not a dlspec checkpoint: it holds {what} (a plain state_dict? "
+                                  "dlspec's hold it under 'model', with the spec)")
+        if CHECKSUM in st:
+            want = st.pop(CHECKSUM)
+            if digest(st) != want:
+                raise CheckpointError(path, "is damaged: checksum mismatch (its contents are not what was saved)")
+        else:
+            bad = _bad_member(f)  # a checkpoint of an earlier dlspec: no checksum, but the zip has CRCs
+            if bad:
+                raise CheckpointError(path, f"is damaged: CRC mismatch in {bad}")
     return st
 
 
-def _bad_member(path: str) -> str | None:
-    """The first member of a zip archive whose CRC does not match (its name inside the archive), or None."""
+def _bad_member(f: Any) -> str | None:
+    """The first member of a zip archive (an open file) whose CRC does not match (its name inside the archive),
+    or None."""
     try:
-        with zipfile.ZipFile(path) as z:
+        f.seek(0)
+        with zipfile.ZipFile(f) as z:
             bad = z.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError):
         return None
@@ -303,9 +447,10 @@ class RunInUse(Exception):
 
 
 class RunLock:
-    """An exclusive flock on RUN/.lock, held while a command writes the run folder; the kernel drops it when
-    the process ends, however it ends (a stale .lock file of a killed process locks nothing).  `note` says
-    why there is no lock (a filesystem without flock)."""
+    """An exclusive flock on the run folder itself (an fd of the folder), held while a command writes it; the
+    kernel drops it when the process ends, however it ends.  RUN/.lock only says which process holds it (for
+    the message of the next one): removing it, or a stale one of a killed process, changes nothing.  `note`
+    says why there is no lock (a filesystem without flock)."""
 
     def __init__(self, path: str, fd: int | None, note: str = ""):
         self.path, self.fd, self.note = path, fd, note
@@ -314,7 +459,7 @@ class RunLock:
         if self.fd is None:
             return
         with contextlib.suppress(OSError):
-            os.remove(self.path)  # while still locked: whoever opens it next makes a new one (see lock_run_dir)
+            os.remove(self.path)  # while still locked: the next holder writes its own
         os.close(self.fd)
         self.fd = None
 
@@ -327,48 +472,41 @@ class RunLock:
 
 def lock_run_dir(run_dir: str) -> RunLock:
     """Lock a run folder for this process: RunInUse when another holds it, WriteError when the folder
-    cannot be written; on a filesystem without flock (some network ones) an unlocked RunLock with a note."""
+    cannot be opened; on a filesystem without flock (some network ones) an unlocked RunLock with a note.
+
+    The lock is on the folder, not on a file in it: a lock file can be removed (or replaced) while its lock
+    is held, and the next command would lock the new file and write beside the first."""
     path = os.path.join(run_dir, LOCK)
     try:
         import fcntl
     except ImportError:  # not POSIX
         return RunLock(path, None, f"note: {run_dir} is not locked (no flock on this system): two commands "
                        "resuming it at once would overwrite each other's checkpoints")
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise WriteError(path, e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise RunInUse(run_dir, pid) from None
-        except OSError as e:  # ENOLCK, EOPNOTSUPP, ...: this filesystem has no flock
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.remove(path)
-            return RunLock(path, None, f"note: {run_dir} is not locked ({os.strerror(e.errno or 0).lower()} "
-                           "for flock on its filesystem): two commands resuming it at once would overwrite each "
-                           "other's checkpoints")
-        try:  # the holder before may have removed the file between our open and flock: lock the file at path
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except OSError:
-            same = False
-        if same:
-            break
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise WriteError(run_dir, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         os.close(fd)
-    with contextlib.suppress(OSError):  # who holds it, for the message of the next one (a full disk: unknown)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        raise RunInUse(run_dir, _read_pid(path)) from None
+    except OSError as e:  # ENOLCK, EOPNOTSUPP, EBADF (NFS's flock wants a file open for writing): no flock here
+        os.close(fd)
+        return RunLock(path, None, f"note: {run_dir} is not locked ({os.strerror(e.errno or 0).lower()} "
+                       "for flock on its filesystem): two commands resuming it at once would overwrite each "
+                       "other's checkpoints")
+    with contextlib.suppress(WriteError, OSError):  # who holds it, for the message of the next one (a full disk:
+        write_atomic(path, f"{os.getpid()}\n".encode())  # unknown); whole or not at all, for a reader meanwhile
     return RunLock(path, fd)
 
 
-def _read_pid(fd: int) -> int | None:
+def _read_pid(path: str) -> int | None:
+    """The process id in RUN/.lock, or None (no file, not a regular one, not a number)."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
+        with safeio.open_input(path, "lock file") as f:
+            text = f.read(32).decode("ascii", "replace").strip()
+    except (safeio.FileRefused, OSError):
         return None
     return int(text) if text.isdigit() else None
 

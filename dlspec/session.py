@@ -283,6 +283,8 @@ def _prepare(path: str, items: list[str], opts: Options, doc: Document | None, t
                                         help="write train.task")], doc)
     facts = tasks.task_facts(task, facts, task_args)
     resolved, d = resolve(cfg, task.kind, task.default_loss)
+    if task.loaded is not None:  # its options against the data as loaded (a prime against the vocabulary)
+        d += task.loaded(bundle, task_args, ("train", "task") if cfg.task is not None else ())
     if task.resolve is not None:  # the task's own torch objects (a GAN's two optimizers)
         resolved["task"], more = task.resolve(cfg, task_args)
         d += more

@@ -22,7 +22,7 @@ import torch
 from . import distributed, runs
 from .selection import early_stop, final_metrics, restores_best, save_best, test_due, train_on
 from .session import Options, Session
-from .trainer import Clock, Trainer
+from .trainer import Clock, Diverged, Trainer
 
 # --- running ---------------------------------------------------------------------------------------------
 
@@ -66,6 +66,11 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
     except runs.WriteError as e:
         print(f"dlspec: {e}; {_kept(run_dir)}", file=sys.stderr)
         return 1
+    except Diverged as e:  # (every process of several finds it: the losses are summed, the weights the same)
+        if s.world is None or s.world.main:
+            print(f"dlspec: the training diverged at {e}; {_kept(run_dir, None)} (a smaller learning "
+                  "rate, or clip_grad_norm, may keep it finite: start a new run with it)", file=sys.stderr)
+        return 1
     except (RuntimeError, OSError) as e:  # a collective that failed: another process of the run is gone
         world = s.world
         if world is None or not world.distributed:
@@ -78,15 +83,17 @@ def run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[
         distributed.leave()  # (several processes: out of the process group, whatever ended the run)
 
 
-def _kept(run_dir: str, then: str = "free space and continue") -> str:
-    """What a run folder keeps after a failed write (or a lost process), and how to go on: one phrase."""
+def _kept(run_dir: str, then: str | None = "free space and continue") -> str:
+    """What a run folder keeps after a failed write (or a lost process, or a diverged step), and how to go on
+    (`then`; None: not by resuming): one phrase."""
     path = os.path.join(run_dir, "checkpoint.pt")
     try:
         st = runs.load_checkpoint(path)
     except Exception:  # noqa: BLE001 - none yet (the first epoch's failed), or unreadable
-        return f"no checkpoint was saved in {run_dir}, so the run cannot be resumed"
+        return f"no checkpoint was saved in {run_dir}" + (", so the run cannot be resumed" if then else " before")
     where = f"epoch {int(st['epoch'])}" + (f", batch {int(st['batch'])}" if st.get("batch") else "")
-    return f"{run_dir} keeps the checkpoint of {where}; {then} with: dlspec run --resume {run_dir}"
+    return f"{run_dir} keeps the checkpoint of {where}" + \
+        (f"; {then} with: dlspec run --resume {run_dir}" if then else ", from before")
 
 
 def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict[str, Any] | None,
@@ -155,6 +162,8 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     carried_s, carried_n = base.epoch_s, base.epoch_samples  # of the epoch a mid-epoch checkpoint cut in two
 
     def save(epoch_s: float = 0.0, epoch_samples: int = 0) -> None:
+        # nan weights never overwrite the last checkpoint (Diverged: the run stops, the checkpoint stays)
+        tr.check_finite(f"epoch {tr.epoch + 1}, batch {tr.batch}" if tr.batch else f"epoch {tr.epoch}")
         tr.clock = Clock(base.run_s + time.perf_counter() - t_start, base.train_s + train_time, epoch_s, epoch_samples)
         state = tr.state()  # on every rank: it adds up the ranks' sums
         if main:
@@ -192,6 +201,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
                 return stop_with_checkpoint(f"at epoch {ep + 1}, batch {tr.batch}", spent, trained)
             row: dict[str, Any] = {"epoch": ep + 1}
             row.update({f"train_{k}": v for k, v in tr.totals(tr.meter).items()})
+            tr.check_finite(f"epoch {ep + 1}", row)  # before it is evaluated, shown or saved
             last = tr.epoch == cfg.epochs
             plateau = tr.sched is not None and not tr.sched_per_batch and type(tr.sched).__name__ == "ReduceLROnPlateau"
             evaluate = (ep + 1) % cfg.eval_every == 0 or last
@@ -212,18 +222,19 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             tr.task.end_epoch()  # a task's own schedulers
             tr.history.append(row)
             say(epoch_line(row, cfg.epochs))
-            for line in (tr.task.after_epoch(run_dir, ep + 1, last) if main else []):  # pictures, generated text
-                say(line)
             improved, tr.stopped_early = early_stop(tr, row, cfg)
             # best.pt, then checkpoint.pt, then metrics.csv: a write that fails (a full disk) leaves
             # metrics.csv with the rows of the checkpoint before, and best.pt at most ahead of it by
             # weights a resume computes again bit for bit
             if improved and main:
                 save_best(tr, run_dir)
-            if (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early:
+            saved = (ep + 1) % cfg.checkpoint_every == 0 or last or tr.stopped_early
+            if saved:
                 save()
             if main:
                 log.add(row)
+                for line in _extras(tr, run_dir, ep + 1, last, saved):  # pictures, samples: once the epoch is saved
+                    say(line)
             if tr.stopped_early:
                 say(f"early stopping: {watched} has not improved for {tr.bad_evals} evaluation(s)")
                 break
@@ -234,8 +245,11 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
     if not main:
         distributed.barrier(tr.world)  # leave together, once rank 0 has written the summary
         return 0
-    note = runs.plot_curves(run_dir, tr.history, name=s.checked.spec.name,
-                            best=tr.best if cfg.early_stopping else None)
+    try:
+        note = runs.plot_curves(run_dir, tr.history, name=s.checked.spec.name,
+                                best=tr.best if cfg.early_stopping else None)
+    except Exception as e:  # noqa: BLE001 - a picture: the run is saved, its summary still to write
+        note = f"note: curves.png not written ({_first_line(e)})"
     if note:
         say(note)
     run_s = base.run_s + time.perf_counter() - t_start  # over every command that trained this run
@@ -265,6 +279,22 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         + (f" │ weights of the {final_from}" if cfg.early_stopping else ""))
     distributed.barrier(tr.world)
     return 0
+
+
+def _first_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _extras(tr: Trainer, run_dir: str, epoch: int, last: bool, saved: bool) -> list[str]:
+    """The task's lines and pictures after an epoch (samples.txt, samples.png, reconstructions.png), made once
+    the epoch is saved: when one fails (a full disk, a sample torch refuses), the run says so in one line and
+    goes on; the epoch is not lost."""
+    try:
+        return list(tr.task.after_epoch(run_dir, epoch, last))
+    except Exception as e:  # noqa: BLE001 - anything: what is saved stays saved
+        return [f"note: epoch {epoch}: the {tr.s.task.name} task's samples failed ({_first_line(e)}); "
+                + ("the epoch is saved, " if saved else "") + "the run goes on"]
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -10,6 +10,7 @@ Misspelt names get a did-you-mean and the check carries on as the name meant, so
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import codes, tasks, torchnames
@@ -42,6 +43,7 @@ def check_train(checked: Checked) -> list[Diagnostic]:
     entry = DATASETS.get(cfg.data_name)
     facts = entry.facts(cfg.data_args) if entry is not None and entry.facts is not None else None
     task, task_args = tasks.chosen(cfg, facts)
+    diags += unused_networks(checked, task, task_args)
     if facts is not None:
         facts = tasks.task_facts(task, facts, task_args)
     loss = names.get("loss") if cfg.loss else None
@@ -94,6 +96,23 @@ def networks_refusal(checked: Checked) -> Diagnostic | None:
                  f"{ADVERSARIAL}`" + (f", not {yaml_text(task)}" if written else ""), path, key=not written, help=help)
 
 
+def unused_networks(checked: Checked, task: Any, task_args: dict[str, Any]) -> list[Diagnostic]:
+    """An error at each network of `networks:` that the task does not train: `dlspec run` would build it, count
+    it, save it in every checkpoint and never train it — a network written to be trained (a GAN's encoder)
+    would stay at its random weights without a word.  (Without `train:` every network is built, to be used
+    from Python; a network the task names but the spec lacks is the task's own error.)"""
+    if not checked.networks or task is None or task.networks is None:
+        return []
+    used = list(task.networks(task_args))
+    if any(n not in checked.networks for n in used):  # a misspelt role: the task's contract names the networks
+        return []
+    roles = " and ".join(used)
+    return [error(codes.TRAIN, f"network '{name}' is not used: the {task.name} task trains {roles}", ("networks", name),
+                  key=True, help=f"remove it from `networks:` (or build it from Python with dlspec.build, without "
+                  f"`train:`); the task's networks are named under train.task.{task.name}")
+            for name in checked.networks if name not in used]
+
+
 def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any, ...] | None = None
                ) -> tuple[str | None, list[Diagnostic]]:
     """A `{Name: {keyword: value}}` of train.loss / optimizer / scheduler (or a task's option `where`) against
@@ -133,6 +152,11 @@ def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any,
             diags.append(error(codes.TRAIN, f"{real} {kw} must be {torchnames.describe(p.kind)}, got "
                                f"{yaml_text(value)}", path + (kw,),
                                help=f"torch's default is {yaml_text(p.default)}" if not p.required else None))
+        elif (why := out_of_range(kw, value)) is not None:
+            diags.append(error(codes.TRAIN, f"{real} {kw} {why}, got {yaml_text(value)}", path + (kw,),
+                               help=(f"torch's default is {yaml_text(p.default)}; " if not p.required else "")
+                               + "torch does not refuse it when the run starts: it would train on nan or on nonsense, "
+                               "or fail in the middle of the run"))
     filled = torchnames.FILLED_IN.get(real, ())
     for p in classes[real]:
         if p.required and p.name not in kwargs and p.name not in filled:
@@ -140,6 +164,35 @@ def check_call(kind: str, written: tuple[str, dict[str, Any]], where: tuple[Any,
             diags.append(error(codes.TRAIN, f"{real} needs `{p.name}` ({torchnames.describe(p.kind)})", path,
                                key=True, help=f"write {kind}: {{{real}: {{{p.name}: {example}}}}}"))
     return real, diags
+
+
+# The ranges of the arguments, of any loss, optimizer or scheduler, that torch takes outside their meaning and
+# then trains on nan or on nonsense without a word (a negative learning rate climbs the loss, a momentum of
+# 2 or an lr of 2**63 diverges, an eps of 1e308 stops learning): (lowest, highest, integer), each inclusive.
+MAX_RATE = 100.0  # a learning rate, weight decay or eps: far beyond any real recipe (SGD's largest are about 10)
+RATE, FRACTION, PERIOD, FACTOR = (0.0, MAX_RATE, False), (0.0, 1.0, False), (1, None, True), (0.0, None, False)
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "lr": RATE, "max_lr": RATE, "base_lr": RATE, "eta_min": RATE, "min_lr": RATE, "weight_decay": RATE, "eps": RATE,
+    "momentum": FRACTION, "dampening": FRACTION, "label_smoothing": FRACTION, "betas": FRACTION,
+    "step_size": PERIOD, "T_max": PERIOD, "T_0": PERIOD,
+    "gamma": FACTOR,
+}
+
+
+def out_of_range(name: str, value: Any) -> str | None:
+    """Why a torch argument's value cannot be meant, or None: a number (or a list's) that is nan or infinite,
+    or outside the RANGES of its name."""
+    numbers = value if isinstance(value, list) else [value]
+    numbers = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        return "must be a finite number (torch takes nan and infinity, and trains on nan)"
+    lo, hi, whole = RANGES.get(name, (None, None, False))
+    for v in numbers:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            if hi is None:
+                return f"must be {'an integer' if whole else 'a number'} ≥ {lo:g}"
+            return f"must be a number from {lo:g} to {hi:g}"
+    return None
 
 
 def _unsupported(kind: str, name: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,11 @@ def _target(y: torch.Tensor, out: torch.Tensor, loss: nn.Module) -> torch.Tensor
     return y
 
 
+class Diverged(Exception):
+    """The training went to nan or infinity (a loss, a weight): the run stops without saving it.  str(): what
+    is not finite and where, `epoch 3: train d_loss nan, train g_loss nan`."""
+
+
 class Trainer:
     def __init__(self, s: Session, opts: Options, training: bool = True):
         self.s, self.opts = s, opts
@@ -122,6 +128,7 @@ class Trainer:
         self.clock = Clock()
         self.stop_requested = False
         self.stop_signal = 0  # the signal that asked for the stop (SIGINT, SIGTERM, SIGHUP)
+        self.first_step_checked = False  # the weights after this command's first step were looked at
         self.on_device = self._fits_on_device()
         if self.on_device:
             b = s.bundle
@@ -294,6 +301,33 @@ class Trainer:
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
 
+    # nan and infinity -------------------------------------------------------------------------------------
+    def not_finite(self, row: dict[str, Any] | None = None) -> str | None:
+        """What of the training is nan or infinite — an epoch's training loss (every task's: `train_loss`,
+        a GAN's `train_d_loss` and `train_g_loss`), else the first weight or buffer of the model that holds
+        such a value — as a phrase, or None.  One host synchronisation (read once per epoch and before a
+        checkpoint is written: a checkpoint never holds what a nan step made)."""
+        if row is not None:
+            bad = [f"train {k[6:]} {v}" for k, v in row.items()
+                   if k.startswith("train_") and k.endswith("loss") and isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                return ", ".join(bad)
+        named = [(k, t) for k, t in self.model.state_dict().items() if t.is_floating_point() and t.numel()]
+        if not named:
+            return None
+        with torch.no_grad():
+            ok = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()
+        if bool(ok.all()):
+            return None
+        name = named[int((~ok).nonzero()[0])][0]
+        return f"the weights are not finite ({name})"
+
+    def check_finite(self, where: str, row: dict[str, Any] | None = None) -> None:
+        """Diverged (`where: what`) when not_finite says so."""
+        why = self.not_finite(row)
+        if why:
+            raise Diverged(f"{where}: {why}")
+
     # one epoch -------------------------------------------------------------------------------------------
     def permutation(self, epoch: int) -> torch.Tensor:
         return epoch_permutation(len(self.s.bundle.train), self.s.cfg.seed, epoch, self.s.cfg.shuffle)
@@ -333,6 +367,9 @@ class Trainer:
                 self.task.step(x, y, share, where) if self.own_step else self.step(x, y, share)
                 if graphs is not None and not graphs.started and not graphs.failed:
                     graphs.start()  # the first step ran eagerly and made the optimizer's state
+            if not self.first_step_checked:  # lr: .nan, or one so large: known after one step, not an epoch
+                self.first_step_checked = True
+                self.check_finite(f"epoch {self.epoch + 1}, batch {b + 1}")
             self.batch = b + 1
             if bar is not None:
                 bar.update(1)

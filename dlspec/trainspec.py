@@ -29,6 +29,27 @@ MAX_BATCH = 1_000_000_000  # batch_size, eval_batch_size (the memory a batch nee
 MAX_THREADS_PER_CPU = 4  # --threads (Options.threads): more per CPU only makes torch stall (2,000) or crash (100,000)
 
 
+class F32Positive(Float):
+    """A number > 0 that float32 holds (at least 2**-126, its smallest normal number): a smaller one is 0 in
+    float32, or flushed to 0, where torch computes with it (a clip_grad_norm of 1e-300 zeroes every gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__(2.0 ** -126)
+        self.text = "a number ≥ 1.18e-38 (2**-126: a smaller one is 0 in float32)"
+
+
+class OpenFraction(Float):
+    """A fraction strictly between 0 and 1 (val_split: 1 would hold out every training sample)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 1.0, open_min=True)
+        self.open_max = True
+        self.text = "a number between 0 and 1 (both left out)"
+
+    def check(self, v: Any) -> str | None:
+        return super().check(v) or (f"must be {self.text}" if v == 1 else None)
+
+
 class TorchCall(Kind):
     """`Name` or `{Name: {kwarg: value}}` (a torch class and its keyword arguments)."""
 
@@ -98,8 +119,8 @@ class EarlyStopping(Kind):
             return "mode must be min or max"
         if not 1 <= v.get("patience", 1) <= MAX_EPOCHS:
             return f"patience must be from 1 to {MAX_EPOCHS:,}"
-        if not math.isfinite(v.get("min_delta", 0.0)):
-            return "min_delta must be a finite number"
+        if not math.isfinite(v.get("min_delta", 0.0)) or v.get("min_delta", 0.0) < 0:
+            return "min_delta must be a finite number ≥ 0 (a negative one counts a worse value as an improvement)"
         return None
 
 
@@ -159,8 +180,8 @@ TRAIN_ARGS: dict[str, Arg] = {
                       doc="capture the training step in a CUDA graph; auto: when the run allows it"),
     "fused": Arg(OneOf(Choice("auto"), Bool()), "auto",
                  doc="the optimizer's fused step (torch's fused=True); auto: for Adam/AdamW on a CPU"),
-    "clip_grad_norm": Arg(Optional_(Float(0.0, open_min=True)), None, doc="clip the gradients' total norm to this"),
-    "val_split": Arg(Optional_(Float(0.0, 1.0, open_min=True)), None,
+    "clip_grad_norm": Arg(Optional_(F32Positive()), None, doc="clip the gradients' total norm to this"),
+    "val_split": Arg(Optional_(OpenFraction()), None,
                      doc="hold out this fraction of the training data for validation"),
     "eval_every": Arg(Int(1, MAX_EPOCHS), 1, doc="evaluate every k epochs (and after the last); test_every says when the test set"),
     "early_stopping": Arg(Optional_(EarlyStopping()), None, doc="stop when a metrics.csv column stops improving"),

@@ -55,6 +55,11 @@ class TaskType:
     row_metrics: tuple[str, ...] | None = None  # the columns of its rows (train_X, val_X); None: loss + metrics
     # (cfg, resolved options) -> (more torch objects for the runtime, in Session.resolved["task"]; diagnostics)
     resolve: Callable[[Any, dict[str, Any]], tuple[dict[str, Any], list[Diagnostic]]] | None = None
+    # (the loaded Bundle, resolved options, the path of train.task or ()) -> diagnostics: its options against the
+    # data as loaded, before the first step (a language model's prime against the text's vocabulary)
+    loaded: Callable[[Any, dict[str, Any], tuple[Any, ...]], list[Diagnostic]] | None = None
+    # (resolved options) -> the names of the networks (`networks:`) it trains; None: it trains one model
+    networks: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
 
     def make(self, trainer: Any, args: dict[str, Any]) -> Any:
         module, cls = self.runtime.split(":")

@@ -365,4 +365,5 @@ register(TaskType(
           "discriminator_scheduler": Arg(Optional_(_torch_call()), None, doc="default: train.scheduler"),
           "samples": Arg(Int(0, GRID_MAX), 64, doc="generated samples in samples.png after each epoch (0: none)")},
     facts=_facts, contract=contract, default_metrics=METRICS, replaces_output_check=True, trial=False,
-    metrics=(), row_metrics=METRICS, resolve=resolve_calls))
+    metrics=(), row_metrics=METRICS, resolve=resolve_calls,
+    networks=lambda args: (args["generator"], args["discriminator"])))
