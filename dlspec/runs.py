@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import safeio
+from . import pictures, safeio
 
 # Options that do not change the training trajectory: a run may be resumed with them changed.
 NOT_HASHED = (("name",), ("description",), ("train", "epochs"), ("train", "device"), ("train", "eval_every"),
@@ -621,7 +621,7 @@ def curves_figure(rows: list[dict[str, Any]], title: str = "", best: dict[str, A
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(pictures.title_text(title), parse_math=False)  # a spec's name: text, never mathtext
     fig.tight_layout()
     return fig
 
