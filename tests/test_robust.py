@@ -4,21 +4,21 @@
     `input` sizes, non-finite factors, numeric block names, cycles, deep nesting, expansions) gives its
     diagnostic at its line, and never an exception.
 (b) The bombs (alias bombs, billion laughs, repeats of repeats, blocks doubling, a million layers) are
-    answered in a separate process under a memory limit, within a second or two of wall time.
+    answered in a separate process under a memory limit, before they expand: the work is counted in calls
+    (conftest.work), not timed.
 (c) A seeded hypothesis fuzz test mutates the example specs and override strings: nothing escapes as an
-    exception, every answer is JSON-serialisable, and none takes over a second.
+    exception, every answer is JSON-serialisable, and none does more work than the bounds allow.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from conftest import run_or_hang, within
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,9 +77,8 @@ CASES = [
 
 @pytest.mark.parametrize("text, first, word", CASES, ids=[c[2] for c in CASES])
 def test_hostile_spec_is_a_diagnostic(text: str, first: tuple[int, str], word: str) -> None:
-    t0 = time.perf_counter()
-    diags = diagnose(text)
-    assert time.perf_counter() - t0 < 1.0
+    # a few thousand calls each; what this pins (2**31 repeats expanded, 1e12 LSTM layers counted) takes billions
+    diags = within(200_000, diagnose, text)
     assert diags, "no diagnostic"
     assert diags[0][:2] == first, diags
     assert word in diags[0][2], diags
@@ -114,7 +113,7 @@ def test_bounds_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     assert diagnose(text) == []
 
 
-# --- (b) bombs: a separate process, a memory limit, a clock --------------------------------------------
+# --- (b) bombs: a separate process, a memory limit, a count of the work --------------------------------
 
 BOMBS = {
     "billion laughs": "lol: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -139,20 +138,22 @@ def test_bomb_is_answered_in_bounded_time_and_memory(tmp_path: Path, name: str) 
         from dlspec.cli import main
         sys.exit(main(["check", {str(spec)!r}]))
     """)
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    wall = time.perf_counter() - t0
+    p = run_or_hang([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
     assert p.returncode == 1, p.stderr[-2000:]
     assert "error[limit]" in p.stdout and "Traceback" not in p.stderr
-    assert wall < 5.0, f"{name}: {wall:.1f} s"  # a whole process, start-up included, on a shared 2-core machine
 
 
-def test_bombs_are_refused_in_milliseconds() -> None:
-    """The expansion is counted before anything is built: well under a second in-process."""
-    for name in ("billion laughs", "414-byte alias bomb", "repeats of repeats", "blocks doubling 40 times"):
-        t0 = time.perf_counter()
-        assert diagnose(BOMBS[name])[0][1] == "limit"
-        assert time.perf_counter() - t0 < 0.5, name
+# what the bombs expand to (the alias bombs 10**9 and 9**9 items, 10**9 ReLUs, 2**40 ReLUs): the work to refuse
+# them is counted before anything is built, so it is a few thousand calls, or the ~800,000 of the doubling
+# blocks expanded up to the 100,000-layer bound — never the billions of the expansion itself
+BOMB_CALLS = {"billion laughs": 20_000, "414-byte alias bomb": 20_000, "repeats of repeats": 20_000,
+              "blocks doubling 40 times": 4_000_000}
+
+
+def test_bombs_are_refused_before_they_expand() -> None:
+    """The expansion is counted before anything is built: the calls stay within BOMB_CALLS."""
+    for name, budget in BOMB_CALLS.items():
+        assert within(budget, diagnose, BOMBS[name])[0][1] == "limit", name
 
 
 # --- (c) the fuzz test -------------------------------------------------------------------------------------
@@ -179,15 +180,14 @@ def mutated(draw: st.DrawFn) -> str:
     return text
 
 
+FUZZ_CALLS = 60_000_000
+
+
 @settings(max_examples=1500, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(mutated())
 def test_fuzz_check_never_raises(text: str) -> None:
-    t0 = time.perf_counter()
-    diagnose(text)
-    if time.perf_counter() - t0 >= 1.0:  # once more: a blow-up repeats, a cold start or a busy machine does not
-        t0 = time.perf_counter()
-        diagnose(text)
-        assert time.perf_counter() - t0 < 1.0
+    # the work a spec may take is bounded by the limits: 100,000 layers (DLSPEC_MAX_LAYERS) at ~500 calls each
+    within(FUZZ_CALLS, diagnose, text)
 
 
 OVERRIDE = st.one_of(
