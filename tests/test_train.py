@@ -919,7 +919,7 @@ train:
 
 
 @pytest.mark.parametrize("bad, line_needle, words", [
-    ("{SGD: {lr: -1}}", "optimizer", ["Invalid learning rate"]),
+    ("{SGD: {lr: -1}}", "optimizer", ["lr must be a number from 0"]),
     ("{Adam: {lr: 0.01, betas: [0.9, 1.5]}}", "optimizer", ["beta"]),
 ])
 def test_values_torch_refuses_are_diagnostics(tmp_path, capsys, bad, line_needle, words):
