@@ -553,6 +553,12 @@ class Checker:
             from .algebra import simplify
 
             out = out.with_shape(tuple(simplify(d, self.divisible) for d in out.shape))
+        if out is not None and (beyond := _beyond(out.shape)) is not None:  # no tensor holds it: the pass stops
+            shown = f" {dims.fmt_shape(out.shape)}" if len(out.shape) <= limits.MAX_RANK else ""
+            self.report("error", codes.LIMIT, f"{entry.name} gives{shown} {beyond}", item, None, [self.origin(x)],
+                        "check the sizes written before it (a stride, a scale factor, a size)")
+            row.error = row.failed = True
+            out = None
         row.output = out
         row.inputs = [t for t in xs if t is not None]
         if out is not None:
@@ -649,6 +655,17 @@ def _mapping_args(doc: Any, item: Item) -> set[str]:
         return set()
 
 
+def _beyond(shape: Shape) -> str | None:
+    """What no tensor can hold about a per-sample shape (too many dimensions, or values), else None."""
+    if len(shape) > limits.MAX_RANK:
+        return f"{len(shape):,} dimensions per sample, more than the {limits.MAX_RANK} a tensor may have"
+    count = dims.product(tuple(d for d in shape if isinstance(d, int)))
+    if isinstance(count, int) and count > limits.MAX_INT:
+        return f"{limits.number(count)} values per sample, more than a tensor can hold ({limits.MAX_INT:,}, torch's " \
+               "64-bit sizes)"
+    return None
+
+
 def _channels_first(x: TT | None) -> list[int] | None:
     """[1, 28, 28] for an input written [28, 28, 1]: an image channels-last (1, 3 or 4 channels at the end,
     at least 8 pixels each way before it), else None."""
@@ -737,6 +754,7 @@ def _size_warnings(rows: list[Row], base: tuple[Any, ...] = ()) -> list[Diagnost
 
 def _bytes(n: int) -> str:
     for scale, unit in ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB")):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
+        if n >= scale:  # in integers: n / scale is no float for n beyond 2**1074
+            tenths = (10 * n + scale // 2) // scale
+            return f"{tenths // 10:,}.{tenths % 10} {unit}" if tenths < 10**30 else f"over 10^29 {unit}"
     return f"{n:,} bytes"

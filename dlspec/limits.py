@@ -57,3 +57,19 @@ ENV = {"spec_bytes": "DLSPEC_MAX_SPEC_BYTES", "yaml_nodes": "DLSPEC_MAX_YAML_NOD
 def raise_with(name: str) -> str:
     """The help's words for raising a bound."""
     return f"raise the bound with {ENV[name]}=N if the spec really is meant to be this large"
+
+
+# --- fixed bounds of what a spec's values may be: no machine could use more, so none can be raised ----------
+
+MAX_INT = 2**63 - 1  # a size, count or index: torch holds them in 64-bit integers
+MAX_RANK = 64  # dimensions of one sample (an input, a Reshape's shape): far beyond any network's
+EXPR_NODES = 100  # numbers, names and operators of one block-arithmetic expression (`width * expansion` has 3)
+EXPR_DEPTH = 16  # parentheses and calls nested in one expression (`max(8, (c + 1) // 2)` nests 2)
+
+
+def number(n: int) -> str:
+    """An integer for a message: `12,345`, or `a 4,000-digit number` where the digits would fill the screen
+    (or pass Python's 4,300-digit bound on turning an integer into text)."""
+    if abs(n) < 10**30:
+        return f"{n:,}"
+    return f"a {int(abs(n).bit_length() * 0.30103) + 1:,}-digit number"

@@ -15,7 +15,7 @@ from . import codes, dims, limits
 from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, did_you_mean, dotted, error, locate
 from .params import REQUIRED as PARAM_REQUIRED
-from .params import substitute
+from .params import ExprError, substitute
 from .registry import REGISTRY, TT, Float, Int, KerasName, Layers, LayerType, lookup
 from .source import Document, Path
 
@@ -122,6 +122,8 @@ def yaml_text(v: Any) -> str:
         return "true" if v else "false"
     if v is None:
         return "null"
+    if isinstance(v, int) and abs(v) >= 10**30:
+        return limits.number(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(yaml_text(e) for e in v) + "]"
     if isinstance(v, dict):
@@ -397,9 +399,17 @@ def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool
     if not shape and not scalar:
         return None, [error(codes.INVALID_INPUT, "`input` needs the size of at least one dimension", path,
                             help=f"write the shape of one sample, {eg}")]
+    if len(shape) > limits.MAX_RANK:
+        return None, [error(codes.LIMIT, f"`input` has {len(shape):,} dimensions, more than the {limits.MAX_RANK} a "
+                            "sample may have", path, help=f"write the shape of one sample, {eg}")]
     diags = [d for i, v in enumerate(shape) if (d := _bad_size(v, path + (i,) if isinstance(raw, list) else path))]
     if diags:
         return None, diags[:1]
+    count = dims.product(tuple(d for d in shape if isinstance(d, int)))
+    if isinstance(count, int) and count > limits.MAX_INT:
+        return None, [error(codes.LIMIT, f"`input` holds {limits.number(count)} values per sample, more than a tensor can hold "
+                            f"({limits.MAX_INT:,}, torch's 64-bit sizes)", path,
+                            help=f"write the shape of one sample, {eg}")]
     bad = [d for d in shape if isinstance(d, str) and d == "N"]
     if bad:
         return None, [error(codes.INVALID_INPUT, "`N` is the batch and is implicit: leave it out of `input`",
@@ -412,6 +422,9 @@ def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool
 def _bad_size(v: Any, path: Path) -> Diagnostic | None:
     """The diagnostic for one input size that is not a positive integer or a symbol name, else None."""
     if isinstance(v, int) and not isinstance(v, bool):
+        if v > limits.MAX_INT:
+            return error(codes.LIMIT, f"input size {limits.number(v)} is more than a tensor dimension can hold ({limits.MAX_INT:,}, "
+                         "torch's 64-bit sizes)", path, help="write the size of each dimension, e.g. [1, 28, 28]")
         if v >= 1:
             return None
         return error(codes.INVALID_INPUT, f"input sizes are positive, got {v}", path,
@@ -441,6 +454,8 @@ class _Parser:
         self.over = False  # a bound was passed: said once, everything after it is unreadable
         self.read_blocks: dict[tuple[str, int, str], list[Item]] = {}  # (block, top index, args) -> its entries
         self.context: list[tuple[Path, str]] = []  # the block uses being read: said with a diagnostic inside them
+        # where block arithmetic has no value (said), and the paths that hold one: its argument is left out
+        self.unvalued: set[Path] = set()
 
     def err(self, code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None,
             index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> Diagnostic:
@@ -683,10 +698,10 @@ class _Parser:
         if "repeat" in meta:
             r = meta["repeat"]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {r!r}", path + ("repeat",),
+                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {yaml_text(r)}", path + ("repeat",),
                          index=index, help="`repeat: 2` puts the layer twice in a row; leave it out for once")
             elif r > self.bounds.layers:
-                self.err(codes.LIMIT, f"repeat: {r:,} is more than the {self.bounds.layers:,} layers a spec may "
+                self.err(codes.LIMIT, f"repeat: {limits.number(r)} is more than the {self.bounds.layers:,} layers a spec may "
                          "expand to", path + ("repeat",), index=index, help=limits.raise_with("layers"))
             else:
                 out["repeat"] = r
@@ -707,20 +722,24 @@ class _Parser:
         children = self.read_blocks.get(memo)
         if children is None:  # read once per top-level entry and arguments: a block used twice in a block used
             raw = block.layers  # twice ... is read once, not 2^depth times (`expanded` counts what it stands for)
-            if env:
-                problems: list[tuple[Path, str]] = []
-                raw = substitute(block.layers, env, block.path, problems)
-                for ppath, message in problems:
-                    self.err(codes.INVALID_ARGUMENT, message, ppath, index=index,
-                             help=f"the block's arguments are {', '.join(block.args)}")
             shown = ", ".join(f"{k}={yaml_text(v)}" for k, v in env.items())
             self.context.append((kpath, f"in block {key}" + (f"({shown})" if shown else "") + ", used"))
             self.block_stack.append(key)
+            outer = self.unvalued
             try:
+                if env:
+                    problems: list[tuple[Path, ExprError]] = []
+                    raw = substitute(block.layers, env, block.path, problems)
+                    for ppath, problem in problems:  # (the argument it was for is not checked again: said here)
+                        self.err(codes.LIMIT if problem.limit else codes.INVALID_ARGUMENT, str(problem), ppath,
+                                 index=index, help=problem.help or f"the block's arguments are {', '.join(block.args)}")
+                    # this use's: the same block used with other arguments may give those places a value
+                    self.unvalued = outer | {p[:n] for p, _ in problems for n in range(len(block.path), len(p) + 1)}
                 children = self.items(raw, block.path, index)
             finally:
                 self.block_stack.pop()
                 self.context.pop()
+                self.unvalued = outer
             self.read_blocks[memo] = children
         entry = REGISTRY["Sequential"]
         return Item(entry=entry, written={}, path=path, index=index, key=key,
@@ -798,6 +817,9 @@ class _Parser:
                 name, spec = hint, entry.args[hint]
                 fixed.add(hint)
             if value is None and spec.inferred:
+                continue
+            if apath in self.unvalued:  # block arithmetic with no value, said where it is written
+                item.error = item.dropped = True
                 continue
             problem = spec.kind.check(value)
             if problem:

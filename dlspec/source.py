@@ -231,6 +231,9 @@ class _Builder:
                             limits.raise_with("yaml_depth"))
         self.doc.spans[path] = _span(node)
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if node.tag not in _CORE:  # `!!python/object/apply:os.system [...]`, `!mytag {...}`: no tag is dropped
+                raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: the tag {_tag(node)} is not supported in a "
+                                "spec", "write the list or mapping without a tag (a spec is plain data)")
             if id(node) in self.open:
                 raise self.stop(node, codes.YAML_SYNTAX, "invalid YAML: an alias names a list or mapping that "
                                 "contains the alias itself (it would be infinite)",
@@ -268,7 +271,7 @@ class _Builder:
         if node.tag == _TIMESTAMP and _DATE.match(node.value):
             return node.value  # a date-like text (`2001-12-14`) stays text: a spec has no dates
         if node.tag not in _CORE:
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            tag = _tag(node)
             hint = "`=` alone is YAML's value key: quote it, '='" if tag == "!!value" else \
                 "write the value without a tag (numbers, text, true/false, null, lists and mappings)"
             raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: the tag {tag} is not supported in a spec", hint)
@@ -276,10 +279,16 @@ class _Builder:
             return self.c.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
             value = node.value if isinstance(node.value, str) else "this value"
+            value = value if len(value) <= 60 else value[:40] + "…" + value[-12:]  # (a 5,000-digit number)
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: {value!r} is not a valid {tag} value"
                             + (f" ({_problem(e)})" if isinstance(e, yaml.YAMLError) else ""),
                             f"write a plain value, without {tag}") from None
+
+
+def _tag(node: yaml.Node) -> str:
+    """A node's tag as it is written: `!!binary` for YAML's own, `!mytag` for a local one."""
+    return str(node.tag).replace("tag:yaml.org,2002:", "!!")
 
 
 def _problem(e: yaml.YAMLError) -> str:
