@@ -226,13 +226,21 @@ def _render(p: Poly) -> str | None:
 
 
 def _undeclare(p: Poly) -> Poly | None:
-    """The fresh symbols of a divisibility declaration (k*H__dk) written as H again; None where one stays."""
+    """The fresh symbols of a divisibility declaration (k*H__dk) written as H again, inside floors and minima too
+    (`floor((16·H' - 3) / 3)` of a MaxPool on H divisible by 16); None where one cannot be."""
     out: dict[Mono, Fraction] = {}
     for m, c in p:
-        if any("__d" in str(a) for a in m):
-            if len(m) != 1:
+        atoms: list[Atom] = []
+        for a in m:
+            if isinstance(a, str):
+                name, _, k = a.partition("__d")
+                atoms.append(name)
+                c = c / int(k) if k else c  # H' = H / k
+                continue
+            inner = [_undeclare(q) for q in a[1:-1]] if a[0] == "floor" else [_undeclare(q) for q in a[1:]]
+            if any(q is None for q in inner):
                 return None
-            name, k = str(m[0]).split("__d")
-            m, c = (name,), c / int(k)
-        out[m] = out.get(m, Fraction(0)) + c
+            atoms.append((a[0], *inner, a[-1]) if a[0] == "floor" else (a[0], *inner))
+        key = tuple(sorted(atoms, key=repr))
+        out[key] = out.get(key, Fraction(0)) + c
     return _freeze(out)

@@ -20,7 +20,7 @@ Shape = tuple[Dim, ...]
 UNKNOWN = "?"
 _ATOM = re.compile(r"^(?:[A-Za-z_]\w*|\d+|\(.*\))$")
 _AFFINE = re.compile(r"^(?P<base>.+?)(?P<off>[+-]\d+)$")
-SYMBOL = re.compile(r"^[A-Za-z_]\w*$")
+SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # ASCII: Python's parser would rewrite `ﬁ` as `fi`
 _FUNCS = ("ceil", "floor", "min")
 
 
@@ -246,14 +246,17 @@ def divisors(n: int, near: int = 1, most: int = 12) -> str:
 
 
 def parse_map(text: str) -> Shape | None:
-    """'16@5x5' / '16@5×5' / '16@5' -> (16, 5, 5); None when the text is not in that notation."""
-    m = re.fullmatch(r"\s*(\w+)\s*@\s*(\w+(?:\s*[x×*]\s*\w+)*)\s*", text)
-    if not m:
+    """'16@5x5' / '16@5×5' / '16@5' -> (16, 5, 5); None when the text is not in that notation.
+
+    Split with str methods, not one regular expression: `x` is a separator and a letter, and a pattern that
+    reads both ways backtracks exponentially (`1@2x2x2x...!` took minutes)."""
+    head, at, tail = text.partition("@")
+    if not at or "@" in tail:
         return None
-    parts = [m.group(1)] + re.split(r"\s*[x×*]\s*", m.group(2))
+    parts = [head.strip()] + [p.strip() for p in tail.replace("×", "x").replace("*", "x").split("x")]
     out: list[Dim] = []
     for p in parts:
-        if p.isdigit():
+        if p.isascii() and p.isdigit() and len(p) <= 30:  # (int() of thousands of digits is refused by Python)
             out.append(int(p))
         elif SYMBOL.match(p):
             out.append(p)

@@ -555,7 +555,7 @@ class Checker:
             out = out.with_shape(tuple(simplify(d, self.divisible) for d in out.shape))
         if out is not None and (beyond := _beyond(out.shape)) is not None:  # no tensor holds it: the pass stops
             shown = f" {dims.fmt_shape(out.shape)}" if len(out.shape) <= limits.MAX_RANK else ""
-            self.report("error", codes.LIMIT, f"{entry.name} gives{shown} {beyond}", item, None, [self.origin(x)],
+            self.report("error", codes.LIMIT, f"{entry.name} gives{shown}: {beyond}", item, None, [self.origin(x)],
                         "check the sizes written before it (a stride, a scale factor, a size)")
             row.error = row.failed = True
             out = None

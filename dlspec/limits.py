@@ -29,6 +29,7 @@ def _env(name: str, default: int) -> int:
 class Limits:
     spec_bytes: int  # the size of a spec file or text
     yaml_nodes: int  # YAML nodes read, every use of an alias counted again
+    yaml_alias_nodes: int  # ... of which repeated by aliases (beyond the nodes written once)
     yaml_depth: int  # nesting of YAML mappings and lists
     layer_depth: int  # nesting of layer lists: Sequential, Residual, Concat branches, blocks using blocks
     layers: int  # layers after `repeat:` and blocks are expanded (the rows of the table)
@@ -41,6 +42,7 @@ def current() -> Limits:
     return Limits(
         spec_bytes=_env("DLSPEC_MAX_SPEC_BYTES", 4 * 2**20),
         yaml_nodes=_env("DLSPEC_MAX_YAML_NODES", 1_000_000),
+        yaml_alias_nodes=_env("DLSPEC_MAX_YAML_ALIAS_NODES", 100_000),
         yaml_depth=_env("DLSPEC_MAX_YAML_DEPTH", 200),
         layer_depth=_env("DLSPEC_MAX_LAYER_DEPTH", 64),
         layers=_env("DLSPEC_MAX_LAYERS", 100_000),
@@ -50,6 +52,7 @@ def current() -> Limits:
 
 
 ENV = {"spec_bytes": "DLSPEC_MAX_SPEC_BYTES", "yaml_nodes": "DLSPEC_MAX_YAML_NODES",
+       "yaml_alias_nodes": "DLSPEC_MAX_YAML_ALIAS_NODES",
        "yaml_depth": "DLSPEC_MAX_YAML_DEPTH", "layer_depth": "DLSPEC_MAX_LAYER_DEPTH", "layers": "DLSPEC_MAX_LAYERS",
        "warn_params": "DLSPEC_WARN_PARAMS", "warn_activations": "DLSPEC_WARN_ACTIVATIONS"}
 

@@ -27,7 +27,7 @@ from . import limits
 
 REQUIRED = None  # an argument declared `name: null` has no default: every use must give it
 
-_NAME = re.compile(r"[A-Za-z_]\w*")
+_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*")  # (not the e308 of 1e308)
 # the pieces of an expression as the bounds count them: names and numbers, operators, parentheses and commas
 _TOKEN = re.compile(r"[A-Za-z_]\w*|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?|\*\*|//|\S")
 _FUNCS: dict[str, Any] = {"min": min, "max": max, "round": round, "int": int}

@@ -534,7 +534,8 @@ class _Parser:
             self.err(codes.REFERENCE, f"{item.entry.name} reads one input, `from:` names {len(item.sources)}", where,
                      index=item.index, help="merge them first (Add, Multiply, Concatenate, Average, Maximum), or "
                      "name one")
-        later = {e.get("name"): j for j, e in enumerate(raw) if isinstance(e, dict) and j > pos}
+        later = {e["name"]: j for j, e in enumerate(raw) if isinstance(e, dict) and isinstance(e.get("name"), str)
+                 and j > pos}
         for k, s in enumerate(item.sources):
             spath = where + (k,) if self._listed(where) else where
             if isinstance(s, int):
@@ -766,7 +767,7 @@ class _Parser:
                 self.err(codes.UNKNOWN_ARGUMENT, f"block '{key}' has no argument '{name}'", kpath + (name,), key=True,
                          index=index, help=f"did you mean '{hint}'?" if hint else f"{key} takes " + ", ".join(block.args))
                 continue
-            if isinstance(value, str) and re.search(r"[A-Za-z_]\w*\s*[-+*/%]|[-+*/%]\s*[A-Za-z_]", value):
+            if isinstance(value, str) and re.search(r"(?<!\w)[A-Za-z_]\w*\s*[-+*/%]|[-+*/%]\s*[A-Za-z_]", value):
                 self.err(codes.INVALID_ARGUMENT, f"block '{key}' {name}: `{value}` computes with names that are no "
                          "arguments here", kpath + (name,), index=index,
                          help="arithmetic over arguments works inside a block's layers; here write a number")

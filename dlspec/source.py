@@ -164,9 +164,12 @@ def _kids(node: yaml.Node) -> list[yaml.Node]:
 def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
     """How many values the document stands for, every use of an alias counted, without building it: an alias
     bomb (`[*a, *a, ...]` nine levels deep) is refused in milliseconds, at the list that expands too far.
-    Also a cycle (an alias inside what it names) and nesting beyond the bound."""
+    Also what aliases repeat (the values beyond those written once: reading them takes time too), a cycle (an
+    alias inside what it names) and nesting beyond the bound."""
     cap = bounds.yaml_nodes
     size: dict[int, int] = {}
+    uses: dict[int, int] = {}  # how many lists and mappings hold the node: more than one through aliases
+    shared: dict[int, yaml.Node] = {}
     on_path: set[int] = set()
     stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
     where = _Builder(doc, bounds)
@@ -192,9 +195,18 @@ def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
             continue
         on_path.add(nid)
         stack.append((node, depth, True))
+        for k in kids:
+            uses[id(k)] = uses.get(id(k), 0) + 1
+            if uses[id(k)] == 2:
+                shared[id(k)] = k
         stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
     if size[id(root)] <= cap:
-        return
+        if size[id(root)] - len(size) <= bounds.yaml_alias_nodes:  # (len(size): the values written, each once)
+            return
+        node = max(shared.values(), key=lambda n: (uses[id(n)] - 1) * size[id(n)])  # the anchor repeated most
+        raise where.stop(node, codes.LIMIT, f"aliases repeat more than {bounds.yaml_alias_nodes:,} values of the YAML "
+                         f"(this one {uses[id(node)] - 1:,} times, {size[id(node)]:,} values each)",
+                         limits.raise_with("yaml_alias_nodes"))
     node = root  # the deepest collection that alone stands for too much: where the expansion is written
     while True:
         big = next((k for k in _kids(node) if size.get(id(k), 0) > cap), None)

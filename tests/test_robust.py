@@ -72,7 +72,65 @@ CASES = [
      (2, "model-size"), "parameters"),
     ("input: [100000, 100000, 100000]\nlayers: [{Conv2d: {out_channels: 4, kernel_size: 3}}]\n", (2, "model-size"),
      "values"),
+    # tags on lists and mappings are refused as on scalars (they were dropped without a word)
+    ("input: !!python/object/apply:os.system [1, 28, 28]\n" + L, (1, "yaml-syntax"), "!!python/object/apply:os.system"),
+    ("input: [4]\nlayers:\n  - Linear: !mytag {out_features: 2}\n", (3, "yaml-syntax"), "!mytag"),
+    ("input: [4]\n" + L + "train: !!set {a: null}\n", (3, "yaml-syntax"), "!!set"),
+    # what aliases repeat is bounded apart from what the file holds: a 200-byte file read for seconds
+    ("a: &a [1,2,3,4,5,6,7,8,9]\n" + "".join(f"{n}: &{n} [" + ", ".join(["*" + p] * 9) + "]\n" for p, n in
+                                              zip("abcde", "bcdef", strict=True)) + "input: [4]\n" + L, (5, "limit"), "100,000"),
+    # one value per sample (a reduction over every dimension) reaching a layer that normalises the last one
+    ("input: [4, 5]\nlayers:\n  - Mean: {dim: [1, 2]}\n  - LayerNorm\n", (4, "rank"), "one value per sample"),
+    ("input: [4, 5]\nlayers:\n  - Sum: [1, 2]\n  - RMSNorm\n", (4, "rank"), "one value per sample"),
+    # a dimension named twice in a reduction: torch refuses it ("dim 1 appears multiple times in the list of dims")
+    ("input: [4, 5]\nlayers:\n  - Mean: {dim: [1, 1]}\n", (3, "invalid-argument"), "names dim 1 twice"),
+    ("input: [4, 5]\nlayers:\n  - Max: {dim: [1, -2]}\n", (3, "invalid-argument"), "1 and -2 are both dim 1"),
+    ("input: [4, 5, 6]\nlayers:\n  - Sum: {dim: [-1, 3], keepdim: true}\n", (3, "invalid-argument"), "-1 and 3"),
+    # sizes are torch's 64-bit integers: beyond them, a limit or an invalid argument, never an overflow later
+    ("input: [9223372036854775808]\n" + L, (1, "limit"), "9,223,372,036,854,775,808"),
+    ("input: [4294967296, 4294967296]\n" + L, (1, "limit"), "values per sample"),
+    ("input: [" + ", ".join(["1"] * 65) + "]\n" + L, (1, "limit"), "65 dimensions"),
+    ("input: [4]\nlayers:\n  - Linear: {out_features: 9223372036854775808}\n", (3, "invalid-argument"),
+     "9223372036854775808"),
+    ("input: [1, 8, 8]\nlayers:\n  - Conv2d: {out_channels: 2, kernel_size: [3, 9223372036854775808]}\n",
+     (3, "invalid-argument"), "kernel_size"),
+    ("input: [4]\nlayers:\n  - Reshape: [" + ", ".join(["1"] * 65) + ", 4]\n", (3, "invalid-argument"), "Reshape"),
+    ("input: [1, 8]\nlayers:\n  - ConvTranspose1d: {out_channels: 2, kernel_size: 9223372036854775807, stride: "
+     "9223372036854775807}\n", (3, "limit"), "more than a tensor can hold"),
+    ("input: [4]\nlayers:\n  - ReLU:\n    from: x\n  - name: [1]\n    ReLU:\n", (4, "reference"), "'x'"),
 ]
+
+
+def block(expr: str, args: str = "{c: 8}") -> str:
+    """A spec whose block computes Linear's out_features from its argument c (line 6, column 32)."""
+    return f"input: [4]\nblocks:\n  b:\n    args: {args}\n    layers:\n      - Linear: {{out_features: {expr}}}\n" \
+        "layers: [b]\n"
+
+
+# block arithmetic: every bound said at the expression's line and column, once (not again as the argument)
+EXPRESSIONS = [
+    (block(" + ".join(["c"] * 5000)), "limit", "more than 100 numbers, names and operators"),
+    (block("-" * 3000 + "c"), "limit", "more than 100"),
+    (block("(" * 50 + "c" + ")" * 50), "limit", "more than 16 deep"),
+    (block("c ** -1", "{c: 0.0}"), "invalid-argument", "divides by zero"),
+    (block("c // 0"), "invalid-argument", "divides by zero"),
+    (block("c % (c - 8)"), "invalid-argument", "divides by zero"),
+    (block("(-c) ** 0.5"), "invalid-argument", "no real value"),
+    (block("c * 1e308"), "limit", "2**63 - 1"),
+    (block("c * c * c * c * c * c * c * c", "{c: 4294967296}"), "limit", "2**63 - 1"),
+    (block("c * 2", "{c: 100000000000000000000}"), "limit", "2**63 - 1"),
+    (block("c * 2", "{c: .nan}"), "invalid-argument", "computes nan"),
+    (block("min(c)"), "invalid-argument", "min takes 2 or more values, got 1"),
+    (block("c / 3"), "invalid-argument", "cannot be 2.6666666666666665"),  # a size from a fraction
+    (block("c - 100"), "invalid-argument", "cannot be -92"),
+]
+
+
+@pytest.mark.parametrize("text, code, word", EXPRESSIONS, ids=[e[2] for e in EXPRESSIONS])
+def test_block_arithmetic_is_bounded(text: str, code: str, word: str) -> None:
+    checked = dlspec.check(dlspec.loads(text, "spec.yaml"))
+    said = [(d.line, d.column, str(d.code)) for d in checked.diagnostics]
+    assert said == [(6, 32, code)] and word in checked.diagnostics[0].message, checked.diagnostics
 
 
 @pytest.mark.parametrize("text, first, word", CASES, ids=[c[2] for c in CASES])
@@ -145,6 +203,41 @@ def test_bomb_is_answered_in_bounded_time_and_memory(tmp_path: Path, name: str) 
     assert p.returncode == 1, p.stderr[-2000:]
     assert "error[limit]" in p.stdout and "Traceback" not in p.stderr
     assert wall < 5.0, f"{name}: {wall:.1f} s"  # a whole process, start-up included, on a shared 2-core machine
+
+
+# work a size used to drive: each took minutes (or all memory) before it was bounded; run in a process under a
+# memory limit, its only clock the generous timeout that keeps a regression from hanging the suite
+HANGS = {
+    "a power computed in full": (block("c ** 10 ** 10", "{c: 2}"), "limit", "2**63 - 1"),
+    "round to a billion digits": (block('"round(c, -1000000000)"'), "invalid-argument", "round's digits"),
+    "GroupNorm divisors of a prime": ("input: [2147483647, 4]\nlayers:\n  - GroupNorm: {num_groups: 2}\n", "groups",
+                                      "divisors of 2147483647: 1, 2147483647"),
+    "attention divisors of a prime": ("input: [T, 2147483629]\nlayers:\n  - MultiheadAttention: {num_heads: 2, "
+                                      "batch_first: true}\n", "groups", "divisors of 2147483629: 1, 2147483629"),
+    "encoder divisors of a prime": ("input: [T, 2147483647]\nlayers:\n  - TransformerEncoderLayer: {nhead: 4, "
+                                    "batch_first: true}\n", "groups", "divisors of 2147483647: 1, 2147483647"),
+    "expect read by backtracking": ("input: [4]\nlayers:\n  - ReLU:\n    expect: 1@" + "2x" * 200 + "!\n",
+                                    "invalid-argument", "cannot read expect"),
+    "a block argument scanned quadratically": ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers: [{Linear: c}]"
+                                               "\nlayers:\n  - b: {c: " + "x" * 200_000 + "}\n", "invalid-argument",
+                                               "cannot be"),
+}
+
+
+@pytest.mark.parametrize("name", list(HANGS))
+def test_size_driven_work_is_bounded(tmp_path: Path, name: str) -> None:
+    text, code, word = HANGS[name]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text, encoding="utf-8")
+    program = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))
+        from dlspec.cli import main
+        sys.exit(main(["check", {str(spec)!r}]))
+    """)
+    p = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"error[{code}]" in p.stdout and word in p.stdout, p.stdout[-3000:]
 
 
 def test_bombs_are_refused_in_milliseconds() -> None:
