@@ -554,9 +554,12 @@ class Checker:
 
             out = out.with_shape(tuple(simplify(d, self.divisible) for d in out.shape))
         if out is not None and (beyond := _beyond(out.shape)) is not None:  # no tensor holds it: the pass stops
-            shown = f" {dims.fmt_shape(out.shape)}" if len(out.shape) <= limits.MAX_RANK else ""
-            self.report("error", codes.LIMIT, f"{entry.name} gives{shown}: {beyond}", item, None, [self.origin(x)],
-                        "check the sizes written before it (a stride, a scale factor, a size)")
+            shown = dims.fmt_shape(out.shape) if len(out.shape) <= limits.MAX_RANK else ""
+            short = len(shown) <= 200
+            self.report("error", codes.LIMIT, f"{entry.name} gives {shown + ': ' if short else ''}{beyond}", item, None,
+                        [self.origin(x)] if short else [], "check the sizes written before it (a stride, a scale factor, "
+                        "a size)" if short else "give the symbol a value in `input`, or fix the size before this layer "
+                        "(e.g. with AdaptiveAvgPool)")
             row.error = row.failed = True
             out = None
         row.output = out
@@ -655,10 +658,26 @@ def _mapping_args(doc: Any, item: Item) -> set[str]:
         return set()
 
 
+_DIGITS = re.compile(r"\d{19,}")  # a number in a symbolic size that may be beyond limits.MAX_INT
+
+
 def _beyond(shape: Shape) -> str | None:
-    """What no tensor can hold about a per-sample shape (too many dimensions, or values), else None."""
+    """What no tensor can hold about a per-sample shape (too many dimensions, or values), or what the shape pass
+    cannot follow (a symbolic size grown past limits.SIZE_TEXT characters, or with a number beyond 2**63 - 1:
+    a size beyond any tensor for every value of its symbols), else None."""
     if len(shape) > limits.MAX_RANK:
         return f"{len(shape):,} dimensions per sample, more than the {limits.MAX_RANK} a tensor may have"
+    for d in shape:
+        if not isinstance(d, str):
+            continue
+        if len(d) > limits.SIZE_TEXT:
+            return f"a size written in {len(d):,} characters ({d[:30]} …), more than the {limits.SIZE_TEXT:,} the " \
+                   "shape pass follows"
+        big = next((m for m in _DIGITS.findall(d) if len(m) > 30 or int(m) > limits.MAX_INT), None)
+        if big is not None:
+            shown = f"{int(big):,}" if len(big) <= 30 else f"a {len(big):,}-digit number"
+            return f"a size whose arithmetic holds {shown}, beyond {limits.MAX_INT:,} (torch's 64-bit sizes): more " \
+                   "than a tensor can hold for any value of its symbols"
     count = dims.product(tuple(d for d in shape if isinstance(d, int)))
     if isinstance(count, int) and count > limits.MAX_INT:
         return f"{limits.number(count)} values per sample, more than a tensor can hold ({limits.MAX_INT:,}, torch's " \

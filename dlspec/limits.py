@@ -42,7 +42,7 @@ def current() -> Limits:
     return Limits(
         spec_bytes=_env("DLSPEC_MAX_SPEC_BYTES", 4 * 2**20),
         yaml_nodes=_env("DLSPEC_MAX_YAML_NODES", 1_000_000),
-        yaml_alias_nodes=_env("DLSPEC_MAX_YAML_ALIAS_NODES", 100_000),
+        yaml_alias_nodes=_env("DLSPEC_MAX_YAML_ALIAS_NODES", 20_000),
         yaml_depth=_env("DLSPEC_MAX_YAML_DEPTH", 200),
         layer_depth=_env("DLSPEC_MAX_LAYER_DEPTH", 64),
         layers=_env("DLSPEC_MAX_LAYERS", 100_000),
@@ -68,6 +68,7 @@ MAX_INT = 2**63 - 1  # a size, count or index: torch holds them in 64-bit intege
 MAX_RANK = 64  # dimensions of one sample (an input, a Reshape's shape): far beyond any network's
 EXPR_NODES = 100  # numbers, names and operators of one block-arithmetic expression (`width * expansion` has 3)
 EXPR_DEPTH = 16  # parentheses and calls nested in one expression (`max(8, (c + 1) // 2)` nests 2)
+SIZE_TEXT = 500  # characters of one symbolic size after simplifying (`((L-3)//2+1)*4`): a size the pass follows
 
 
 def number(n: int) -> str:
