@@ -9,6 +9,10 @@ not affected. Each bound can be raised with its environment variable, e.g. `DLSP
 
 Above `warn_params` parameters or `warn_activations` values of one sample's activations, `dlspec check`
 warns (`model-size`): the spec is valid, but few machines can train it.
+
+The values a spec gives or computes have fixed bounds too (MAX_INT and the others at the end): sizes are
+torch's 64-bit integers, and block arithmetic and symbolic sizes are followed only so far, so that no
+value drives the checker into arithmetic on huge numbers or texts (docs/limits.md, "Expressions and sizes").
 """
 
 from __future__ import annotations

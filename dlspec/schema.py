@@ -671,6 +671,7 @@ class _Parser:
 
     def meta(self, meta: dict[str, Any], path: Path, index: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        meta = {k: v for k, v in meta.items() if path + (k,) not in self.unvalued}  # (block arithmetic, said)
         if "expect" in meta:
             e = meta["expect"]
             shape = dims.parse_map(e) if isinstance(e, str) else tuple(e) if isinstance(e, list) else None

@@ -98,6 +98,9 @@ CASES = [
     ("input: [1, 8]\nlayers:\n  - ConvTranspose1d: {out_channels: 2, kernel_size: 9223372036854775807, stride: "
      "9223372036854775807}\n", (3, "limit"), "more than a tensor can hold"),
     ("input: [4]\nlayers:\n  - ReLU:\n    from: x\n  - name: [1]\n    ReLU:\n", (4, "reference"), "'x'"),
+    # a symbolic size grown beyond any tensor for every value of L (L*3^39), instead of a text of thousands of digits
+    ("input: [2, L]\nlayers:\n" + "  - ConvTranspose1d: {out_channels: 2, kernel_size: 3, stride: 3}\n" * 50,
+     (42, "limit"), "for any value of its symbols"),
 ]
 
 
@@ -218,6 +221,8 @@ HANGS = {
                                     "batch_first: true}\n", "groups", "divisors of 2147483647: 1, 2147483647"),
     "expect read by backtracking": ("input: [4]\nlayers:\n  - ReLU:\n    expect: 1@" + "2x" * 200 + "!\n",
                                     "invalid-argument", "cannot read expect"),
+    "a symbolic size grown by fractional upsampling": ("input: [2, L]\nlayers:\n" + "  - Upsample: {scale_factor: "
+                                                      "1.5}\n" * 300, "limit", "more than the 500"),
     "a block argument scanned quadratically": ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers: [{Linear: c}]"
                                                "\nlayers:\n  - b: {c: " + "x" * 200_000 + "}\n", "invalid-argument",
                                                "cannot be"),
