@@ -98,6 +98,8 @@ CASES = [
     ("input: [1, 8]\nlayers:\n  - ConvTranspose1d: {out_channels: 2, kernel_size: 9223372036854775807, stride: "
      "9223372036854775807}\n", (3, "limit"), "more than a tensor can hold"),
     ("input: [4]\nlayers:\n  - ReLU:\n    from: x\n  - name: [1]\n    ReLU:\n", (4, "reference"), "'x'"),
+    # a symbol is an ASCII name: Python's parser would read `Tﬁ` as `Tfi`, another symbol
+    ("input: [Tﬁ, 4]\n" + L, (1, "invalid-input"), "Tﬁ"),
     # a symbolic size grown beyond any tensor for every value of L (L*3^39), instead of a text of thousands of digits
     ("input: [2, L]\nlayers:\n" + "  - ConvTranspose1d: {out_channels: 2, kernel_size: 3, stride: 3}\n" * 50,
      (42, "limit"), "for any value of its symbols"),
