@@ -160,12 +160,17 @@ def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
     (a pooling's arithmetic) is `H//2`; d as it was when the normal form is not shorter."""
     if isinstance(d, int) or d == UNKNOWN:
         return d
+    return _simplify(d, tuple(sorted((divisible or {}).items())))
+
+
+@lru_cache(maxsize=4096)  # (every layer of a long stack simplifies the sizes it passes on, most of them unchanged)
+def _simplify(d: str, key: tuple[tuple[str, int], ...]) -> Dim:
     try:
-        p = normal(d, tuple(sorted((divisible or {}).items())))
+        p = normal(d, key)
     except (NotPolynomial, ZeroDivisionError, RecursionError, OverflowError):
         return d
     plain = _undeclare(p)
-    div = divisible or {}
+    div = dict(key)
     # a fraction only of a symbol declared divisible by its denominator: H//2 when H is a multiple of 16
     if plain is None or any(c.denominator != 1 and not (len(m) == 1 and div.get(str(m[0]), 1) % c.denominator == 0)
                             for m, c in plain):

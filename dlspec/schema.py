@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 from . import codes, dims, limits
@@ -116,19 +117,29 @@ def keras_names() -> dict[str, list[tuple[LayerType, KerasName]]]:
     return out
 
 
-def yaml_text(v: Any) -> str:
-    """A value as it is written in a spec (flow style)."""
+_SHOWN = 16  # yaml_text shows this many entries of a list or mapping, and texts of up to 5 times as many characters
+
+
+def yaml_text(v: Any, depth: int = 0) -> str:
+    """A value as it is written in a spec (flow style), for a message: long texts, lists and mappings, and deep
+    nesting are shortened with `…` (a megabyte of text in a block argument would be in every message about the
+    block's layers)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
         return "null"
     if isinstance(v, int) and abs(v) >= 10**30:
         return limits.number(v)
+    if depth > 8:
+        return "…"
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(yaml_text(e) for e in v) + "]"
+        items = [yaml_text(e, depth + 1) for e in v[:_SHOWN]] + (["…"] if len(v) > _SHOWN else [])
+        return "[" + ", ".join(items) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {yaml_text(e)}" for k, e in v.items()) + "}"
-    return str(v)
+        pairs = [f"{yaml_text(k, depth + 1)}: {yaml_text(e, depth + 1)}" for k, e in islice(v.items(), _SHOWN)]
+        return "{" + ", ".join(pairs + (["…"] if len(v) > _SHOWN else [])) + "}"
+    text = str(v)
+    return text if len(text) <= 5 * _SHOWN else text[:4 * _SHOWN] + "…" + text[-_SHOWN // 2:]
 
 
 def layer_text(name: str, args: Any) -> str:
@@ -452,7 +463,7 @@ class _Parser:
         self.depth = 0  # nesting of layer lists (Sequential, Residual, Concat branches, blocks) being read
         self.read = 0  # entries read: a block is read again at every use, so this bounds the work
         self.over = False  # a bound was passed: said once, everything after it is unreadable
-        self.read_blocks: dict[tuple[str, int, str], list[Item]] = {}  # (block, top index, args) -> its entries
+        self.read_blocks: dict[tuple[str, int, Any], list[Item]] = {}  # (block, top index, args) -> its entries
         self.context: list[tuple[Path, str]] = []  # the block uses being read: said with a diagnostic inside them
         # where block arithmetic has no value (said), and the paths that hold one: its argument is left out
         self.unvalued: set[Path] = set()
@@ -720,7 +731,7 @@ class _Parser:
                      kpath, index=index, help=f"a block cannot contain itself; to use '{key}' several times in a row, "
                      f"write `repeat:` beside its name where it is used (`- {key}:` then `repeat: 3`)")
             return self.unreadable(path, index, key, meta)
-        memo = (key, index, repr(sorted(env.items())))
+        memo = (key, index, _frozen(env))
         children = self.read_blocks.get(memo)
         if children is None:  # read once per top-level entry and arguments: a block used twice in a block used
             raw = block.layers  # twice ... is read once, not 2^depth times (`expanded` counts what it stands for)
@@ -872,6 +883,16 @@ class _Parser:
 _EXAMPLE: dict[str, Any] = {"kernel_size": 3, "out_channels": 16, "out_features": 10, "hidden_size": 64,
                             "num_embeddings": 1000, "embedding_dim": 64, "num_heads": 4, "nhead": 4, "num_groups": 4,
                             "output_size": 1, "size": 2}
+
+
+def _frozen(v: Any) -> Any:
+    """v as a hashable key that tells apart what a block's layers would read differently (1, 1.0 and true are
+    equal in Python); built in one pass, with no copy of a long text (a repr would be one per use)."""
+    if isinstance(v, dict):
+        return ("map", tuple((_frozen(k), _frozen(e)) for k, e in v.items()))
+    if isinstance(v, list):
+        return ("list", tuple(_frozen(e) for e in v))
+    return (type(v).__name__, v)
 
 
 def _sources(v: Any) -> list[str | int] | None:

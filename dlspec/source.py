@@ -161,13 +161,28 @@ def _kids(node: yaml.Node) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
+_TEXT_VALUE = 80  # a text counts as one value per this many characters when aliases repeat it
+_FAR = 2**62  # (weights are capped here: a bomb's would be astronomical)
+
+
+def _weight(node: yaml.Node) -> int:
+    """What a node counts for when aliases repeat it: one value, and a long text one per _TEXT_VALUE characters
+    (a megabyte of text repeated by a thousand aliases is a gigabyte for every later stage)."""
+    if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+        return 1 + len(node.value) // _TEXT_VALUE
+    return 1
+
+
 def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
     """How many values the document stands for, every use of an alias counted, without building it: an alias
     bomb (`[*a, *a, ...]` nine levels deep) is refused in milliseconds, at the list that expands too far.
-    Also what aliases repeat (the values beyond those written once: reading them takes time too), a cycle (an
-    alias inside what it names) and nesting beyond the bound."""
+    Also what aliases repeat (the values beyond those written once, long texts weighed by their length: reading
+    and reporting them takes time and memory too), a cycle (an alias inside what it names) and nesting beyond
+    the bound."""
     cap = bounds.yaml_nodes
-    size: dict[int, int] = {}
+    size: dict[int, int] = {}  # values a node stands for, every use of an alias counted
+    weight: dict[int, int] = {}  # ... weighed as _weight says
+    written = 0  # the weight of the values written in the file, each once
     uses: dict[int, int] = {}  # how many lists and mappings hold the node: more than one through aliases
     shared: dict[int, yaml.Node] = {}
     on_path: set[int] = set()
@@ -180,6 +195,7 @@ def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
         if done:
             on_path.discard(nid)
             size[nid] = min(1 + sum(size[id(k)] for k in kids), cap + 1)
+            weight[nid] = min(1 + sum(weight[id(k)] for k in kids), _FAR)
             continue
         if nid in size:
             continue
@@ -190,8 +206,9 @@ def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
         if depth > bounds.yaml_depth:
             raise where.stop(node, codes.LIMIT, f"the YAML nests deeper than {bounds.yaml_depth} levels",
                              limits.raise_with("yaml_depth"))
+        written += _weight(node)
         if not kids:
-            size[nid] = 1
+            size[nid], weight[nid] = 1, _weight(node)
             continue
         on_path.add(nid)
         stack.append((node, depth, True))
@@ -201,12 +218,12 @@ def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
                 shared[id(k)] = k
         stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
     if size[id(root)] <= cap:
-        if size[id(root)] - len(size) <= bounds.yaml_alias_nodes:  # (len(size): the values written, each once)
+        if weight[id(root)] - written <= bounds.yaml_alias_nodes:
             return
-        node = max(shared.values(), key=lambda n: (uses[id(n)] - 1) * size[id(n)])  # the anchor repeated most
+        node = max(shared.values(), key=lambda n: (uses[id(n)] - 1) * weight[id(n)])  # the anchor repeated most
         raise where.stop(node, codes.LIMIT, f"aliases repeat more than {bounds.yaml_alias_nodes:,} values of the YAML "
-                         f"(this one {uses[id(node)] - 1:,} times, {size[id(node)]:,} values each)",
-                         limits.raise_with("yaml_alias_nodes"))
+                         f"(this one {uses[id(node)] - 1:,} times, {weight[id(node)]:,} values each; a text counts "
+                         f"one value per {_TEXT_VALUE} characters)", limits.raise_with("yaml_alias_nodes"))
     node = root  # the deepest collection that alone stands for too much: where the expansion is written
     while True:
         big = next((k for k in _kids(node) if size.get(id(k), 0) > cap), None)

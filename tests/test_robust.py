@@ -225,6 +225,8 @@ HANGS = {
                                     "invalid-argument", "cannot read expect"),
     "a symbolic size grown by fractional upsampling": ("input: [2, L]\nlayers:\n" + "  - Upsample: {scale_factor: "
                                                       "1.5}\n" * 300, "limit", "more than the 500"),
+    "a long text repeated by aliases": ("x: &x " + "y" * 1_000_000 + "\ninput: [4]\nlayers:\n"
+                                        + "  - Linear: {out_features: *x}\n" * 3000, "limit", "per 80 characters"),
     "a block argument scanned quadratically": ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers: [{Linear: c}]"
                                                "\nlayers:\n  - b: {c: " + "x" * 200_000 + "}\n", "invalid-argument",
                                                "cannot be"),
@@ -245,6 +247,17 @@ def test_size_driven_work_is_bounded(tmp_path: Path, name: str) -> None:
     p = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert f"error[{code}]" in p.stdout and word in p.stdout, p.stdout[-3000:]
+
+
+def test_messages_about_a_long_value_are_short() -> None:
+    """A long text given to a block that uses it in 200 layers: each message shows it shortened (a megabyte in
+    each of them was 200 MB of messages)."""
+    text = ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers:\n" + "      - Linear: c\n" * 200
+            + "layers:\n  - b: {c: " + "x" * 100_000 + "}\n")
+    checked = dlspec.check(dlspec.loads(text, "spec.yaml"))
+    assert len(checked.errors) == 200 and all("x…x" in d.message for d in checked.errors)
+    assert max(len(d.message) + sum(len(n) for n in d.notes) for d in checked.errors) < 500
+    assert "b(c=xxx" in render_text(checked)
 
 
 def test_bombs_are_refused_in_milliseconds() -> None:
