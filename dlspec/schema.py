@@ -747,7 +747,12 @@ class _Parser:
                         self.err(codes.LIMIT if problem.limit else codes.INVALID_ARGUMENT, str(problem), ppath,
                                  index=index, help=problem.help or f"the block's arguments are {', '.join(block.args)}")
                     # this use's: the same block used with other arguments may give those places a value
-                    self.unvalued = outer | {p[:n] for p, _ in problems for n in range(len(block.path), len(p) + 1)}
+                    self.unvalued = set(outer)
+                    for ppath, _ in problems:
+                        for n in range(len(ppath), len(block.path) - 1, -1):  # (shorter ones are in from another)
+                            if ppath[:n] in self.unvalued:
+                                break
+                            self.unvalued.add(ppath[:n])
                 children = self.items(raw, block.path, index)
             finally:
                 self.block_stack.pop()
