@@ -1,10 +1,12 @@
 """`dlspec check` on hostile input: a one-line diagnostic at the right line, in bounded time and memory.
 
 (a) Each cause found by fuzzing and by hand (YAML tags and constructors, control characters, malformed
-    `input` sizes, non-finite factors, numeric block names, cycles, deep nesting, expansions) gives its
-    diagnostic at its line, and never an exception.
+    `input` sizes, non-finite factors, numeric block names, cycles, deep nesting, expansions, sizes beyond
+    torch's 64 bits, block arithmetic past its bounds) gives its diagnostic at its line, and never an
+    exception.
 (b) The bombs (alias bombs, billion laughs, repeats of repeats, blocks doubling, a million layers) are
-    answered in a separate process under a memory limit, within a second or two of wall time.
+    answered in a separate process under a memory limit, within a second or two of wall time; so is the
+    work a size used to drive (divisors of a prime, a power computed in full, patterns that backtrack).
 (c) A seeded hypothesis fuzz test mutates the example specs and override strings: nothing escapes as an
     exception, every answer is JSON-serialisable, and none takes over a second.
 """
