@@ -151,17 +151,32 @@ def render(d: Diagnostic, source_lines: list[str] | None = None, color: bool = F
     if source_lines is not None and d.line is not None and 0 < d.line <= len(source_lines):
         text = source_lines[d.line - 1].rstrip("\n")
         gutter = " " * len(str(d.line))
+        start = d.column - 1 if d.column is not None else 0
+        end = d.end_column - 1 if d.end_column and d.column and d.end_column > d.column else start + 1
+        end = max(start + 1, min(end, len(text))) if len(text) > start else start + 1
+        text, start, end = _window(text, start, end)
         out.append(f"{gutter} |")
         out.append(f"{d.line} | {text}")
         if d.column is not None:
-            start = d.column - 1
-            end = d.end_column - 1 if d.end_column and d.end_column > d.column else start + 1
-            end = max(start + 1, min(end, len(text))) if len(text) > start else start + 1
             out.append(f"{gutter} | " + " " * start + "^" * (end - start))
         out += _tail(d, gutter)
     else:
         out += _tail(d, " ")
     return "\n".join(out)
+
+
+_LINE = 200  # characters of a source line shown whole; of a longer one, the part around the caret
+
+
+def _window(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """(the part of a long source line around [start, end), start and end in it): a spec written on one line of
+    megabytes (a flow list of thousands of layers) would be shown whole under each of its diagnostics."""
+    if len(text) <= _LINE:
+        return text, start, end
+    end = min(end, start + _LINE // 2)
+    lo, hi = max(0, start - _LINE // 4), min(len(text), end + _LINE // 4)
+    lead = "…" if lo else ""
+    return lead + text[lo:hi] + ("…" if hi < len(text) else ""), start - lo + len(lead), end - lo + len(lead)
 
 
 def _render_override(d: Diagnostic, sev: str) -> str:

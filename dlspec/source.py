@@ -52,10 +52,14 @@ class Document:
     key_spans: dict[Path, Span] = field(default_factory=dict)  # mapping-key positions
     diagnostics: list[Diagnostic] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # command-line PATH=VALUE applied to data
+    _lines: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def lines(self) -> list[str]:
-        return self.text.splitlines()
+        """The text's lines, split once (every diagnostic shows one: thousands of them each split a 4 MiB text)."""
+        if self._lines is None or self._lines[0] is not self.text:
+            self._lines = (self.text, self.text.splitlines())
+        return self._lines[1]
 
     def span(self, path: Path, key: bool = False) -> Span | None:
         """Position of the value (or key) at path, falling back to the nearest enclosing one."""

@@ -229,6 +229,8 @@ HANGS = {
                                                       "1.5}\n" * 300, "limit", "more than the 500"),
     "a long text repeated by aliases": ("x: &x " + "y" * 1_000_000 + "\ninput: [4]\nlayers:\n"
                                         + "  - Linear: {out_features: *x}\n" * 3000, "limit", "per 80 characters"),
+    "one line of 20,000 layers shown under each of its errors": ("input: [4]\nlayers: [" + ", ".join(
+        ["Linear: x"] * 20_000) + "]\n", "invalid-argument", "2 | …near: x, Linear: x"),
     "a block argument scanned quadratically": ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers: [{Linear: c}]"
                                                "\nlayers:\n  - b: {c: " + "x" * 200_000 + "}\n", "invalid-argument",
                                                "cannot be"),
