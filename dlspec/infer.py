@@ -566,10 +566,10 @@ class Checker:
         if out is not None and (beyond := _beyond(out.shape)) is not None:  # no tensor holds it: the pass stops
             shown = dims.fmt_shape(out.shape) if len(out.shape) <= limits.MAX_RANK else ""
             short = len(shown) <= 200
+            fix = "check the sizes written before it (a stride, a scale factor, a size)" if short else \
+                "give the symbol a value in `input`, or fix the size before this layer (e.g. with AdaptiveAvgPool)"
             self.report("error", codes.LIMIT, f"{entry.name} gives {shown + ': ' if short else ''}{beyond}", item, None,
-                        [self.origin(x)] if short else [], "check the sizes written before it (a stride, a scale factor, "
-                        "a size)" if short else "give the symbol a value in `input`, or fix the size before this layer "
-                        "(e.g. with AdaptiveAvgPool)")
+                        [self.origin(x)] if short else [], fix)
             row.error = row.failed = True
             out = None
         row.output = out

@@ -13,7 +13,9 @@
 In a block's layers, a text value that is one of its argument names is that argument's value; a text
 value that is arithmetic over them (`width * expansion`, `channels // 2`, `max(8, c // 4)`) is computed.
 Any other text stays text (`padding: same`). The arithmetic is + - * / // % **, parentheses, numbers,
-min, max, round and int: evaluated on a whitelist of Python's syntax tree, never with eval.
+min, max, round and int: evaluated on a whitelist of Python's syntax tree, never with eval, and bounded
+(limits.EXPR_NODES, limits.EXPR_DEPTH, limits.MAX_INT): a chain of thousands of terms is refused before
+Python's parser reads it, and `2 ** 10 ** 10` from its operands, before anything is computed.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def evaluate(text: str, env: dict[str, Any]) -> Any:
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError):  # (ValueError: a NUL character)
-        raise ExprError(f"cannot read `{text}` as arithmetic") from None
+        raise ExprError(f"cannot read `{_short(text)}` as arithmetic") from None
     value = _eval(tree.body, env, text)
     if isinstance(value, float) and value.is_integer() and all(
             isinstance(env[n], int) for n in set(_NAME.findall(text)) - set(_FUNCS)):

@@ -418,8 +418,8 @@ def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool
         return None, diags[:1]
     count = dims.product(tuple(d for d in shape if isinstance(d, int)))
     if isinstance(count, int) and count > limits.MAX_INT:
-        return None, [error(codes.LIMIT, f"`input` holds {limits.number(count)} values per sample, more than a tensor can hold "
-                            f"({limits.MAX_INT:,}, torch's 64-bit sizes)", path,
+        return None, [error(codes.LIMIT, f"`input` holds {limits.number(count)} values per sample, more than a "
+                            f"tensor can hold ({limits.MAX_INT:,}, torch's 64-bit sizes)", path,
                             help=f"write the shape of one sample, {eg}")]
     bad = [d for d in shape if isinstance(d, str) and d == "N"]
     if bad:
@@ -434,8 +434,9 @@ def _bad_size(v: Any, path: Path) -> Diagnostic | None:
     """The diagnostic for one input size that is not a positive integer or a symbol name, else None."""
     if isinstance(v, int) and not isinstance(v, bool):
         if v > limits.MAX_INT:
-            return error(codes.LIMIT, f"input size {limits.number(v)} is more than a tensor dimension can hold ({limits.MAX_INT:,}, "
-                         "torch's 64-bit sizes)", path, help="write the size of each dimension, e.g. [1, 28, 28]")
+            return error(codes.LIMIT, f"input size {limits.number(v)} is more than a tensor dimension can hold "
+                         f"({limits.MAX_INT:,}, torch's 64-bit sizes)", path,
+                         help="write the size of each dimension, e.g. [1, 28, 28]")
         if v >= 1:
             return None
         return error(codes.INVALID_INPUT, f"input sizes are positive, got {v}", path,
@@ -711,11 +712,12 @@ class _Parser:
         if "repeat" in meta:
             r = meta["repeat"]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {yaml_text(r)}", path + ("repeat",),
-                         index=index, help="`repeat: 2` puts the layer twice in a row; leave it out for once")
+                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {yaml_text(r)}",
+                         path + ("repeat",), index=index,
+                         help="`repeat: 2` puts the layer twice in a row; leave it out for once")
             elif r > self.bounds.layers:
-                self.err(codes.LIMIT, f"repeat: {limits.number(r)} is more than the {self.bounds.layers:,} layers a spec may "
-                         "expand to", path + ("repeat",), index=index, help=limits.raise_with("layers"))
+                self.err(codes.LIMIT, f"repeat: {limits.number(r)} is more than the {self.bounds.layers:,} layers a "
+                         "spec may expand to", path + ("repeat",), index=index, help=limits.raise_with("layers"))
             else:
                 out["repeat"] = r
         return out
@@ -785,8 +787,8 @@ class _Parser:
                          index=index, help=f"did you mean '{hint}'?" if hint else f"{key} takes " + ", ".join(block.args))
                 continue
             if isinstance(value, str) and re.search(r"(?<!\w)[A-Za-z_]\w*\s*[-+*/%]|[-+*/%]\s*[A-Za-z_]", value):
-                self.err(codes.INVALID_ARGUMENT, f"block '{key}' {name}: `{value}` computes with names that are no "
-                         "arguments here", kpath + (name,), index=index,
+                self.err(codes.INVALID_ARGUMENT, f"block '{key}' {name}: `{yaml_text(value)}` computes with names "
+                         "that are no arguments here", kpath + (name,), index=index,
                          help="arithmetic over arguments works inside a block's layers; here write a number")
                 continue
             env[name] = value
