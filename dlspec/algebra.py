@@ -160,12 +160,17 @@ def simplify(d: Dim, divisible: dict[str, int] | None = None) -> Dim:
     (a pooling's arithmetic) is `H//2`; d as it was when the normal form is not shorter."""
     if isinstance(d, int) or d == UNKNOWN:
         return d
+    return _simplify(d, tuple(sorted((divisible or {}).items())))
+
+
+@lru_cache(maxsize=4096)  # (every layer of a long stack simplifies the sizes it passes on, most of them unchanged)
+def _simplify(d: str, key: tuple[tuple[str, int], ...]) -> Dim:
     try:
-        p = normal(d, tuple(sorted((divisible or {}).items())))
+        p = normal(d, key)
     except (NotPolynomial, ZeroDivisionError, RecursionError, OverflowError):
         return d
     plain = _undeclare(p)
-    div = divisible or {}
+    div = dict(key)
     # a fraction only of a symbol declared divisible by its denominator: H//2 when H is a multiple of 16
     if plain is None or any(c.denominator != 1 and not (len(m) == 1 and div.get(str(m[0]), 1) % c.denominator == 0)
                             for m, c in plain):
@@ -226,13 +231,21 @@ def _render(p: Poly) -> str | None:
 
 
 def _undeclare(p: Poly) -> Poly | None:
-    """The fresh symbols of a divisibility declaration (k*H__dk) written as H again; None where one stays."""
+    """The fresh symbols of a divisibility declaration (k*H__dk) written as H again, inside floors and minima too
+    (`floor((16·H' - 3) / 3)` of a MaxPool on H divisible by 16); None where one cannot be."""
     out: dict[Mono, Fraction] = {}
     for m, c in p:
-        if any("__d" in str(a) for a in m):
-            if len(m) != 1:
+        atoms: list[Atom] = []
+        for a in m:
+            if isinstance(a, str):
+                name, _, k = a.partition("__d")
+                atoms.append(name)
+                c = c / int(k) if k else c  # H' = H / k
+                continue
+            inner = [_undeclare(q) for q in a[1:-1]] if a[0] == "floor" else [_undeclare(q) for q in a[1:]]
+            if any(q is None for q in inner):
                 return None
-            name, k = str(m[0]).split("__d")
-            m, c = (name,), c / int(k)
-        out[m] = out.get(m, Fraction(0)) + c
+            atoms.append((a[0], *inner, a[-1]) if a[0] == "floor" else (a[0], *inner))
+        key = tuple(sorted(atoms, key=repr))
+        out[key] = out.get(key, Fraction(0)) + c
     return _freeze(out)

@@ -138,14 +138,18 @@ SOURCE_WIDTH = 160  # characters of a source line shown under a diagnostic (a lo
 def _excerpt(text: str, start: int, end: int) -> tuple[str, int, int]:
     """The source line as printed, and the caret's columns in it: control characters escaped (the caret moves
     with them), and a line longer than SOURCE_WIDTH cut to the part around the caret, `…` where it is cut."""
+    lo = max(0, start - SOURCE_WIDTH)  # the raw text around the caret first: a spec of megabytes on one line
+    hi = min(len(text), max(end, start + 1) + SOURCE_WIDTH)  # is escaped a window at a time, not whole
+    cut_left, cut_right = lo > 0, hi < len(text)
+    text, start, end = text[lo:hi], start - lo, end - lo
     line = shown(text)
     start, end = len(shown(text[:start])), len(shown(text[:end]))
-    if len(line) <= SOURCE_WIDTH:
+    if len(line) <= SOURCE_WIDTH and not (cut_left or cut_right):
         return line, start, end
     left = max(0, min(start - SOURCE_WIDTH // 4, len(line) - SOURCE_WIDTH))
     part = line[left:left + SOURCE_WIDTH]
-    head = "…" if left else ""
-    tail = "…" if left + SOURCE_WIDTH < len(line) else ""
+    head = "…" if left or cut_left else ""
+    tail = "…" if left + SOURCE_WIDTH < len(line) or cut_right else ""
     start = min(start - left, SOURCE_WIDTH) + len(head)
     end = max(start + 1, min(end - left + len(head), len(head) + len(part)))
     return head + part + tail, start, end

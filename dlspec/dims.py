@@ -20,7 +20,7 @@ Shape = tuple[Dim, ...]
 UNKNOWN = "?"
 _ATOM = re.compile(r"^(?:[A-Za-z_]\w*|\d+|\(.*\))$")
 _AFFINE = re.compile(r"^(?P<base>.+?)(?P<off>[+-]\d+)$")
-SYMBOL = re.compile(r"^[A-Za-z_]\w*$")
+SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # ASCII: Python's parser would rewrite `ﬁ` as `fi`
 _FUNCS = ("ceil", "floor", "min")
 
 
@@ -224,15 +224,39 @@ def _is_float(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, float)
 
 
+_TRIAL = 2**16  # divisors(): trial division up to this, so that any size up to 2**63 is answered at once
+
+
+def divisors(n: int, near: int = 1, most: int = 12) -> str:
+    """The divisors of n for a help ('1, 2, 4, …, 64 (28 in all)'): at most `most` of them, those nearest `near`
+    (the value that does not divide), found in O(sqrt n) steps and at most _TRIAL of them: a prime channel count
+    near 2**31 is answered in milliseconds, and a larger n with the divisors up to _TRIAL and their cofactors."""
+    import bisect
+
+    root = math.isqrt(n)
+    small = [d for d in range(1, min(root, _TRIAL) + 1) if n % d == 0]
+    found = sorted(set(small) | {n // d for d in small})
+    among = f"among the divisors up to {_TRIAL:,} and their cofactors" if root > _TRIAL else ""
+    if len(found) <= most:
+        return ", ".join(map(str, found)) + (f" ({among})" if among else "")
+    at = min(max(bisect.bisect(found, near) - most // 2, 0), len(found) - most)
+    return ("…, " if at else "") + ", ".join(map(str, found[at:at + most])) + \
+        (", …" if at + most < len(found) else "") + (f" ({len(found)} found {among})" if among else
+                                                     f" ({len(found)} in all)")
+
+
 def parse_map(text: str) -> Shape | None:
-    """'16@5x5' / '16@5×5' / '16@5' -> (16, 5, 5); None when the text is not in that notation."""
-    m = re.fullmatch(r"\s*(\w+)\s*@\s*(\w+(?:\s*[x×*]\s*\w+)*)\s*", text)
-    if not m:
+    """'16@5x5' / '16@5×5' / '16@5' -> (16, 5, 5); None when the text is not in that notation.
+
+    Split with str methods, not one regular expression: `x` is a separator and a letter, and a pattern that
+    reads both ways backtracks exponentially (`1@2x2x2x...!` took minutes)."""
+    head, at, tail = text.partition("@")
+    if not at or "@" in tail:
         return None
-    parts = [m.group(1)] + re.split(r"\s*[x×*]\s*", m.group(2))
+    parts = [head.strip()] + [p.strip() for p in tail.replace("×", "x").replace("*", "x").split("x")]
     out: list[Dim] = []
     for p in parts:
-        if p.isdigit():
+        if p.isascii() and p.isdigit() and len(p) <= 30:  # (int() of thousands of digits is refused by Python)
             out.append(int(p))
         elif SYMBOL.match(p):
             out.append(p)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from . import codes, dims, limits
@@ -116,31 +117,39 @@ class Checked:
 
 
 def _split_top(s: str, sep: str) -> list[str]:
-    """s split at the occurrences of sep outside parentheses."""
+    """s split at the occurrences of sep (which holds no parenthesis) outside parentheses.  Found with str.find
+    and str.count, not a loop over the characters: a spec of thousands of rows sums long symbolic MAC counts."""
     parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        ch = s[i]
-        depth += (ch == "(") - (ch == ")")
-        if depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            i += len(sep)
-            start = i
-            continue
-        i += 1
+    while (j := s.find(sep, i)) >= 0:
+        depth += s.count("(", i, j) - s.count(")", i, j)
+        if depth == 0:
+            parts.append(s[start:j])
+            start = j + len(sep)
+        i = j + len(sep)
     parts.append(s[start:])
     return parts
 
 
+_PAREN = re.compile(r"[()]")
+
+
 def _top(s: str) -> str:
     """s with everything inside parentheses left out: what its top-level operators are."""
-    out, depth = [], 0
-    for ch in s:
-        if ch == ")":
+    if "(" not in s and ")" not in s:
+        return s
+    out, depth, i = [], 0, 0
+    for m in _PAREN.finditer(s):
+        if depth == 0:
+            out.append(s[i:m.start()])
+        if m.group() == ")":
             depth -= 1
         if depth == 0:
-            out.append(ch)
-        if ch == "(":
+            out.append(m.group())
+        if m.group() == "(":
             depth += 1
+        i = m.end()
+    if depth == 0:
+        out.append(s[i:])
     return "".join(out)
 
 
@@ -160,6 +169,7 @@ def _factors(term: str) -> list[str] | None:
     return out
 
 
+@lru_cache(maxsize=4096)  # (the rows of a repeated layer sum the same terms)
 def _monomial(term: str) -> tuple[str, int]:
     """'(T*T)*128' -> ('T*T', 128); a term that is not a pure product is its own base with coefficient 1."""
     factors = _factors(term)
@@ -168,7 +178,7 @@ def _monomial(term: str) -> tuple[str, int]:
     k = 1
     rest = []
     for f in factors:
-        if f.isdigit():
+        if f.isascii() and f.isdigit():
             k *= int(f)
         else:
             rest.append(f)
@@ -553,6 +563,15 @@ class Checker:
             from .algebra import simplify
 
             out = out.with_shape(tuple(simplify(d, self.divisible) for d in out.shape))
+        if out is not None and (beyond := _beyond(out.shape)) is not None:  # no tensor holds it: the pass stops
+            shown = dims.fmt_shape(out.shape) if len(out.shape) <= limits.MAX_RANK else ""
+            short = len(shown) <= 200
+            fix = "check the sizes written before it (a stride, a scale factor, a size)" if short else \
+                "give the symbol a value in `input`, or fix the size before this layer (e.g. with AdaptiveAvgPool)"
+            self.report("error", codes.LIMIT, f"{entry.name} gives {shown + ': ' if short else ''}{beyond}", item, None,
+                        [self.origin(x)] if short else [], fix)
+            row.error = row.failed = True
+            out = None
         row.output = out
         row.inputs = [t for t in xs if t is not None]
         if out is not None:
@@ -649,6 +668,33 @@ def _mapping_args(doc: Any, item: Item) -> set[str]:
         return set()
 
 
+_DIGITS = re.compile(r"\d{19,}")  # a number in a symbolic size that may be beyond limits.MAX_INT
+
+
+def _beyond(shape: Shape) -> str | None:
+    """What no tensor can hold about a per-sample shape (too many dimensions, or values), or what the shape pass
+    cannot follow (a symbolic size grown past limits.SIZE_TEXT characters, or with a number beyond 2**63 - 1:
+    a size beyond any tensor for every value of its symbols), else None."""
+    if len(shape) > limits.MAX_RANK:
+        return f"{len(shape):,} dimensions per sample, more than the {limits.MAX_RANK} a tensor may have"
+    for d in shape:
+        if not isinstance(d, str):
+            continue
+        if len(d) > limits.SIZE_TEXT:
+            return f"a size written in {len(d):,} characters ({d[:30]} …), more than the {limits.SIZE_TEXT:,} the " \
+                   "shape pass follows"
+        big = next((m for m in _DIGITS.findall(d) if len(m) > 30 or int(m) > limits.MAX_INT), None)
+        if big is not None:
+            shown = f"{int(big):,}" if len(big) <= 30 else f"a {len(big):,}-digit number"
+            return f"a size whose arithmetic holds {shown}, beyond {limits.MAX_INT:,} (torch's 64-bit sizes): more " \
+                   "than a tensor can hold for any value of its symbols"
+    count = dims.product(tuple(d for d in shape if isinstance(d, int)))
+    if isinstance(count, int) and count > limits.MAX_INT:
+        return f"{limits.number(count)} values per sample, more than a tensor can hold ({limits.MAX_INT:,}, torch's " \
+               "64-bit sizes)"
+    return None
+
+
 def _channels_first(x: TT | None) -> list[int] | None:
     """[1, 28, 28] for an input written [28, 28, 1]: an image channels-last (1, 3 or 4 channels at the end,
     at least 8 pixels each way before it), else None."""
@@ -737,6 +783,7 @@ def _size_warnings(rows: list[Row], base: tuple[Any, ...] = ()) -> list[Diagnost
 
 def _bytes(n: int) -> str:
     for scale, unit in ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB")):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
+        if n >= scale:  # in integers: n / scale is no float for n beyond 2**1074
+            tenths = (10 * n + scale // 2) // scale
+            return f"{tenths // 10:,}.{tenths % 10} {unit}" if tenths < 10**30 else f"over 10^29 {unit}"
     return f"{n:,} bytes"

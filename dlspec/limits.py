@@ -9,6 +9,10 @@ not affected. Each bound can be raised with its environment variable, e.g. `DLSP
 
 Above `warn_params` parameters or `warn_activations` values of one sample's activations, `dlspec check`
 warns (`model-size`): the spec is valid, but few machines can train it.
+
+The values a spec gives or computes have fixed bounds too (MAX_INT and the others at the end): sizes are
+torch's 64-bit integers, and block arithmetic and symbolic sizes are followed only so far, so that no
+value drives the checker into arithmetic on huge numbers or texts (docs/limits.md, "Expressions and sizes").
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def _env(name: str, default: int) -> int:
 class Limits:
     spec_bytes: int  # the size of a spec file or text
     yaml_nodes: int  # YAML nodes read, every use of an alias counted again
+    yaml_alias_nodes: int  # ... of which repeated by aliases (beyond the nodes written once)
     yaml_depth: int  # nesting of YAML mappings and lists
     layer_depth: int  # nesting of layer lists: Sequential, Residual, Concat branches, blocks using blocks
     layers: int  # layers after `repeat:` and blocks are expanded (the rows of the table)
@@ -41,6 +46,7 @@ def current() -> Limits:
     return Limits(
         spec_bytes=_env("DLSPEC_MAX_SPEC_BYTES", 4 * 2**20),
         yaml_nodes=_env("DLSPEC_MAX_YAML_NODES", 1_000_000),
+        yaml_alias_nodes=_env("DLSPEC_MAX_YAML_ALIAS_NODES", 20_000),
         yaml_depth=_env("DLSPEC_MAX_YAML_DEPTH", 200),
         layer_depth=_env("DLSPEC_MAX_LAYER_DEPTH", 64),
         layers=_env("DLSPEC_MAX_LAYERS", 100_000),
@@ -50,6 +56,7 @@ def current() -> Limits:
 
 
 ENV = {"spec_bytes": "DLSPEC_MAX_SPEC_BYTES", "yaml_nodes": "DLSPEC_MAX_YAML_NODES",
+       "yaml_alias_nodes": "DLSPEC_MAX_YAML_ALIAS_NODES",
        "yaml_depth": "DLSPEC_MAX_YAML_DEPTH", "layer_depth": "DLSPEC_MAX_LAYER_DEPTH", "layers": "DLSPEC_MAX_LAYERS",
        "warn_params": "DLSPEC_WARN_PARAMS", "warn_activations": "DLSPEC_WARN_ACTIVATIONS"}
 
@@ -57,3 +64,20 @@ ENV = {"spec_bytes": "DLSPEC_MAX_SPEC_BYTES", "yaml_nodes": "DLSPEC_MAX_YAML_NOD
 def raise_with(name: str) -> str:
     """The help's words for raising a bound."""
     return f"raise the bound with {ENV[name]}=N if the spec really is meant to be this large"
+
+
+# --- fixed bounds of what a spec's values may be: no machine could use more, so none can be raised ----------
+
+MAX_INT = 2**63 - 1  # a size, count or index: torch holds them in 64-bit integers
+MAX_RANK = 64  # dimensions of one sample (an input, a Reshape's shape): far beyond any network's
+EXPR_NODES = 100  # numbers, names and operators of one block-arithmetic expression (`width * expansion` has 3)
+EXPR_DEPTH = 16  # parentheses and calls nested in one expression (`max(8, (c + 1) // 2)` nests 2)
+SIZE_TEXT = 500  # characters of one symbolic size after simplifying (`((L-3)//2+1)*4`): a size the pass follows
+
+
+def number(n: int) -> str:
+    """An integer for a message: `12,345`, or `a 4,000-digit number` where the digits would fill the screen
+    (or pass Python's 4,300-digit bound on turning an integer into text)."""
+    if abs(n) < 10**30:
+        return f"{n:,}"
+    return f"a {int(abs(n).bit_length() * 0.30103) + 1:,}-digit number"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import limits
 from .dims import Dim, Shape
 
 
@@ -42,6 +43,12 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _beyond(v: Any) -> str | None:
+    """The phrase for an integer beyond what torch holds (64 bits), else None."""
+    return f"must be at most {limits.MAX_INT:,} in magnitude (torch's 64-bit integers)" \
+        if _is_int(v) and abs(v) > limits.MAX_INT else None
+
+
 class Int(Kind):
     def __init__(self, min: int | None = None, max: int | None = None):
         self.min, self.max = min, max
@@ -53,6 +60,8 @@ class Int(Kind):
     def check(self, v: Any) -> str | None:
         if not _is_int(v):
             return f"must be {self.text}"
+        if _beyond(v):
+            return _beyond(v)
         if self.min is not None and v < self.min:
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
@@ -114,6 +123,9 @@ class IntTuple(Kind):
     def check(self, v: Any) -> str | None:
         if isinstance(v, str) and v in self.allow:
             return None
+        big = next((b for e in (v if isinstance(v, list) else [v]) if (b := _beyond(e))), None)
+        if big:
+            return big
         if _is_int(v):
             return None if v >= self.min else f"must be {self.text}"
         if isinstance(v, list) and len(v) == self.n and all(_is_int(e) and e >= self.min for e in v):
@@ -139,6 +151,11 @@ class IntList(Kind):
     def check(self, v: Any) -> str | None:
         if not isinstance(v, list) or not v or not all(_is_int(e) for e in v):
             return f"must be {self.text}"
+        if len(v) > limits.MAX_RANK:
+            return f"must have at most {limits.MAX_RANK} entries (a tensor's dimensions), got {len(v):,}"
+        big = next((b for e in v if (b := _beyond(e))), None)
+        if big:
+            return big
         for e in v:
             if self.min is not None and e < self.min and not (self.allow_minus_one and e == -1):
                 return f"must be {self.text}"

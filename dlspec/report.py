@@ -9,6 +9,7 @@ from .diagnostics import render
 from .dims import Dim
 from .infer import Checked, Row
 from .safeio import shown
+from .schema import yaml_text
 
 
 def fmt_int(n: Dim) -> str:
@@ -46,7 +47,7 @@ def _what(row: Row) -> str:
     if row.item.unknown:
         return f"{row.item.key} (unknown)" if row.item.key else "(unreadable entry)"
     if row.item.block:
-        given = ", ".join(f"{k}={v}" for k, v in row.item.block_args.items())
+        given = ", ".join(f"{k}={yaml_text(v)}" for k, v in row.item.block_args.items())
         return f"{row.item.block}({given})" if given else f"{row.item.block} (block)"
     if e.summary is not None and not row.failed and not row.item.dropped:
         try:
@@ -127,9 +128,17 @@ def table_rows(checked: Checked, depth: int | None = None) -> list[list[str]]:
     return out
 
 
+_CELL = 120  # characters of a table cell: a longer one (a symbolic MAC count summed over thousands of rows) is
+# shortened with `…` (the JSON has it whole), instead of widening every row of its column
+
+
+def _clipped(cell: str) -> str:
+    return cell if len(cell) <= _CELL else cell[:_CELL - 13] + "…" + cell[-12:]
+
+
 def render_table(checked: Checked, depth: int | None = None) -> str:
     head = ["#", "layer", "output", "map", "params", "MACs"] + (["reads"] if is_graph(checked) else [])
-    rows = [[shown(c) for c in r] for r in table_rows(checked, depth)]  # names as written, controls escaped
+    rows = [[shown(_clipped(c)) for c in r] for r in table_rows(checked, depth)]  # controls escaped
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     right = {0, 4, 5}
 

@@ -11,13 +11,14 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 from . import codes, dims, limits
 from .codes import ErrorCode
 from .diagnostics import Diagnostic, diag, did_you_mean, dotted, error, locate
 from .params import REQUIRED as PARAM_REQUIRED
-from .params import substitute
+from .params import ExprError, substitute
 from .registry import REGISTRY, TT, Float, Int, KerasName, Layers, LayerType, lookup
 from .source import Document, Path
 
@@ -118,17 +119,29 @@ def keras_names() -> dict[str, list[tuple[LayerType, KerasName]]]:
     return out
 
 
-def yaml_text(v: Any) -> str:
-    """A value as it is written in a spec (flow style)."""
+_SHOWN = 16  # yaml_text shows this many entries of a list or mapping, and texts of up to 5 times as many characters
+
+
+def yaml_text(v: Any, depth: int = 0) -> str:
+    """A value as it is written in a spec (flow style), for a message: long texts, lists and mappings, and deep
+    nesting are shortened with `…` (a megabyte of text in a block argument would be in every message about the
+    block's layers)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
         return "null"
+    if isinstance(v, int) and abs(v) >= 10**30:
+        return limits.number(v)
+    if depth > 8:
+        return "…"
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(yaml_text(e) for e in v) + "]"
+        items = [yaml_text(e, depth + 1) for e in v[:_SHOWN]] + (["…"] if len(v) > _SHOWN else [])
+        return "[" + ", ".join(items) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {yaml_text(e)}" for k, e in v.items()) + "}"
-    return str(v)
+        pairs = [f"{yaml_text(k, depth + 1)}: {yaml_text(e, depth + 1)}" for k, e in islice(v.items(), _SHOWN)]
+        return "{" + ", ".join(pairs + (["…"] if len(v) > _SHOWN else [])) + "}"
+    text = str(v)
+    return text if len(text) <= 5 * _SHOWN else text[:4 * _SHOWN] + "…" + text[-_SHOWN // 2:]
 
 
 def layer_text(name: str, args: Any) -> str:
@@ -399,9 +412,17 @@ def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool
     if not shape and not scalar:
         return None, [error(codes.INVALID_INPUT, "`input` needs the size of at least one dimension", path,
                             help=f"write the shape of one sample, {eg}")]
+    if len(shape) > limits.MAX_RANK:
+        return None, [error(codes.LIMIT, f"`input` has {len(shape):,} dimensions, more than the {limits.MAX_RANK} a "
+                            "sample may have", path, help=f"write the shape of one sample, {eg}")]
     diags = [d for i, v in enumerate(shape) if (d := _bad_size(v, path + (i,) if isinstance(raw, list) else path))]
     if diags:
         return None, diags[:1]
+    count = dims.product(tuple(d for d in shape if isinstance(d, int)))
+    if isinstance(count, int) and count > limits.MAX_INT:
+        return None, [error(codes.LIMIT, f"`input` holds {limits.number(count)} values per sample, more than a "
+                            f"tensor can hold ({limits.MAX_INT:,}, torch's 64-bit sizes)", path,
+                            help=f"write the shape of one sample, {eg}")]
     bad = [d for d in shape if isinstance(d, str) and d == "N"]
     if bad:
         return None, [error(codes.INVALID_INPUT, "`N` is the batch and is implicit: leave it out of `input`",
@@ -414,6 +435,10 @@ def _parse_input(doc: Document, raw: Any, where: Path = ("input",), scalar: bool
 def _bad_size(v: Any, path: Path) -> Diagnostic | None:
     """The diagnostic for one input size that is not a positive integer or a symbol name, else None."""
     if isinstance(v, int) and not isinstance(v, bool):
+        if v > limits.MAX_INT:
+            return error(codes.LIMIT, f"input size {limits.number(v)} is more than a tensor dimension can hold "
+                         f"({limits.MAX_INT:,}, torch's 64-bit sizes)", path,
+                         help="write the size of each dimension, e.g. [1, 28, 28]")
         if v >= 1:
             return None
         return error(codes.INVALID_INPUT, f"input sizes are positive, got {v}", path,
@@ -441,8 +466,10 @@ class _Parser:
         self.depth = 0  # nesting of layer lists (Sequential, Residual, Concat branches, blocks) being read
         self.read = 0  # entries read: a block is read again at every use, so this bounds the work
         self.over = False  # a bound was passed: said once, everything after it is unreadable
-        self.read_blocks: dict[tuple[str, int, str], list[Item]] = {}  # (block, top index, args) -> its entries
+        self.read_blocks: dict[tuple[str, int, Any], list[Item]] = {}  # (block, top index, args) -> its entries
         self.context: list[tuple[Path, str]] = []  # the block uses being read: said with a diagnostic inside them
+        # where block arithmetic has no value (said), and the paths that hold one: its argument is left out
+        self.unvalued: set[Path] = set()
 
     def err(self, code: ErrorCode, msg: str, path: Path, key: bool = False, help: str | None = None,
             index: int | None = None, notes: list[str] | None = None, item: Item | None = None) -> Diagnostic:
@@ -521,7 +548,8 @@ class _Parser:
             self.err(codes.REFERENCE, f"{item.entry.name} reads one input, `from:` names {len(item.sources)}", where,
                      index=item.index, help="merge them first (Add, Multiply, Concatenate, Average, Maximum), or "
                      "name one")
-        later = {e.get("name"): j for j, e in enumerate(raw) if isinstance(e, dict) and j > pos}
+        later = {e["name"]: j for j, e in enumerate(raw) if isinstance(e, dict) and isinstance(e.get("name"), str)
+                 and j > pos}
         for k, s in enumerate(item.sources):
             spath = where + (k,) if self._listed(where) else where
             if isinstance(s, int):
@@ -657,6 +685,7 @@ class _Parser:
 
     def meta(self, meta: dict[str, Any], path: Path, index: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        meta = {k: v for k, v in meta.items() if path + (k,) not in self.unvalued}  # (block arithmetic, said)
         if "expect" in meta:
             e = meta["expect"]
             shape = dims.parse_map(e) if isinstance(e, str) else tuple(e) if isinstance(e, list) else None
@@ -684,11 +713,12 @@ class _Parser:
         if "repeat" in meta:
             r = meta["repeat"]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {r!r}", path + ("repeat",),
-                         index=index, help="`repeat: 2` puts the layer twice in a row; leave it out for once")
+                self.err(codes.INVALID_ARGUMENT, f"repeat must be a positive integer, got {yaml_text(r)}",
+                         path + ("repeat",), index=index,
+                         help="`repeat: 2` puts the layer twice in a row; leave it out for once")
             elif r > self.bounds.layers:
-                self.err(codes.LIMIT, f"repeat: {r:,} is more than the {self.bounds.layers:,} layers a spec may "
-                         "expand to", path + ("repeat",), index=index, help=limits.raise_with("layers"))
+                self.err(codes.LIMIT, f"repeat: {limits.number(r)} is more than the {self.bounds.layers:,} layers a "
+                         "spec may expand to", path + ("repeat",), index=index, help=limits.raise_with("layers"))
             else:
                 out["repeat"] = r
         return out
@@ -704,24 +734,33 @@ class _Parser:
                      kpath, index=index, help=f"a block cannot contain itself; to use '{key}' several times in a row, "
                      f"write `repeat:` beside its name where it is used (`- {key}:` then `repeat: 3`)")
             return self.unreadable(path, index, key, meta)
-        memo = (key, index, repr(sorted(env.items())))
+        memo = (key, index, _frozen(env))
         children = self.read_blocks.get(memo)
         if children is None:  # read once per top-level entry and arguments: a block used twice in a block used
             raw = block.layers  # twice ... is read once, not 2^depth times (`expanded` counts what it stands for)
-            if env:
-                problems: list[tuple[Path, str]] = []
-                raw = substitute(block.layers, env, block.path, problems)
-                for ppath, message in problems:
-                    self.err(codes.INVALID_ARGUMENT, message, ppath, index=index,
-                             help=f"the block's arguments are {', '.join(block.args)}")
             shown = ", ".join(f"{k}={yaml_text(v)}" for k, v in env.items())
             self.context.append((kpath, f"in block {key}" + (f"({shown})" if shown else "") + ", used"))
             self.block_stack.append(key)
+            outer = self.unvalued
             try:
+                if env:
+                    problems: list[tuple[Path, ExprError]] = []
+                    raw = substitute(block.layers, env, block.path, problems)
+                    for ppath, problem in problems:  # (the argument it was for is not checked again: said here)
+                        self.err(codes.LIMIT if problem.limit else codes.INVALID_ARGUMENT, str(problem), ppath,
+                                 index=index, help=problem.help or f"the block's arguments are {', '.join(block.args)}")
+                    # this use's: the same block used with other arguments may give those places a value
+                    self.unvalued = set(outer)
+                    for ppath, _ in problems:
+                        for n in range(len(ppath), len(block.path) - 1, -1):  # (shorter ones are in from another)
+                            if ppath[:n] in self.unvalued:
+                                break
+                            self.unvalued.add(ppath[:n])
                 children = self.items(raw, block.path, index)
             finally:
                 self.block_stack.pop()
                 self.context.pop()
+                self.unvalued = outer
             self.read_blocks[memo] = children
         entry = REGISTRY["Sequential"]
         return Item(entry=entry, written={}, path=path, index=index, key=key,
@@ -748,9 +787,9 @@ class _Parser:
                 self.err(codes.UNKNOWN_ARGUMENT, f"block '{key}' has no argument '{name}'", kpath + (name,), key=True,
                          index=index, help=f"did you mean '{hint}'?" if hint else f"{key} takes " + ", ".join(block.args))
                 continue
-            if isinstance(value, str) and re.search(r"[A-Za-z_]\w*\s*[-+*/%]|[-+*/%]\s*[A-Za-z_]", value):
-                self.err(codes.INVALID_ARGUMENT, f"block '{key}' {name}: `{value}` computes with names that are no "
-                         "arguments here", kpath + (name,), index=index,
+            if isinstance(value, str) and re.search(r"(?<!\w)[A-Za-z_]\w*\s*[-+*/%]|[-+*/%]\s*[A-Za-z_]", value):
+                self.err(codes.INVALID_ARGUMENT, f"block '{key}' {name}: `{yaml_text(value)}` computes with names "
+                         "that are no arguments here", kpath + (name,), index=index,
                          help="arithmetic over arguments works inside a block's layers; here write a number")
                 continue
             env[name] = value
@@ -799,6 +838,9 @@ class _Parser:
                 name, spec = hint, entry.args[hint]
                 fixed.add(hint)
             if value is None and spec.inferred:
+                continue
+            if apath in self.unvalued:  # block arithmetic with no value, said where it is written
+                item.error = item.dropped = True
                 continue
             problem = spec.kind.check(value)
             if problem:
@@ -849,6 +891,16 @@ class _Parser:
 _EXAMPLE: dict[str, Any] = {"kernel_size": 3, "out_channels": 16, "out_features": 10, "hidden_size": 64,
                             "num_embeddings": 1000, "embedding_dim": 64, "num_heads": 4, "nhead": 4, "num_groups": 4,
                             "output_size": 1, "size": 2}
+
+
+def _frozen(v: Any) -> Any:
+    """v as a hashable key that tells apart what a block's layers would read differently (1, 1.0 and true are
+    equal in Python); built in one pass, with no copy of a long text (a repr would be one per use)."""
+    if isinstance(v, dict):
+        return ("map", tuple((_frozen(k), _frozen(e)) for k, e in v.items()))
+    if isinstance(v, list):
+        return ("list", tuple(_frozen(e) for e in v))
+    return (type(v).__name__, v)
 
 
 def _sources(v: Any) -> list[str | int] | None:

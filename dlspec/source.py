@@ -52,10 +52,14 @@ class Document:
     key_spans: dict[Path, Span] = field(default_factory=dict)  # mapping-key positions
     diagnostics: list[Diagnostic] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # command-line PATH=VALUE applied to data
+    _lines: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def lines(self) -> list[str]:
-        return self.text.splitlines()
+        """The text's lines, split once (every diagnostic shows one: thousands of them each split a 4 MiB text)."""
+        if self._lines is None or self._lines[0] is not self.text:
+            self._lines = (self.text, self.text.splitlines())
+        return self._lines[1]
 
     def span(self, path: Path, key: bool = False) -> Span | None:
         """Position of the value (or key) at path, falling back to the nearest enclosing one."""
@@ -161,12 +165,30 @@ def _kids(node: yaml.Node) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
+_TEXT_VALUE = 80  # a text counts as one value per this many characters when aliases repeat it
+_FAR = 2**62  # (weights are capped here: a bomb's would be astronomical)
+
+
+def _weight(node: yaml.Node) -> int:
+    """What a node counts for when aliases repeat it: one value, and a long text one per _TEXT_VALUE characters
+    (a megabyte of text repeated by a thousand aliases is a gigabyte for every later stage)."""
+    if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+        return 1 + len(node.value) // _TEXT_VALUE
+    return 1
+
+
 def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
     """How many values the document stands for, every use of an alias counted, without building it: an alias
     bomb (`[*a, *a, ...]` nine levels deep) is refused in milliseconds, at the list that expands too far.
-    Also a cycle (an alias inside what it names) and nesting beyond the bound."""
+    Also what aliases repeat (the values beyond those written once, long texts weighed by their length: reading
+    and reporting them takes time and memory too), a cycle (an alias inside what it names) and nesting beyond
+    the bound."""
     cap = bounds.yaml_nodes
-    size: dict[int, int] = {}
+    size: dict[int, int] = {}  # values a node stands for, every use of an alias counted
+    weight: dict[int, int] = {}  # ... weighed as _weight says
+    written = 0  # the weight of the values written in the file, each once
+    uses: dict[int, int] = {}  # how many lists and mappings hold the node: more than one through aliases
+    shared: dict[int, yaml.Node] = {}
     on_path: set[int] = set()
     stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
     where = _Builder(doc, bounds)
@@ -177,6 +199,7 @@ def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
         if done:
             on_path.discard(nid)
             size[nid] = min(1 + sum(size[id(k)] for k in kids), cap + 1)
+            weight[nid] = min(1 + sum(weight[id(k)] for k in kids), _FAR)
             continue
         if nid in size:
             continue
@@ -187,14 +210,24 @@ def _measure(root: yaml.Node, doc: Document, bounds: limits.Limits) -> None:
         if depth > bounds.yaml_depth:
             raise where.stop(node, codes.LIMIT, f"the YAML nests deeper than {bounds.yaml_depth} levels",
                              limits.raise_with("yaml_depth"))
+        written += _weight(node)
         if not kids:
-            size[nid] = 1
+            size[nid], weight[nid] = 1, _weight(node)
             continue
         on_path.add(nid)
         stack.append((node, depth, True))
+        for k in kids:
+            uses[id(k)] = uses.get(id(k), 0) + 1
+            if uses[id(k)] == 2:
+                shared[id(k)] = k
         stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
     if size[id(root)] <= cap:
-        return
+        if weight[id(root)] - written <= bounds.yaml_alias_nodes:
+            return
+        node = max(shared.values(), key=lambda n: (uses[id(n)] - 1) * weight[id(n)])  # the anchor repeated most
+        raise where.stop(node, codes.LIMIT, f"aliases repeat more than {bounds.yaml_alias_nodes:,} values of the YAML "
+                         f"(this one {uses[id(node)] - 1:,} times, {weight[id(node)]:,} values each; a text counts "
+                         f"one value per {_TEXT_VALUE} characters)", limits.raise_with("yaml_alias_nodes"))
     node = root  # the deepest collection that alone stands for too much: where the expansion is written
     while True:
         big = next((k for k in _kids(node) if size.get(id(k), 0) > cap), None)
@@ -231,6 +264,9 @@ class _Builder:
                             limits.raise_with("yaml_depth"))
         self.doc.spans[path] = _span(node)
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if node.tag not in _CORE:  # `!!python/object/apply:os.system [...]`, `!mytag {...}`: no tag is dropped
+                raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: the tag {_tag(node)} is not supported in a "
+                                "spec", "write the list or mapping without a tag (a spec is plain data)")
             if id(node) in self.open:
                 raise self.stop(node, codes.YAML_SYNTAX, "invalid YAML: an alias names a list or mapping that "
                                 "contains the alias itself (it would be infinite)",
@@ -268,7 +304,7 @@ class _Builder:
         if node.tag == _TIMESTAMP and _DATE.match(node.value):
             return node.value  # a date-like text (`2001-12-14`) stays text: a spec has no dates
         if node.tag not in _CORE:
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            tag = _tag(node)
             hint = "`=` alone is YAML's value key: quote it, '='" if tag == "!!value" else \
                 "write the value without a tag (numbers, text, true/false, null, lists and mappings)"
             raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: the tag {tag} is not supported in a spec", hint)
@@ -276,10 +312,16 @@ class _Builder:
             return self.c.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
             value = node.value if isinstance(node.value, str) else "this value"
+            value = value if len(value) <= 60 else value[:40] + "…" + value[-12:]  # (a 5,000-digit number)
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             raise self.stop(node, codes.YAML_SYNTAX, f"invalid YAML: {value!r} is not a valid {tag} value"
                             + (f" ({_problem(e)})" if isinstance(e, yaml.YAMLError) else ""),
                             f"write a plain value, without {tag}") from None
+
+
+def _tag(node: yaml.Node) -> str:
+    """A node's tag as it is written: `!!binary` for YAML's own, `!mytag` for a local one."""
+    return str(node.tag).replace("tag:yaml.org,2002:", "!!")
 
 
 def _problem(e: yaml.YAMLError) -> str:

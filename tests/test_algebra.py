@@ -86,6 +86,30 @@ def test_shown_sizes_are_torch_sizes(stack: list[tuple[str, int, int, int]]) -> 
         assert dims.evaluate(shown, {"L": length}) == real, (text, shown, length)
 
 
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.sampled_from([2, 4, 16]), st.lists(st.tuples(st.sampled_from(["conv", "pool"]), st.integers(1, 5),
+                                                        st.integers(1, 3)), min_size=1, max_size=3))
+def test_sizes_of_a_declared_multiple_are_torch_sizes(d: int, stack: list[tuple[str, int, int]]) -> None:
+    """With `symbols: {L: {divisible_by: d}}` the shown size (a floor of the declared L: a MaxPool1d 3 on L
+    divisible by 16 once raised ValueError) is, evaluated, torch's length for every multiple of d that fits."""
+    layers = [{"conv": {"Conv1d": {"out_channels": 2, "kernel_size": k, "stride": s}},
+               "pool": {"MaxPool1d": {"kernel_size": k, "stride": s}}}[op] for op, k, s in stack]
+    text = f"input: [2, L]\nsymbols: {{L: {{divisible_by: {d}}}}}\nlayers:\n" + "".join(
+        f"  - {layer}\n".replace("'", "") for layer in layers)
+    checked = dlspec.check(dlspec.loads(text))
+    if not checked.ok:
+        return
+    shown = checked.output.shape[1]
+    model = dlspec.build(checked)
+    for length in range(d, 80, d):
+        try:
+            with torch.no_grad():
+                real = model(torch.randn(1, 2, length)).shape[-1]
+        except RuntimeError:
+            continue  # too short for this stack
+        assert dims.evaluate(shown, {"L": length}) == real, (text, shown, length)
+
+
 def test_simplify_writes_the_size_shorter() -> None:
     assert simplify("((L-1)*2)//2+1") == "L" and simplify("(L-1)*2+2") == "L*2" and simplify("T*64") == "T*64"
     assert simplify("(H//2)*2") == "(H//2)*2" and simplify("(H//2)*2", {"H": 2}) == "H"

@@ -117,3 +117,14 @@ def test_missing_block_argument_and_bad_arithmetic() -> None:
     text = text.replace("  - d\n", "  - d: 3\n").replace("units * two", "units // 0")
     diags = dlspec.check(dlspec.loads(text)).diagnostics
     assert diags and "divides by zero" in diags[0].message and diags[0].line == 5
+
+
+def test_a_block_read_once_per_argument_values_tells_1_from_1_0() -> None:
+    """A block used twice in one top-level entry is read once per argument values: 1 and 1.0 (equal in Python)
+    are read apart, so the float is refused where a count is needed, as torch's nn.Linear refuses it."""
+    text = ("input: [4]\nblocks:\n  b:\n    args: {c: 1}\n    layers: [{Linear: c}]\n  pair:\n    - b: {c: 1}\n"
+            "    - b: {c: 1.0}\nlayers: [pair]\n")
+    checked = dlspec.check(dlspec.loads(text))
+    assert [(d.code, d.message) for d in checked.errors] == [("invalid-argument", "Linear out_features cannot be 1.0")]
+    with pytest.raises(TypeError):
+        nn.Linear(4, 1.0)  # type: ignore[arg-type]

@@ -26,12 +26,13 @@ RReLU lower > upper, LPPool1d kernel_size as a list, and Upsample recompute_scal
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
 import torch
-from conftest import spec_text
+from conftest import flow, spec_text
 from hypothesis import HealthCheck, given, settings
 from test_properties import deliberately_refused
 
@@ -50,6 +51,7 @@ from dlspec.registry import (
     OneOf,
     Optional_,
 )
+from dlspec.report import render_text, to_json
 
 BATCH = 2
 # the input sizes a spec may leave out, and where torch's constructor gets them from: the channels (dim 1)
@@ -211,3 +213,46 @@ def test_every_argument_kind_has_a_strategy() -> None:
             for spec in entry.args.values():
                 kind_values(spec.kind)
     assert len(NAMES) > 80
+
+
+# --- every rank, every layer type: a diagnostic or torch's shape, never an exception ------------------------
+
+def _ranked_spec(name: str, args: dict[str, Any], shape: list[Any], dtype: str) -> str:
+    """A spec whose one layer reads an input of this shape (`inputs:` allows one value per sample, shape [])."""
+    entry = REGISTRY[name]
+    layer: dict[str, Any] = {name: args or None}
+    if entry.arity != 1:
+        layer["from"] = ["x", "x"]
+    return f"inputs: {{x: {{shape: {flow(shape)}, dtype: {dtype}}}}}\nlayers:\n  - {flow(layer)}\n"
+
+
+RANKED = [pytest.param(name, i, id=f"{name}-{i}") for name in sorted(REGISTRY)
+          for i in range(len(REGISTRY[name].examples))]
+
+
+@pytest.mark.parametrize("name, i", RANKED)
+def test_every_rank_is_answered(name: str, i: int) -> None:
+    """Each example's arguments on inputs of rank 0 (one value per sample, as after a Mean over every dimension)
+    to 5, with known and symbolic sizes: a diagnostic or an output, never an exception.  Where the checker
+    accepts one value per sample, torch runs the layer on (N,) and gives the shape inferred."""
+    entry = REGISTRY[name]
+    ex = entry.examples[i]
+    for rank in range(6):
+        for symbolic in (False, True):
+            sizes = (list(ex.input) + [3, 4, 5, 6, 7])[:rank]
+            shape: list[Any] = [f"S{j}" if symbolic and j % 2 == 0 else d for j, d in enumerate(sizes)]
+            checked = dlspec.check(dlspec.loads(_ranked_spec(name, ex.args, shape, ex.dtype)))
+            json.dumps(to_json(checked))
+            render_text(checked)
+            if rank or not checked.ok or not _fuzzed(entry) or _too_new(entry):
+                continue
+            x = torch.randn(BATCH) if ex.dtype == "float" else torch.randint(0, 2, (BATCH,))
+            y, params = torch_output(entry, ex.args, x)  # the checker accepts it: torch must run it
+            assert tuple(y.shape[1:]) == checked.rows[0].output.shape and params == checked.rows[0].params
+
+
+def _too_new(entry: LayerType) -> bool:
+    if entry.torch_min is None:
+        return False
+    return tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < \
+        tuple(int(p) for p in entry.torch_min.split("."))

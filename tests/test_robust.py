@@ -1,11 +1,13 @@
 """`dlspec check` on hostile input: a one-line diagnostic at the right line, in bounded time and memory.
 
 (a) Each cause found by fuzzing and by hand (YAML tags and constructors, control characters, malformed
-    `input` sizes, non-finite factors, numeric block names, cycles, deep nesting, expansions) gives its
-    diagnostic at its line, and never an exception.
+    `input` sizes, non-finite factors, numeric block names, cycles, deep nesting, expansions, sizes beyond
+    torch's 64 bits, block arithmetic past its bounds) gives its diagnostic at its line, and never an
+    exception.
 (b) The bombs (alias bombs, billion laughs, repeats of repeats, blocks doubling, a million layers) are
     answered in a separate process under a memory limit, before they expand: the work is counted in calls
-    (conftest.work), not timed.
+    (conftest.work), not timed; so is the work a size used to drive (divisors of a prime, a power computed in
+    full, patterns that backtrack).
 (c) A seeded hypothesis fuzz test mutates the example specs and override strings: nothing escapes as an
     exception, every answer is JSON-serialisable, and none does more work than the bounds allow.
 """
@@ -72,7 +74,70 @@ CASES = [
      (2, "model-size"), "parameters"),
     ("input: [100000, 100000, 100000]\nlayers: [{Conv2d: {out_channels: 4, kernel_size: 3}}]\n", (2, "model-size"),
      "values"),
+    # tags on lists and mappings are refused as on scalars (they were dropped without a word)
+    ("input: !!python/object/apply:os.system [1, 28, 28]\n" + L, (1, "yaml-syntax"), "!!python/object/apply:os.system"),
+    ("input: [4]\nlayers:\n  - Linear: !mytag {out_features: 2}\n", (3, "yaml-syntax"), "!mytag"),
+    ("input: [4]\n" + L + "train: !!set {a: null}\n", (3, "yaml-syntax"), "!!set"),
+    # what aliases repeat is bounded apart from what the file holds: a 200-byte file read for seconds
+    ("a: &a [1,2,3,4,5,6,7,8,9]\n" + "".join(f"{n}: &{n} [" + ", ".join(["*" + p] * 9) + "]\n" for p, n in
+                                              zip("abcde", "bcdef", strict=True)) + "input: [4]\n" + L, (5, "limit"), "20,000"),
+    # one value per sample (a reduction over every dimension) reaching a layer that normalises the last one
+    ("input: [4, 5]\nlayers:\n  - Mean: {dim: [1, 2]}\n  - LayerNorm\n", (4, "rank"), "one value per sample"),
+    ("input: [4, 5]\nlayers:\n  - Sum: [1, 2]\n  - RMSNorm\n", (4, "rank"), "one value per sample"),
+    # a dimension named twice in a reduction: torch refuses it ("dim 1 appears multiple times in the list of dims")
+    ("input: [4, 5]\nlayers:\n  - Mean: {dim: [1, 1]}\n", (3, "invalid-argument"), "names dim 1 twice"),
+    ("input: [4, 5]\nlayers:\n  - Max: {dim: [1, -2]}\n", (3, "invalid-argument"), "1 and -2 are both dim 1"),
+    ("input: [4, 5, 6]\nlayers:\n  - Sum: {dim: [-1, 3], keepdim: true}\n", (3, "invalid-argument"), "-1 and 3"),
+    # sizes are torch's 64-bit integers: beyond them, a limit or an invalid argument, never an overflow later
+    ("input: [9223372036854775808]\n" + L, (1, "limit"), "9,223,372,036,854,775,808"),
+    ("input: [4294967296, 4294967296]\n" + L, (1, "limit"), "values per sample"),
+    ("input: [" + ", ".join(["1"] * 65) + "]\n" + L, (1, "limit"), "65 dimensions"),
+    ("input: [4]\nlayers:\n  - Linear: {out_features: 9223372036854775808}\n", (3, "invalid-argument"),
+     "9223372036854775808"),
+    ("input: [1, 8, 8]\nlayers:\n  - Conv2d: {out_channels: 2, kernel_size: [3, 9223372036854775808]}\n",
+     (3, "invalid-argument"), "kernel_size"),
+    ("input: [4]\nlayers:\n  - Reshape: [" + ", ".join(["1"] * 65) + ", 4]\n", (3, "invalid-argument"), "Reshape"),
+    ("input: [1, 8]\nlayers:\n  - ConvTranspose1d: {out_channels: 2, kernel_size: 9223372036854775807, stride: "
+     "9223372036854775807}\n", (3, "limit"), "more than a tensor can hold"),
+    ("input: [4]\nlayers:\n  - ReLU:\n    from: x\n  - name: [1]\n    ReLU:\n", (4, "reference"), "'x'"),
+    # a symbol is an ASCII name: Python's parser would read `Tﬁ` as `Tfi`, another symbol
+    ("input: [Tﬁ, 4]\n" + L, (1, "invalid-input"), "Tﬁ"),
+    # a symbolic size grown beyond any tensor for every value of L (L*3^39), instead of a text of thousands of digits
+    ("input: [2, L]\nlayers:\n" + "  - ConvTranspose1d: {out_channels: 2, kernel_size: 3, stride: 3}\n" * 50,
+     (42, "limit"), "for any value of its symbols"),
 ]
+
+
+def block(expr: str, args: str = "{c: 8}") -> str:
+    """A spec whose block computes Linear's out_features from its argument c (line 6, column 32)."""
+    return f"input: [4]\nblocks:\n  b:\n    args: {args}\n    layers:\n      - Linear: {{out_features: {expr}}}\n" \
+        "layers: [b]\n"
+
+
+# block arithmetic: every bound said at the expression's line and column, once (not again as the argument)
+EXPRESSIONS = [
+    (block(" + ".join(["c"] * 5000)), "limit", "more than 100 numbers, names and operators"),
+    (block("-" * 3000 + "c"), "limit", "more than 100"),
+    (block("(" * 50 + "c" + ")" * 50), "limit", "more than 16 deep"),
+    (block("c ** -1", "{c: 0.0}"), "invalid-argument", "divides by zero"),
+    (block("c // 0"), "invalid-argument", "divides by zero"),
+    (block("c % (c - 8)"), "invalid-argument", "divides by zero"),
+    (block("(-c) ** 0.5"), "invalid-argument", "no real value"),
+    (block("c * 1e308"), "limit", "2**63 - 1"),
+    (block("c * c * c * c * c * c * c * c", "{c: 4294967296}"), "limit", "2**63 - 1"),
+    (block("c * 2", "{c: 100000000000000000000}"), "limit", "2**63 - 1"),
+    (block("c * 2", "{c: .nan}"), "invalid-argument", "computes nan"),
+    (block("min(c)"), "invalid-argument", "min takes 2 or more values, got 1"),
+    (block("c / 3"), "invalid-argument", "cannot be 2.6666666666666665"),  # a size from a fraction
+    (block("c - 100"), "invalid-argument", "cannot be -92"),
+]
+
+
+@pytest.mark.parametrize("text, code, word", EXPRESSIONS, ids=[e[2] for e in EXPRESSIONS])
+def test_block_arithmetic_is_bounded(text: str, code: str, word: str) -> None:
+    checked = dlspec.check(dlspec.loads(text, "spec.yaml"))
+    said = [(d.line, d.column, str(d.code)) for d in checked.diagnostics]
+    assert said == [(6, 32, code)] and word in checked.diagnostics[0].message, checked.diagnostics
 
 
 @pytest.mark.parametrize("text, first, word", CASES, ids=[c[2] for c in CASES])
@@ -154,6 +219,58 @@ def test_bombs_are_refused_before_they_expand() -> None:
     """The expansion is counted before anything is built: the calls stay within BOMB_CALLS."""
     for name, budget in BOMB_CALLS.items():
         assert within(budget, diagnose, BOMBS[name])[0][1] == "limit", name
+
+
+# work a size used to drive: each took minutes (or all memory) before it was bounded; run in a process under a
+# memory limit, its only clock the generous timeout that keeps a regression from hanging the suite
+HANGS = {
+    "a power computed in full": (block("c ** 10 ** 10", "{c: 2}"), "limit", "2**63 - 1"),
+    "round to a billion digits": (block('"round(c, -1000000000)"'), "invalid-argument", "round's digits"),
+    "GroupNorm divisors of a prime": ("input: [2147483647, 4]\nlayers:\n  - GroupNorm: {num_groups: 2}\n", "groups",
+                                      "divisors of 2147483647: 1, 2147483647"),
+    "attention divisors of a prime": ("input: [T, 2147483629]\nlayers:\n  - MultiheadAttention: {num_heads: 2, "
+                                      "batch_first: true}\n", "groups", "divisors of 2147483629: 1, 2147483629"),
+    "encoder divisors of a prime": ("input: [T, 2147483647]\nlayers:\n  - TransformerEncoderLayer: {nhead: 4, "
+                                    "batch_first: true}\n", "groups", "divisors of 2147483647: 1, 2147483647"),
+    "expect read by backtracking": ("input: [4]\nlayers:\n  - ReLU:\n    expect: 1@" + "2x" * 200 + "!\n",
+                                    "invalid-argument", "cannot read expect"),
+    "a symbolic size grown by fractional upsampling": ("input: [2, L]\nlayers:\n" + "  - Upsample: {scale_factor: "
+                                                      "1.5}\n" * 300, "limit", "more than the 500"),
+    "a long text repeated by aliases": ("x: &x " + "y" * 1_000_000 + "\ninput: [4]\nlayers:\n"
+                                        + "  - Linear: {out_features: *x}\n" * 3000, "limit", "per 80 characters"),
+    "one line of 20,000 layers shown under each of its errors": ("input: [4]\nlayers: [" + ", ".join(
+        ["Linear: x"] * 20_000) + "]\n", "invalid-argument", "2 | …"),
+    "a block argument scanned quadratically": ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers: [{Linear: c}]"
+                                               "\nlayers:\n  - b: {c: " + "x" * 200_000 + "}\n", "invalid-argument",
+                                               "cannot be"),
+}
+
+
+@pytest.mark.parametrize("name", list(HANGS))
+def test_size_driven_work_is_bounded(tmp_path: Path, name: str) -> None:
+    text, code, word = HANGS[name]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text, encoding="utf-8")
+    program = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))
+        from dlspec.cli import main
+        sys.exit(main(["check", {str(spec)!r}]))
+    """)
+    p = run_or_hang([sys.executable, "-c", program], timeout=120, capture_output=True, text=True)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"error[{code}]" in p.stdout and word in p.stdout, p.stdout[-3000:]
+
+
+def test_messages_about_a_long_value_are_short() -> None:
+    """A long text given to a block that uses it in 200 layers: each message shows it shortened (a megabyte in
+    each of them was 200 MB of messages)."""
+    text = ("input: [4]\nblocks:\n  b:\n    args: {c: 8}\n    layers:\n" + "      - Linear: c\n" * 200
+            + "layers:\n  - b: {c: " + "x" * 100_000 + "}\n")
+    checked = dlspec.check(dlspec.loads(text, "spec.yaml"))
+    assert len(checked.errors) == 200 and all("x…x" in d.message for d in checked.errors)
+    assert max(len(d.message) + sum(len(n) for n in d.notes) for d in checked.errors) < 500
+    assert "b(c=xxx" in render_text(checked)
 
 
 # --- (c) the fuzz test -------------------------------------------------------------------------------------

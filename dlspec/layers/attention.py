@@ -24,8 +24,7 @@ def attention(dim_arg: str, heads_arg: str) -> Any:
         if c.a[dim_arg] % h:
             raise c.fail(codes.GROUPS, f"{c.item.entry.name} {heads_arg} {h} does not divide {dim_arg} {c.a[dim_arg]}",
                          arg=heads_arg, help=f"pick {heads_arg} among the divisors of {c.a[dim_arg]}: "
-                         + ", ".join(str(d) for d in range(1, c.a[dim_arg] + 1) if c.a[dim_arg] % d == 0),
-                         recover=x)
+                         f"{dims.divisors(c.a[dim_arg], h)}", recover=x)
         return x.with_shape(x.shape, "sequence")
     return infer
 
@@ -140,8 +139,7 @@ def _heads(c: Ctx, dim_arg: str, heads_arg: str, x: TT) -> None:
     h, e = c.a[heads_arg], c.a[dim_arg]
     if e % h:
         raise c.fail(codes.GROUPS, f"{c.item.entry.name} {heads_arg} {h} does not divide {dim_arg} {e}", arg=heads_arg,
-                     help=f"pick {heads_arg} among the divisors of {e}: "
-                     + ", ".join(str(k) for k in range(1, e + 1) if e % k == 0), recover=x)
+                     help=f"pick {heads_arg} among the divisors of {e}: {dims.divisors(e, h)}", recover=x)
 
 
 def _tdl_params(a: dict[str, Any]) -> int:

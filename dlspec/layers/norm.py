@@ -111,6 +111,10 @@ for _n in (1, 2, 3):
 
 def _layernorm(c: Ctx, x: TT) -> TT:
     c.float_input()
+    if not x.shape:  # torch would take the batch for the features and mix the samples
+        raise c.fail(codes.RANK, f"{c.item.entry.name} normalises the last dimension of each sample but receives "
+                     f"{dims.fmt_shape(x.shape)}, one value per sample", notes=[c.origin()],
+                     help="normalise before the layer that reduces each sample to one value", recover=x)
     if c.written("normalized_shape"):
         ns = c.a["normalized_shape"]
         ns = tuple(ns) if isinstance(ns, (list, tuple)) else (ns,)
@@ -159,8 +163,7 @@ def _groupnorm(c: Ctx, x: TT) -> TT:
     g, ch = c.a["num_groups"], c.a["num_channels"]
     if ch % g:
         raise c.fail(codes.GROUPS, f"GroupNorm num_groups {g} does not divide num_channels {ch}", arg="num_groups",
-                     help="pick num_groups among the divisors of " + str(ch) + ": "
-                     + ", ".join(str(d) for d in range(1, ch + 1) if ch % d == 0), recover=x)
+                     help=f"pick num_groups among the divisors of {ch}: {dims.divisors(ch, g)}", recover=x)
     return x
 
 

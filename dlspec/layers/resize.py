@@ -153,7 +153,7 @@ def _channel_shuffle(c: Ctx, x: TT) -> TT:
     g, ch = c.a["groups"], x.shape[0]
     if isinstance(ch, int) and ch % g:
         raise c.fail(codes.GROUPS, f"ChannelShuffle groups {g} does not divide the {ch} channels", arg="groups",
-                     notes=[c.origin()], help=f"pick groups among the divisors of {ch}")
+                     notes=[c.origin()], help=f"pick groups among the divisors of {ch}: {dims.divisors(ch, g)}")
     return x
 
 

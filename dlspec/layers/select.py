@@ -123,7 +123,16 @@ def _dims_text(d: Any) -> str:
 
 def _reduce(c: Ctx, x: TT) -> TT:
     d = c.a["dim"]
-    axes = sorted({_axis(c, x, k) for k in (d if isinstance(d, (list, tuple)) else [d])})
+    seen: dict[int, int] = {}  # axis -> the dim written for it
+    for k in d if isinstance(d, (list, tuple)) else [d]:
+        i = _axis(c, x, k)
+        if i in seen:  # torch: "dim 1 appears multiple times in the list of dims"
+            same = f"names dim {k} twice" if k == seen[i] else f"names one dimension twice: {seen[i]} and {k} are " \
+                f"both dim {i + 1} of the {len(x.shape) + 1}-D input {dims.fmt_shape(x.shape)}"
+            raise c.fail(codes.INVALID_ARGUMENT, f"{c.item.entry.name} dim {list(d)} {same}", arg="dim",
+                         notes=[c.origin()], help="name each dimension once (torch refuses a dimension named twice)")
+        seen[i] = k
+    axes = sorted(seen)
     if c.a["keepdim"]:
         shp = tuple(1 if j in axes else s for j, s in enumerate(x.shape))
     else:
