@@ -69,6 +69,9 @@ class Int(Kind):
         return None
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: torch holds a layer's number in a float32 tensor
+
+
 class Float(Kind):
     def __init__(self, min: float | None = None, max: float | None = None, open_min: bool = False):
         self.min, self.max, self.open_min = min, max, open_min
@@ -88,6 +91,9 @@ class Float(Kind):
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
             return f"must be {self.text}"
+        if abs(v) > FLOAT32_MAX:  # torch turns it into a float32 scalar, and fails mid-run ("without overflow")
+            return f"must be a number float32 holds (at most {FLOAT32_MAX:.4g} in size): torch computes with it in " \
+                   "float32"
         return None
 
     def normalize(self, v: Any) -> Any:

@@ -67,6 +67,7 @@ CASES = [
     ("input: [1, 8, 8]\nlayers: [{Upsample: {scale_factor: .inf}}]\n", (2, "invalid-argument"), "inf"),
     ("input: [1, 8, 8]\nlayers: [{Upsample: {scale_factor: .nan}}]\n", (2, "invalid-argument"), "nan"),
     ("input: [1, 8, 8]\nlayers: [{Upsample: {scale_factor: 1e308}}]\n", (2, "invalid-argument"), "1e+308"),
+    ("input: [4]\nlayers: [{LeakyReLU: 1e308}]\n", (2, "invalid-argument"), "negative_slope cannot be 1e+308"),  # fuzz
     ("input: [4]\nblocks:\n  1: [ReLU]\nlayers: [Relu2]\n", (3, "spec-structure"), "block name 1"),
     ("input: [4]\nlayers: &l [ReLU, {Sequential: *l}]\n", (2, "yaml-syntax"), "contains the alias itself"),
     ("input: [4]\nlayers:\n  - ReLU:\n    repeat: 2147483647\n", (4, "limit"), "2,147,483,647"),
