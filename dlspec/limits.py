@@ -21,7 +21,8 @@ import os
 from dataclasses import dataclass
 
 
-def _env(name: str, default: int) -> int:
+def env_bound(name: str, default: int) -> int:
+    """A bound from the environment variable `name` (a positive integer; anything else is ignored), else `default`."""
     try:
         value = int(os.environ.get(name, ""))
     except ValueError:
@@ -44,14 +45,14 @@ class Limits:
 def current() -> Limits:
     """The bounds in force: the defaults, or the environment's DLSPEC_MAX_* values."""
     return Limits(
-        spec_bytes=_env("DLSPEC_MAX_SPEC_BYTES", 4 * 2**20),
-        yaml_nodes=_env("DLSPEC_MAX_YAML_NODES", 1_000_000),
-        yaml_alias_nodes=_env("DLSPEC_MAX_YAML_ALIAS_NODES", 20_000),
-        yaml_depth=_env("DLSPEC_MAX_YAML_DEPTH", 200),
-        layer_depth=_env("DLSPEC_MAX_LAYER_DEPTH", 64),
-        layers=_env("DLSPEC_MAX_LAYERS", 100_000),
-        warn_params=_env("DLSPEC_WARN_PARAMS", 2_000_000_000),
-        warn_activations=_env("DLSPEC_WARN_ACTIVATIONS", 1_000_000_000),
+        spec_bytes=env_bound("DLSPEC_MAX_SPEC_BYTES", 4 * 2**20),
+        yaml_nodes=env_bound("DLSPEC_MAX_YAML_NODES", 1_000_000),
+        yaml_alias_nodes=env_bound("DLSPEC_MAX_YAML_ALIAS_NODES", 20_000),
+        yaml_depth=env_bound("DLSPEC_MAX_YAML_DEPTH", 200),
+        layer_depth=env_bound("DLSPEC_MAX_LAYER_DEPTH", 64),
+        layers=env_bound("DLSPEC_MAX_LAYERS", 100_000),
+        warn_params=env_bound("DLSPEC_WARN_PARAMS", 2_000_000_000),
+        warn_activations=env_bound("DLSPEC_WARN_ACTIVATIONS", 1_000_000_000),
     )
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .limits import _env
+from .limits import env_bound
 from .safeio import FileRefused, open_input, shown
 
 ARRAY_DIMS = 32  # dimensions of an .npy array (numpy 1's own bound)
@@ -68,13 +68,13 @@ ENV = {"image_pixels": "DLSPEC_MAX_IMAGE_PIXELS", "array_bytes": "DLSPEC_MAX_ARR
 def bounds() -> Bounds:
     """The bounds in force: the defaults, or the environment's DLSPEC_MAX_* values."""
     return Bounds(
-        image_pixels=_env(ENV["image_pixels"], 1 << 26),
-        array_bytes=_env(ENV["array_bytes"], 1 << 32),
-        csv_bytes=_env(ENV["csv_bytes"], 1 << 30),
-        csv_rows=_env(ENV["csv_rows"], 10_000_000),
-        csv_columns=_env(ENV["csv_columns"], 100_000),
-        text_bytes=_env(ENV["text_bytes"], 1 << 28),
-        folder_files=_env(ENV["folder_files"], 1_000_000),
+        image_pixels=env_bound(ENV["image_pixels"], 1 << 26),
+        array_bytes=env_bound(ENV["array_bytes"], 1 << 32),
+        csv_bytes=env_bound(ENV["csv_bytes"], 1 << 30),
+        csv_rows=env_bound(ENV["csv_rows"], 10_000_000),
+        csv_columns=env_bound(ENV["csv_columns"], 100_000),
+        text_bytes=env_bound(ENV["text_bytes"], 1 << 28),
+        folder_files=env_bound(ENV["folder_files"], 1_000_000),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import pictures, safeio
+from . import limits, pictures, safeio
 
 # Options that do not change the training trajectory: a run may be resumed with them changed.
 NOT_HASHED = (("name",), ("description",), ("train", "epochs"), ("train", "device"), ("train", "eval_every"),
@@ -188,11 +188,9 @@ CHECKPOINT_ENV = {"pickle": "DLSPEC_MAX_CHECKPOINT_PICKLE", "depth": "DLSPEC_MAX
 def checkpoint_bounds(size: int = 0) -> dict[str, int]:
     """The bounds in force for a checkpoint file of `size` bytes: the defaults, or the environment's
     DLSPEC_MAX_CHECKPOINT_* values."""
-    from .limits import _env
-
-    return {"pickle": _env(CHECKPOINT_ENV["pickle"], CHECKPOINT_PICKLE),
-            "depth": _env(CHECKPOINT_ENV["depth"], CHECKPOINT_DEPTH),
-            "bytes": 2 * size + _env(CHECKPOINT_ENV["bytes"], CHECKPOINT_EXTRA)}
+    return {"pickle": limits.env_bound(CHECKPOINT_ENV["pickle"], CHECKPOINT_PICKLE),
+            "depth": limits.env_bound(CHECKPOINT_ENV["depth"], CHECKPOINT_DEPTH),
+            "bytes": 2 * size + limits.env_bound(CHECKPOINT_ENV["bytes"], CHECKPOINT_EXTRA)}
 
 
 def _children(x: Any) -> Any:
