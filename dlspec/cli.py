@@ -54,8 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 1
         if why:
             print(f"dlspec check: {why}", file=sys.stderr)
-            return 2
-        print(f"wrote {safeio.shown(args.diagram)} ({how})", file=sys.stderr)
+            if results[0].ok:
+                return 2
+        else:
+            print(f"wrote {safeio.shown(args.diagram)} ({how})", file=sys.stderr)
     if args.format == "dot":
         from .diagram import to_dot
 

@@ -174,6 +174,8 @@ def render(checked: Checked, path: str) -> tuple[str | None, str]:
         return (f"--diagram {shown(path)}: the file must end in .svg, .png or .pdf (or use --format dot for the "
                 "text)"), ""
     w = _write(checked)
+    if not w.nodes:  # a spec that did not read (its errors say why): nothing to draw
+        return "no diagram: the spec has no input or layer to draw", ""
     exe = shutil.which("dot")
     if exe is None:
         try:

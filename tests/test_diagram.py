@@ -95,3 +95,16 @@ def test_without_graphviz_matplotlib_draws_the_same_graph(name: str, tmp_path: P
     assert set(w.nodes) == set(nodes) and {(a, b) for a, b, _ in w.edges} == edges
     layer = diagram.layers_of(w)
     assert all(layer[a] < layer[b] for a, b in edges)
+
+
+@pytest.mark.parametrize("text", ["# nothing but a comment\n", "input: [4\n", "layers: [ReLU]\n"])
+def test_a_spec_that_does_not_read_has_no_diagram_and_its_errors_are_said(text: str, tmp_path: Path, capsys) -> None:
+    """(found by tests/fuzz.py: an empty graph made the matplotlib layout fail, exit 70)"""
+    from dlspec.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(text, encoding="utf-8")
+    rc = main(["check", str(spec), "--diagram", str(tmp_path / "d.png")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "no diagram: the spec has no input or layer to draw" in err and "error[" in out
+    assert not (tmp_path / "d.png").exists()
