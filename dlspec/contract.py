@@ -112,7 +112,7 @@ def check_contract(checked: Checked, facts: DataFacts, loss: str | None, loss_pa
                 help=f"write input: {{shape: {ss}, dtype: long}} and start with an Embedding, or use one_hot encoding")
         else:
             err(codes.DTYPE, f"{facts.name} gives float features but the spec's input is integer ids", ("input",),
-                help=f"write input: {ss} (float), or use ids encoding in train.data")
+                help=f"write input: {ss} (float), or " + (facts.ids_help or "give the data as integer ids"))
         return diags, symbols
     if checked.output is None or loss_name is None or not checked.rows:
         return diags, symbols

@@ -32,11 +32,67 @@ class DataError(Exception):
 
 @dataclass
 class Split:
+    """One split of a data set: the samples `x` and targets `y` every task reads, and the named per-sample fields
+    a spec's `inputs:` can read besides (a text's `lengths` and `padding_mask`, a CSV's column groups).
+
+    Every tensor has the N samples first.  `aliases` gives x and y other names (a text's `tokens` are its x, a
+    labelled image's `label` its y): the same tensor, no copy.  `padded` names the fields (and "x") that are
+    right-padded along their first per-sample axis to the data set's max_length; `fields["lengths"]` holds each
+    sample's real length, and `batch` cuts them to the longest sample of the batch."""
+
     x: Any  # torch.Tensor (N, *sample_shape), float32 (or int64 ids)
     y: Any  # torch.Tensor: (N,) int64 class ids, or (N, *target_shape) float32 / int64
+    fields: dict[str, Any] = field(default_factory=dict)  # name -> torch.Tensor (N, *shape): more per-sample values
+    aliases: dict[str, str] = field(default_factory=dict)  # name -> "x" or "y": another name of the samples/targets
+    padded: tuple[str, ...] = ()  # "x" and field names padded along axis 1; their lengths in fields["lengths"]
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def names(self) -> list[str]:
+        """Every name `get` answers: x, y, the aliases, the fields."""
+        return ["x", "y", *self.aliases, *self.fields]
+
+    def get(self, name: str) -> Any:
+        """The whole tensor of one name (KeyError for a name the split does not have)."""
+        name = self.aliases.get(name, name)
+        if name == "x":
+            return self.x
+        if name == "y":
+            return self.y
+        return self.fields[name]
+
+    def take(self, index: Any) -> Split:
+        """The samples at `index` (a tensor of indices or a mask), every field with them, aliases and padding kept."""
+        return Split(self.x[index], self.y[index], {k: v[index] for k, v in self.fields.items()}, dict(self.aliases),
+                     self.padded)
+
+    def to(self, device: Any) -> Split:
+        return Split(self.x.to(device), self.y.to(device), {k: v.to(device) for k, v in self.fields.items()},
+                     dict(self.aliases), self.padded)
+
+    def batch(self, index: Any, names: list[str] | None = None, trim: bool = True) -> dict[str, Any]:
+        """The named tensors (default: every name) of the samples at `index`; with `trim`, the padded ones cut to
+        the batch's longest sample (at least 1 step), so a batch of short texts does not carry max_length padding.
+
+        The cut reads the lengths of the batch (a device-to-host copy on a GPU), so its shape varies from batch to
+        batch: a step that is captured as a CUDA graph takes trim=False."""
+        names = self.names() if names is None else names
+        cut = None
+        if trim and any(self.aliases.get(n, n) in self.padded for n in names):
+            cut = max(1, int(self.fields["lengths"][index].max()))
+        out = {}
+        for n in names:
+            t = self.get(n)[index]
+            out[n] = t[:, :cut] if cut is not None and self.aliases.get(n, n) in self.padded else t
+        return out
+
+
+def dtype_name(t: Any) -> str:
+    """A tensor's dtype in the spec's words: float, long (integers) or bool."""
+    if t.is_floating_point():
+        return "float"
+    return "bool" if str(t.dtype) == "torch.bool" else "long"
 
 
 @dataclass
@@ -64,7 +120,7 @@ class Bundle:
     task: str  # "classification" | "regression"
     num_classes: int | None = None
     classes: list[str] | None = None  # class names, when known
-    vocab: list[str] | None = None  # char_text: the characters, id order
+    vocab: list[str] | None = None  # char_text: the characters; text_classes: the tokens (0 <pad>, 1 <unk>); id order
     info: dict[str, Any] = field(default_factory=dict)  # what was loaded from where (for summary.json)
     pixels: Pixels | None = None  # set: train.x / test.x are uint8 images still to be materialized
 
@@ -79,6 +135,31 @@ class Bundle:
     @property
     def x_dtype(self) -> str:
         return "long" if not self.train.x.is_floating_point() else "float"
+
+    def field_facts(self) -> dict[str, FieldFacts]:
+        """DataFacts.fields of the data as loaded: each alias and field's per-sample shape and dtype."""
+        t = self.train
+        out = {n: FieldFacts(tuple(int(d) for d in t.get(n).shape[1:]), dtype_name(t.get(n)), t.aliases[n],
+                             t.aliases[n] in t.padded) for n in t.aliases}
+        out.update({n: FieldFacts(tuple(int(d) for d in v.shape[1:]), dtype_name(v), None, n in t.padded)
+                    for n, v in t.fields.items()})
+        return out
+
+
+@dataclass(frozen=True)
+class FieldFacts:
+    """One named per-sample value a data set feeds (what a spec's `inputs:` entry of that name reads).
+
+    shape is per sample (() for one value per sample, a None size not known without reading the data; None
+    for the whole shape); dtype is "float", "long" or "bool".  `of` says it is the samples ("x") or the targets
+    ("y") under another name.  `padded`: right-padded along its first axis to the shape's size, and cut per
+    batch to the batch's longest sample (Split.batch): a spec reads it with a symbol there, e.g. [T]."""
+
+    shape: tuple[int | None, ...] | None
+    dtype: str | None
+    of: str | None = None  # "x" | "y" | None
+    padded: bool = False
+    doc: str = ""
 
 
 @dataclass
@@ -97,6 +178,26 @@ class DataFacts:
     task: str | None  # "classification" | "regression"
     num_classes: int | None
     can_reshape: bool = True  # the dataset has a `shape:` option that reshapes its samples
+    # the named fields a spec's `inputs:` can read, besides x and y (which every data set has), by name
+    fields: dict[str, FieldFacts] = field(default_factory=dict)
+    ids_help: str | None = None  # the help when a spec reads integer ids and this data gives float features
+
+    def field_of(self, name: str) -> FieldFacts | None:
+        """The facts of one name: "x", "y" or one of `fields` (None for a name the data set does not feed)."""
+        if name == "x":
+            return FieldFacts(self.sample_shape, self.x_dtype)
+        if name == "y":
+            return FieldFacts(self.target_shape, self.target_dtype)
+        return self.fields.get(name)
+
+
+def labelled_images(sample_shape: tuple[int | None, ...] | None) -> dict[str, FieldFacts]:
+    """The fields of a labelled image data set: `image` (its x) and `label` (its y), for conditional models."""
+    return {"image": FieldFacts(sample_shape, "float", "x", doc="the image, as x"),
+            "label": FieldFacts((), "long", "y", doc="the class id, as y (an input of a conditional model)")}
+
+
+IMAGE_ALIASES = {"image": "x", "label": "y"}
 
 
 @dataclass
@@ -141,8 +242,8 @@ def data_root(cli_root: str | None = None) -> str:
     return cli_root or os.environ.get("DLSPEC_DATA") or "data"
 
 
-__all__ = ["Arg", "Bool", "Int", "Seed", "SEED_MAX", "Bundle", "Split", "DataError", "DataFacts", "DatasetType", "DATASETS", "register",
-           "data_root", "reshaped"]
+__all__ = ["Arg", "Bool", "Int", "Seed", "SEED_MAX", "Bundle", "Split", "DataError", "DataFacts", "FieldFacts", "DatasetType",
+           "DATASETS", "register", "data_root", "reshaped", "labelled_images", "IMAGE_ALIASES", "dtype_name"]
 
 
 def reshaped(shape: tuple[int, ...], to: Any) -> tuple[int | None, ...]:
@@ -167,7 +268,8 @@ def float_bytes(b: Bundle) -> int:
     """The bytes of the training and test samples once they are float32 (and the targets)."""
     xs = sum(4 * t.x.nelement() if b.pixels is not None else t.x.element_size() * t.x.nelement()
              for t in (b.train, b.test))
-    return xs + sum(t.y.element_size() * t.y.nelement() for t in (b.train, b.test))
+    fields = sum(v.element_size() * v.nelement() for t in (b.train, b.test) for v in t.fields.values())
+    return xs + fields + sum(t.y.element_size() * t.y.nelement() for t in (b.train, b.test))
 
 
 def materialize(b: Bundle, device: Any) -> Bundle:
@@ -189,7 +291,10 @@ def materialize(b: Bundle, device: Any) -> Bundle:
             f.div_(torch.tensor(p.std, dtype=torch.float32, device=f.device).reshape(view))
         return f.reshape(len(f), *p.shape) if p.shape is not None else f
 
-    b.train = Split(convert(b.train.x), b.train.y.to(device))
-    b.test = Split(convert(b.test.x), b.test.y.to(device))
+    def moved(t: Split) -> Split:
+        return Split(convert(t.x), t.y.to(device), {k: v.to(device) for k, v in t.fields.items()}, dict(t.aliases),
+                     t.padded)
+
+    b.train, b.test = moved(b.train), moved(b.test)
     b.pixels = None
     return b

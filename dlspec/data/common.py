@@ -164,6 +164,24 @@ def find_path(path: str, root: str, what: str, arg: str = "path", folder: bool =
                          "(--data-root, $DLSPEC_DATA, else ./data)")
 
 
+def column_index(path: str, names: list[str] | None, ref: Any, width: int, what: str) -> int:
+    """The 0-based index of a column given by name (from the header row `names`) or by index (-1 = last)."""
+    if isinstance(ref, int):
+        j = ref + width if ref < 0 else ref
+        if not 0 <= j < width:
+            raise DataError(f"{path} has {width} columns, no column {ref}", arg=what,
+                            help=f"columns are numbered 0 .. {width - 1} (or -1 for the last)")
+        return j
+    if names is None:
+        raise DataError(f"{what} '{ref}' is a column name but {path} has no header row", arg=what,
+                        help="give a column number (0-based, -1 = last), or set header: true")
+    if ref not in names:
+        hint = did_you_mean(ref, names)
+        raise DataError(f"{path} has no column '{ref}'", arg=what,
+                        help=f"did you mean '{hint}'?" if hint else "columns: " + ", ".join(names))
+    return names.index(ref)
+
+
 def subset_indices(name: str, n_train: int, n_test: int, subset: dict[str, int] | None, seed: int) -> tuple[Any, Any]:
     """Indices for `subset: {train: N, test: M}`: the first N (M) after a shuffle seeded with `seed`.
 
@@ -287,12 +305,79 @@ def reshape_samples(name: str, x: Any, shape: Any, arg: str = "shape") -> Any:
     return x.reshape((x.shape[0],) + shape)
 
 
-def make_split(x: Any, y: Any) -> Split:
-    """numpy arrays -> a Split of torch tensors (sharing memory where the dtype already fits)."""
+# --- folders of files (image_folder, text_classes) -----------------------------------------------------
+
+FOLDER_DEPTH = 64  # folders inside a class folder, one inside the other
+
+
+def regular(path: str) -> bool:
+    """Whether path is a regular file (after symbolic links): a FIFO, a device or a socket is never opened."""
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def count_files(folder: str, n: int, noun: str) -> None:
+    """DataError when a folder tree holds more than the folder-files bound of `noun` (images, text files)."""
+    from ..readers import bound_words, bounds
+
+    limit = bounds().folder_files
+    if n > limit:
+        raise DataError(f"'{folder}' holds more than {limit:,} {noun}, " + bound_words("folder_files", "a folder"),
+                        arg="path", help=f"use a subset of the folder (a folder of fewer {noun})")
+
+
+def files_below(d: str, folder: str, before: int, extensions: tuple[str, ...], name: str, noun: str) -> list[str]:
+    """The files ending in one of `extensions` anywhere below the class folder d, in os.walk(followlinks=True)'s
+    sorted order (as torchvision's scan): regular files only, a folder reached again through a symbolic link (a
+    loop) entered once, at most FOLDER_DEPTH folders deep and the folder-files bound counted with the `before`
+    found.  `name` (the data set) and `noun` (what the files are) word its refusals."""
+
+    def unreadable(e: OSError) -> None:  # os.walk's onerror: a folder it cannot read is an error, not fewer files
+        raise DataError(f"{name}: {'permission denied: ' if isinstance(e, PermissionError) else ''}cannot read the "
+                        f"folder '{e.filename}'" + ("" if isinstance(e, PermissionError) else f" ({e.strerror or e})"),
+                        arg="path", help="give this user read and enter permission (chmod u+rx), or use a copy it can "
+                                         "read")
+
+    out = []
+    seen: set[tuple[int, int]] = set()
+    top = d.rstrip(os.sep).count(os.sep)
+    for dirpath, dirnames, files in os.walk(d, followlinks=True, onerror=unreadable):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if dirpath.count(os.sep) - top >= FOLDER_DEPTH:
+            raise DataError(f"'{dirpath}' is more than {FOLDER_DEPTH} folders below '{d}', the bound for {name}",
+                            arg="path", help=f"{name} reads FOLDER/<class>/<file>: move the {noun} up")
+        dirnames.sort()
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            if f.lower().endswith(extensions) and regular(p):
+                out.append(p)
+        count_files(folder, before + len(out), noun)
+    return out
+
+
+def make_split(x: Any, y: Any, fields: dict[str, Any] | None = None, aliases: dict[str, str] | None = None,
+               padded: tuple[str, ...] = ()) -> Split:
+    """numpy arrays -> a Split of torch tensors (sharing memory where the dtype already fits); `fields` are more
+    per-sample arrays by name, `aliases` other names of x and y (see Split)."""
     import numpy as np
     import torch
 
-    return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+    def tensor(a: Any) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    return Split(tensor(x), tensor(y), {k: tensor(v) for k, v in (fields or {}).items()}, dict(aliases or {}), padded)
 
 
 def import_optional(module: str, dataset: str, package: str = "torchvision") -> Any:

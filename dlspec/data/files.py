@@ -7,23 +7,26 @@ imported inside the loaders only.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
 from ..diagnostics import did_you_mean
 from ..readers import ArrayHeader, CsvReader, ReadError, is_number, opened, read_npz
 from ..registry import Arg, Bool, Choice, Float, Int, IntList, Kind, OneOf, Optional_
-from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
+from .base import Bundle, DataError, DataFacts, DatasetType, FieldFacts, Seed, register
 from .common import (
     Normalize,
     Text,
     check_memory,
+    column_index,
     find_path,
     make_split,
     normalize_arrays,
     reshape_samples,
     resolve,
     split_fraction,
+    subset_indices,
     take_subset,
 )
 
@@ -238,7 +241,8 @@ register(DatasetType(
     _load_npz,
     # the arrays' shapes are known once the file is read; what the options fix is known before
     facts=lambda a: DataFacts("npz", tuple(a["shape"]) if a["shape"] and -1 not in a["shape"] else None, a["dtype"],
-                              None, None, a["task"], None),
+                              None, None, a["task"], None, ids_help="write `dtype: long` under train.data (integer "
+                              "arrays as token ids)"),
     doc="arrays from a .npz file by key (x_train, y_train, x_test, y_test)"))
 
 
@@ -255,6 +259,40 @@ class Columns(Kind):
             return (isinstance(c, str) and bool(c)) or (isinstance(c, int) and not isinstance(c, bool))
 
         return None if isinstance(v, list) and v and all(ok(c) for c in v) else f"must be {self.text}"
+
+
+GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+class Groups(Kind):
+    """{name: [columns]} or {name: {columns: [...], dtype: long}}: named column groups, each a field of its own."""
+
+    text = "a mapping {name: [columns]} (or {name: {columns: [...], dtype: float or long}})"
+
+    def check(self, v: Any) -> str | None:
+        if not isinstance(v, dict) or not v:
+            return f"must be {self.text}"
+        for name, cols in v.items():
+            if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+                return f"has the group name {name!r}: a name is letters, digits and _ (at most 64, not starting " \
+                       "with a digit)"
+            if name in ("x", "y"):
+                return f"has the group name '{name}', the name of the samples (x) or targets (y): choose another"
+            if isinstance(cols, dict):
+                extra = [k for k in cols if k not in ("columns", "dtype")]
+                if extra or "columns" not in cols or cols.get("dtype", "float") not in ("float", "long"):
+                    return f"has a group '{name}' that is not {{columns: [...], dtype: float or long}}"
+                cols = cols["columns"]
+            if Columns().check(cols) is not None:
+                return f"has a group '{name}' that is not a list of column names or indices"
+        return None
+
+    def normalize(self, v: Any) -> Any:
+        """{name: (columns, dtype)}."""
+        if v is None:
+            return None
+        return {n: (list(c["columns"]), c.get("dtype", "float")) if isinstance(c, dict) else (list(c), "float")
+                for n, c in v.items()}
 
 
 class Delimiter(Kind):
@@ -281,23 +319,6 @@ def _has_header(rows: list[tuple[int, list[str]]], header: Any) -> bool:
                                                          for j in range(len(first)))
 
 
-def _column(path: str, names: list[str] | None, ref: Any, width: int, what: str) -> int:
-    if isinstance(ref, int):
-        j = ref + width if ref < 0 else ref
-        if not 0 <= j < width:
-            raise DataError(f"{path} has {width} columns, no column {ref}", arg=what,
-                            help=f"columns are numbered 0 .. {width - 1} (or -1 for the last)")
-        return j
-    if names is None:
-        raise DataError(f"{what} '{ref}' is a column name but {path} has no header row", arg=what,
-                        help="give a column number (0-based, -1 = last), or set header: true")
-    if ref not in names:
-        hint = did_you_mean(ref, names)
-        raise DataError(f"{path} has no column '{ref}'", arg=what,
-                        help=f"did you mean '{hint}'?" if hint else "columns: " + ", ".join(names))
-    return names.index(ref)
-
-
 def _not_finite(path: str, line: int, column: str, cell: str, arg: str) -> DataError:
     return DataError(f"{path} line {line}, {column}: {cell!r} is not a finite number", arg=arg,
                      help="fix or remove that row: nan and infinite values (or values beyond float32, about 3.4e38) "
@@ -311,28 +332,64 @@ def _finite_number(s: str) -> bool:
         return False
 
 
-def _read_split(reader: CsvReader, p: str, arg: str, a: dict[str, Any]) -> tuple[Any, list[tuple[int, str]], list[str],
-                                                                                str]:
-    """One CSV file's features (float32, rows × features), its (line, target cell) pairs, the feature names
-    and the target's: the header and the columns decided from its first rows, then every row streamed."""
+def _read_split(reader: CsvReader, p: str, arg: str, a: dict[str, Any]
+                ) -> tuple[Any, list[tuple[int, str]], list[str], str, dict[str, Any]]:
+    """One CSV file's features (rows × features), its (line, target cell) pairs, the feature names, the
+    target's, and each column group's values (rows × its columns): the header and the columns decided from its
+    first rows, then every row streamed.  float32, or float64 where a column is read as whole numbers."""
     rows = reader.head
-    by_name = [c for c in [a["target"], *(a["features"] or [])] if isinstance(c, str)]
+    groups = a["groups"] or {}
+    by_name = [c for c in [a["target"], *(a["features"] or []), *(c for g in groups.values() for c in g[0])]
+               if isinstance(c, str)]
     header = _has_header(rows, a["header"]) or (a["header"] == "auto" and bool(by_name) and
                                                 all(c in rows[0][1] for c in by_name))
     names = rows[0][1] if header else None
     if header and len(rows) == 1:
         raise DataError(f"{p} has a header but no data rows", arg=arg)
     width = reader.width
-    t = _column(p, names, a["target"], width, "target")
-    feats = [_column(p, names, c, width, "features") for c in a["features"]] if a["features"] else \
+    t = column_index(p, names, a["target"], width, "target")
+    feats = [column_index(p, names, c, width, "features") for c in a["features"]] if a["features"] else \
         [j for j in range(width) if j != t]
     if t in feats:
         raise DataError(f"the target column {a['target']!r} is also in features", arg="features")
     if not feats:
         raise DataError(f"{p} has no feature columns besides the target", arg="features")
+    group_cols = {g: [column_index(p, names, c, width, "groups") for c in cols] for g, (cols, _) in groups.items()}
+    for g, cols in group_cols.items():
+        if t in cols:
+            raise DataError(f"the target column {a['target']!r} is also in the column group '{g}'", arg="groups")
+    numeric = feats + sorted({j for cols in group_cols.values() for j in cols} - set(feats))
     label = [names[j] if names else str(j) for j in feats]
-    table = reader.table(header, feats, [repr(names[j]) if names else str(j) for j in feats], text=t)
-    return table.x, list(zip(table.lines, table.text or [], strict=True)), label, names[t] if names else str(t)
+    shown_names = [repr(names[j]) if names else str(j) for j in numeric]
+    whole = a["dtype"] == "long" or any(d == "long" for _, d in groups.values())
+    table = reader.table(header, numeric, shown_names, text=t, dtype="float64" if whole else "float32")
+    pos = {j: k for k, j in enumerate(numeric)}
+    x = table.x[:, :len(feats)]
+    out = {}
+    for g, cols in group_cols.items():
+        values = table.x[:, [pos[j] for j in cols]]
+        if groups[g][1] == "long":
+            _check_whole(values, table.lines, [shown_names[pos[j]] for j in cols], p, "groups")
+        out[g] = values
+    if a["dtype"] == "long":
+        _check_whole(x, table.lines, shown_names[:len(feats)], p, "dtype")
+    return x, list(zip(table.lines, table.text or [], strict=True)), label, names[t] if names else str(t), out
+
+
+WHOLE_MAX = 2**53  # the largest whole number a CSV cell (read as float64) holds exactly
+
+
+def _check_whole(values: Any, lines: list[int], columns: list[str], path: str, arg: str) -> None:
+    """Values read as integer ids (dtype: long): whole numbers from 0 to WHOLE_MAX, else a DataError at the
+    first other value's line and column."""
+    import numpy as np
+
+    bad = (values < 0) | (values != np.floor(values)) | (values > WHOLE_MAX)
+    if bad.any():
+        i, k = (int(v) for v in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        raise DataError(f"{path} line {lines[i]}, column {columns[k]}: {values[i, k]!r} is not a whole number from 0 "
+                        f"to 2**53, as an integer id (dtype long) must be", arg=arg,
+                        help="read these columns as float (the default), or fix that row")
 
 
 def _load_csv(args: dict[str, Any], root: str) -> Bundle:
@@ -340,17 +397,21 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
 
     t0 = time.perf_counter()
     a = resolve("csv", args)
+    if a["dtype"] == "long" and a["normalize"] is not None:
+        raise DataError("csv dtype: long reads token ids, which are not normalised", arg="normalize",
+                        help="leave normalize out, or read the features as float")
     path = find_path(a["path"], root, "csv")
     files = {"train": (path, "path")}
     if a["test_path"]:
         files["test"] = (find_path(a["test_path"], root, "csv test_path", arg="test_path"), "test_path")
     parsed: dict[str, tuple[Any, list[tuple[int, str]]]] = {}  # split -> (x, [(line number, target cell)])
+    grouped: dict[str, dict[str, Any]] = {}  # split -> {group: values}
     names_used: list[str] = []
     target_name = ""
     for split, (p, arg) in files.items():
         try:
             with CsvReader(p, a["delimiter"]) as reader:
-                x, targets, label, target = _read_split(reader, p, arg, a)
+                x, targets, label, target, grouped[split] = _read_split(reader, p, arg, a)
         except ReadError as e:
             raise data_error(e, arg) from None
         if split == "train":
@@ -409,29 +470,51 @@ def _load_csv(args: dict[str, Any], root: str) -> Bundle:
         for s in parsed:
             ys[s] = np.array([ids[v] for v in cells[s]], dtype=np.int64)
     xtr = parsed["train"][0]
+    gtr = grouped["train"]
     if "test" in parsed:
-        xte, yte, ytr = parsed["test"][0], ys["test"], ys["train"]
+        xte, yte, ytr, gte = parsed["test"][0], ys["test"], ys["train"], grouped["test"]
         split_note = f"test rows from {os.path.abspath(files['test'][0])}"
     else:
         tr, te = split_fraction("csv", len(xtr), a["test_fraction"], a["seed"], path)
         xtr, xte, ytr, yte = xtr[tr], xtr[te], ys["train"][tr], ys["train"][te]
+        gtr, gte = {g: v[tr] for g, v in gtr.items()}, {g: v[te] for g, v in gtr.items()}
         split_note = f"{len(te)} of {len(tr) + len(te)} rows held out for testing " \
                      f"(test_fraction {a['test_fraction']}, seed {a['seed']})"
-    xtr, ytr, xte, yte = take_subset("csv", xtr, ytr, xte, yte, a["subset"], a["seed"])
-    xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
-    norm = normalize_arrays("csv", xtr, xte, a["normalize"])
+    itr, ite = subset_indices("csv", len(xtr), len(xte), a["subset"], a["seed"])
+    if itr is not None:
+        xtr, ytr, gtr = xtr[itr], ytr[itr], {g: v[itr] for g, v in gtr.items()}
+    if ite is not None:
+        xte, yte, gte = xte[ite], yte[ite], {g: v[ite] for g, v in gte.items()}
+    kind = np.int64 if a["dtype"] == "long" else np.float32
+    xtr, xte = xtr.astype(kind), xte.astype(kind)
+    norm = normalize_arrays("csv", xtr, xte, a["normalize"]) if a["dtype"] == "float" else None
+    for g, (_, dtype) in (a["groups"] or {}).items():
+        gtr[g], gte[g] = gtr[g].astype(np.int64 if dtype == "long" else np.float32), \
+            gte[g].astype(np.int64 if dtype == "long" else np.float32)
+        if dtype == "float" and a["normalize"] is True:  # each column standardised with the training rows' statistics
+            normalize_arrays("csv", gtr[g], gte[g], True)
     info = {"file": os.path.abspath(path), "features": names_used, "target": target_name, "split": split_note,
             "normalize": norm, "subset": a["subset"], "seconds": round(time.perf_counter() - t0, 3)}
-    return Bundle("csv", make_split(xtr, ytr), make_split(xte, yte), task=task,
+    if a["groups"]:
+        info["groups"] = {g: {"columns": [str(c) for c in cols], "dtype": dtype} for g, (cols, dtype) in a["groups"].items()}
+    return Bundle("csv", make_split(xtr, ytr, gtr), make_split(xte, yte, gte), task=task,
                   num_classes=len(classes) if classes is not None else None, classes=classes, info=info)
 
 
+CSV_IDS_HELP = ("write `dtype: long` under train.data to read the feature columns as token ids, or, for a column of "
+                "texts, use `data: {name: text_classes, path: FILE, text: COLUMN, label: COLUMN}` (ids from a "
+                "vocabulary)")
+
+
 def _csv_facts(a: dict[str, Any]) -> DataFacts:
-    """The feature count when the columns are listed; the task (and the targets' form) when it is written."""
+    """The feature count when the columns are listed; the task (and the targets' form) when it is written; each
+    column group's width and dtype."""
     task = None if a["task"] == "auto" else a["task"]
     target = {"classification": ((), "long"), "regression": ((1,), "float")}.get(task or "", (None, None))
-    return DataFacts("csv", (len(a["features"]),) if a["features"] else None, "float", target[0], target[1], task, None,
-                     False)
+    fields = {g: FieldFacts((len(cols),), dtype, doc=f"columns {', '.join(map(str, cols))}")
+              for g, (cols, dtype) in (a["groups"] or {}).items()}
+    return DataFacts("csv", (len(a["features"]),) if a["features"] else None, a["dtype"], target[0], target[1], task,
+                     None, False, fields, CSV_IDS_HELP)
 
 
 register(DatasetType(
@@ -449,8 +532,13 @@ register(DatasetType(
         "task": Arg(Choice("auto", "classification", "regression"), "auto",
                     doc=f"auto: classification for text labels or at most {MAX_AUTO_CLASSES} distinct whole "
                         "numbers, else regression"),
-        "normalize": Arg(Normalize(), None, doc="null; true: standardise each feature with the training split's "
-                                                "mean/std; or [[means], [stds]]"),
+        "normalize": Arg(Normalize(), None, doc="null; true: standardise each feature (and each float group's "
+                                                "column) with the training split's mean/std; or [[means], [stds]] "
+                                                "(the features only)"),
+        "dtype": Arg(Choice("float", "long"), "float", doc="the features as float32, or as int64 ids (whole numbers "
+                                                           "0 .. 2**53, for an Embedding)"),
+        "groups": Arg(Optional_(Groups()), None, doc="named column groups, each a field a spec's inputs can read: "
+                                                     "{numeric: [a, b], category: {columns: [c], dtype: long}}"),
         "seed": Seed(0, doc="seed for test_fraction and subset (the data's own seed; train.seed does not "
                                             "change it)"),
     },

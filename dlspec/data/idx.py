@@ -21,7 +21,7 @@ from typing import Any
 from ..readers import bound_words, bounds
 from ..registry import Arg, Bool, IntList, Optional_
 from ..safeio import FileRefused, open_input
-from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register, reshaped
+from .base import IMAGE_ALIASES, Bundle, DataError, DataFacts, DatasetType, Seed, labelled_images, register, reshaped
 from .common import (
     Normalize,
     Text,
@@ -256,7 +256,8 @@ class _MnistLike:
             xs = [reshape_samples(self.name, x, a["shape"]) for x in xs]
             sample = list(xs[0].shape[1:])
         return Bundle(
-            name=self.name, train=make_split(xs[0], ytr.astype(np.int64)), test=make_split(xs[1], yte.astype(np.int64)),
+            name=self.name, train=make_split(xs[0], ytr.astype(np.int64), aliases=IMAGE_ALIASES),
+            test=make_split(xs[1], yte.astype(np.int64), aliases=IMAGE_ALIASES),
             task="classification", num_classes=len(self.classes), classes=list(self.classes), pixels=pixels,
             info={"folder": os.path.abspath(folder), "files": [os.path.abspath(paths[n]) for p in _IDX_FILES.values()
                                                                for n in p],
@@ -323,7 +324,8 @@ _FASHION = _MnistLike("fashion_mnist", "FashionMNIST", "Fashion-MNIST", FASHION_
 
 def _facts(name: str) -> Any:
     def facts(args: dict[str, Any]) -> DataFacts:
-        return DataFacts(name, reshaped((1, 28, 28), args.get("shape")), "float", (), "long", "classification", 10)
+        shape = reshaped((1, 28, 28), args.get("shape"))
+        return DataFacts(name, shape, "float", (), "long", "classification", 10, fields=labelled_images(shape))
     return facts
 
 

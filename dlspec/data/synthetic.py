@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..registry import Arg, Bool, Float, Int
-from .base import Bundle, DataFacts, DatasetType, Seed, register
+from .base import IMAGE_ALIASES, Bundle, DataFacts, DatasetType, Seed, labelled_images, register
 from .common import Normalize, check_memory, make_split, normalize_arrays, resolve, take_subset
 
 # the memory generating a set takes at its peak, per value of the arrays it gives (measured: float64 working
@@ -202,7 +202,8 @@ def _load_shapes(args: dict[str, Any], root: str) -> Bundle:
     xtr, ytr, xte, yte = take_subset("shapes", xtr, ytr, xte, yte, a["subset"], a["seed"])
     xtr, xte = xtr[:, None], xte[:, None]
     norm = normalize_arrays("shapes", xtr, xte, a["normalize"], ((0.5,), (0.5,)))
-    return Bundle("shapes", make_split(xtr, ytr), make_split(xte, yte), task="classification",
+    return Bundle("shapes", make_split(xtr, ytr, aliases=IMAGE_ALIASES), make_split(xte, yte, aliases=IMAGE_ALIASES),
+                  task="classification",
                   num_classes=len(SHAPE_CLASSES), classes=list(SHAPE_CLASSES),
                   info={"size": a["size"], "noise": a["noise"],
                         "seed": a["seed"], "normalize": norm, "subset": a["subset"],
@@ -221,6 +222,7 @@ register(DatasetType(
                                    "does not change it)"),
     },
     _load_shapes,
-    facts=lambda a: DataFacts("shapes", (1, a["size"], a["size"]), "float", (), "long", "classification", 10, False),
+    facts=lambda a: DataFacts("shapes", (1, a["size"], a["size"]), "float", (), "long", "classification", 10, False,
+                              labelled_images((1, a["size"], a["size"]))),
     doc="generated 28×28 grayscale glyphs, 10 classes (" + ", ".join(SHAPE_CLASSES) + "): an offline MNIST "
         "stand-in; x (N, 1, 28, 28)"))

@@ -100,5 +100,5 @@ register(DatasetType(
     # the vocabulary (one-hot width, class count) is known only once the text is read
     facts=lambda a: DataFacts("char_text", (a["seq_len"],) if a["encoding"] == "ids" else (a["seq_len"], None),
                               "long" if a["encoding"] == "ids" else "float", (a["seq_len"],), "long", "classification",
-                              None, False),
+                              None, False, ids_help="write `encoding: ids` under train.data"),
     doc="character-level language modelling: next character at every step; y (N, T) ids, vocab in the bundle"))

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import time
 from typing import Any
 
-from ..readers import ReadError, bound_words, bounds, read_image
+from ..readers import ReadError, read_image
 from ..registry import Arg, Bool, Float, IntTuple, Optional_
-from .base import Bundle, DataError, DataFacts, DatasetType, Seed, register
+from .base import IMAGE_ALIASES, Bundle, DataError, DataFacts, DatasetType, Seed, labelled_images, register
 from .common import (
     Normalize,
     Text,
     check_memory,
+    count_files,
+    files_below,
     find_path,
     import_optional,
     make_split,
     normalize_arrays,
+    regular,
     resolve,
     split_fraction,
     subset_indices,
@@ -84,7 +86,8 @@ def _load_cifar10(args: dict[str, Any], root: str, uint8: bool = False) -> Bundl
         parts.append((x, y, list(getattr(ds, "classes", [])) or [str(i) for i in range(10)]))
     (xtr, ytr, classes), (xte, yte, _) = parts
     xtr, ytr, xte, yte, norm, pixels = _finish("cifar10", a, xtr, ytr, xte, yte, CIFAR10_STATS, uint8)
-    return Bundle("cifar10", make_split(xtr, ytr), make_split(xte, yte), task="classification",
+    return Bundle("cifar10", make_split(xtr, ytr, aliases=IMAGE_ALIASES), make_split(xte, yte, aliases=IMAGE_ALIASES),
+                  task="classification",
                   num_classes=len(classes), classes=classes, pixels=pixels,
                   info={"folder": os.path.abspath(os.path.join(base, "cifar-10-batches-py")),
                         "sample_shape": list(xtr.shape[1:]), "normalize": norm, "subset": a["subset"],
@@ -101,7 +104,8 @@ register(DatasetType(
         "seed": Seed(0, doc="seed for subset (the data's own seed; train.seed does not change it)"),
     },
     _load_cifar10, raw=lambda args, root: _load_cifar10(args, root, uint8=True),
-    facts=lambda a: DataFacts("cifar10", (3, 32, 32), "float", (), "long", "classification", 10, False),
+    facts=lambda a: DataFacts("cifar10", (3, 32, 32), "float", (), "long", "classification", 10, False,
+                              labelled_images((3, 32, 32))),
     doc="CIFAR-10 (via torchvision): 50000 + 10000 colour 32×32 images, 10 classes; x (N, 3, 32, 32)",
     needs="torchvision"))
 
@@ -122,13 +126,6 @@ def _torchvision_image_folder() -> Any:
         return None
 
 
-def _unreadable(e: OSError) -> None:
-    """os.walk's onerror: a folder it cannot read is an error, not a class with fewer images."""
-    raise DataError(f"image_folder: {'permission denied: ' if isinstance(e, PermissionError) else ''}cannot read the "
-                    f"folder '{e.filename}'" + ("" if isinstance(e, PermissionError) else f" ({e.strerror or e})"),
-                    arg="path", help="give this user read and enter permission (chmod u+rx), or use a copy it can read")
-
-
 def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int]]]:
     """ImageFolder's layout: one sub-folder per class (sorted), the images anywhere below it.
 
@@ -144,8 +141,8 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
         except (FileNotFoundError, RuntimeError, OSError) as e:
             raise DataError(f"'{folder}': {e}", arg="path",
                             help="image_folder reads FOLDER/<class>/<image> (torchvision's ImageFolder layout)") from None
-        kept = [(p, int(i)) for p, i in ds.samples if _regular(p)]  # a FIFO named x.png would block the decode
-        _count(folder, len(kept))
+        kept = [(p, int(i)) for p, i in ds.samples if regular(p)]  # a FIFO named x.png would block the decode
+        count_files(folder, len(kept), "images")
         if classes is None:
             return list(ds.classes), kept
         extra = [c for c in ds.classes if c not in classes]
@@ -171,57 +168,10 @@ def _scan(folder: str, classes: list[str] | None) -> tuple[list[str], list[tuple
     for i, c in enumerate(classes):
         d = os.path.join(folder, c)
         if os.path.isdir(d):
-            samples += [(p, i) for p in _images_below(d, folder, len(samples))]
+            samples += [(p, i) for p in files_below(d, folder, len(samples), IMAGE_EXTENSIONS, "image_folder", "images")]
     if not samples:
         raise DataError(f"'{folder}' has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders", arg="path")
     return classes, samples
-
-
-FOLDER_DEPTH = 64  # folders inside a class folder, one inside the other
-
-
-def _regular(path: str) -> bool:
-    """Whether path is a regular file (after symbolic links): a FIFO, a device or a socket is never opened."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _count(folder: str, n: int) -> None:
-    limit = bounds().folder_files
-    if n > limit:
-        raise DataError(f"'{folder}' holds more than {limit:,} images, " + bound_words("folder_files", "a folder"),
-                        arg="path", help="use a subset of the folder (a folder of fewer images)")
-
-
-def _images_below(d: str, folder: str, before: int) -> list[str]:
-    """The image files anywhere below the class folder d, in os.walk(followlinks=True)'s sorted order (as
-    torchvision's scan): regular files only, a folder reached again through a symbolic link (a loop) entered
-    once, at most FOLDER_DEPTH folders deep and the folder-files bound counted with the `before` found."""
-    out = []
-    seen: set[tuple[int, int]] = set()
-    top = d.rstrip(os.sep).count(os.sep)
-    for dirpath, dirnames, files in os.walk(d, followlinks=True, onerror=_unreadable):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        if dirpath.count(os.sep) - top >= FOLDER_DEPTH:
-            raise DataError(f"'{dirpath}' is more than {FOLDER_DEPTH} folders below '{d}', the bound for image_folder",
-                            arg="path", help="image_folder reads FOLDER/<class>/<image>: move the images up")
-        dirnames.sort()
-        for f in sorted(files):
-            p = os.path.join(dirpath, f)
-            if f.lower().endswith(IMAGE_EXTENSIONS) and _regular(p):
-                out.append(p)
-        _count(folder, before + len(out))
-    return out
 
 
 IMAGE_BYTES_PER_VALUE = 5  # the uint8 images and their float32 form
@@ -272,8 +222,8 @@ def _image_folder_facts(a: dict[str, Any]) -> DataFacts:
     """The channels and, with `size`, the image size; the class count is the number of folders."""
     size = a["size"]
     hw: tuple[int | None, ...] = (None, None) if size is None else tuple(size) if isinstance(size, tuple) else (size, size)
-    return DataFacts("image_folder", (1 if a["grayscale"] else 3,) + hw, "float", (), "long", "classification", None,
-                     False)
+    shape = (1 if a["grayscale"] else 3,) + hw
+    return DataFacts("image_folder", shape, "float", (), "long", "classification", None, False, labelled_images(shape))
 
 
 def _load_image_folder(args: dict[str, Any], root: str, uint8: bool = False) -> Bundle:
@@ -317,7 +267,8 @@ def _load_image_folder(args: dict[str, Any], root: str, uint8: bool = False) -> 
     subset = a["subset"]
     xtr, ytr, xte, yte, norm, pixels = _finish("image_folder", dict(a, subset=None), xtr, ytr, xte, yte, None,
                                                uint8)
-    return Bundle("image_folder", make_split(xtr, ytr), make_split(xte, yte), task="classification",
+    return Bundle("image_folder", make_split(xtr, ytr, aliases=IMAGE_ALIASES),
+                  make_split(xte, yte, aliases=IMAGE_ALIASES), task="classification",
                   num_classes=len(classes), classes=classes, pixels=pixels,
                   info={"split": split, "sample_shape": list(xtr.shape[1:]),
                         "normalize": norm, "subset": subset,
