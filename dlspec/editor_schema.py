@@ -166,6 +166,12 @@ _TRAIN_KINDS: dict[str, Any] = {
     "Columns": lambda: {"type": "array", "minItems": 1,
                         "items": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]}},
     "Delimiter": lambda: {"type": "string", "minLength": 1, "maxLength": 1},
+    "Groups": lambda: {"type": "object", "minProperties": 1,
+                       "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$", "not": {"enum": ["x", "y"]}},
+                       "additionalProperties": {"anyOf": [
+                           _TRAIN_KINDS["Columns"](),
+                           {"type": "object", "required": ["columns"], "additionalProperties": False,
+                            "properties": {"columns": _TRAIN_KINDS["Columns"](), "dtype": {"enum": ["float", "long"]}}}]}},
     # (train.data and train.task: replaced by the registries' own in _train)
     "DataRef": lambda: {"anyOf": [{"type": "string"}, {"type": "object", "required": ["name"]}]},
     "TaskRef": lambda: {"anyOf": [{"type": "string"}, {"type": "object", "minProperties": 1, "maxProperties": 1}]},

@@ -25,7 +25,8 @@ from dlspec.data.idx import MNIST_STATS, read_idx, resolve  # noqa: E402
 from dlspec.data.synthetic import SHAPE_CLASSES, shapes_images, sine_series_values  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = ["mnist", "fashion_mnist", "sine_series", "shapes", "npz", "csv", "char_text", "cifar10", "image_folder"]
+NAMES = ["mnist", "fashion_mnist", "sine_series", "shapes", "npz", "csv", "char_text", "text_classes", "cifar10",
+         "image_folder"]
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -896,3 +897,93 @@ def test_char_text_and_idx_bounds(tmp_path, monkeypatch):
     with open(path, "wb") as f:  # found by test_readers' property test: no values, but a shape numpy refuses
         f.write(struct.pack(">IIIII", 0x0C04, 0, 215, 82898144, 3768346080))
     raises(lambda: read_idx(path), "is damaged", "a shape larger than any array can have")
+
+
+# --- named fields: a labelled image's label, a CSV's column groups -------------------------------------
+
+
+def test_labelled_images_feed_image_and_label_by_name(tmp_path):
+    """mnist (float and uint8 forms) and shapes: `image` is x and `label` is y, the same tensors; the static
+    facts are the loaded data's."""
+    from dlspec.data.base import materialize
+    from dlspec.data.common import resolve as resolve_args
+
+    arrays = make_mnist(tmp_path)
+    for b in (load("mnist", {}, str(tmp_path)),
+              materialize(DATASETS["mnist"].raw(resolve_args("mnist", {}), str(tmp_path)), torch.device("cpu"))):
+        s = b.test
+        assert s.get("image") is s.x and s.get("label") is s.y
+        np.testing.assert_array_equal(s.get("label").numpy(), arrays["test"][1])
+        batch = s.batch(torch.tensor([3, 1]))
+        assert torch.equal(batch["label"], torch.tensor(arrays["test"][1][[3, 1]], dtype=torch.int64))
+        assert torch.equal(batch["image"], s.x[[3, 1]])
+        facts = DATASETS["mnist"].facts(resolve_args("mnist", {}))
+        assert {n: (f.shape, f.dtype, f.of) for n, f in facts.fields.items()} == \
+            {n: (f.shape, f.dtype, f.of) for n, f in b.field_facts().items()} == \
+            {"image": ((1, 28, 28), "float", "x"), "label": ((), "long", "y")}
+    b = load("shapes", {"n_train": 20, "n_test": 10}, ".")
+    assert b.train.get("label") is b.train.y and b.field_facts()["image"].shape == (1, 28, 28)
+    t = b.train.take(torch.tensor([0, 5]))  # taking samples keeps the names
+    assert torch.equal(t.get("label"), b.train.y[[0, 5]])
+
+
+GROUPED = "a,b,c,cat,label\n1,2,3,0,x\n4,5,6,2,y\n7,8,9,1,x\n10,11,12,2,y\n13,14,15,0,x\n"
+
+
+def test_csv_column_groups_are_fields(tmp_path):
+    p = tmp_path / "g.csv"
+    p.write_text(GROUPED)
+    table = np.array([[float(v) for v in line.split(",")[:4]] for line in GROUPED.split()[1:]])
+    groups = {"numeric": ["a", "c"], "category": {"columns": ["cat"], "dtype": "long"}}
+    b = load("csv", {"path": str(p), "test_path": str(p), "features": ["a", "b", "c"], "groups": groups}, ".")
+    s = b.train
+    np.testing.assert_array_equal(s.x.numpy(), table[:, :3])  # x as before
+    np.testing.assert_array_equal(s.get("numeric").numpy(), table[:, [0, 2]])
+    assert s.get("numeric").dtype == torch.float32 and s.get("category").dtype == torch.int64
+    np.testing.assert_array_equal(s.get("category").numpy(), table[:, [3]])
+    assert b.info["groups"] == {"numeric": {"columns": ["a", "c"], "dtype": "float"},
+                                "category": {"columns": ["cat"], "dtype": "long"}}
+    from dlspec.data.common import resolve as resolve_args
+
+    facts = DATASETS["csv"].facts(resolve_args("csv", {"path": "g.csv", "features": ["a", "b", "c"], "groups": groups}))
+    assert {n: (f.shape, f.dtype) for n, f in facts.fields.items()} == \
+        {n: (f.shape, f.dtype) for n, f in b.field_facts().items()} == {"numeric": ((2,), "float"),
+                                                                         "category": ((1,), "long")}
+    # a held-out split and a subset take the same rows of every group (each row known by its column a)
+    args = {"path": str(p), "test_fraction": 0.4, "groups": groups, "seed": 3, "features": ["a", "b", "c"]}
+    b = load("csv", {**args, "subset": {"train": 2}}, ".")
+    assert len(b.train) == 2 and len(b.test) == 2
+    rows = {r[0]: r for r in table}
+    for split in (b.train, b.test):
+        for i in range(len(split)):
+            r = rows[float(split.x[i, 0])]
+            assert split.get("numeric")[i].tolist() == [r[0], r[2]] and split.get("category")[i].tolist() == [r[3]]
+    # normalize: true standardises x and each float group with the training rows' mean and std (numpy's)
+    plain, norm = load("csv", args, "."), load("csv", {**args, "normalize": True}, ".")
+    train = np.array([rows[float(v)] for v in plain.train.x[:, 0]])
+    m, sd = train[:, [0, 2]].mean(0), train[:, [0, 2]].std(0)
+    np.testing.assert_allclose(norm.train.get("numeric").numpy(), (train[:, [0, 2]] - m) / sd, rtol=1e-5)
+    test = np.array([rows[float(v)] for v in plain.test.x[:, 0]])
+    np.testing.assert_allclose(norm.test.get("numeric").numpy(), (test[:, [0, 2]] - m) / sd, rtol=1e-5)
+    assert torch.equal(norm.train.get("category"), plain.train.get("category"))  # ids are not normalised
+    err = raises(lambda: load("csv", {"path": str(p), "groups": {"x": ["a"]}}, "."), "the name of the samples")
+    assert err.arg == "groups"
+    raises(lambda: load("csv", {"path": str(p), "groups": {"9g": ["a"]}}, "."), "letters, digits and _")
+    raises(lambda: load("csv", {"path": str(p), "groups": {"g": ["nope"]}}, "."), "no column 'nope'")
+    raises(lambda: load("csv", {"path": str(p), "groups": {"g": ["label"]}}, "."), "also in the column group 'g'")
+    p.write_text(GROUPED.replace("\n7,8,9,1,x", "\n7,8,9,1.5,x"))
+    err = raises(lambda: load("csv", {"path": str(p), "groups": {"c": {"columns": ["cat"], "dtype": "long"}}}, "."),
+                 "line 4, column 'cat'", "1.5", "whole number")
+    assert err.arg == "groups"
+
+
+def test_csv_dtype_long_reads_token_ids(tmp_path):
+    p = tmp_path / "ids.csv"
+    p.write_text("t0,t1,t2,label\n1,2,3,0\n4,5,6,1\n7,8,9,0\n9007199254740992,0,1,1\n")
+    b = load("csv", {"path": str(p), "test_path": str(p), "target": "label", "dtype": "long"}, ".")
+    assert b.train.x.dtype == torch.int64 and b.x_dtype == "long"
+    assert b.train.x.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [2**53, 0, 1]]
+    p.write_text("t0,t1,label\n1,2,0\n4,-1,1\n")
+    raises(lambda: load("csv", {"path": str(p), "target": "label", "dtype": "long"}, "."), "line 3, column 't1'",
+           "-1.0", "whole number")
+    raises(lambda: load("csv", {"path": str(p), "dtype": "long", "normalize": True}, "."), "not normalised")

@@ -126,6 +126,9 @@ class Samples:
 
 
 def _read_error(e: ReadError, arg: str) -> DataError:
+    if "CSV line" in str(e) or "field limit" in str(e):  # the fixed bounds of a CSV line and field: a long text
+        return DataError(str(e), arg=arg, help="a text in a CSV file is at most 131,072 characters: put longer texts "
+                         "one per file in class folders (FOLDER/<class>/<file>.txt)")
     helps = {"encoding": "save the file as UTF-8 (plain ASCII is UTF-8)",
              "ragged": "every row needs the same columns: is the delimiter right? (a text holding the delimiter "
                        "must be quoted, \"like, this\")",
@@ -254,28 +257,29 @@ def _find(path: str, root: str, what: str, arg: str) -> str:
     return find_path(path, root, what, arg)
 
 
-def _classes(train: Samples, test: Samples) -> list[str]:
+def _classes(path: str, train: Samples, test: Samples) -> list[str]:
     """The class names of a CSV's labels: numbers sorted by value (labels 0 .. K-1 keep their ids), else the
     labels sorted as text; within the class bound, and at least two."""
     every = set(train.labels) | set(test.labels)
     most = max_classes()
     if len(every) > most:
-        raise DataError(f"the label column has {len(every):,} distinct labels; at most {most:,} classes are read",
+        raise DataError(f"{shown(path)}: the label column has {len(every):,} distinct labels; at most {most:,} classes "
+                        "are read",
                         arg="label", help="is it the right column? (DLSPEC_MAX_CLASSES=N raises the bound)")
     if all(is_number(v) and math.isfinite(float(v)) for v in every):
         return sorted(every, key=lambda v: (float(v), v))
     return sorted(every)
 
 
-def _no_tokens(s: Samples, level: str, lower: bool, split: str) -> None:
+def _no_tokens(splits: list[Samples], level: str, lower: bool) -> None:
     """Refuse the texts that have no tokens (an empty text; at level word, one without letters): in a model
-    they would be nothing but padding."""
-    empty = [i for i, t in enumerate(s.texts) if not tokenize(t, level, lower)]
+    they would be nothing but padding.  The first is named, and how many there are."""
+    empty = [(s, i) for s in splits for i, t in enumerate(s.texts) if not tokenize(t, level, lower)]
     if not empty:
         return
-    i = empty[0]
+    s, i = min(empty, key=lambda e: (e[0].where[e[1]][0], e[0].where[e[1]][1] or 0))  # the first in the files
     what = "is empty" if not s.texts[i] else f"has no words (runs of letters): {one_line(repr(s.texts[i]), 60)}"
-    more = f" ({len(empty):,} {split} texts have no tokens)" if len(empty) > 1 else ""
+    more = f" ({len(empty):,} texts have no tokens)" if len(empty) > 1 else ""
     raise DataError(f"{s.at(i)}: the text {what}{more}", arg="level" if s.texts[i] else "text",
                     help="remove the texts without tokens" + (", or use level: char" if level == "word" and s.texts[i]
                                                              else ""))
@@ -327,7 +331,7 @@ def _load_text_classes(args: dict[str, Any], root: str) -> Bundle:
         split = f"{len(te)} of {len(tr) + len(te)} texts held out for testing (test_fraction {a['test_fraction']}, " \
                 f"seed {a['seed']})"
     if layout == "csv":
-        classes = _classes(train, test)
+        classes = _classes(path, train, test)
         if len(classes) < 2:
             raise DataError(f"{shown(path)} has one label ({shown(classes[0])}): a classifier needs two or more",
                             arg="label", help="is it the right column?")
@@ -337,8 +341,7 @@ def _load_text_classes(args: dict[str, Any], root: str) -> Bundle:
     if ite is not None:
         test = test.take(int(i) for i in ite)
     level, lower, length = a["level"], a["lower"], a["max_length"]
-    _no_tokens(train, level, lower, "training")
-    _no_tokens(test, level, lower, "test")
+    _no_tokens([train, test], level, lower)
     counts: Counter[str] = Counter()
     longest = {"train": 0, "test": 0}
     cut = {"train": 0, "test": 0}
