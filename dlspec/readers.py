@@ -13,8 +13,8 @@ The bounds (docs/limits.md, "Input files"), each raisable with its environment v
     CSV bytes      DLSPEC_MAX_CSV_BYTES      1 GiB
     CSV rows       DLSPEC_MAX_CSV_ROWS       10,000,000 (not blank)
     CSV columns    DLSPEC_MAX_CSV_COLUMNS    100,000
-    text bytes     DLSPEC_MAX_TEXT_BYTES     256 MiB (char_text)
-    folder files   DLSPEC_MAX_FOLDER_FILES   1,000,000 images in one folder tree
+    text bytes     DLSPEC_MAX_TEXT_BYTES     256 MiB (char_text; a text_classes folder's texts together)
+    folder files   DLSPEC_MAX_FOLDER_FILES   1,000,000 images (or .txt files) in one folder tree
 
 and fixed ones: 32 dimensions of an array, 1 MiB of a .npz's table of contents, 16 MiB of a CSV
 line (Python's csv module's 131,072 characters a field).
@@ -56,8 +56,8 @@ class Bounds:
     csv_bytes: int  # a CSV file's size
     csv_rows: int  # a CSV file's rows (blank lines not counted)
     csv_columns: int  # the fields of a CSV row
-    text_bytes: int  # a text file's size (char_text)
-    folder_files: int  # the image files of one folder tree (predict --input DIR, image_folder)
+    text_bytes: int  # a text file's size (char_text), the texts of a text_classes folder together
+    folder_files: int  # the files of one folder tree (predict --input DIR, image_folder, text_classes)
 
 
 ENV = {"image_pixels": "DLSPEC_MAX_IMAGE_PIXELS", "array_bytes": "DLSPEC_MAX_ARRAY_BYTES",
