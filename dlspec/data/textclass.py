@@ -80,10 +80,9 @@ def encode_texts(texts: list[str], vocab: list[str], level: str, lower: bool, ma
     max_length tokens, a token the vocabulary lacks as <unk> = 1."""
     import numpy as np
 
-    n = len(texts)
     index = {t: i for i, t in enumerate(vocab)}
-    ids = np.zeros((n, max_length), dtype=np.int64)
-    lengths = np.zeros(n, dtype=np.int64)
+    ids = np.zeros((len(texts), max_length), dtype=np.int64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
         row = [index.get(t, UNK) for t in tokenize(text, level, lower)[:max_length]]
         ids[i, :len(row)] = row
@@ -102,12 +101,14 @@ def padding_mask(lengths: Any, max_length: int) -> Any:
 
 
 class Samples:
-    """The texts of one split, their label cells, and where each is (file, line number or None)."""
+    """The texts of one split, their label cells, and where each is: its file and its line (None for a whole
+    file); lists of plain values, so that a text costs little more than its characters."""
 
     def __init__(self) -> None:
         self.texts: list[str] = []
         self.labels: list[str] = []
-        self.where: list[tuple[str, int | None]] = []
+        self.files: list[str] = []  # (a CSV file's rows share one string)
+        self.lines: list[int | None] = []
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -117,11 +118,12 @@ class Samples:
         for i in index:
             out.texts.append(self.texts[i])
             out.labels.append(self.labels[i])
-            out.where.append(self.where[i])
+            out.files.append(self.files[i])
+            out.lines.append(self.lines[i])
         return out
 
     def at(self, i: int) -> str:
-        path, line = self.where[i]
+        path, line = self.files[i], self.lines[i]
         return f"{shown(path)} line {line}" if line is not None else shown(path)
 
 
@@ -164,7 +166,8 @@ def _read_csv(path: str, a: dict[str, Any], arg: str) -> tuple[Samples, str, str
                                     arg="label", help="give every row a label, or remove the row")
                 out.texts.append(r[t].strip())
                 out.labels.append(seen.setdefault(label, label))  # one string per distinct label
-                out.where.append((path, line))
+                out.files.append(path)
+                out.lines.append(line)
     except ReadError as e:
         raise _read_error(e, arg) from None
     if not out:
@@ -233,7 +236,8 @@ def _read_files(files: list[tuple[str, str]], folder: str, arg: str) -> Samples:
         except ReadError as e:
             raise _read_error(e, arg) from None
         out.labels.append(c)
-        out.where.append((p, None))
+        out.files.append(p)
+        out.lines.append(None)
     return out
 
 
@@ -271,18 +275,37 @@ def _classes(path: str, train: Samples, test: Samples) -> list[str]:
     return sorted(every)
 
 
-def _no_tokens(splits: list[Samples], level: str, lower: bool) -> None:
-    """Refuse the texts that have no tokens (an empty text; at level word, one without letters): in a model
-    they would be nothing but padding.  The first is named, and how many there are."""
-    empty = [(s, i) for s in splits for i, t in enumerate(s.texts) if not tokenize(t, level, lower)]
-    if not empty:
-        return
-    s, i = min(empty, key=lambda e: (e[0].where[e[1]][0], e[0].where[e[1]][1] or 0))  # the first in the files
+def _no_tokens(empty: list[tuple[Samples, int]], level: str) -> DataError:
+    """The refusal of the texts that have no tokens (an empty text; at level word, one without letters): in a
+    model they would be nothing but padding.  The first in the files is named, and how many there are."""
+    s, i = min(empty, key=lambda e: (e[0].files[e[1]], e[0].lines[e[1]] or 0))
     what = "is empty" if not s.texts[i] else f"has no words (runs of letters): {one_line(repr(s.texts[i]), 60)}"
     more = f" ({len(empty):,} texts have no tokens)" if len(empty) > 1 else ""
-    raise DataError(f"{s.at(i)}: the text {what}{more}", arg="level" if s.texts[i] else "text",
-                    help="remove the texts without tokens" + (", or use level: char" if level == "word" and s.texts[i]
-                                                             else ""))
+    return DataError(f"{s.at(i)}: the text {what}{more}", arg="level" if s.texts[i] else "text",
+                     help="remove the texts without tokens" + (", or use level: char" if level == "word" and s.texts[i]
+                                                              else ""))
+
+
+def _count(train: Samples, test: Samples, level: str, lower: bool, length: int
+           ) -> tuple[Counter[str], dict[str, int], dict[str, int]]:
+    """One pass over the texts: the training tokens counted, each split's longest text and the texts longer
+    than max_length; a DataError for the texts without tokens."""
+    counts: Counter[str] = Counter()
+    longest = {"train": 0, "test": 0}
+    cut = {"train": 0, "test": 0}
+    empty: list[tuple[Samples, int]] = []
+    for split, s in (("train", train), ("test", test)):
+        for i, text in enumerate(s.texts):
+            tokens = tokenize(text, level, lower)
+            if not tokens:
+                empty.append((s, i))
+            if split == "train":
+                counts.update(tokens)
+            longest[split] = max(longest[split], len(tokens))
+            cut[split] += len(tokens) > length
+    if empty:
+        raise _no_tokens(empty, level)
+    return counts, longest, cut
 
 
 # --- the loader ---------------------------------------------------------------------------------------
@@ -341,17 +364,7 @@ def _load_text_classes(args: dict[str, Any], root: str) -> Bundle:
     if ite is not None:
         test = test.take(int(i) for i in ite)
     level, lower, length = a["level"], a["lower"], a["max_length"]
-    _no_tokens([train, test], level, lower)
-    counts: Counter[str] = Counter()
-    longest = {"train": 0, "test": 0}
-    cut = {"train": 0, "test": 0}
-    for split_name, s in (("train", train), ("test", test)):
-        for text in s.texts:
-            tokens = tokenize(text, level, lower)
-            if split_name == "train":
-                counts.update(tokens)
-            longest[split_name] = max(longest[split_name], len(tokens))
-            cut[split_name] += len(tokens) > length
+    counts, longest, cut = _count(train, test, level, lower, length)
     vocab = build_vocab(counts, a["max_vocab"], a["min_freq"])
     n = len(train) + len(test)
     check_memory(NAME, ID_BYTES * n * length, f"{n:,} texts of {length:,} token ids (int64) and their padding mask",
