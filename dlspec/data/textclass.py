@@ -311,6 +311,43 @@ def _count(train: Samples, test: Samples, level: str, lower: bool, length: int
 # --- the loader ---------------------------------------------------------------------------------------
 
 
+def _folder_layout(path: str, a: dict[str, Any], root: str) -> tuple[Samples, Samples | None, list[str], str]:
+    """(training texts, test texts or None, classes, where the split comes from) of a folder of class folders:
+    FOLDER/train/ and FOLDER/test/, FOLDER and test_path, or FOLDER alone (test_fraction)."""
+    if a["test_path"]:
+        train_dir, test_dir = path, find_path(a["test_path"], root, f"{NAME} test_path", "test_path", folder=True)
+    elif os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
+        train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
+    else:
+        train_dir, test_dir = path, None
+    classes, train_files = _scan_folder(train_dir, None, "path")
+    test_files = _scan_folder(test_dir, classes, "test_path")[1] if test_dir is not None else []
+    if len(classes) < 2:
+        raise DataError(f"'{shown(train_dir)}' has one class folder ({shown(classes[0])}): a classifier needs two "
+                        "or more", arg="path")
+    if len(classes) > max_classes():
+        raise DataError(f"'{shown(train_dir)}' has {len(classes):,} class folders; at most {max_classes():,} "
+                        "classes are read", arg="path", help="DLSPEC_MAX_CLASSES=N raises the bound")
+    train = _read_files(train_files, train_dir, "path")
+    if test_dir is None:
+        return train, None, classes, ""
+    return train, _read_files(test_files, test_dir, "test_path"), classes, \
+        f"train {os.path.abspath(train_dir)}, test {os.path.abspath(test_dir)}"
+
+
+def _csv_layout(path: str, a: dict[str, Any], root: str) -> tuple[Samples, Samples | None, dict[str, str], str]:
+    """(training texts, test texts or None, the text and label columns' names, where the split comes from) of
+    a CSV file, and of test_path when given."""
+    _csv_size(path, "path")
+    train, text, label = _read_csv(path, a, "path")
+    if not a["test_path"]:
+        return train, None, {"text": text, "label": label}, ""
+    tpath = find_path(a["test_path"], root, f"{NAME} test_path", "test_path")
+    _csv_size(tpath, "test_path")
+    return train, _read_csv(tpath, a, "test_path")[0], {"text": text, "label": label}, \
+        f"test rows from {os.path.abspath(tpath)}"
+
+
 def _load_text_classes(args: dict[str, Any], root: str) -> Bundle:
     import numpy as np
 
@@ -318,42 +355,17 @@ def _load_text_classes(args: dict[str, Any], root: str) -> Bundle:
     a = resolve(NAME, args)
     path = _find(a["path"], root, NAME, "path")
     layout = "folder" if os.path.isdir(path) else "csv"
-    test: Samples | None = None
     columns: dict[str, str] = {}
     if layout == "folder":
-        if a["test_path"]:
-            train_dir, test_dir = path, find_path(a["test_path"], root, f"{NAME} test_path", "test_path", folder=True)
-        elif os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
-            train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
-        else:
-            train_dir, test_dir = path, None
-        classes, train_files = _scan_folder(train_dir, None, "path")
-        test_files = _scan_folder(test_dir, classes, "test_path")[1] if test_dir is not None else []
-        if len(classes) < 2:
-            raise DataError(f"'{shown(train_dir)}' has one class folder ({shown(classes[0])}): a classifier needs two "
-                            "or more", arg="path")
-        if len(classes) > max_classes():
-            raise DataError(f"'{shown(train_dir)}' has {len(classes):,} class folders; at most {max_classes():,} "
-                            "classes are read", arg="path", help="DLSPEC_MAX_CLASSES=N raises the bound")
-        train = _read_files(train_files, train_dir, "path")
-        if test_dir is not None:
-            test = _read_files(test_files, test_dir, "test_path")
-            split = f"train {os.path.abspath(train_dir)}, test {os.path.abspath(test_dir)}"
+        train, test, classes, split = _folder_layout(path, a, root)
     else:
-        _csv_size(path, "path")
-        train, columns["text"], columns["label"] = _read_csv(path, a, "path")
-        if a["test_path"]:
-            tpath = find_path(a["test_path"], root, f"{NAME} test_path", "test_path")
-            _csv_size(tpath, "test_path")
-            test = _read_csv(tpath, a, "test_path")[0]
-            split = f"test rows from {os.path.abspath(tpath)}"
-        classes = []
+        train, test, columns, split = _csv_layout(path, a, root)
     if test is None:
         tr, te = split_fraction(NAME, len(train), a["test_fraction"], a["seed"], f"'{shown(path)}'")
         train, test = train.take(int(i) for i in tr), train.take(int(i) for i in te)
         split = f"{len(te)} of {len(tr) + len(te)} texts held out for testing (test_fraction {a['test_fraction']}, " \
                 f"seed {a['seed']})"
-    if layout == "csv":
+    if layout == "csv":  # the labels of both parts
         classes = _classes(path, train, test)
         if len(classes) < 2:
             raise DataError(f"{shown(path)} has one label ({shown(classes[0])}): a classifier needs two or more",
