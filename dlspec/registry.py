@@ -60,21 +60,21 @@ class Int(Kind):
     def check(self, v: Any) -> str | None:
         if not _is_int(v):
             return f"must be {self.text}"
-        if _beyond(v):
-            return _beyond(v)
         if self.min is not None and v < self.min:
             return f"must be {self.text}"
-        if self.max is not None and v > self.max:
+        if self.max is not None and v > self.max:  # (the entry's own bound says more than torch's 64 bits)
             return f"must be at most {self.max:,}"
-        return None
+        return _beyond(v)
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: torch holds a layer's number in a float32 tensor
 
 
 class Float(Kind):
-    def __init__(self, min: float | None = None, max: float | None = None, open_min: bool = False):
+    def __init__(self, min: float | None = None, max: float | None = None, open_min: bool = False,
+                 wide: bool = False):
         self.min, self.max, self.open_min = min, max, open_min
+        self.wide = wide  # beyond float32's range allowed (a number torch keeps as a Python float, e.g. a clip)
         if min is not None and max is not None:
             self.text = f"a number in [{min}, {max}]"
         elif min is not None:
@@ -91,7 +91,7 @@ class Float(Kind):
             return f"must be {self.text}"
         if self.max is not None and v > self.max:
             return f"must be {self.text}"
-        if abs(v) > FLOAT32_MAX:  # torch turns it into a float32 scalar, and fails mid-run ("without overflow")
+        if abs(v) > FLOAT32_MAX and not self.wide:  # torch turns it into a float32 scalar, and fails mid-run ("without overflow")
             return f"must be a number float32 holds (at most {FLOAT32_MAX:.4g} in size): torch computes with it in " \
                    "float32"
         return None

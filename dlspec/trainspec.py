@@ -34,7 +34,7 @@ class F32Positive(Float):
     float32, or flushed to 0, where torch computes with it (a clip_grad_norm of 1e-300 zeroes every gradient)."""
 
     def __init__(self) -> None:
-        super().__init__(2.0 ** -126)
+        super().__init__(2.0 ** -126, wide=True)  # (a huge one is no clip at all: torch divides by it)
         self.text = "a number ≥ 1.18e-38 (2**-126: a smaller one is 0 in float32)"
 
 
