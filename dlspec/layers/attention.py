@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import codes, dims
 from ..dims import Dim
-from ..infer import Ctx
+from ..infer import Ctx, ShapeError
 from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, LayerType, register
 from .recurrent import batch_first_warning
 
@@ -111,9 +111,8 @@ register(LayerType(
 # --- two inputs: the decoder layer (target, memory) and the whole Transformer (source, target) -----------
 
 def _two(c: Ctx, names: tuple[str, str]) -> tuple[TT, TT]:
-    if len(c.inputs) != 2:
-        raise c.fail(codes.REFERENCE, f"{c.item.entry.name} reads two sequences, ({names[0]}, {names[1]}): name them "
-                     f"with `from: [{names[0]}, {names[1]}]`", help=f"e.g. `from: [-1, {names[1]}]`")
+    if len(c.inputs) != 2:  # the schema stage said so at `from:` (a `reference` error): nothing more to say
+        raise ShapeError(codes.NOT_KNOWN, f"{c.item.entry.name} reads two sequences")
     a, b = c.inputs
     for t, what in ((a, names[0]), (b, names[1])):
         if len(t.shape) != 2 or t.dtype != "float":
