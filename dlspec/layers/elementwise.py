@@ -3,7 +3,6 @@ weights; their modules are in dlspec.modules (torch.nn has none of them)."""
 
 from __future__ import annotations
 
-
 from ..infer import Ctx
 from ..registry import TT, Arg, Example, Float, LayerType, register
 from .merge import _module
