@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import spec_text
+from conftest import flow, spec_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -178,6 +178,37 @@ def test_symbolic_sizes_equal_only_for_even_h_name_the_declaration() -> None:
         assert model(torch.randn(2, 8, h)).shape == (2, 4, h)
     with pytest.raises(RuntimeError):  # and not for odd H
         dlspec.build(declared).train()(torch.randn(2, 8, 7))
+
+
+@settings(max_examples=80, derandomize=True)
+@given(shapes=st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=3), min_size=2, max_size=2),
+       long=st.sampled_from([None, 0, 1]))
+def test_random_pairs_against_torch(shapes: list[list[int]], long: int | None) -> None:
+    """Two inputs of drawn shapes (and sometimes ids): where dlspec says ok, torch gives the inferred shape;
+    where torch fails, dlspec has an error (and beyond torch, shapes that would only broadcast are refused)."""
+    kinds = [{"shape": s, "dtype": "long"} if i == long else s for i, s in enumerate(shapes)]
+    text = f"inputs: {{mu: {flow(kinds[0])}, logvar: {flow(kinds[1])}}}\nlayers:\n  - Reparameterize: [mu, logvar]\n"
+    checked = dlspec.check(dlspec.loads(text))
+    xs = [torch.randint(0, 3, (2, *s)) if i == long else torch.randn(2, *s) for i, s in enumerate(shapes)]
+    try:
+        torch.manual_seed(0)
+        y = modules.Reparameterize().train()(*xs)
+    except RuntimeError:
+        assert not checked.ok
+        return
+    if checked.ok:
+        assert tuple(y.shape) == (2, *checked.rows[0].output.shape) and y.dtype == torch.float32
+        model = dlspec.build(checked).train()
+        torch.manual_seed(0)
+        assert torch.equal(model(*xs), y)
+    else:
+        assert shapes[0] != shapes[1] or long is not None, [d.message for d in checked.errors]
+
+
+def test_repeat_gives_the_second_repetition_one_tensor() -> None:
+    text = HEADS.format(input="[10]", width=4) + "    repeat: 2\n"
+    assert _errors(text) == [("reference", 8, "Reparameterize reads two tensors, but `repeat: 2` gives each "
+                                              "repetition after the first only the output of the one before")]
 
 
 def test_ids_are_a_dtype_error() -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from .. import codes, dims
 from ..dims import Dim
-from ..infer import Ctx, ShapeError
+from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, LayerType, register
 from .recurrent import batch_first_warning
+from .sampling import two_inputs
 
 
 def attention(dim_arg: str, heads_arg: str) -> Any:
@@ -111,9 +112,7 @@ register(LayerType(
 # --- two inputs: the decoder layer (target, memory) and the whole Transformer (source, target) -----------
 
 def _two(c: Ctx, names: tuple[str, str]) -> tuple[TT, TT]:
-    if len(c.inputs) != 2:  # the schema stage said so at `from:` (a `reference` error): nothing more to say
-        raise ShapeError(codes.NOT_KNOWN, f"{c.item.entry.name} reads two sequences")
-    a, b = c.inputs
+    a, b = two_inputs(c)
     for t, what in ((a, names[0]), (b, names[1])):
         if len(t.shape) != 2 or t.dtype != "float":
             raise c.fail(codes.RANK, f"{c.item.entry.name} reads float sequences (N, T, F); its {what} is "
