@@ -18,6 +18,7 @@ import pytest
 from conftest import flow, spec_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_steps import fake_graphs  # noqa: F401  (a fixture: the CUDA-graph engine on the CPU)
 
 torch = pytest.importorskip("torch")
 from torch.distributions import Normal, kl_divergence  # noqa: E402
@@ -448,3 +449,18 @@ def test_a_generator_of_its_own_would_not_resume(tmp_path: Path, capsys: Any, mo
     monkeypatch.setattr(modules.Reparameterize, "forward", own_generator)
     whole, parts = _two_epochs_and_resumed(tmp_path, capsys)
     assert any(not torch.equal(t, parts["model"][n]) for n, t in whole["model"].items())
+
+
+def test_the_cuda_graph_engine_draws_the_eager_eps(tmp_path: Path, capsys: Any, fake_graphs: Any) -> None:  # noqa: F811
+    """The CUDA-graph path (run on the CPU through test_steps' stand-in for torch.cuda's graph calls): its warm-up
+    and capture restore the random state, so each replayed step samples the eps of the eager step, bit for bit."""
+    from test_steps import losses, run
+
+    text = TINY_VAE.replace("  device: cpu\n", "  device: cpu\n  cuda_graph: false\n")
+    plain, s0, _ = run(tmp_path, capsys, text, out="plain")
+    fast, s1, _ = run(tmp_path, capsys, text, "train.cuda_graph=auto", out="fast")
+    assert (s0["path"], s1["path"]) == ("eager", "cuda-graph"), s1["plan"]["why"]
+    assert fake_graphs.count("replay") > 0
+    assert losses(fast) == losses(plain)
+    for k, v in plain["model"].items():
+        assert torch.equal(fast["model"][k], v), k
