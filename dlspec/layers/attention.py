@@ -10,8 +10,8 @@ from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, LayerType, register
+from .merge import two_inputs
 from .recurrent import batch_first_warning
-from .sampling import two_inputs
 
 
 def attention(dim_arg: str, heads_arg: str) -> Any:

@@ -12,23 +12,9 @@ from typing import Any
 
 from .. import codes, dims
 from ..dims import Dim
-from ..infer import Ctx, ShapeError
+from ..infer import Ctx
 from ..registry import TT, Example, LayerType, register
-from .merge import _divisor_hint, _module, _show
-
-
-def two_inputs(c: Ctx) -> tuple[TT, TT]:
-    """The two tensors a two-input layer reads.  A `from:` that names another number is the schema stage's
-    `reference` error, said there; what is left is a repetition after the first (`repeat:`), which reads only
-    the output of the one before."""
-    if len(c.inputs) == 2:
-        return c.inputs[0], c.inputs[1]
-    if c.item.sources is not None and len(c.item.sources) == 2:
-        name = c.item.entry.name
-        raise c.fail(codes.REFERENCE, f"{name} reads two tensors, but `repeat: {c.item.repeat}` gives each "
-                     "repetition after the first only the output of the one before",
-                     help=f"leave out repeat, or write {name} once per use, each with its own `from:`")
-    raise ShapeError(codes.NOT_KNOWN, f"{c.item.entry.name} reads two tensors")
+from .merge import _divisor_hint, _module, _show, two_inputs
 
 
 def _reparameterize(c: Ctx, x: TT) -> TT:
