@@ -236,9 +236,10 @@ def _layer_args(entry: LayerType, block: bool) -> dict[str, Any]:
             s = {"anyOf": [s, _EXPR]}
         alts.append({"allOf": [{"type": ["array", "string", "integer", "number"]}, s],
                      "description": f"A bare value: {main}."})
-    if entry.arity == 0:
+    if entry.reads_list:
         alts.append({"type": "array", "items": _sources()["anyOf"][0], "minItems": 2,
-                     "description": "A bare list: what it merges (from:)."})
+                     **({"maxItems": 2} if entry.arity == 2 else {}),
+                     "description": "A bare list: what it " + ("merges" if entry.arity == 0 else "reads") + " (from:)."})
     if not required:
         alts.append({"type": "null"})
     summary = entry.doc or f"{entry.name} ({entry.family})"

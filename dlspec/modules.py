@@ -148,6 +148,43 @@ class Concatenate(nn.Module):
         return f"dim={self.dim}"
 
 
+# --- element-wise math, and sampling ---------------------------------------------------------------------
+
+class Exp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+
+class Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
+
+class Scale(nn.Module):
+    """x * factor, a constant."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+class Reparameterize(nn.Module):
+    """A sample of N(mu, exp(logvar)) that gradients flow through (Kingma & Welling 2014): mu + eps * exp(logvar / 2)
+    with eps ~ N(0, 1) drawn from torch's global generator (torch.manual_seed repeats it, and a checkpoint that
+    saves torch's RNG state resumes it); mu itself when evaluating (the same output on every call)."""
+
+    def forward(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:  # (N, *S), (N, *S) -> (N, *S)
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
 Ref = Any  # a `from:` entry: a name (str) or an entry position (int, already made absolute)
 
 

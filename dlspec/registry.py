@@ -302,6 +302,12 @@ class LayerType:
 
 
     @property
+    def reads_list(self) -> bool:
+        """A bare list after its name is what it reads (`- Add: [-1, skip]`, `- Reparameterize: [mu, logvar]`): a
+        merge, or a two-input type without arguments (the list can mean nothing else)."""
+        return self.arity == 0 or (self.arity == 2 and not self.args)
+
+    @property
     def main_arg(self) -> str | None:
         """The argument a bare value fills (`- MaxPool2d: 2`): `positional`, else the first required one."""
         if self.positional:

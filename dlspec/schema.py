@@ -530,10 +530,11 @@ class _Parser:
         many = item.entry.arity == 0
         where = item.sources_path or item.path + ("from",)
         if item.entry.arity == 2 and not item.unknown and (item.sources is None or len(item.sources) != 2):
+            order = item.entry.doc.split("`from: ")[-1].rstrip("`")  # the doc ends with `from: [target, memory]`
             self.err(codes.REFERENCE, f"{item.entry.name} reads two inputs: name them with `from:`"
                      + (f" (it names {len(item.sources)})" if item.sources else ""),
                      where if item.sources else item.args_path, key=item.sources is None, index=item.index,
-                     help="e.g. `from: [-1, memory]`, in the order " + item.entry.doc.split("`from: ")[-1].rstrip("`"))
+                     help=f"e.g. `from: [-1, {order.strip('[]').split(', ')[-1]}]`, in the order {order}")
             return
         if item.sources is None:
             if many and not item.unknown:
@@ -621,7 +622,7 @@ class _Parser:
             args = {k: v for k, v in args.items() if k != "from"} or None
             from_path = kpath + ("from",)
         entry = lookup(key)
-        if entry is not None and entry.arity == 0 and isinstance(args, list) and "from" not in meta:
+        if entry is not None and entry.reads_list and isinstance(args, list) and "from" not in meta:
             meta, args = {**meta, "from": args}, None  # `- Add: [-1, skip]`: a merge's bare value is what it reads
             from_path = kpath
         meta_ok = self.meta(meta, path, index)

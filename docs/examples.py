@@ -12,9 +12,9 @@ Three kinds of examples are checked:
   from machine to machine is compared loosely (``same()``): run folders' date-times, timings and
   samples/s, metrics to within 0.01 + 5 %, and the path lines that depend on the CPU (the bf16 hint).
 * generated tables between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``: ``codes`` is
-  the table of `dlspec codes`, ``layers`` of `dlspec layers`, ``train`` the options of the `train:`
-  section (dlspec.trainspec.TRAIN_ARGS), ``datasets`` the data sets and their options, ``tasks`` the
-  tasks (dlspec.tasks) and theirs.
+  the table of `dlspec codes`, ``layers`` of `dlspec layers` (``layer_count``: the README's count of them),
+  ``train`` the options of the `train:` section (dlspec.trainspec.TRAIN_ARGS), ``datasets`` the data sets
+  and their options, ``tasks`` the tasks (dlspec.tasks) and theirs.
 * ```pycon blocks: run as doctests (``>>>`` lines), in the repository root.
 
 And every relative link must lead somewhere: the file exists, and a ``#anchor`` is one of its headings.
@@ -141,6 +141,9 @@ def generated(name: str) -> str:
         rows = ["| family | layer types |", "|---|---|"]
         rows += [f"| {fam} | {', '.join(f'`{n}`' for n in names)} |" for fam, names in families]
         rows += ["", f"{sum(len(names) for _, names in families)} layer types in all."]
+    elif name == "layer_count":  # the README's sentence: the same count as the table of docs/spec-language.md
+        count = sum(len(names.split(",")) for _, names in two_columns(run("dlspec layers")))
+        rows = [f"{count} layer types, by family, with torch's arguments: `dlspec layers`, `dlspec layers NAME`."]
     elif name == "train":
         from dlspec.trainspec import TRAIN_ARGS
 

@@ -150,8 +150,12 @@ def test_spec_builds_and_runs(path: Path) -> None:
             x = _sample(net, 3, bindings)
             with torch.no_grad():
                 y = model(x)
-            want = (3, *(dims.evaluate(d, bindings) for d in net.output.shape))
-            assert tuple(y.shape) == want, f"{rel(path)} with {bindings}: torch gives {tuple(y.shape)}, dlspec {want}"
+            ys = y if net.outputs else (y,)  # `outputs:`: a tuple in that order
+            for got, out in zip(ys, [t for _, t in net.outputs] or [net.output], strict=True):
+                assert out is not None
+                want = (3, *(dims.evaluate(d, bindings) for d in out.shape))
+                assert tuple(got.shape) == want, \
+                    f"{rel(path)} with {bindings}: torch gives {tuple(got.shape)}, dlspec {want}"
 
 
 # --- (b) the mistakes ------------------------------------------------------------------------------------

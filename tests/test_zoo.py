@@ -36,6 +36,7 @@ CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...], dict[str, int],
     ("vit_ti16", ref.ViT, (3, 224, 224), {}, "float"),
     ("gpt_char", ref.GPT, (24,), {"T": 24}, "long"),
     ("seq2seq_encoder", ref.Seq2SeqEncoder, (9,), {"T": 9}, "long"),
+    ("cvae", ref.CVAE, (1, 28, 28), {}, "float"),
 ]
 
 
@@ -45,6 +46,17 @@ def test_every_zoo_spec_has_a_reference() -> None:
 
 def _sample(shape: tuple[int, ...], dtype: str, batch: int = 2) -> torch.Tensor:
     return torch.randint(0, 60, (batch, *shape)) if dtype == "long" else torch.randn(batch, *shape)
+
+
+def _more_inputs(checked: Any, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """The inputs after the first, at their declared shapes (a conditional model's labels: ids below its
+    smallest Embedding's vocabulary)."""
+    vocab = min((r.args["num_embeddings"] for r in checked.all_rows() if r.entry.name == "Embedding"), default=2)
+    out = []
+    for t in list(checked.spec.inputs.values())[1:]:
+        shape = (2, *(int(d) for d in t.shape))
+        out.append(torch.randint(0, vocab, shape) if t.dtype == "long" else torch.randn(shape))
+    return tuple(x.to(device) for x in out)
 
 
 def _randomise_batchnorm(m: nn.Module) -> None:
@@ -94,7 +106,7 @@ def test_zoo_spec_equals_its_reference(name: str, make: Callable[[], nn.Module],
             cpu_model(_sample(full, dtype))
     else:
         with torch.no_grad():
-            meta_model(x)
+            meta_model(x, *_more_inputs(checked, "meta"))
     for h in hooks:
         h.remove()
     want = [tuple(dims.evaluate(d, symbols) for d in r.output.shape) for r in checked.rows if r.output is not None]
@@ -108,8 +120,8 @@ def test_zoo_spec_equals_its_reference(name: str, make: Callable[[], nn.Module],
     with torch.no_grad():
         _randomise_batchnorm(reference)
         _copy(model, reference)
-        x = _sample(shape, dtype)
-        got, expected = _as_tuple(model(x)), _as_tuple(reference(x))
+        xs = (_sample(shape, dtype), *_more_inputs(checked))
+        got, expected = _as_tuple(model(*xs)), _as_tuple(reference(*xs))
     assert len(got) == len(expected)
     for g, w in zip(got, expected, strict=True):
         assert g.shape == w.shape

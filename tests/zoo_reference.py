@@ -342,3 +342,27 @@ class Seq2SeqEncoder(nn.Module):
     def forward(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs, hidden = self.rnn(F.dropout(self.embedding(src), 0.5, self.training))
         return outputs, torch.tanh(self.fc(torch.cat((hidden[-2], hidden[-1]), dim=1)))
+
+
+# --- conditional VAE -------------------------------------------------------------------------------------
+
+class CVAE(nn.Module):
+    """Sohn et al. 2015's q(z|x, y) and p(x|z, y) for MNIST, the label a learned vector read by both halves;
+    the code sampled as mu + eps * exp(logvar / 2) while training, mu when evaluating."""
+
+    def __init__(self, labels: int = 10, hidden: int = 400, code: int = 20):
+        super().__init__()
+        self.label = nn.Embedding(labels, labels)
+        self.encoder = nn.Linear(784 + labels, hidden)
+        self.mu = nn.Linear(hidden, code)
+        self.logvar = nn.Linear(hidden, code)
+        self.decoder1 = nn.Linear(code + labels, hidden)
+        self.decoder2 = nn.Linear(hidden, 784)
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = self.label(label)
+        h = F.relu(self.encoder(torch.cat([image.flatten(1), y], dim=1)))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        recon = torch.sigmoid(self.decoder2(F.relu(self.decoder1(torch.cat([z, y], dim=1)))))
+        return recon.view(-1, 1, 28, 28), mu, logvar

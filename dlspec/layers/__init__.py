@@ -1,3 +1,18 @@
 """Layer families; importing this package fills the registry (one entry per layer type)."""
 
-from . import activation, attention, conv, core, merge, norm, pool, recurrent, resize, select, structure, tokens  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    attention,
+    conv,
+    core,
+    elementwise,
+    merge,
+    norm,
+    pool,
+    recurrent,
+    resize,
+    sampling,
+    select,
+    structure,
+    tokens,
+)

@@ -10,6 +10,7 @@ from .. import codes, dims
 from ..dims import Dim
 from ..infer import Ctx
 from ..registry import TT, Arg, Bool, Choice, ErrorExample, Example, Float, Int, LayerType, register
+from .merge import two_inputs
 from .recurrent import batch_first_warning
 
 
@@ -111,10 +112,7 @@ register(LayerType(
 # --- two inputs: the decoder layer (target, memory) and the whole Transformer (source, target) -----------
 
 def _two(c: Ctx, names: tuple[str, str]) -> tuple[TT, TT]:
-    if len(c.inputs) != 2:
-        raise c.fail(codes.REFERENCE, f"{c.item.entry.name} reads two sequences, ({names[0]}, {names[1]}): name them "
-                     f"with `from: [{names[0]}, {names[1]}]`", help=f"e.g. `from: [-1, {names[1]}]`")
-    a, b = c.inputs
+    a, b = two_inputs(c)
     for t, what in ((a, names[0]), (b, names[1])):
         if len(t.shape) != 2 or t.dtype != "float":
             raise c.fail(codes.RANK, f"{c.item.entry.name} reads float sequences (N, T, F); its {what} is "

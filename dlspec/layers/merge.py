@@ -1,7 +1,8 @@
 """Merges: layers that read two or more tensors named with `from:` (Add, Multiply, Concatenate, Average,
 Maximum).  Element-wise merges broadcast as torch does, per sample and with the same number of
 dimensions (a size 1 stretches); Concatenate joins along one dimension.  Their modules are in
-dlspec.modules; the graph a spec's `from:` draws is run by dlspec.modules.Graph."""
+dlspec.modules; the graph a spec's `from:` draws is run by dlspec.modules.Graph.  two_inputs is what a layer of
+exactly two inputs reads (TransformerDecoderLayer, Transformer, Reparameterize)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from .. import codes, dims
 from ..dims import Dim
-from ..infer import Ctx
+from ..infer import Ctx, ShapeError
 from ..registry import TT, Arg, Example, Int, LayerType, register
 
 
@@ -68,6 +69,20 @@ def _broadcast(c: Ctx, what: str) -> TT:
     layout = next((t.layout for t in xs if len(t.shape) == len(out) and t.layout), None)
     dtype = "long" if all(t.dtype == "long" for t in xs) else "float"
     return TT(tuple(out), dtype, layout)
+
+
+def two_inputs(c: Ctx) -> tuple[TT, TT]:
+    """The two tensors a two-input layer reads.  A `from:` that names another number is the schema stage's
+    `reference` error, said there; what is left is a repetition after the first (`repeat:`), which reads only
+    the output of the one before."""
+    if len(c.inputs) == 2:
+        return c.inputs[0], c.inputs[1]
+    if c.item.sources is not None and len(c.item.sources) == 2:
+        name = c.item.entry.name
+        raise c.fail(codes.REFERENCE, f"{name} reads two tensors, but `repeat: {c.item.repeat}` gives each "
+                     "repetition after the first only the output of the one before",
+                     help=f"leave out repeat, or write {name} once per use, each with its own `from:`")
+    raise ShapeError(codes.NOT_KNOWN, f"{c.item.entry.name} reads two tensors")
 
 
 def _elementwise(what: str) -> Any:
