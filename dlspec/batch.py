@@ -3,7 +3,7 @@ samples become one (`Feed`).
 
 A step never indexes the data itself: the trainer (an epoch's batches, each process's part of one), the
 evaluation, the CUDA-graph engine (a gather inside the captured step), the trial step and predict all ask
-the run's `Feed` for a `Batch`.  Today's data sets give one input and one target per sample (`Split.x`,
+the run's `Feed` (`feed_for`) for a `Batch`.  Today's data sets give one input and one target per sample (`Split.x`,
 `Split.y`): the Feed names the input after the first input the step reads and the target `target`.  Data
 that feeds several inputs by name (an image and its class label; tokens and their padding mask) is a Feed
 that maps more of the data's tensors to more names; the steps read `inputs[name]` and `targets[name]` already.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import Split
+from .data import Bundle, Split
 
 TARGET = "target"  # the name of the one target today's data sets give
 
@@ -44,6 +44,17 @@ class Batch:
         """The same batch on `device` (copies made without waiting, where the data is pinned)."""
         return Batch({k: v.to(device, non_blocking=True) for k, v in self.inputs.items()},
                      {k: v.to(device, non_blocking=True) for k, v in self.targets.items()}, self.share, self.part)
+
+
+def feed_for(bundle: Bundle, inputs: Sequence[str]) -> Feed:
+    """The Feed of a run: how its data set's samples become batches of the inputs its step reads (`inputs`, in
+    the step's order).  Today's data sets give one input: the first name."""
+    return Feed(inputs)
+
+
+def moved(split: Split, device: torch.device) -> Split:
+    """The split with every tensor on `device` (the trainer keeps a data set that fits there)."""
+    return Split(split.x.to(device), split.y.to(device))
 
 
 class Feed:

@@ -555,7 +555,7 @@ def _describe(out: Any, target: Any, s: Any, threshold: Any, classify: bool = Tr
     def lab(c: int) -> str:
         return f"{c} ({names[c]})" if names and c < len(names) and names[c] != str(c) else str(c)
 
-    if s.bundle.task == "classification" and classify:
+    if s.task.kind == "classification" and classify:  # (the targets the loss sees: class ids)
         if threshold is not None:  # one logit (or probability) for class 1
             p1 = out.reshape(()) if threshold == 0.5 else out.reshape(()).sigmoid()
             p = torch.stack([1 - p1, p1])
@@ -697,17 +697,18 @@ def _generate_text(args: argparse.Namespace, s: Any) -> int:
 
 
 GENERATE = {"text": _generate_text, "samples": _generate_samples}  # by the entry's `generate`
-# per kind of generation: who makes it, its own options (refused for another kind), and all it takes, as said
+# per kind of generation: who makes it ({tasks}: the tasks whose entry says so), its own options (refused for
+# another kind), and all it takes, as the refusal says them
 GENERATORS = {"text": ("a language model", ("--prime", "--length", "--temperature", "--top-k"),
                        "--prime, --length, --temperature, --top-k and --seed"),
-              "samples": ("a generator", ("-n", "--image"), "-n, --seed and --image")}
+              "samples": ("a generator (task {tasks})", ("-n", "--image"), "-n, --seed and --image")}
 
 
 def _who(mode: str) -> str:
-    """`a generator (task adversarial)`: who makes this kind of generation, and its tasks."""
+    """`a generator (task adversarial)`: who makes this kind of generation."""
     from .tasks import names_where
 
-    return f"{GENERATORS[mode][0]} (task {' or '.join(names_where(lambda t: t.generate == mode))})"
+    return GENERATORS[mode][0].format(tasks=" or ".join(names_where(lambda t: t.generate == mode)))
 
 
 def _misplaced_option(args: argparse.Namespace, mode: str) -> str | None:

@@ -217,10 +217,11 @@ def trial_batches(s: Any, training: bool) -> list[int]:
     return [first] + ([smallest] if 0 < smallest < first else [])
 
 
-def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor, training: bool) -> float:
-    """One step as the run takes it — the run's own step object (dlspec.step), made for a copy of the model and
-    `resolved`, driven stage by stage; the loss, or _Failed at the stage that failed."""
-    from .batch import Feed
+def _attempt(s: Any, resolved: dict[str, Any], split: Any, n: int, training: bool) -> float:
+    """One step as the run takes it on the first n samples of split — the run's own step object (dlspec.step),
+    made for a copy of the model and `resolved`, driven stage by stage; the loss, or _Failed at the stage that
+    failed."""
+    from .batch import feed_for
     from .step import Context
 
     model = copy.deepcopy(s.model)
@@ -232,7 +233,7 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
     task = s.task.make(replace(Context.of(s), model=model, resolved=resolved), s.task_args)
     step = task.step
     # what the task trains on (reconstruction: the input; noise from the global RNG, which trial_step restores)
-    batch = task.prepare(Feed(step.data_inputs).of(x, y), True)
+    batch = task.prepare(feed_for(s.bundle, step.data_inputs).rows(split, 0, n).to(s.device), True)
     with torch.set_grad_enabled(training):
         outputs = _forward(step, model, batch)
     loss, value = _loss(step, outputs, batch)
@@ -342,8 +343,7 @@ def _stand_ins(v: Any) -> list[Any]:
     return []
 
 
-def _culprit(s: Any, key: str, stage: str, x: torch.Tensor, y: torch.Tensor,
-             training: bool) -> tuple[str, bool] | None:
+def _culprit(s: Any, key: str, stage: str, split: Any, n: int, training: bool) -> tuple[str, bool] | None:
     """The one argument of the loss, optimizer or scheduler without which (or with a plain value in its place,
     for an argument torch requires) the trial gets past `stage`, and whether leaving it out does."""
     name, cls, kw = s.resolved[key]
@@ -351,7 +351,7 @@ def _culprit(s: Any, key: str, stage: str, x: torch.Tensor, y: torch.Tensor,
         rest = {a: v for a, v in kw.items() if a != k}
         for i, variant in enumerate([rest] + [{**rest, k: v} for v in _stand_ins(kw[k])]):
             try:
-                _attempt(s, {**s.resolved, key: (name, cls, variant)}, x, y, training)
+                _attempt(s, {**s.resolved, key: (name, cls, variant)}, split, n, training)
             except _Failed as f:
                 if STAGES.index(f.stage) <= STAGES.index(stage):  # not past the stage that failed
                     continue
@@ -373,11 +373,10 @@ def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
             for n in sizes:
                 if n == 0:
                     continue
-                x, y = split.x[:n].to(s.device), split.y[:n].to(s.device)
                 try:
-                    _attempt(s, s.resolved, x, y, training)
+                    _attempt(s, s.resolved, split, n, training)
                 except _Failed as f:
-                    return [_diagnostic(s, f, x, y, n, training, last=n < sizes[0])]
+                    return [_diagnostic(s, f, split, n, training, last=n < sizes[0])]
     finally:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
@@ -385,7 +384,7 @@ def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
     return []
 
 
-def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, training: bool,
+def _diagnostic(s: Any, f: _Failed, split: Any, n: int, training: bool,
                 last: bool) -> Diagnostic:
     """The diagnostic of a failed trial (last: on the run's last, smaller batch, the full one having passed)."""
     cause = _first_line(f.cause)
@@ -412,7 +411,7 @@ def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, tr
     when = {"loss": "computing the loss", "optimizer": "at the optimizer's first step",
             "scheduler": "at the scheduler's first step",
             "last-scheduler": f"at the scheduler's last step ({run_steps(s)} of the run)"}[f.stage]
-    blame = _culprit(s, key, f.stage, x, y, training)
+    blame = _culprit(s, key, f.stage, split, n, training)
     written = getattr(s.cfg, key)
     base: tuple[Any, ...] = ("train", key, written[0]) if written else ("train",)
     if blame is None and f.stage == "loss" and isinstance(f.cause, _NotFinite):

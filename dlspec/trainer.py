@@ -20,7 +20,7 @@ import torch
 from . import distributed, runs
 from . import graphs as graph_engine
 from . import plan as fast_path
-from .batch import Batch, Feed
+from .batch import Batch, feed_for, moved
 from .data import Split
 from .data.base import float_bytes
 from .objectives import Sums
@@ -94,7 +94,7 @@ class Trainer:
             self._move_data()
         self.task = s.task.make(Context.of(s), s.task_args)  # the task's runtime, holding the run's step
         self.step: Step = self.task.step
-        self.feed = Feed(self.step.data_inputs)
+        self.feed = feed_for(s.bundle, self.step.data_inputs)
         self.plan: Plan = fast_path.plan(s.cfg, self.device, self.step.capabilities(training), self.world.size,
                                          self.on_device)
         self.fallbacks: list[Fallback] = []  # what the run fell back from (a compile, a capture that failed)
@@ -135,10 +135,9 @@ class Trainer:
 
     def _move_data(self) -> None:
         b, d = self.s.bundle, self.device
-        b.train = Split(b.train.x.to(d), b.train.y.to(d))
-        b.test = Split(b.test.x.to(d), b.test.y.to(d))
+        b.train, b.test = moved(b.train, d), moved(b.test, d)
         if self.s.val is not None:
-            self.s.val = Split(self.s.val.x.to(d), self.s.val.y.to(d))
+            self.s.val = moved(self.s.val, d)
 
     # checkpoint state ----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -75,8 +75,8 @@ class TaskType:
     predict: str | None = "outputs"  # dlspec predict: "outputs" (each test sample's output against its target),
     # "reconstructions" (a picture of inputs and outputs, and each one's MSE); None: it has nothing to predict
     own_inputs: bool = False  # dlspec predict --input takes its models (own files, prepared as the data's samples)
-    generate: str | None = None  # dlspec generate: "text" (a language model's characters), "samples" (a generator's
-    # picture); None: it has nothing to generate
+    generate: str | None = "text"  # dlspec generate: "text" (characters from a model of a data set with a vocabulary:
+    # dlspec.generate refuses other data), "samples" (a generator's picture); None: it has nothing to generate
 
     def make(self, ctx: Context, args: dict[str, Any]) -> Supervised:
         """Its runtime for a run (`ctx`), holding the run's one step."""

@@ -129,5 +129,4 @@ register(TaskType(
           "temperature": Arg(Temperature(), 0.8, doc="of the samples (at least 2**-126: see MIN_TEMPERATURE)"),
           "prime": Arg(Optional_(Prime()), None, doc="the samples' start, in characters of the text (default: the "
                        "test text's first 8 characters)")},
-    contract=_contract, loaded=_loaded, default_metrics=("accuracy", "perplexity"), default_for=("char_text",),
-    generate="text"))
+    contract=_contract, loaded=_loaded, default_metrics=("accuracy", "perplexity"), default_for=("char_text",)))
