@@ -171,6 +171,7 @@ class Step(ABC):
         self.device = ctx.device
         self.autocast: Callable[[], Any] = contextlib.nullcontext
         self.uncached: Callable[[], Any] = contextlib.nullcontext  # autocast inside a CUDA graph (no weight cache)
+        self.eval_autocast: Callable[[], Any] = contextlib.nullcontext  # a run with CUDA graphs: as it captures
         self.fall_back: Callable[[Fallback, str], None] = lambda f, note: None
 
     @property
@@ -190,6 +191,7 @@ class Step(ABC):
             kind = self.device.type
             self.autocast = lambda: torch.autocast(kind, dtype=amp)
             self.uncached = lambda: torch.autocast(kind, dtype=amp, cache_enabled=False)
+            self.eval_autocast = self.uncached if plan.graph else self.autocast
         self.fall_back = fall_back
         if plan.sync_batchnorm:  # before the optimizers: the same parameters, in SyncBatchNorm modules
             self.model = distributed.sync_batchnorm(self.model)
@@ -264,8 +266,8 @@ class OptimizerStep(Step):
         self.scaler: Any = None
         self._objective: Objective | None = None
         self.channels_last = False
-        self.eager: Any = self.model  # the model, or its DDP replica
-        self.compiled: Any = None  # torch.compile's module until its first call worked (then eager's stand-in)
+        self.net: Any = self.model  # what a training forward calls: the model, its DDP replica, or their compiled form
+        self._compiling: Any = None  # torch.compile's module, until its first call worked
         self._impl: dict[str, Any] = {}  # the optimizer implementation the plan chose (fused), not the spec's
         self._spec_impl: dict[str, Any] = {}
 
@@ -299,12 +301,11 @@ class OptimizerStep(Step):
         if plan.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.ctx.world.distributed:  # the replica whose backward averages the gradients over the processes
-            self.eager = distributed.replica(self.model, self.device)
+            self.net = distributed.replica(self.model, self.device)
         if plan.compile:
-            self.compiled = torch.compile(self.eager, mode=plan.compile)
+            self._compiling = torch.compile(self.net, mode=plan.compile)
             if self.ctx.world.distributed:  # (dynamo's note, on every rank, that DDP's profiler label is not traced)
                 logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_not_profiler_note)
-        self.uncached = self.uncached if plan.graph else self.autocast  # evaluation's autocast: see evaluate
 
     def build_optimizer(self, impl: dict[str, Any] | None = None) -> torch.optim.Optimizer:
         """The spec's optimizer over the model (`impl`: the implementation the plan chose, fused=True)."""
@@ -325,16 +326,16 @@ class OptimizerStep(Step):
         a DDP evaluation (DDP's forward would sync buffers, and the processes' parts differ in size)."""
         if not self.model.training and self.ctx.world.distributed:
             return self.model(*xs)
-        if self.compiled is None:
-            return self.eager(*xs)
+        if self._compiling is None:
+            return self.net(*xs)
+        compiled, self._compiling = self._compiling, None
         try:
-            out = self.compiled(*xs)
+            out = compiled(*xs)
         except Exception as e:  # noqa: BLE001 - no C++ compiler, an unsupported op, ...: run eagerly
-            self.compiled = None
             self.fall_back(Fallback("compile", f"compile: off, it failed ({type(e).__name__})"),
                            f"note: torch.compile failed ({_note(e)}); continuing without it")
-            return self.eager(*xs)
-        self.eager, self.compiled = self.compiled, None  # it works: the compiled module from here on
+            return self.net(*xs)
+        self.net = compiled  # it works: the compiled module from here on
         return out
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -415,8 +416,7 @@ class OptimizerStep(Step):
     # evaluation ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, batch: Batch, meter: Sums) -> int:
-        # (a run with CUDA graphs evaluates as it captures: autocast without its weight cache)
-        loss, o, t = self._loss(batch, self.uncached)
+        loss, o, t = self._loss(batch, self.eval_autocast)
         assert isinstance(meter, Meter)
         return meter.add_sums(loss, o.float(), t)
 
