@@ -259,6 +259,16 @@ def test_predict_and_generate_follow_the_entry(tmp_path, capsys, monkeypatch):
                                       "that do: ") and "adversarial" in err
 
 
+def test_predict_of_a_generator_says_it_has_nothing_to_predict(tmp_path, capsys):
+    """It was an internal error (exit 70: the ModuleDict of the two networks has no forward)."""
+    from test_tasks import GAN
+
+    d, _ = train(tmp_path, capsys, GAN, "train.epochs=1", "train.task.adversarial.samples=0", "--quiet")
+    rc, out, err = dlspec_main(capsys, "predict", d / "spec.yaml", "--checkpoint", d / "checkpoint.pt")
+    assert (rc, err) == (2, "dlspec predict: the adversarial task has nothing to predict; dlspec generate draws its "
+                            "samples\n")
+
+
 def test_several_networks_train_with_the_tasks_whose_entry_trains_networks(monkeypatch, tmp_path):
     from test_tasks import GAN
 
