@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -64,7 +65,7 @@ def judge(clf: object, pixels: object) -> tuple[float, list[int]]:
 def main() -> None:
     import torch
 
-    from dlspec.trainer import Trainer
+    from dlspec.step import make_task
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--gan")
@@ -80,11 +81,9 @@ def main() -> None:
                              *([f"train.epochs={a.epochs}"] if a.epochs else []))
     clf_dir = a.classifier or train(a.classifier_spec, a.data_root, a.out)
     gan, clf = session(gan_dir, a.data_root), session(clf_dir, a.data_root)
-    from dlspec.session import Options
-
-    task = Trainer(gan, Options(quiet=True, progress=False), training=False).task
+    step: Any = make_task(gan).step  # the GAN's step (dlspec.tasks.adversarial_step)
     mean, std = scaling(gan)
-    fake = task.samples(a.n, a.seed) * std + mean  # back to pixels 0..1
+    fake = step.samples(a.n, a.seed) * std + mean  # back to pixels 0..1
     real = clf.bundle.test.x[:a.n] * scaling(clf)[1] + scaling(clf)[0]
     noise = torch.rand(a.n, 1, 28, 28, generator=torch.Generator().manual_seed(a.seed))
     out = {}

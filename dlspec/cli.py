@@ -519,23 +519,21 @@ def _save_picture(command: str, fig: Any, path: str) -> bool:
     return True
 
 
-def _predict_reconstruction(args: argparse.Namespace, s: Any, opts: Any) -> int:
-    """predict for task reconstruction: the first n test samples, their reconstructions as a PNG, and the MSE
-    of each."""
+def _predict_reconstruction(args: argparse.Namespace, s: Any, task: Any) -> int:
+    """predict of a task whose entry says "reconstructions": the first n test samples, their reconstructions as a
+    PNG, and the MSE of each."""
     from .pictures import image_rows
     from .safeio import shown
     from .tasks.reconstruction import reconstruct
-    from .trainer import Trainer
 
     path = _picture_path("predict", args.image, "reconstructions.png")
     if path is None:
         return 2
-    tr = Trainer(s, opts, training=False)
     n = min(args.n, len(s.bundle.test))
-    clean, noised, out = reconstruct(tr, tr.task, n)
+    clean, noised, out = reconstruct(task, n)
     for i in range(n):
         print(f"sample {i:>3}: reconstruction mse {float(((out[i] - clean[i]) ** 2).mean()):.5f}")
-    rows = [("input", clean)] + ([("corrupted", noised)] if tr.task.corrupts else []) + [("output", out)]
+    rows = [("input", clean)] + ([("corrupted", noised)] if task.corrupts else []) + [("output", out)]
     title = f"{s.checked.spec.name} · {os.path.basename(args.checkpoint)}"
     try:
         if not _save_picture("predict", lambda: image_rows(rows, title, shared=True), path):
@@ -557,7 +555,7 @@ def _describe(out: Any, target: Any, s: Any, threshold: Any, classify: bool = Tr
     def lab(c: int) -> str:
         return f"{c} ({names[c]})" if names and c < len(names) and names[c] != str(c) else str(c)
 
-    if s.bundle.task == "classification" and classify:
+    if s.task.kind == "classification" and classify:  # (the targets the loss sees: class ids)
         if threshold is not None:  # one logit (or probability) for class 1
             p1 = out.reshape(()) if threshold == 0.5 else out.reshape(()).sigmoid()
             p = torch.stack([1 - p1, p1])
@@ -577,17 +575,19 @@ def _describe(out: Any, target: Any, s: Any, threshold: Any, classify: bool = Tr
     return text, None
 
 
-def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
+def _predict_inputs(args: argparse.Namespace, s: Any, task: Any) -> int:
     """predict --input: the user's images, folders, CSV rows and .npy arrays, prepared as the data set's
     samples; a line each, and the accuracy over those whose folder or column gives the class."""
     import torch
 
+    from .batch import Feed
     from .inputs import InputError, collect, id_range
     from .objectives import binary_threshold
+    from .tasks import names_where
 
-    if s.task.name not in ("classification", "regression"):
-        print(f"dlspec predict: --input takes a classifier or a regression model; {args.spec} is task "
-              f"{s.task.name}", file=sys.stderr)
+    if not s.task.own_inputs:
+        print(f"dlspec predict: --input takes a model of task {' or '.join(names_where(lambda t: t.own_inputs))}; "
+              f"{args.spec} is task {s.task.name}", file=sys.stderr)
         return 2
     try:
         samples = collect([p for group in args.input for p in group], s.bundle, id_range(s.model, s.bundle))
@@ -600,8 +600,7 @@ def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
     for i in range(0, len(samples), 256):
         chunk = samples[i:i + 256]
         try:
-            with torch.no_grad():
-                out = s.model(torch.stack([c.x for c in chunk]).to(s.device)).float().cpu()
+            out = _outputs(task, Feed(task.step.data_inputs).of(torch.stack([c.x for c in chunk]).to(s.device)))
         except RuntimeError as e:  # what torch refuses for these values (ids beyond the vocabulary, ...)
             print(f"dlspec predict: the model cannot run on {chunk[0].source}: {str(e).splitlines()[0][:200]}",
                   file=sys.stderr)
@@ -617,20 +616,20 @@ def _predict_inputs(args: argparse.Namespace, s: Any) -> int:
     return 0
 
 
-@_with_checkpoint
-def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
-    import torch
+def _outputs(task: Any, batch: Any) -> Any:
+    """The main output of the task's step for a batch (the plain model, in evaluation mode), on the CPU."""
+    step = task.step
+    return step.predict(batch)[step.outputs[0]].float().cpu()
 
-    if args.input:
-        return _predict_inputs(args, s)
-    if s.task.name == "reconstruction":
-        return _predict_reconstruction(args, s, opts)
-    test = s.bundle.test
-    n = min(args.n, len(test))
-    with torch.no_grad():
-        out = s.model(test.x[:n].to(s.device)).float().cpu()
+
+def _predict_outputs(args: argparse.Namespace, s: Any, task: Any) -> int:
+    """predict of a task whose entry says "outputs": each of the first n test samples' output, against its target."""
+    from .batch import Feed
     from .objectives import binary_threshold
 
+    test = s.bundle.test
+    n = min(args.n, len(test))
+    out = _outputs(task, Feed(task.step.data_inputs).rows(test, 0, n).to(s.device))
     threshold = binary_threshold(s.resolved)
     for i in range(n):
         y = test.y[i]
@@ -638,12 +637,30 @@ def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
     return 0
 
 
-def _generate_samples(args: argparse.Namespace, s: Any, opts: Any) -> int:
-    """generate for task adversarial: n samples of the generator from noise seeded --seed, as a PNG grid."""
+PREDICT = {"outputs": _predict_outputs, "reconstructions": _predict_reconstruction}  # by the entry's `predict`
+
+
+@_with_checkpoint
+def cmd_predict(args: argparse.Namespace, s: Any, opts: Any) -> int:
+    from .step import make_task
+
+    task = make_task(s)
+    if args.input:
+        return _predict_inputs(args, s, task)
+    if s.task.predict is None:
+        print(f"dlspec predict: the {s.task.name} task has nothing to predict"
+              + ("; dlspec generate draws its samples" if s.task.generate else ""), file=sys.stderr)
+        return 2
+    return PREDICT[s.task.predict](args, s, task)
+
+
+def _generate_samples(args: argparse.Namespace, s: Any) -> int:
+    """generate of a task whose entry says "samples": n samples of the generator from noise seeded --seed, as a PNG
+    grid."""
     from .pictures import image_grid
     from .safeio import shown
+    from .step import make_task
     from .tasks.adversarial import GRID_MAX
-    from .trainer import Trainer
 
     n = args.n or 64
     if n > GRID_MAX:
@@ -652,8 +669,8 @@ def _generate_samples(args: argparse.Namespace, s: Any, opts: Any) -> int:
     path = _picture_path("generate", args.image, "samples.png")
     if path is None:
         return 2
-    tr = Trainer(s, opts, training=False)
-    batch, span = tr.task.samples(n, args.seed), tr.task.span()
+    task: Any = make_task(s)
+    batch, span = task.step.samples(n, args.seed), task.span()
     title = f"{s.checked.spec.name} · seed {args.seed}"
     try:
         if not _save_picture("generate", lambda: image_grid(batch, columns=min(8, n), title=title, span=span), path):
@@ -661,28 +678,14 @@ def _generate_samples(args: argparse.Namespace, s: Any, opts: Any) -> int:
     except ImportError:
         print("dlspec generate: the picture needs matplotlib (pip install 'dlspec[plot]')", file=sys.stderr)
         return 1
-    print(f"wrote {shown(path)}: {n} samples of {tr.task.g_name} (noise seed {args.seed})")
+    print(f"wrote {shown(path)}: {n} samples of {task.step.g_name} (noise seed {args.seed})")
     return 0
 
 
-@_with_checkpoint
-def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
+def _generate_text(args: argparse.Namespace, s: Any) -> int:
+    """generate of a task whose entry says "text": --length characters after --prime."""
     from .generate import GenerateError, generate
 
-    text_options = {"--prime": args.prime, "--length": args.length, "--temperature": args.temperature,
-                    "--top-k": args.top_k}
-    if s.task.name == "adversarial":
-        given = [flag for flag, v in text_options.items() if v is not None]
-        if given:
-            print(f"dlspec generate: {given[0]} is for a language model; a generator (task adversarial) takes -n, "
-                  "--seed and --image", file=sys.stderr)
-            return 2
-        return _generate_samples(args, s, opts)
-    given = [flag for flag, v in (("-n", args.n), ("--image", args.image)) if v is not None]
-    if given:
-        print(f"dlspec generate: {given[0]} is for a generator (task adversarial); a language model takes --prime, "
-              "--length, --temperature, --top-k and --seed", file=sys.stderr)
-        return 2
     try:
         text = generate(s, args.prime or "", 200 if args.length is None else args.length,
                         0.8 if args.temperature is None else args.temperature, args.seed, args.top_k)
@@ -691,6 +694,49 @@ def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
         return e.status
     print(text)
     return 0
+
+
+GENERATE = {"text": _generate_text, "samples": _generate_samples}  # by the entry's `generate`
+# per kind of generation: who makes it ({tasks}: the tasks whose entry says so), its own options (refused for
+# another kind), and all it takes, as the refusal says them
+GENERATORS = {"text": ("a language model", ("--prime", "--length", "--temperature", "--top-k"),
+                       "--prime, --length, --temperature, --top-k and --seed"),
+              "samples": ("a generator (task {tasks})", ("-n", "--image"), "-n, --seed and --image")}
+
+
+def _who(mode: str) -> str:
+    """`a generator (task adversarial)`: who makes this kind of generation."""
+    from .tasks import names_where
+
+    return GENERATORS[mode][0].format(tasks=" or ".join(names_where(lambda t: t.generate == mode)))
+
+
+def _misplaced_option(args: argparse.Namespace, mode: str) -> str | None:
+    """The refusal of an option that is another kind of generation's (-n for text, --prime for a picture)."""
+    given = {"--prime": args.prime, "--length": args.length, "--temperature": args.temperature,
+             "--top-k": args.top_k, "-n": args.n, "--image": args.image}
+    for other, (_, options, _) in GENERATORS.items():
+        flag = next((f for f in options if given[f] is not None), None) if other != mode else None
+        if flag is not None:
+            return f"{flag} is for {_who(other)}; {_who(mode)} takes {GENERATORS[mode][2]}"
+    return None
+
+
+@_with_checkpoint
+def cmd_generate(args: argparse.Namespace, s: Any, opts: Any) -> int:
+    from .tasks import names_where
+
+    mode = s.task.generate
+    if mode is None:
+        makers = ", ".join(names_where(lambda t: t.generate is not None))
+        print(f"dlspec generate: the {s.task.name} task has nothing to generate (the tasks that do: {makers})",
+              file=sys.stderr)
+        return 2
+    misplaced = _misplaced_option(args, mode)
+    if misplaced:
+        print(f"dlspec generate: {misplaced}", file=sys.stderr)
+        return 2
+    return GENERATE[mode](args, s)
 
 
 @dataclass

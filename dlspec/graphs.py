@@ -26,22 +26,21 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .batch import Batch, Feed
+from .data import Split
+from .plan import Fallback
+
 
 class Host(Protocol):
-    """What the graph engine needs of the trainer that owns it (dlspec.trainer.Trainer)."""
+    """What the graph engine drives: a step of one optimizer (dlspec.step.OptimizerStep)."""
 
     model: nn.Module
-    device: torch.device
-    plan: Any  # dlspec.plan.Plan
+    optimizer: torch.optim.Optimizer | None
     meter: Any  # dlspec.objectives.Meter
-    say: Any
 
-    @property
-    def opt(self) -> torch.optim.Optimizer: ...
+    def captured(self, batch: Batch) -> int: ...
 
-    def fused_step(self, idx: torch.Tensor) -> int: ...
-
-    def eval_batch(self, x: torch.Tensor, y: torch.Tensor, meter: Any) -> int: ...
+    def evaluate(self, batch: Batch, meter: Any) -> int: ...
 
 
 class CudaGraphAPI:
@@ -116,13 +115,17 @@ class Snapshot:
 
 
 class Graphs:
-    """Captured training steps (one graph per batch size) and evaluation passes for a Trainer."""
+    """Captured training steps (one graph per batch size) and evaluation passes of a run's step (`host`) on the
+    samples of `data` (the training split, on the device), batches made by `feed`.  `tensor_lr`: the plan's
+    (the learning rate is a device tensor); `fall_back(fallback, note)` is told when the engine gives up."""
 
     WARMUP = 3
 
-    def __init__(self, tr: Host, api: Any = None):
-        self.tr = tr
-        self.api = api or CudaGraphAPI(tr.device)
+    def __init__(self, step: Host, feed: Feed, data: Split, device: torch.device, tensor_lr: bool,
+                 fall_back: Callable[[Fallback, str], None], api: Any = None):
+        self.host, self.feed, self.data, self.device = step, feed, data, device
+        self.tensor_lr, self.fall_back = tensor_lr, fall_back
+        self.api = api or CudaGraphAPI(device)
         self.train: dict[int, tuple[Any, torch.Tensor, int]] = {}  # batch size -> (graph, static index, count)
         self.eval: dict[tuple[int, int], tuple[Any, torch.Tensor, Any]] = {}
         self.hypers: list[dict[str, Any]] | None = None
@@ -134,14 +137,19 @@ class Graphs:
         self.lr_tensors: list[torch.Tensor] = []  # per param group, when the lr is read from the device
 
     # state a step touches ---------------------------------------------------------------------------------
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        assert self.host.optimizer is not None, "the graph engine captures a training step"
+        return self.host.optimizer
+
     def _tensors(self) -> list[torch.Tensor]:
-        tr = self.tr
-        ts = [p for p in tr.model.parameters()] + [b for b in tr.model.buffers()]
-        for st in tr.opt.state.values():
+        model, opt = self.host.model, self.opt
+        ts = [p for p in model.parameters()] + [b for b in model.buffers()]
+        for st in opt.state.values():
             ts += [v for v in st.values() if isinstance(v, torch.Tensor)]
-        ts += [g["lr"] for g in tr.opt.param_groups if isinstance(g["lr"], torch.Tensor)]
-        ts += list(tr.meter.sums.values())
-        ts += [p.grad for p in tr.model.parameters() if p.grad is not None]
+        ts += [g["lr"] for g in opt.param_groups if isinstance(g["lr"], torch.Tensor)]
+        ts += list(self.host.meter.sums.values())
+        ts += [p.grad for p in model.parameters() if p.grad is not None]
         return ts
 
     def _snapshot(self) -> Snapshot:
@@ -153,20 +161,19 @@ class Graphs:
 
     def _hypers(self) -> list[dict[str, Any]]:
         return [{k: (("tensor", id(v)) if isinstance(v, torch.Tensor) else v) for k, v in g.items() if k != "params"}
-                for g in self.tr.opt.param_groups]
+                for g in self.opt.param_groups]
 
     # setting up ------------------------------------------------------------------------------------------
     def start(self) -> None:
         """After the first (eager) step: make the optimizer capturable, the lr a tensor if the plan says so."""
-        tr = self.tr
-        opt = tr.opt
+        opt = self.opt
         self.original = [{k: g[k] for k in ("capturable",) if k in g} for g in opt.param_groups]
         for g in opt.param_groups:
-            if "capturable" in g and tr.device.type == "cuda":  # (torch refuses it on a CPU)
+            if "capturable" in g and self.device.type == "cuda":  # (torch refuses it on a CPU)
                 g["capturable"] = True
-            if tr.plan.tensor_lr and not isinstance(g["lr"], torch.Tensor):
-                g["lr"] = torch.tensor(float(g["lr"]), device=tr.device)
-        self.lr_tensors = [g["lr"] for g in opt.param_groups] if tr.plan.tensor_lr else []
+            if self.tensor_lr and not isinstance(g["lr"], torch.Tensor):
+                g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
+        self.lr_tensors = [g["lr"] for g in opt.param_groups] if self.tensor_lr else []
         self.hypers = self._hypers()
         opt._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]  # the warm-up steps are
         # uncaptured on purpose; torch would warn about capturable=True outside a capture
@@ -179,7 +186,7 @@ class Graphs:
     def after_schedule(self) -> None:
         """After a scheduler step: a learning rate the scheduler assigned as a number (torch versions that
         assign rather than fill a tensor lr) goes into the device tensor the graphs read."""
-        for g, t in zip(self.tr.opt.param_groups, self.lr_tensors, strict=False):
+        for g, t in zip(self.opt.param_groups, self.lr_tensors, strict=False):
             if g["lr"] is not t:
                 t.fill_(float(g["lr"]))
                 g["lr"] = t
@@ -198,12 +205,11 @@ class Graphs:
         self.hypers = now
 
     def _capture_train(self, n: int) -> tuple[Any, torch.Tensor, int]:
-        tr = self.tr
-        idx = torch.zeros(n, dtype=torch.long, device=tr.device)  # sample 0, n times: valid for the warm-up
+        idx = torch.zeros(n, dtype=torch.long, device=self.device)  # sample 0, n times: valid for the warm-up
         counts: list[int] = []
 
-        def body() -> None:
-            counts.append(tr.fused_step(idx))
+        def body() -> None:  # the gather by index inside the graph, then the step
+            counts.append(self.host.captured(self.feed.gather(self.data, idx)))
 
         snap = self._snapshot()
         try:
@@ -233,7 +239,7 @@ class Graphs:
         graph, static, count = entry
         static.copy_(idx)
         graph.replay()
-        self.tr.meter.count += count
+        self.host.meter.count += count
         return True
 
     def new_epoch(self) -> None:
@@ -246,30 +252,27 @@ class Graphs:
         self.failed = f"{type(e).__name__}: {first}"
         self.train.clear()
         self.eval.clear()
-        tr = self.tr
-        for g in tr.opt.param_groups:  # back to what an eager step expects
+        for g in self.opt.param_groups:  # back to what an eager step expects
             if isinstance(g["lr"], torch.Tensor):
                 g["lr"] = float(g["lr"])
         self.lr_tensors = []
-        tr.plan.graph = False
-        tr.plan.tensor_lr = False
-        tr.plan.why.append(f"cuda graph: off from here ({self.failed})")
-        tr.say(f"note: CUDA graph path off ({self.failed}); continuing eagerly")
+        self.fall_back(Fallback("graph", f"cuda graph: off from here ({self.failed})"),
+                       f"note: CUDA graph path off ({self.failed}); continuing eagerly")
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, bs: int, meter: Any) -> bool:
+    def evaluate(self, split: Split, bs: int, meter: Any) -> bool:
         """Adds a whole split to `meter` with captured forward passes (one graph per batch size; the
         meter's sums are static tensors, zeroed in place between passes); False to go eager."""
         if self.failed or not self.started:
             return False
-        n = len(x)
+        n = len(split)
         try:
-            order = torch.arange(n, device=x.device)
+            order = torch.arange(n, device=split.x.device)
             for i in range(0, n, bs):
                 k = min(bs, n - i)
-                key = (id(x), k)
+                key = (id(split.x), k)
                 entry = self.eval.get(key)
                 if entry is None:
-                    entry = self.eval[key] = self._capture_eval(x, y, k, meter)
+                    entry = self.eval[key] = self._capture_eval(split, k, meter)
                 graph, static, count = entry
                 static.copy_(order[i:i + k])
                 graph.replay()
@@ -279,13 +282,12 @@ class Graphs:
             return False
         return True
 
-    def _capture_eval(self, x: torch.Tensor, y: torch.Tensor, k: int, meter: Any) -> tuple[Any, torch.Tensor, int]:
-        tr = self.tr
-        idx = torch.zeros(k, dtype=torch.long, device=x.device)
+    def _capture_eval(self, split: Split, k: int, meter: Any) -> tuple[Any, torch.Tensor, int]:
+        idx = torch.zeros(k, dtype=torch.long, device=split.x.device)
         counts: list[int] = []
 
         def body() -> None:
-            counts.append(tr.eval_batch(x.index_select(0, idx), y.index_select(0, idx), meter))
+            counts.append(self.host.evaluate(self.feed.gather(split, idx), meter))
 
         sums = [t.clone() for t in meter.sums.values()]
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -216,11 +217,12 @@ def trial_batches(s: Any, training: bool) -> list[int]:
     return [first] + ([smallest] if 0 < smallest < first else [])
 
 
-def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor, training: bool) -> float:
-    """One step as the trainer takes it, on a copy of the model; the loss, or _Failed at the stage that failed."""
-    from .objectives import make_loss, make_optimizer, make_scheduler
-    from .session import steps_per_epoch
-    from .trainer import _flat, _target, per_step_targets
+def _attempt(s: Any, resolved: dict[str, Any], split: Any, n: int, training: bool) -> float:
+    """One step as the run takes it on the first n samples of split — the run's own step object (dlspec.step),
+    made for a copy of the model and `resolved`, driven stage by stage; the loss, or _Failed at the stage that
+    failed."""
+    from .batch import feed_for
+    from .step import Context
 
     model = copy.deepcopy(s.model)
     for m in model.modules():  # the copy is nobody's to watch: hooks on the model do not see the trial
@@ -228,9 +230,20 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
             if "_hooks" in name and isinstance(hooks, dict):
                 hooks.clear()
     model.train(training)
-    per_step = per_step_targets(s, resolved["loss"][0])
-    if s.task is not None:  # what the task trains on (reconstruction: the input; noise from the global RNG,
-        x, y = s.task.make(None, s.task_args).pair(x, y, True)  # which trial_step restores)
+    task = s.task.make(replace(Context.of(s), model=model, resolved=resolved), s.task_args)
+    step = task.step
+    # what the task trains on (reconstruction: the input; noise from the global RNG, which trial_step restores)
+    batch = task.prepare(feed_for(s.bundle, step.data_inputs).rows(split, 0, n).to(s.device), True)
+    with torch.set_grad_enabled(training):
+        outputs = _forward(step, model, batch)
+    loss, value = _loss(step, outputs, batch)
+    if training:
+        _optimize(s, step, loss, value, "scheduler" in resolved)
+    return value
+
+
+def _forward(step: Any, model: nn.Module, batch: Any) -> Any:
+    """The step's forward pass; _Failed("forward") naming the innermost module it failed in."""
     entered: list[str] = []
     names = {m: n for n, m in model.named_modules()}
 
@@ -244,69 +257,64 @@ def _attempt(s: Any, resolved: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
     hooks = [m.register_forward_pre_hook(pre) for m in model.modules()] + \
         [m.register_forward_hook(post) for m in model.modules()]
     try:
-        with torch.set_grad_enabled(training):
-            try:
-                out = model(x)
-            except Exception as e:  # noqa: BLE001 - anything torch refuses is the spec's or the data's mistake
-                raise _Failed("forward", e, next((n for n in reversed(entered) if n), None)) from None
+        return step.forward(batch)
+    except Exception as e:  # noqa: BLE001 - anything torch refuses is the spec's or the data's mistake
+        raise _Failed("forward", e, next((n for n in reversed(entered) if n), None)) from None
     finally:
         for h in hooks:
             h.remove()
+
+
+def _loss(step: Any, outputs: Any, batch: Any) -> tuple[torch.Tensor, float]:
+    """The step's objective on the outputs (and its value); _Failed("loss") when torch refuses it, when it is
+    not one number, or when it is nan or infinite before any step (nan in the data, a nan loss weight)."""
     try:
-        loss_fn = make_loss(resolved).to(s.device)
-        o, t = _flat(out, y, per_step)
-        loss = loss_fn(o.float(), _target(t, o, loss_fn))
+        loss = step.objective(outputs, batch.targets)[0]
         value = float(loss.detach().float().mean()) if loss.numel() else 0.0
         if loss.dim() != 0:
             raise ValueError(f"the loss gives a tensor of shape {tuple(loss.shape)}, not one number (reduction "
                              "'none' cannot train)")
     except Exception as e:  # noqa: BLE001
         raise _Failed("loss", e) from None
-    if not math.isfinite(value):  # before any step: nan in the data, or a loss argument (a nan weight)
+    if not math.isfinite(value):
         raise _Failed("loss", _NotFinite(f"the loss is {value} before any step"))
-    if not training:
-        return value
+    return loss, value
+
+
+def _stage(stage: str, fn: Any, *args: Any) -> Any:
     try:
-        loss.backward()
+        return fn(*args)
     except Exception as e:  # noqa: BLE001
-        raise _Failed("backward", e) from None
-    try:
-        opt = make_optimizer(resolved, model)
-    except Exception as e:  # noqa: BLE001
-        raise _Failed("optimizer", e) from None
-    sched = None
-    if "scheduler" in resolved:  # made before the first step, as the trainer makes it
-        try:
-            sched = make_scheduler(resolved, opt, s.cfg.epochs, max(1, steps_per_epoch(len(s.bundle.train), s.cfg)))
-        except Exception as e:  # noqa: BLE001
-            raise _Failed("scheduler", e) from None
+        raise _Failed(stage, e) from None
+
+
+def _optimize(s: Any, step: Any, loss: torch.Tensor, value: float, scheduled: bool) -> None:
+    """Backward, the optimizer and its scheduler made as the run makes them, the optimizer's step (clipped), the
+    scheduler's first step and its last of the run; _Failed at the stage that fails, or whose result is not
+    finite (weights, a learning rate)."""
+    _stage("backward", step.backward, loss)
+    opt = _stage("optimizer", step.build_optimizer)
+    if scheduled:  # made before the first step, as the run makes it
+        _stage("scheduler", step.build_scheduler)
         _finite_lr(opt, "scheduler")  # the learning rate it starts with (OneCycleLR's max_lr / div_factor)
-    try:
-        if s.cfg.clip_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), s.cfg.clip_grad_norm)
-        opt.step()
-    except Exception as e:  # noqa: BLE001
-        raise _Failed("optimizer", e) from None
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # lr: .nan, or one so large
+    _stage("optimizer", step.update)
+    if not all(bool(torch.isfinite(p).all()) for p in step.model.parameters()):  # lr: .nan, or one so large
         raise _Failed("optimizer", _NotFinite("the weights are not finite after the first step"))
-    if sched is None:
-        return value
+    if step.scheduler is not None:
+        _schedule(s, step.scheduler, opt, value)
+
+
+def _schedule(s: Any, sched: Any, opt: torch.optim.Optimizer, value: float) -> None:
+    """The scheduler's first step, then the run's last, where a schedule of too few steps ends."""
     plateau = type(sched).__name__ == "ReduceLROnPlateau"
-    try:
-        sched.step(value) if plateau else sched.step()
-    except Exception as e:  # noqa: BLE001
-        raise _Failed("scheduler", e) from None
+    _stage("scheduler", lambda: sched.step(value) if plateau else sched.step())
     _finite_lr(opt, "scheduler")
     n = run_steps(s)
     if n > 1 and not plateau and isinstance(getattr(sched, "last_epoch", None), int) and \
             type(sched).__name__ not in ("SequentialLR", "ChainedScheduler"):
-        try:  # the run's last step, where a schedule of too few steps ends
-            sched.last_epoch = n - 1
-            sched.step()
-        except Exception as e:  # noqa: BLE001
-            raise _Failed("last-scheduler", e) from None
+        sched.last_epoch = n - 1
+        _stage("last-scheduler", sched.step)
         _finite_lr(opt, "last-scheduler")
-    return value
 
 
 def _finite_lr(opt: torch.optim.Optimizer, stage: str) -> None:
@@ -335,8 +343,7 @@ def _stand_ins(v: Any) -> list[Any]:
     return []
 
 
-def _culprit(s: Any, key: str, stage: str, x: torch.Tensor, y: torch.Tensor,
-             training: bool) -> tuple[str, bool] | None:
+def _culprit(s: Any, key: str, stage: str, split: Any, n: int, training: bool) -> tuple[str, bool] | None:
     """The one argument of the loss, optimizer or scheduler without which (or with a plain value in its place,
     for an argument torch requires) the trial gets past `stage`, and whether leaving it out does."""
     name, cls, kw = s.resolved[key]
@@ -344,7 +351,7 @@ def _culprit(s: Any, key: str, stage: str, x: torch.Tensor, y: torch.Tensor,
         rest = {a: v for a, v in kw.items() if a != k}
         for i, variant in enumerate([rest] + [{**rest, k: v} for v in _stand_ins(kw[k])]):
             try:
-                _attempt(s, {**s.resolved, key: (name, cls, variant)}, x, y, training)
+                _attempt(s, {**s.resolved, key: (name, cls, variant)}, split, n, training)
             except _Failed as f:
                 if STAGES.index(f.stage) <= STAGES.index(stage):  # not past the stage that failed
                     continue
@@ -366,11 +373,10 @@ def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
             for n in sizes:
                 if n == 0:
                     continue
-                x, y = split.x[:n].to(s.device), split.y[:n].to(s.device)
                 try:
-                    _attempt(s, s.resolved, x, y, training)
+                    _attempt(s, s.resolved, split, n, training)
                 except _Failed as f:
-                    return [_diagnostic(s, f, x, y, n, training, last=n < sizes[0])]
+                    return [_diagnostic(s, f, split, n, training, last=n < sizes[0])]
     finally:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
@@ -378,7 +384,7 @@ def trial_step(s: Any, training: bool = True) -> list[Diagnostic]:
     return []
 
 
-def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, training: bool,
+def _diagnostic(s: Any, f: _Failed, split: Any, n: int, training: bool,
                 last: bool) -> Diagnostic:
     """The diagnostic of a failed trial (last: on the run's last, smaller batch, the full one having passed)."""
     cause = _first_line(f.cause)
@@ -405,7 +411,7 @@ def _diagnostic(s: Any, f: _Failed, x: torch.Tensor, y: torch.Tensor, n: int, tr
     when = {"loss": "computing the loss", "optimizer": "at the optimizer's first step",
             "scheduler": "at the scheduler's first step",
             "last-scheduler": f"at the scheduler's last step ({run_steps(s)} of the run)"}[f.stage]
-    blame = _culprit(s, key, f.stage, x, y, training)
+    blame = _culprit(s, key, f.stage, split, n, training)
     written = getattr(s.cfg, key)
     base: tuple[Any, ...] = ("train", key, written[0]) if written else ("train",)
     if blame is None and f.stage == "loss" and isinstance(f.cause, _NotFinite):

@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -127,13 +126,7 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         + (f" · {tr.plan.precision}" if tr.plan.precision != "fp32" else ""))
     params = sum(p.numel() for p in tr.model.parameters())
     what = tr.task.describe()
-    if tr.own_step:  # its own losses and optimizers, by network
-        objects = " · ".join(f"{role} {r['optimizer'][0]}" + (f" + {r['scheduler'][0]}" if "scheduler" in r else "")
-                             for role, r in s.resolved.get("task", {}).items())
-    else:
-        objects = f"loss {s.resolved['loss'][0]} · optimizer {s.resolved['optimizer'][0]}" + \
-            (f" · scheduler {s.resolved['scheduler'][0]}" if "scheduler" in s.resolved else "")
-    say(f"model {s.checked.spec.name}: {params:,} params" + (f" · {what}" if what else "") + f" · {objects}")
+    say(f"model {s.checked.spec.name}: {params:,} params" + (f" · {what}" if what else "") + f" · {tr.step.describe()}")
     say(f"path {tr.plan.name}" + "".join(f"\n  {w}" for w in tr.plan.why))
     if finish_only:
         say(f"finishing: {tr.epoch} epochs trained; summary.json was missing")
@@ -203,23 +196,15 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
             row.update({f"train_{k}": v for k, v in tr.totals(tr.meter).items()})
             tr.check_finite(f"epoch {ep + 1}", row)  # before it is evaluated, shown or saved
             last = tr.epoch == cfg.epochs
-            plateau = tr.sched is not None and not tr.sched_per_batch and type(tr.sched).__name__ == "ReduceLROnPlateau"
             evaluate = (ep + 1) % cfg.eval_every == 0 or last
-            if s.val is not None and (evaluate or plateau):  # the plateau scheduler watches val_loss every epoch
+            if s.val is not None and (evaluate or tr.step.plateau):  # the plateau scheduler watches val_loss every epoch
                 row.update({f"val_{k}": v for k, v in tr.evaluate(s.val).items()})
             if test_due(cfg, ep + 1, last, s.val is not None, restoring):
                 row.update({f"test_{k}": v for k, v in tr.evaluate(b.test).items()})
             row["lr"] = tr.lr()
             row["samples_per_s"] = trained / spent if spent > 0 else 0.0
             row["elapsed_s"] = base.run_s + time.perf_counter() - t_start
-            if tr.sched is not None and not tr.sched_per_batch:
-                with warnings.catch_warnings():  # resumed after the epoch's last batch: no optimizer.step() yet
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                    if plateau:
-                        tr.sched.step(row["val_loss"] if s.val is not None else row["train_loss"])
-                    else:
-                        tr.sched.step()
-            tr.task.end_epoch()  # a task's own schedulers
+            tr.step.end_epoch(row)  # the per-epoch schedulers' steps
             tr.history.append(row)
             say(epoch_line(row, cfg.epochs))
             improved, tr.stopped_early = early_stop(tr, row, cfg)
@@ -265,7 +250,8 @@ def _run(s: Session, opts: Options, run_dir: str, source_path: str, resume: dict
         "device": str(s.device),
         "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(), "threads_requested": opts.threads, "processes": tr.world.size,
-        "precision": tr.plan.precision, "path": tr.plan.name, "plan": tr.plan.as_dict(), "params": sum(p.numel() for p in tr.model.parameters()),
+        "precision": tr.plan.precision, "path": tr.ran().name, "plan": tr.ran().as_dict(),
+        "params": sum(p.numel() for p in tr.model.parameters()),
         "data": {"name": b.name, "train": len(b.train), "val": len(s.val) if s.val is not None else 0,
                  "test": len(b.test), **b.info},
         "spec_hash": runs.spec_hash(s.doc.data), "overrides": s.overrides, "versions": runs.versions(),

@@ -69,31 +69,29 @@ def task_contract(checked: Checked, facts: Any, loss: str | None, cfg: Any, task
     return generic + own, symbols
 
 
-ADVERSARIAL = "adversarial"  # the `train.task` that trains a spec of several networks (a generator, a discriminator)
-
-
 def networks_refusal(checked: Checked) -> Diagnostic | None:
     """Why `dlspec run` cannot train this spec of several networks (None when it is one network, or its `train:`
-    says `task: adversarial`): at `train.task` when it names another task, else at `train:` (or the spec's
-    start, when it has no `train:`)."""
+    names a task that trains networks: its entry's `networks`, `task: adversarial`): at `train.task` when it
+    names another task, else at `train:` (or the spec's start, when it has no `train:`)."""
     if not checked.networks:
         return None
     train = checked.spec.train if isinstance(checked.spec.train, dict) else {}
     task = train.get("task")
-    if task == ADVERSARIAL or (isinstance(task, dict) and ADVERSARIAL in task):
+    trainers = tasks.names_where(lambda t: t.networks is not None)
+    if task in trainers or (isinstance(task, dict) and any(n in task for n in trainers)):
         return None
-    names = ", ".join(checked.networks)
+    names, which = ", ".join(checked.networks), " or ".join(trainers)
     written = "task" in train
     from .trainspec import TRAIN_ARGS
 
     if "task" in TRAIN_ARGS:
-        help = f"write `task: {ADVERSARIAL}` under `train:`, or leave `train:` out to check and build the networks"
+        help = f"write `task: {which}` under `train:`, or leave `train:` out to check and build the networks"
     else:
-        help = (f"this dlspec does not have `train.task: {ADVERSARIAL}` yet: leave `train:` out to check and build the "
+        help = (f"this dlspec does not have `train.task: {which}` yet: leave `train:` out to check and build the "
                 "networks (dlspec.build gives an nn.ModuleDict of them), and train them from Python")
     path = ("train", "task") if written else ("train",) if checked.spec.train is not None else ()
     return error(codes.TRAIN, f"a spec of several networks (`networks:` {names}) trains with `train.task: "
-                 f"{ADVERSARIAL}`" + (f", not {yaml_text(task)}" if written else ""), path, key=not written, help=help)
+                 f"{which}`" + (f", not {yaml_text(task)}" if written else ""), path, key=not written, help=help)
 
 
 def unused_networks(checked: Checked, task: Any, task_args: dict[str, Any]) -> list[Diagnostic]:

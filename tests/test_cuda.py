@@ -46,18 +46,18 @@ def test_a_step_that_reads_back_to_the_host_falls_back_cleanly(tmp_path, capsys,
     """A training step with a host read (here an added .item()) fails in the warm-up, which runs under CUDA's
     sync debug mode, before any capture began: the run says so, and goes on eagerly from the restored state,
     on the default stream, to the eager run's results."""
-    from dlspec import trainer
+    from dlspec import step
 
     text = CNN.replace("device: cpu", "device: cuda")
     eager, _, _ = run(tmp_path, capsys, text, out="eager")
-    real = trainer.Trainer.fused_step
+    real = step.OptimizerStep.captured
 
-    def fused_step(self, idx):
-        count = real(self, idx)
+    def captured(self, batch):
+        count = real(self, batch)
         self.meter.sums[next(iter(self.meter.sums))].sum().item()  # a host read: not capturable
         return count
 
-    monkeypatch.setattr(trainer.Trainer, "fused_step", fused_step)
+    monkeypatch.setattr(step.OptimizerStep, "captured", captured)
     graph, s, stdout = run(tmp_path, capsys, text, "train.cuda_graph=auto", out="graph")
     assert "CUDA graph path off" in stdout and s["path"] == "eager"
     assert torch.cuda.current_stream() == torch.cuda.default_stream()

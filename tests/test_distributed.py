@@ -238,14 +238,14 @@ def test_on_the_cpu_batchnorm_is_per_process_and_the_plan_says_so(tmp_path: Path
 STOPPER = """\
 # Runs dlspec's command line with a Ctrl-C sent to one process (rank STOP_RANK) after its STOP_AT-th step.
 import os, signal, sys
-from dlspec import cli, trainer
-step, done = trainer.Trainer.step, [0]
+from dlspec import cli, step as step_mod
+step, done = step_mod.OptimizerStep.train, [0]
 def stepped(self, *a, **k):
     step(self, *a, **k)
     done[0] += 1
     if done[0] == int(os.environ["STOP_AT"]) and os.environ.get("RANK") == os.environ["STOP_RANK"]:
         os.kill(os.getpid(), signal.SIGINT)
-trainer.Trainer.step = stepped
+step_mod.OptimizerStep.train = stepped
 sys.exit(cli.main(sys.argv[1:]))
 """
 

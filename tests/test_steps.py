@@ -10,6 +10,7 @@ changed — what a real graph, which baked them in, would silently get wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -86,7 +87,7 @@ ADAM = CNN.replace("padding: 1}", "padding: 1, bias: false}").replace("{SGD: {lr
 class FakeGraph:
     def __init__(self, fn: Any, graphs: graphs_mod.Graphs, log: list[str]):
         self.fn, self.graphs, self.log = fn, graphs, log
-        self.training = graphs.tr.model.training  # an evaluation graph has no optimizer step
+        self.training = graphs.host.model.training  # an evaluation graph has no optimizer step
         self.hypers = graphs._hypers()
 
     def replay(self) -> None:
@@ -114,7 +115,7 @@ class FakeAPI:
     def capture(self, fn: Any) -> FakeGraph:
         if FakeAPI.fail:
             raise RuntimeError(FakeAPI.fail)
-        self.log.append("capture" if self.graphs.tr.model.training else "capture eval")
+        self.log.append("capture" if self.graphs.host.model.training else "capture eval")
         fn()  # a real capture runs the Python once too (but no kernel): the engine restores the state after it
         return FakeGraph(fn, self.graphs, self.log)
 
@@ -133,11 +134,10 @@ def fake_graphs(monkeypatch):
 
     def fake_plan(cfg: Any, device: Any, *a: Any, **kw: Any) -> plan_mod.Plan:
         p = real_plan(cfg, torch.device("cuda"), *a, **kw)  # decide as CUDA would
-        p.device = device.type
-        return p
+        return dataclasses.replace(p, device=device.type)
 
-    def init(self: graphs_mod.Graphs, tr: Any, api: Any = None) -> None:
-        real_init(self, tr, api=FakeAPI(self, log))
+    def init(self: graphs_mod.Graphs, *a: Any, api: Any = None) -> None:
+        real_init(self, *a, api=FakeAPI(self, log))
 
     monkeypatch.setattr(plan_mod, "plan", fake_plan)
     monkeypatch.setattr(graphs_mod.Graphs, "__init__", init)
@@ -278,6 +278,14 @@ MLP = torch.nn.Sequential(torch.nn.Linear(4, 2))
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
+def plan_of(config: Any, device: Any, model: Any, opt: str, sched: Any, per_batch: bool, on_device: bool,
+            rank: int, kw: dict[str, Any] | None = None) -> plan_mod.Plan:
+    """plan() for a step of one optimizer `opt` (its arguments kw) over `model`, on samples of rank `rank`."""
+    step = plan_mod.Capabilities(model=model, input_rank=rank, optimizers=((opt, kw or {}),), scheduler=sched,
+                                 per_batch=per_batch)
+    return plan_mod.plan(config, device, step, data_on_device=on_device)
+
+
 @pytest.mark.parametrize("config, device, model, opt, sched, per_batch, graph, why", [
     (cfg(), CUDA, CONV, "SGD", None, False, True, "captured once"),
     (cfg(), CUDA, CONV, "Adam", ("StepLR", {}), False, True, "captured once"),
@@ -293,7 +301,7 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
     (cfg(cuda_graph=True), CPU, CONV, "SGD", None, False, False, "runs on cpu"),
 ])
 def test_plan_captures_only_what_a_graph_can_replay(config, device, model, opt, sched, per_batch, graph, why):
-    p = plan_mod.plan(config, device, model, opt, sched, per_batch, True, 3)
+    p = plan_of(config, device, model, opt, sched, per_batch, True, 3)
     assert p.graph is graph
     assert p.tensor_lr is (graph and per_batch)
     text = " ".join(p.why)
@@ -308,10 +316,10 @@ def test_plan_captures_only_what_a_graph_can_replay(config, device, model, opt, 
 def test_plan_leaves_layers_that_read_back_to_the_host_eager(model, words):
     """cuDNN re-seeds an RNN's dropout with a host read once the random state was set (as around a capture);
     BatchNorm with momentum None divides by its batch count on the host: neither can be captured."""
-    p = plan_mod.plan(cfg(), CUDA, model, "SGD", None, False, True, 3)
+    p = plan_of(cfg(), CUDA, model, "SGD", None, False, True, 3)
     assert not p.graph and words in " ".join(p.why)
     for fine in (torch.nn.LSTM(4, 8, num_layers=2), torch.nn.BatchNorm2d(2)):
-        assert plan_mod.plan(cfg(), CUDA, fine, "SGD", None, False, True, 3).graph
+        assert plan_of(cfg(), CUDA, fine, "SGD", None, False, True, 3).graph
 
 
 def test_start_puts_every_step_counter_on_the_device():
@@ -321,14 +329,14 @@ def test_start_puts_every_step_counter_on_the_device():
     opt = torch.optim.NAdam([p])
     opt.state[p] = {"step": torch.tensor(4.0), "mu_product": torch.tensor(0.9),
                     "exp_avg": torch.zeros(3, device="meta")}
-    tr = types.SimpleNamespace(opt=opt, device=torch.device("cpu"), plan=types.SimpleNamespace(tensor_lr=False))
-    graphs_mod.Graphs(tr, api=object()).start()
+    step = types.SimpleNamespace(optimizer=opt)
+    graphs_mod.Graphs(step, None, None, torch.device("cpu"), False, None, api=object()).start()  # type: ignore[arg-type]
     assert {k: v.device.type for k, v in opt.state[p].items()} == {"step": "meta", "mu_product": "meta",
                                                                    "exp_avg": "meta"}
 
 
 def test_plan_without_the_data_on_the_device():
-    p = plan_mod.plan(cfg(), CUDA, CONV, "SGD", None, False, False, 3)
+    p = plan_of(cfg(), CUDA, CONV, "SGD", None, False, False, 3)
     assert not p.graph and "does not fit" in " ".join(p.why)
 
 
@@ -341,7 +349,7 @@ def test_plan_without_the_data_on_the_device():
     (cfg(channels_last=False), CPU, CONV, 3, False),
 ])
 def test_plan_channels_last(config, device, model, rank, want):
-    assert plan_mod.plan(config, device, model, "SGD", None, False, True, rank).channels_last is want
+    assert plan_of(config, device, model, "SGD", None, False, True, rank).channels_last is want
 
 
 def test_channels_last_keeps_the_trajectory(tmp_path, capsys):
@@ -409,9 +417,9 @@ def test_speed_options_are_checked(tmp_path, capsys, option, words):
 @pytest.mark.parametrize("native, device, want", [(True, CPU, "bf16"), (False, CPU, "fp32"), (True, CUDA, "fp32")])
 def test_precision_auto(monkeypatch, native, device, want):
     monkeypatch.setattr(plan_mod, "native_bf16_cpu", lambda: native)
-    p = plan_mod.plan(cfg(precision="auto"), device, CONV, "SGD", None, False, True, 3)
+    p = plan_of(cfg(precision="auto"), device, CONV, "SGD", None, False, True, 3)
     assert p.precision == want and f"precision: auto → {want}" in " ".join(p.why)
-    assert plan_mod.plan(cfg(precision="fp32"), device, CONV, "SGD", None, False, True, 3).precision == "fp32"
+    assert plan_of(cfg(precision="fp32"), device, CONV, "SGD", None, False, True, 3).precision == "fp32"
 
 
 def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
@@ -432,7 +440,7 @@ def test_precision_auto_runs_what_it_chose(tmp_path, capsys):
     (True, CPU, "LBFGS", {}, False, "no fused LBFGS step on cpu"),
 ])
 def test_plan_fused_optimizer_step(option, device, opt, kw, want, why):
-    p = plan_mod.plan(cfg(fused=option), device, CONV, opt, None, False, True, 3, kw)
+    p = plan_of(cfg(fused=option), device, CONV, opt, None, False, True, 3, kw)
     assert p.fused is want and ("fused" in p.name) is want
     text = " ".join(p.why)
     assert (why in text) if why else "fused" not in text
@@ -485,6 +493,6 @@ def test_graph_engine_with_a_recurrent_model(tmp_path, capsys, fake_graphs):
     (True, CONV, "bf16", False), (True, CONV, "auto", False)])
 def test_plan_hints_at_bf16_where_it_pays(monkeypatch, native, model, precision, hint):
     monkeypatch.setattr(plan_mod, "native_bf16_cpu", lambda: native)
-    p = plan_mod.plan(cfg(precision=precision), CPU, model, "SGD", None, False, True, 3 if model is CONV else 1)
+    p = plan_of(cfg(precision=precision), CPU, model, "SGD", None, False, True, 3 if model is CONV else 1)
     assert ("--precision auto" in " ".join(p.why)) is hint
     assert p.precision == ("bf16" if precision in ("bf16", "auto") and (native or precision == "bf16") else "fp32")

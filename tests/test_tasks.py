@@ -388,21 +388,23 @@ def test_adversarial_contract_is_checked_before_anything_runs(tmp_path, change, 
 def test_adversarial_stopped_mid_epoch_resumes_bit_exact(tmp_path, capsys, monkeypatch):
     """A stop in the middle of an epoch (what Ctrl-C asks for) saves both networks, both optimizers and the
     half epoch's sums; the resumed run ends where the uninterrupted one does."""
-    from dlspec.tasks.adversarial import Adversarial
+    import signal
+
+    from dlspec.tasks.adversarial_step import AdversarialStep
 
     whole, _ = train(tmp_path, capsys, GAN, out="whole")
-    real, steps = Adversarial.step, []
+    real, steps = AdversarialStep.train, []
 
-    def step(self: Any, x: Any, y: Any, *a: Any) -> None:
-        real(self, x, y, *a)
+    def step(self: Any, batch: Any) -> None:
+        real(self, batch)
         steps.append(1)
-        if len(steps) == 8:  # batch 3 of epoch 2 (6 batches of 32 per epoch)
-            self.tr.stop_requested = True
-    monkeypatch.setattr(Adversarial, "step", step)
+        if len(steps) == 8:  # batch 3 of epoch 2 (6 batches of 32 per epoch): Ctrl-C
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(AdversarialStep, "train", step)
     path = write(tmp_path, GAN, "stopped.yaml")
     rc, out, err = dlspec_main(capsys, "run", path, "--out", tmp_path / "stopped", "--no-progress")
     assert rc == 130 and "at epoch 2, batch 2" in out
-    monkeypatch.setattr(Adversarial, "step", real)
+    monkeypatch.setattr(AdversarialStep, "train", real)
     from test_train import run_dir
 
     d = run_dir(tmp_path / "stopped")

@@ -936,7 +936,7 @@ def test_loss_weights_from_yaml_lists(tmp_path, capsys):
     text = BLOBS.replace("  device: cpu\n", "  device: cpu\n  loss: {CrossEntropyLoss: {weight: [1, 2, 3]}}\n")
     s = prepare(write(tmp_path, text), [], Options(progress=False))
     tr = Trainer(s, Options(progress=False))
-    torch.testing.assert_close(tr.loss_fn.weight, torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(tr.step.objective.terms[0].loss.weight, torch.tensor([1.0, 2.0, 3.0]))
     bad = text.replace("[1, 2, 3]", "[1, 2]")
     d = [x for x in refusal(write(tmp_path, bad, "bad.yaml")) if x.code == "train"][0]
     assert "weight has 2 values" in d.message and d.line == line_of(bad, "loss:")
@@ -1121,14 +1121,15 @@ def record_steps(monkeypatch: Any) -> list[tuple[float, float]]:
     import dlspec.trainer as trainer_mod
 
     seen: list[tuple[float, float]] = []
-    make = trainer_mod.make_optimizer
+    init = trainer_mod.Trainer.__init__
 
-    def make_recording(resolved: Any, model: Any) -> Any:
-        opt = make(resolved, model)
-        opt.register_step_pre_hook(lambda o, a, k: seen.append((o.param_groups[0]["lr"], grad_norm(model))))
-        return opt
+    def init_recording(self: Any, *a: Any, **k: Any) -> None:  # the run's optimizer (not the trial step's)
+        init(self, *a, **k)
+        model = self.model
+        self.step.optimizer.register_step_pre_hook(
+            lambda o, a, k: seen.append((o.param_groups[0]["lr"], grad_norm(model))))
 
-    monkeypatch.setattr(trainer_mod, "make_optimizer", make_recording)
+    monkeypatch.setattr(trainer_mod.Trainer, "__init__", init_recording)
     return seen
 
 

@@ -8,7 +8,13 @@ all of them.  An entry (`TaskType`) holds
   which picks the default loss and metrics and the checks of dlspec.contract;
 - `facts`: the targets the loss sees, from the data's facts (reconstruction: the input itself);
 - `contract`: its own static checks (torch-free, for `dlspec check`), as diagnostics at the right line;
-- `runtime`: the torch side, "module:Class", imported only by `dlspec run` (see `Runtime`).
+- `runtime`: the torch side, "module:Class", imported only by `dlspec run` (dlspec.tasks.supervised.Supervised:
+  what a batch trains on, pictures and text after an epoch), made with a `dlspec.step.Context`, not the trainer;
+- `step`: the step it trains with, "module:Class" (dlspec.step: `OptimizerStep`, one objective and one optimizer;
+  a GAN's `AdversarialStep`, two networks and two optimizers), made once per run and held by the runtime;
+- what the commands do with it: `default_for` (the data sets whose default task it is), `predict` and
+  `generate` (what `dlspec predict` and `dlspec generate` make of its models), `own_inputs` (`predict --input`),
+  `networks` (the networks of `networks:` it trains: a spec of several networks needs such a task).
 
     classification  supervised: class ids (the default for labelled data)          tasks/supervised.py
     regression      supervised: real-valued targets                                 tasks/supervised.py
@@ -22,11 +28,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.base import DataFacts
 from ..diagnostics import Diagnostic
 from ..registry import Arg
+
+if TYPE_CHECKING:
+    from ..step import Context
+    from .supervised import Supervised
 
 
 def same_facts(facts: DataFacts, args: dict[str, Any]) -> DataFacts:
@@ -60,10 +70,24 @@ class TaskType:
     loaded: Callable[[Any, dict[str, Any], tuple[Any, ...]], list[Diagnostic]] | None = None
     # (resolved options) -> the names of the networks (`networks:`) it trains; None: it trains one model
     networks: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
+    step: str = "dlspec.step:OptimizerStep"  # the step it trains with ("module:Class", imported by dlspec run only)
+    default_for: tuple[str, ...] = ()  # the data sets whose default task it is (train.task left out)
+    predict: str | None = "outputs"  # dlspec predict: "outputs" (each test sample's output against its target),
+    # "reconstructions" (a picture of inputs and outputs, and each one's MSE); None: it has nothing to predict
+    own_inputs: bool = False  # dlspec predict --input takes its models (own files, prepared as the data's samples)
+    generate: str | None = "text"  # dlspec generate: "text" (characters from a model of a data set with a vocabulary:
+    # dlspec.generate refuses other data), "samples" (a generator's picture); None: it has nothing to generate
 
-    def make(self, trainer: Any, args: dict[str, Any]) -> Any:
-        module, cls = self.runtime.split(":")
-        return getattr(importlib.import_module(module), cls)(trainer, args)
+    def make(self, ctx: Context, args: dict[str, Any]) -> Supervised:
+        """Its runtime for a run (`ctx`), holding the run's one step."""
+        runtime = _load(self.runtime)(ctx, args)
+        runtime.step = _load(self.step)(ctx, runtime)
+        return runtime
+
+
+def _load(where: str) -> Any:
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 TASKS: dict[str, TaskType] = {}
@@ -75,12 +99,16 @@ def register(entry: TaskType) -> TaskType:
 
 
 def default_task(facts: DataFacts | None) -> str | None:
-    """The task a run learns when `train.task` is left out: the data's own (char_text: language_model)."""
+    """The task a run learns when `train.task` is left out: the one whose entry names the data set in its
+    `default_for` (char_text: language_model), else the data's own (classification, regression)."""
     if facts is None:
         return None
-    if facts.name == "char_text":
-        return "language_model"
-    return facts.task
+    return next((t.name for t in TASKS.values() if facts.name in t.default_for), facts.task)
+
+
+def names_where(test: Callable[[TaskType], Any]) -> list[str]:
+    """The names of the tasks whose entry passes `test` (the tasks that generate text, that train networks ...)."""
+    return [t.name for t in TASKS.values() if test(t)]
 
 
 def chosen(cfg: Any, facts: DataFacts | None) -> tuple[TaskType | None, dict[str, Any]]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import codes, dims
 from ..algebra import same
@@ -39,6 +39,9 @@ from ..diagnostics import Diagnostic, diag, did_you_mean
 from ..registry import Arg, Choice, Int, Optional_
 from . import TaskType, register
 from .supervised import Supervised
+
+if TYPE_CHECKING:
+    from .adversarial_step import AdversarialStep
 
 GRID_MAX = 256  # samples in samples.png / `dlspec generate` for a generator
 METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -143,189 +146,32 @@ def contract(checked: Any, facts: DataFacts, args: dict[str, Any], path: tuple[A
     return _contract(checked, facts, args, path) + _check_calls(checked, facts, args, path)
 
 
-def _d_loss(kind: str, real: Any, fake: Any) -> Any:
-    import torch.nn.functional as F
-
-    if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
-
-
-def _g_loss(kind: str, fake: Any) -> Any:
-    import torch.nn.functional as F
-
-    if kind == "hinge":
-        return -fake.mean()
-    if kind == "minimax":
-        return -F.softplus(fake).mean()
-    return F.softplus(-fake).mean()
-
-
-def add_sums(meter: Any, n: int, d_loss: Any, g_loss: Any, real: Any, fake: Any) -> None:
-    """A batch's d_loss, g_loss, d_real and d_fake into the run's sums (objectives.Sums of METRICS)."""
-    import torch
-
-    with torch.no_grad():
-        meter.sums["d_loss"] += d_loss.detach().double() * n
-        meter.sums["g_loss"] += g_loss.detach().double() * n
-        meter.sums["d_real"] += torch.sigmoid(real.detach().double()).sum()
-        meter.sums["d_fake"] += torch.sigmoid(fake.detach().double()).sum()
-    meter.count += n
-
-
 class Adversarial(Supervised):
-    own_step = True  # the trainer hands it each batch (it has its own optimizers, meter and evaluation)
-    graph_ok = False
-    why_not_graph = "the adversarial task alternates two networks and two optimizers (eager steps)"
+    """The GAN's runtime: its `model` line and samples.png; its step (AdversarialStep, the entry's `step`)
+    trains the two networks."""
 
-    def __init__(self, tr: Any, args: dict[str, Any]):
-        from ..objectives import Sums
-
-        super().__init__(tr, args)
-        self.g_name, self.d_name = args["generator"], args["discriminator"]
-        self.G, self.D = tr.model[self.g_name], tr.model[self.d_name]
-        nets = tr.s.checked.networks
-        self.nz = int(nets[self.g_name].spec.input.shape[0])
-        self.loss = args["loss"]
-        self.opts: dict[str, Any] = {}
-        self.scheds: dict[str, Any] = {}
-        self.per_batch: dict[str, bool] = {}
-        self.meter = Sums(METRICS, tr.device)
-        self.Gt, self.Dt = self.G, self.D  # the networks the steps train through (DDP replicas, several processes)
-
-    # set-up -----------------------------------------------------------------------------------------------
-    def setup(self, impl: dict[str, Any]) -> None:
-        """The two optimizers (and schedulers), as the spec writes them; `impl` is the plan's (fused)."""
-        from ..objectives import make_optimizer, make_scheduler, scheduler_per_batch
-
-        tr = self.tr
-        for role, net in (("generator", self.G), ("discriminator", self.D)):
-            resolved = tr.s.resolved["task"][role]
-            name = self.g_name if role == "generator" else self.d_name
-            self.opts[name] = make_optimizer(resolved, net, **impl)
-            self.scheds[name] = make_scheduler(resolved, self.opts[name], tr.s.cfg.epochs, max(1, tr.steps_per_epoch))
-            self.per_batch[name] = scheduler_per_batch(resolved, tr.s.cfg)
-        if tr.world.distributed:  # a replica of each: its backward averages its gradients over the processes
-            from .. import distributed
-
-            self.Gt, self.Dt = distributed.replica(self.G, tr.device), distributed.replica(self.D, tr.device)
+    step: AdversarialStep
 
     def describe(self) -> str:
-        return (f"adversarial ({self.loss}): {self.g_name} {sum(p.numel() for p in self.G.parameters()):,} params, "
-                f"{self.d_name} {sum(p.numel() for p in self.D.parameters()):,}")
+        st = self.step
+        return (f"adversarial ({st.loss}): {st.g_name} {sum(p.numel() for p in st.G.parameters()):,} params, "
+                f"{st.d_name} {sum(p.numel() for p in st.D.parameters()):,}")
 
-    def lr(self) -> float:
-        return float(self.opts[self.g_name].param_groups[0]["lr"])
-
-    # a step -------------------------------------------------------------------------------------------------
-    def noise(self, n: int, gen: Any = None) -> Any:
-        import torch
-
-        return torch.randn(n, self.nz, generator=gen, device=self.tr.device if gen is None else gen.device)
-
-    def _clip(self, net: Any) -> None:
-        from torch import nn
-
-        if self.tr.s.cfg.clip_grad_norm:
-            nn.utils.clip_grad_norm_(net.parameters(), self.tr.s.cfg.clip_grad_norm)
-
-    def step(self, x: Any, y: Any, share: float = 1.0, where: tuple[int, int, int] | None = None) -> None:
-        """One batch: d_steps discriminator steps, then one generator step.  Several processes: x is this
-        process's part [start, stop) of a global batch of n (`where`), its noise that part of the n draws one
-        process makes, its losses weighted by `share` (the part's size × processes / n)."""
-        n = x.shape[0]
-        opt_g, opt_d = self.opts[self.g_name], self.opts[self.d_name]
-
-        def noise() -> Any:
-            return self.noise(n) if where is None else self.noise(where[2])[where[0]:where[1]]
-
-        with self.tr.autocast():
-            for _ in range(int(self.args["d_steps"])):
-                fake = self.Gt(noise())
-                real_out, fake_out = self.Dt(x), self.Dt(fake.detach())
-                d_loss = _d_loss(self.loss, real_out.float(), fake_out.float())
-                opt_d.zero_grad(set_to_none=True)
-                (d_loss * share if share != 1.0 else d_loss).backward()
-                self._clip(self.D)
-                opt_d.step()
-            # (the discriminator itself, not its replica: its gradients here are dropped, not averaged)
-            g_out = self.D(fake)
-            g_loss = _g_loss(self.loss, g_out.float())
-        opt_g.zero_grad(set_to_none=True)
-        (g_loss * share if share != 1.0 else g_loss).backward()
-        self._clip(self.G)
-        opt_g.step()
-        for name, sched in self.scheds.items():
-            if sched is not None and self.per_batch[name]:
-                sched.step()
-        if share:  # (0: a stand-in sample of a process with none, not counted)
-            add_sums(self.meter, n, d_loss, g_loss, real_out, fake_out)
-
-    def end_epoch(self) -> None:
-        for name, sched in self.scheds.items():
-            if sched is not None and not self.per_batch[name]:
-                sched.step()
-
-    def evaluate(self, split: Any, batch_size: int) -> dict[str, float]:
-        """The losses on the split's real samples against generated ones from a fixed draw of noise."""
-        import torch
-
-        from ..objectives import Sums
-
-        gen = torch.Generator(device=self.tr.device).manual_seed(int(self.tr.s.cfg.seed) + EVAL_SEED)
-        meter = Sums(METRICS, self.tr.device)
-        self.tr.model.eval()
-        with torch.no_grad(), self.tr.autocast():
-            for i in range(0, len(split), batch_size):
-                x = split.x[i:i + batch_size].to(self.tr.device)
-                fake_out = self.D(self.G(self.noise(len(x), gen)))
-                real_out = self.D(x)
-                add_sums(meter, len(x), _d_loss(self.loss, real_out.float(), fake_out.float()),
-                         _g_loss(self.loss, fake_out.float()), real_out, fake_out)
-        return meter.result()
-
-    # pictures ---------------------------------------------------------------------------------------------
     def span(self) -> tuple[float, float]:
         """The real samples' value range: generated ones are drawn on it (a Tanh's -1..1 for data scaled so)."""
-        x = self.tr.s.bundle.train.x[:4096]
+        x = self.ctx.bundle.train.x[:4096]
         return float(x.min()), float(x.max())
-
-    def samples(self, n: int, seed: int) -> Any:
-        """n generated samples from noise seeded `seed` (the generator in eval mode), on the CPU."""
-        import torch
-
-        gen = torch.Generator(device=self.tr.device).manual_seed(seed)
-        was = self.G.training
-        self.G.eval()
-        with torch.no_grad():
-            out = self.G(self.noise(n, gen)).float().cpu()
-        self.G.train(was)
-        return out
 
     def after_epoch(self, run_dir: str, epoch: int, last: bool) -> list[str]:
         n = int(self.args["samples"])
         if not n:
             return []
         try:
-            write_grid(self.samples(n, int(self.tr.s.cfg.seed) + EVAL_SEED), os.path.join(run_dir, "samples.png"),
-                       f"{self.tr.s.checked.spec.name} · epoch {epoch}", self.span())
+            write_grid(self.step.samples(n, int(self.ctx.cfg.seed) + EVAL_SEED), os.path.join(run_dir, "samples.png"),
+                       f"{self.ctx.checked.spec.name} · epoch {epoch}", self.span())
         except ImportError:
             return ["samples.png not written: matplotlib is not installed (pip install 'dlspec[plot]')"] if last else []
         return []
-
-    # checkpoint -------------------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {"optimizers": {k: o.state_dict() for k, o in self.opts.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.scheds.items() if s is not None}}
-
-    def load(self, st: dict[str, Any] | None) -> None:
-        if not st:
-            return
-        for k, o in self.opts.items():
-            o.load_state_dict(st["optimizers"][k])
-        for k, s in self.scheds.items():
-            if s is not None and k in st.get("schedulers", {}):
-                s.load_state_dict(st["schedulers"][k])
 
 
 def write_grid(batch: Any, path: str, title: str = "", span: tuple[float, float] | None = None) -> None:
@@ -365,5 +211,5 @@ register(TaskType(
           "discriminator_scheduler": Arg(Optional_(_torch_call()), None, doc="default: train.scheduler"),
           "samples": Arg(Int(0, GRID_MAX), 64, doc="generated samples in samples.png after each epoch (0: none)")},
     facts=_facts, contract=contract, default_metrics=METRICS, replaces_output_check=True, trial=False,
-    metrics=(), row_metrics=METRICS, resolve=resolve_calls,
-    networks=lambda args: (args["generator"], args["discriminator"])))
+    metrics=(), row_metrics=METRICS, resolve=resolve_calls, step="dlspec.tasks.adversarial_step:AdversarialStep",
+    networks=lambda args: (args["generator"], args["discriminator"]), predict=None, generate="samples"))

@@ -98,18 +98,19 @@ class LanguageModel(Supervised):
 
     def after_epoch(self, run_dir: str, epoch: int, last: bool) -> list[str]:
         n = int(self.args["sample_length"])
-        if not n or not self.tr.s.bundle.vocab:
+        ctx = self.ctx
+        if not n or not ctx.bundle.vocab:
             return []
         from ..generate import generate
 
         prime = self.args["prime"]
         if prime is None:  # the first characters of the test text
-            x = self.tr.s.bundle.test.x[0]
+            x = ctx.bundle.test.x[0]
             ids = (x.argmax(-1) if x.is_floating_point() else x)[:8].tolist()
-            prime = "".join(self.tr.s.bundle.vocab[i] for i in ids)
-        was = self.tr.model.training
-        text = generate(self.tr.s, prime, n, float(self.args["temperature"]), int(self.tr.s.cfg.seed) + epoch)
-        self.tr.model.train(was)
+            prime = "".join(ctx.bundle.vocab[i] for i in ids)
+        was = ctx.model.training
+        text = generate(ctx, prime, n, float(self.args["temperature"]), int(ctx.cfg.seed) + epoch)
+        ctx.model.train(was)
         from .. import runs
 
         path = os.path.join(run_dir, "samples.txt")
@@ -128,4 +129,4 @@ register(TaskType(
           "temperature": Arg(Temperature(), 0.8, doc="of the samples (at least 2**-126: see MIN_TEMPERATURE)"),
           "prime": Arg(Optional_(Prime()), None, doc="the samples' start, in characters of the text (default: the "
                        "test text's first 8 characters)")},
-    contract=_contract, loaded=_loaded, default_metrics=("accuracy", "perplexity")))
+    contract=_contract, loaded=_loaded, default_metrics=("accuracy", "perplexity"), default_for=("char_text",)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import codes, dims
 from ..algebra import same
@@ -22,6 +22,10 @@ from ..diagnostics import Diagnostic, diag
 from ..registry import Arg, Float, Int
 from . import TaskType, register
 from .supervised import Supervised
+
+if TYPE_CHECKING:
+    from ..batch import Batch
+    from ..step import Context, OptimizerStep
 
 PICTURES_MAX = 32
 
@@ -60,12 +64,14 @@ def _contract(checked: Any, facts: DataFacts, args: dict[str, Any], path: tuple[
 
 
 class Reconstruction(Supervised):
-    def __init__(self, tr: Any, args: dict[str, Any]):
-        super().__init__(tr, args)
+    step: OptimizerStep
+
+    def __init__(self, ctx: Context, args: dict[str, Any]):
+        super().__init__(ctx, args)
         self.noise, self.mask = float(args["noise"]), float(args["mask"])
         self.corrupts = self.noise > 0 or self.mask > 0
         if self.corrupts:  # a host-side generator for the evaluation's fixed noise: not capturable
-            self.graph_ok, self.why_not_graph = False, "the denoising task draws noise for each batch"
+            self.why_not_graph = "the denoising task draws noise for each batch"
         self._eval_gen: Any = None
 
     def describe(self) -> str:
@@ -76,7 +82,7 @@ class Reconstruction(Supervised):
     def start_eval(self) -> None:
         import torch
 
-        self._eval_gen = torch.Generator(device=self.tr.device).manual_seed(int(self.tr.s.cfg.seed) + 7919)
+        self._eval_gen = torch.Generator(device=self.ctx.device).manual_seed(int(self.ctx.cfg.seed) + 7919)
 
     def corrupt(self, x: Any, gen: Any = None) -> Any:
         import torch
@@ -91,16 +97,21 @@ class Reconstruction(Supervised):
             out = out * keep.to(x.dtype)
         return out
 
-    def pair(self, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
-        # training: the global generator (in the checkpoint: a resumed run draws the same noise);
-        # evaluation: the private one, reset before each pass (every epoch scores the same noised inputs)
-        return self.corrupt(x, None if training else self._eval_gen), x
+    def prepare(self, batch: Batch, training: bool) -> Batch:
+        """The input (corrupted) to read, the clean input as the target.  Training draws from the global
+        generator (in the checkpoint: a resumed run draws the same noise); evaluation from the private one,
+        reset before each pass (every epoch scores the same noised inputs)."""
+        from ..batch import TARGET, Batch
+
+        (name, x), *rest = batch.inputs.items()
+        xin = self.corrupt(x, None if training else self._eval_gen)
+        return Batch({name: xin, **dict(rest)}, {TARGET: x}, batch.share, batch.part)
 
     def baseline(self) -> dict[str, float]:
         """The test MSE of always answering the training set's mean image (what a model must beat)."""
         import torch
 
-        b = self.tr.s.bundle
+        b = self.ctx.bundle
         with torch.no_grad():
             mean = b.train.x.double().mean(0, keepdim=True)
             mse = float(((b.test.x.double() - mean) ** 2).mean())
@@ -111,33 +122,32 @@ class Reconstruction(Supervised):
         if not n:
             return []
         try:
-            write_reconstructions(self.tr, self, os.path.join(run_dir, "reconstructions.png"), n,
-                                  title=f"{self.tr.s.checked.spec.name} · epoch {epoch}")
+            write_reconstructions(self, os.path.join(run_dir, "reconstructions.png"), n,
+                                  title=f"{self.ctx.checked.spec.name} · epoch {epoch}")
         except ImportError:
             return ["reconstructions.png not written: matplotlib is not installed (pip install 'dlspec[plot]')"] \
                 if last else []
         return []
 
 
-def reconstruct(tr: Any, task: Reconstruction, n: int) -> tuple[Any, Any, Any]:
-    """(clean, corrupted, reconstructed) for the first n test samples, on the CPU."""
-    import torch
+def reconstruct(task: Reconstruction, n: int) -> tuple[Any, Any, Any]:
+    """(clean, corrupted, reconstructed) for the first n test samples, on the CPU: the evaluation's corruption,
+    the step's plain forward pass."""
+    from ..batch import Feed
 
-    x = tr.s.bundle.test.x[:n].to(tr.device)
+    step = task.step
+    batch = Feed(step.data_inputs).rows(task.ctx.bundle.test, 0, n).to(task.ctx.device)
     task.start_eval()
-    was = tr.model.training
-    tr.model.eval()
-    with torch.no_grad():
-        xin = task.corrupt(x, task._eval_gen)
-        out = tr.model(xin).float()
-    tr.model.train(was)
+    seen = task.prepare(batch, False)
+    out = step.predict(seen)[step.outputs[0]].float()
+    x, xin = batch.inputs[step.data_inputs[0]], seen.inputs[step.data_inputs[0]]
     return x.float().cpu(), xin.float().cpu(), out.cpu()
 
 
-def write_reconstructions(tr: Any, task: Reconstruction, path: str, n: int, title: str = "") -> None:
+def write_reconstructions(task: Reconstruction, path: str, n: int, title: str = "") -> None:
     from ..pictures import image_rows, save_figure
 
-    clean, noised, out = reconstruct(tr, task, n)
+    clean, noised, out = reconstruct(task, n)
     rows = [("input", clean)] + ([("corrupted", noised)] if task.corrupts else []) + [("output", out)]
     save_figure(image_rows(rows, title, shared=True), path)
 
@@ -148,4 +158,5 @@ register(TaskType(
     args={"noise": Arg(Float(0.0, 100.0), 0.0, doc="std of the Gaussian noise added to the input (denoising)"),
           "mask": Arg(Float(0.0, 1.0), 0.0, doc="fraction of the input's values set to 0 (masking noise)"),
           "pictures": Arg(Int(0, PICTURES_MAX), 8, doc="test samples in reconstructions.png (0: none)")},
-    facts=_facts, contract=_contract, default_loss="MSELoss", default_metrics=("mse",), replaces_output_check=True))
+    facts=_facts, contract=_contract, default_loss="MSELoss", default_metrics=("mse",), replaces_output_check=True,
+    predict="reconstructions"))

@@ -3,27 +3,32 @@ regressors: the model's output against `y` through the loss."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import TaskType, register
 
+if TYPE_CHECKING:
+    from ..batch import Batch
+    from ..step import Context, Step
+
 
 class Supervised:
-    """The runtime of every task whose batch is the data's (x, y): the model reads x, the loss compares with y.
+    """The runtime of a task: what a batch trains on and what a run shows of it (every task of one network
+    uses it as it is, or a subclass of it).  Made by the entry (TaskType.make) with the run's `Context` — the
+    narrow view of the run it may read — and holding the run's step (`step`, the one its entry chooses).
 
-    Subclasses change what the model reads and what it is compared with (`pair`), add lines to the
+    Subclasses change what the model reads and what it is compared with (`prepare`), add lines to the
     console after an epoch (`after_epoch`) and write pictures into the run folder."""
 
-    graph_ok = True  # the CUDA-graph path may capture its step (no host work, no new randomness)
-    why_not_graph = ""
-    own_step = False  # True: the task trains a batch itself (step, evaluate, setup, state, load, lr, meter)
+    why_not_graph = ""  # why a CUDA graph cannot capture a step over prepare (new randomness, host work); "": it can
+    step: Step  # the run's step (TaskType.make)
 
-    def __init__(self, tr: Any, args: dict[str, Any]):
-        self.tr, self.args = tr, args
+    def __init__(self, ctx: Context, args: dict[str, Any]):
+        self.ctx, self.args = ctx, args
 
-    def pair(self, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
-        """(what the model reads, what its output is compared with) for a batch of the data."""
-        return x, y
+    def prepare(self, batch: Batch, training: bool) -> Batch:
+        """The batch as the step trains on it: what the model reads, what its outputs are compared with."""
+        return batch
 
     def start_eval(self) -> None:
         """Before each evaluation pass (a task with random inputs fixes them here)."""
@@ -36,14 +41,12 @@ class Supervised:
         """Reference numbers a run is judged against, for summary.json (e.g. the mean-image MSE)."""
         return {}
 
-    def end_epoch(self) -> None:
-        """After an epoch's batches (a task with its own schedulers steps them here)."""
-
     def after_epoch(self, run_dir: str, epoch: int, last: bool) -> list[str]:
         """Console lines after an epoch's row (and pictures written into run_dir)."""
         return []
 
 
 register(TaskType("classification", "class ids: the model gives a score per class (CrossEntropyLoss)",
-                  "classification", "dlspec.tasks.supervised:Supervised"))
-register(TaskType("regression", "real-valued targets (MSELoss)", "regression", "dlspec.tasks.supervised:Supervised"))
+                  "classification", "dlspec.tasks.supervised:Supervised", own_inputs=True))
+register(TaskType("regression", "real-valued targets (MSELoss)", "regression", "dlspec.tasks.supervised:Supervised",
+                  own_inputs=True))
